@@ -1,0 +1,165 @@
+package pkcshsm
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/pkcshsm/pkcshsm"
+
+// allowed maps a package (or a folder of packages, by prefix) to the module
+// packages its non-test code may import, by prefix. errclass and paths are
+// below everything, like the standard library's errors and path packages.
+// The first matching rule (longest prefix) applies.
+var allowed = map[string][]string{
+	"errclass": {},
+	"paths":    {},
+	"apqn":     {"errclass"},
+	"mkvp":     {"errclass"},
+	"hsm":      {"hsm", "apqn", "mkvp", "errclass", "paths"},
+	"state":    {"state", "apqn", "mkvp", "errclass", "paths"},
+	// The daemon and the agent never see keys: no tokenlib, no hsm.
+	"runtime":  {"runtime/event", "runtime/agent", "runtime/admin", "runtime/slotd", "runtime/internal", "state", "apqn", "mkvp", "errclass", "paths"},
+	"tokenlib": {"tokenlib", "hsm", "state", "runtime/agent", "runtime/event", "apqn", "mkvp", "errclass", "paths"},
+	// Binaries may import anything except what their role forbids below.
+	"cmd": {""},
+}
+
+// thirdParty in a forbidden list stands for every import from outside the
+// standard library and this module.
+const thirdParty = "<third-party>"
+
+// forbidden lists imports a package must never have, by prefix, even where
+// the rule above would allow them.
+var forbidden = map[string][]string{
+	"cmd/pkcshsmd":          {module + "/tokenlib", module + "/hsm"},
+	"cmd/pkcshsm_mk_change": {module + "/runtime/slotd", module + "/hsm/sim"},
+	"tokenlib":              {"github.com/spf13/cobra"},
+	"runtime":               {"github.com/spf13/cobra"},
+	"hsm":                   {"github.com/spf13/cobra"},
+	"state":                 {"github.com/spf13/cobra"},
+	"apqn":                  {thirdParty},
+	"mkvp":                  {thirdParty},
+	"errclass":              {thirdParty},
+	"paths":                 {thirdParty},
+}
+
+func longestRule[T any](rules map[string]T, pkg string) (T, bool) {
+	best, found := "", false
+	var v T
+	for prefix, r := range rules {
+		if (pkg == prefix || strings.HasPrefix(pkg, prefix+"/")) && len(prefix) >= len(best) {
+			best, v, found = prefix, r, true
+		}
+	}
+	return v, found
+}
+
+func TestImportRules(t *testing.T) {
+	imports := map[string]map[string]bool{} // package dir → imports
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != "." && (strings.HasPrefix(name, ".") || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly|parser.ParseComments)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(f.Name.Name, "ignore") || hasIgnoreTag(p) {
+			return nil // generators
+		}
+		dir := filepath.ToSlash(filepath.Dir(p))
+		if imports[dir] == nil {
+			imports[dir] = map[string]bool{}
+		}
+		if f.Name.Name == "runtime" {
+			t.Errorf("%s: no package may be named runtime (it shadows the standard library)", p)
+		}
+		for _, spec := range f.Imports {
+			ip, _ := strconv.Unquote(spec.Path.Value)
+			imports[dir][ip] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imports) < 5 {
+		t.Fatalf("found only %d packages; is the test running at the module root?", len(imports))
+	}
+	for dir, ims := range imports {
+		if dir == "." {
+			continue
+		}
+		rule, ok := longestRule(allowed, dir)
+		if !ok {
+			t.Errorf("%s: no import rule; add the package to the table in importrules_test.go and ARCHITECTURE's spirit", dir)
+			continue
+		}
+		bad, _ := longestRule(forbidden, dir)
+		for ip := range ims {
+			for _, f := range bad {
+				if strings.HasPrefix(ip, f) || f == thirdParty && isThirdParty(ip) {
+					t.Errorf("%s imports %s, which it must never import", dir, ip)
+				}
+			}
+			own, isOurs := strings.CutPrefix(ip, module+"/")
+			if !isOurs {
+				continue
+			}
+			permitted := false
+			for _, a := range rule {
+				if a == "" || own == a || strings.HasPrefix(own, a+"/") {
+					permitted = true
+				}
+			}
+			if !permitted {
+				t.Errorf("%s imports %s; allowed: %v", dir, own, rule)
+			}
+		}
+	}
+}
+
+func isThirdParty(ip string) bool {
+	first, _, _ := strings.Cut(ip, "/")
+	return strings.Contains(first, ".") && !strings.HasPrefix(ip, module+"/")
+}
+
+func hasIgnoreTag(p string) bool {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return false
+	}
+	head := string(b[:min(len(b), 200)])
+	return strings.Contains(head, "//go:build ignore")
+}
+
+func TestImportRulesTable(t *testing.T) {
+	// The rule for a nested package is the longest prefix.
+	if r, _ := longestRule(allowed, "hsm/sim"); len(r) == 0 || r[0] != "hsm" {
+		t.Fatalf("hsm/sim rule = %v", r)
+	}
+	if _, ok := longestRule(allowed, "hsmx"); ok {
+		t.Fatal("hsmx matched the hsm rule")
+	}
+	if f, _ := longestRule(forbidden, "cmd/pkcshsmd"); len(f) != 2 || path.Base(f[0]) != "tokenlib" {
+		t.Fatalf("pkcshsmd forbidden = %v", f)
+	}
+}

@@ -1,0 +1,198 @@
+package hsm
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+)
+
+func testAEAD(t testing.TB) cipher.AEAD {
+	t.Helper()
+	c, err := aes.NewCipher(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := cipher.NewGCM(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func pat(t testing.TB, n int, b byte) mkvp.Pattern {
+	t.Helper()
+	p, err := mkvp.New(bytes.Repeat([]byte{b}, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// blobCases covers every layout with the offsets the reference documents.
+func blobCases(t testing.TB) []struct {
+	name      string
+	b         Blob
+	patAt     int
+	firstByte byte
+} {
+	cca := pat(t, 8, 0xa5)
+	ep := pat(t, 16, 0x5a)
+	return []struct {
+		name      string
+		b         Blob
+		patAt     int
+		firstByte byte
+	}{
+		{"des-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCASYM, cca, KeyDES3, 192}, LayoutCCADESData, nil}, 8, 0x01},
+		{"aes-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256}, LayoutCCAAESData, nil}, 8, 0x01},
+		{"aes-cipher", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 128}, LayoutCCAAESCipher, nil}, 10, 0x01},
+		{"hmac", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyHMAC, 2432}, LayoutCCAHMAC, nil}, 10, 0x01},
+		{"ecc", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyEC, 384}, LayoutCCAECC, nil}, 24, 0x1f},
+		{"rsa-me", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 2048}, LayoutCCARSAME, nil}, 112, 0x1f},
+		{"rsa-crt", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 4096}, LayoutCCARSACRT, nil}, 124, 0x1f},
+		{"ep11-aes", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyAES, 256}, LayoutEP11, nil}, 32, 0x00},
+		{"ep11-rsa", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyRSA, 3072}, LayoutEP11, nil}, 32, 0x00},
+	}
+}
+
+func TestSealOpenLayouts(t *testing.T) {
+	aead := testAEAD(t)
+	material := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range blobCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := SealBlob(tc.b.BlobInfo, tc.b.Layout, aead, rand.Reader, material)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raw[0] != tc.firstByte {
+				t.Errorf("byte 0 = %#x, want %#x", raw[0], tc.firstByte)
+			}
+			if got := raw[tc.patAt : tc.patAt+tc.b.Pattern.Len()]; !bytes.Equal(got, tc.b.Pattern.Bytes()) {
+				t.Errorf("pattern at %d = %x, want %x", tc.patAt, got, tc.b.Pattern.Bytes())
+			}
+			switch tc.b.Layout {
+			case LayoutEP11:
+				if v := binary.BigEndian.Uint16(raw[64:]); v != 0x1234 {
+					t.Errorf("EP11 version magic = %#x", v)
+				}
+				if !allZero(raw[:32]) {
+					t.Error("EP11 session id not zero")
+				}
+			case LayoutCCAAESData:
+				if raw[4] != 0x04 {
+					t.Errorf("AES DATA version = %#x", raw[4])
+				}
+			case LayoutCCAAESCipher, LayoutCCAHMAC:
+				if raw[4] != 0x05 || int(binary.BigEndian.Uint16(raw[2:])) != len(raw) {
+					t.Errorf("VLSC version %#x length %d of %d", raw[4], binary.BigEndian.Uint16(raw[2:]), len(raw))
+				}
+			case LayoutCCARSACRT, LayoutCCARSAME:
+				sec := int(binary.BigEndian.Uint16(raw[10:]))
+				if raw[8+sec] != 0x04 {
+					t.Errorf("public section id %#x follows the private section", raw[8+sec])
+				}
+			}
+			info, err := Inspect(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info != tc.b.BlobInfo {
+				t.Errorf("Inspect = %+v, want %+v", info, tc.b.BlobInfo)
+			}
+			_, got, err := OpenBlob(raw, aead)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, material) {
+				t.Error("material did not round trip")
+			}
+			// Every single-byte change outside the payload breaks either the
+			// parse or the authentication.
+			for i := range raw {
+				bad := bytes.Clone(raw)
+				bad[i] ^= 0x01
+				if _, _, err := OpenBlob(bad, aead); !errors.Is(err, ErrBadBlob) {
+					t.Fatalf("flipping byte %d: err = %v, want ErrBadBlob", i, err)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+	}{
+		{"empty", nil},
+		{"spki", []byte{0x30, 0x82, 0x01, 0x22}},
+		{"short-data", []byte{0x01, 0, 0, 0, 0x04, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}},
+		{"public-rsa", append([]byte{0x1e, 0, 0, 0, 0, 0, 0, 0, 0x04}, make([]byte, 20)...)},
+		{"garbage", bytes.Repeat([]byte{0xff}, 100)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Inspect(tc.raw)
+			if !errors.Is(err, ErrBadBlob) || errclass.Of(err) != errclass.InvalidArgument {
+				t.Fatalf("err = %v, want ErrBadBlob (invalid argument)", err)
+			}
+		})
+	}
+}
+
+func TestEncodeRejectsMismatch(t *testing.T) {
+	cca := pat(t, 8, 1)
+	for _, b := range []Blob{
+		{BlobInfo{apqn.ModeEP11, mkvp.CCAAES, cca, KeyAES, 256}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 100}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyEC, 256}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, cca, KeyAES, 256}, LayoutEP11, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256}, Layout(99), nil},
+	} {
+		if _, err := EncodeBlob(b); errclass.Of(err) != errclass.InvalidArgument {
+			t.Errorf("EncodeBlob(%+v) err = %v, want invalid argument", b, err)
+		}
+	}
+}
+
+func FuzzDecodeBlob(f *testing.F) {
+	aead := testAEAD(f)
+	for _, tc := range blobCases(f) {
+		raw, err := SealBlob(tc.b.BlobInfo, tc.b.Layout, aead, rand.Reader, []byte("seed material 16"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add([]byte{0x01, 0, 0, 0, 0x05})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		b, err := DecodeBlob(raw)
+		if err != nil {
+			if !errors.Is(err, ErrBadBlob) {
+				t.Fatalf("error without ErrBadBlob: %v", err)
+			}
+			return
+		}
+		enc, err := EncodeBlob(b)
+		if err != nil {
+			t.Fatalf("decoded blob does not encode: %v", err)
+		}
+		if !bytes.Equal(enc, raw) {
+			t.Fatalf("encode(decode(x)) != x\n x=%x\n y=%x", raw, enc)
+		}
+		b2, err := DecodeBlob(enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b2.BlobInfo != b.BlobInfo || b2.Layout != b.Layout || !bytes.Equal(b2.Sealed, b.Sealed) {
+			t.Fatalf("decode(encode(b)) != b")
+		}
+	})
+}

@@ -1,0 +1,39 @@
+// Package event is the wire protocol between pkcshsmd, the runtime agents
+// inside every process that uses the token library, and the admin client
+// that pkcshsm_mk_change uses.
+//
+// # Framing
+//
+// Every message is one frame: a 4-byte big-endian length, then that many
+// bytes of JSON. A frame body is at most [MaxFrame] bytes; a longer length
+// prefix is refused before anything is read, so a peer cannot make the
+// other side allocate more than that. Every body is an [Message] envelope
+// carrying the protocol [Version], a [Kind] and exactly the one body field
+// that the kind names. [Decode] refuses unknown fields, unknown kinds, a
+// wrong version, a missing or extra body and values out of range, with an
+// error of class errclass.InvalidArgument (errclass.FailedPrecondition for a
+// version mismatch) that names the problem.
+//
+// # Conversations
+//
+// An application process (its agent) connects to the app socket and sends
+// [KindHello] with its pid, uid, program name and tokens. The daemon checks
+// the pid against the kernel's peer credentials and answers [KindWelcome]
+// or [KindError]. From then on the daemon sends [KindEvent] frames and the
+// agent answers each with one [KindReply] carrying the event id and a result
+// per token.
+//
+// An admin client connects to the admin socket and sends requests, one at a
+// time, each answered by exactly one frame: [KindBroadcast] is answered by
+// [KindAccount] (one line per process: pid, program, tokens and outcome),
+// [KindStatusRequest] by [KindStatus]; a refused or malformed request is
+// answered by [KindError], whose class survives the trip (see
+// [Error.Err]).
+//
+// # Deadlines
+//
+// Every event carries an absolute deadline. The daemon stops waiting for
+// a process at the deadline and reports it as [TimedOut]; an agent hands the
+// deadline to its handler as the context deadline. Both ends run on the
+// same host, so one clock serves both.
+package event

@@ -137,6 +137,12 @@ func As(c Class, err error) error {
 	return &classError{class: c, err: err}
 }
 
+// Classifier is implemented by structured error types that carry a class
+// of their own (such as a list of conflicts).
+type Classifier interface {
+	ErrClass() Class
+}
+
 // Of returns the class of the outermost classified error in err's chain, or
 // [Unknown]. A bare Class used as an error is its own class.
 func Of(err error) Class {
@@ -146,6 +152,8 @@ func Of(err error) Class {
 			return e.class
 		case Class:
 			return e
+		case Classifier:
+			return e.ErrClass()
 		case interface{ Unwrap() []error }:
 			for _, inner := range e.Unwrap() {
 				if c := Of(inner); c != Unknown {

@@ -23,6 +23,7 @@ func TestOfAndIs(t *testing.T) {
 		{"reclassified", As(DataLoss, wrapped), DataLoss},
 		{"outer wins", New(Aborted, "rolled back: %w", base), Aborted},
 		{"join", errors.Join(errors.New("a"), base), NotFound},
+		{"classifier", fmt.Errorf("ctx: %w", structured{}), Conflict},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,3 +70,9 @@ func TestClassNames(t *testing.T) {
 		t.Fatal("out of range class")
 	}
 }
+
+type structured struct{}
+
+func (structured) Error() string   { return "two operations intersect" }
+func (structured) ErrClass() Class { return Conflict }
+func (structured) Is(t error) bool { return t == Conflict }

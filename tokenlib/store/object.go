@@ -1,0 +1,510 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// Object is one token object as stored.
+//
+// Class and Private are the store's own columns: Class is indexed for
+// [Filter], Private decides whether the attributes are sealed. The engine
+// keeps them consistent with CKA_CLASS / CKA_PRIVATE in Attrs; the store
+// does not look inside Attrs except to filter.
+type Object struct {
+	// Handle is the row id: assigned by Create, stable for the object's
+	// life, never reused (not even after InitToken).
+	Handle uint64
+	// UniqueID is CKA_UNIQUE_ID: 32 random hex digits assigned by Create.
+	UniqueID string
+	Class    uint
+	Private  bool
+	// Attrs maps attribute types (CKA_*) to their encoded values.
+	Attrs map[uint32][]byte
+	// Version is 1 after Create and grows by one with every Update. Update
+	// succeeds only if it still matches the stored version.
+	Version uint64
+
+	// sealed remembers, for an object read with a data key, each value as
+	// read and its sealed form, so that Update re-seals only the values
+	// that changed (an MK change touches one or two attributes per key).
+	sealed map[uint32]sealedValue
+}
+
+type sealedValue struct {
+	plain  []byte // a private copy, never handed out
+	sealed []byte
+}
+
+// Filter selects objects for List. The zero Filter matches every object the
+// caller may see.
+type Filter struct {
+	// Classes, if not empty, keeps objects whose Class is one of them.
+	Classes []uint
+	// UniqueID, if set, keeps only that object.
+	UniqueID string
+	// Attrs keeps objects that have every listed attribute with exactly the
+	// given value (a nil or empty value matches an empty value).
+	Attrs map[uint32][]byte
+}
+
+func newUniqueID() string { return hex.EncodeToString(randomBytes(16)) }
+
+func checkObject(o *Object, dk *DataKey) error {
+	if o == nil {
+		return errclass.New(errclass.InvalidArgument, "object is nil")
+	}
+	if uint64(o.Class) > math.MaxInt64 {
+		return errclass.New(errclass.InvalidArgument, "object class %#x is out of range", o.Class)
+	}
+	if len(o.Attrs) > MaxAttrs {
+		return errclass.Newh(errclass.InvalidArgument, "split the data over several objects", "object has %d attributes, more than %d", len(o.Attrs), MaxAttrs)
+	}
+	total := 0
+	for t, v := range o.Attrs {
+		if len(v) > MaxValueLen {
+			return errclass.Newh(errclass.InvalidArgument, "store large data outside the token", "attribute %#x has %d bytes, more than %d", t, len(v), MaxValueLen)
+		}
+		total += len(v) + sealOverhead + 10
+	}
+	if total > maxBlob-64 {
+		return errclass.New(errclass.InvalidArgument, "object attributes total %d bytes, more than %d", total, maxBlob)
+	}
+	if o.Private && dk == nil {
+		return errclass.Newh(errclass.PermissionDenied, "log in as USER to create or change private objects", "private object: %w", ErrLoginRequired)
+	}
+	return nil
+}
+
+// encodeObject produces the attrs column for o.
+func encodeObject(o *Object, dk *DataKey) []byte {
+	if !o.Private {
+		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs))}
+		for _, t := range sortedTypes(o.Attrs) {
+			r.attrs = append(r.attrs, rawAttr{typ: t, val: o.Attrs[t]})
+		}
+		return encodeRaw(nil, &r)
+	}
+	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed)
+	return encodeRaw(nil, r)
+}
+
+// rememberSealed records o's values and sealed forms after a write or read,
+// so that a following Update can reuse unchanged sealed values.
+func rememberSealed(o *Object, r *rawObject) {
+	if !r.sealed {
+		o.sealed = nil
+		return
+	}
+	m := make(map[uint32]sealedValue, len(r.attrs))
+	for _, a := range r.attrs {
+		v := o.Attrs[a.typ]
+		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: a.val}
+	}
+	o.sealed = m
+}
+
+// decodeObject turns a stored row into an Object. A private object needs a
+// data key; failures to authenticate return errOpen, bad encodings
+// errCodec.
+func decodeObject(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
+	if err := decodeRaw(blob, r); err != nil {
+		return err
+	}
+	if r.sealed != o.Private {
+		return codecErr("object is private=%v but its attributes are sealed=%v", o.Private, r.sealed)
+	}
+	o.Attrs = make(map[uint32][]byte, len(r.attrs))
+	if !r.sealed {
+		for _, a := range r.attrs {
+			o.Attrs[a.typ] = append([]byte{}, a.val...)
+		}
+		return nil
+	}
+	if err := dk.checkSet(o.UniqueID, uint64(o.Class), r); err != nil {
+		return err
+	}
+	var aad []byte
+	m := make(map[uint32]sealedValue, len(r.attrs))
+	for _, a := range r.attrs {
+		v, buf, err := dk.openAttr(aad, o.UniqueID, a.typ, a.val)
+		aad = buf
+		if err != nil {
+			return err
+		}
+		o.Attrs[a.typ] = v
+		// a.val may alias a driver buffer: keep our own copy.
+		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: append([]byte{}, a.val...)}
+	}
+	o.sealed = m
+	return nil
+}
+
+// Store-level object operations run each in its own transaction.
+
+// Create stores o as a new object and sets o.Handle, o.UniqueID and
+// o.Version (1). o.UniqueID must be empty: the store assigns it. dk may be
+// nil only for a public object.
+func (s *Store) Create(ctx context.Context, dk *DataKey, o *Object) error {
+	return s.Batch(ctx, dk, func(tx *Tx) error { return tx.Create(o) })
+}
+
+// Get returns the object with the given handle: errclass.NotFound if there
+// is none, errclass.PermissionDenied (ErrLoginRequired) for a private object
+// without a data key, errclass.DataLoss if its stored bytes are corrupt or
+// were tampered with.
+func (s *Store) Get(ctx context.Context, dk *DataKey, handle uint64) (*Object, error) {
+	return s.get(ctx, s.rdb, dk, handle)
+}
+
+// Update writes o's Class, Private and Attrs if the stored object still has
+// o.Version; then o.Version is incremented. If another process (or
+// goroutine) updated the object meanwhile, Update fails with
+// errclass.Conflict and changes nothing: re-read and retry. Changing a
+// private object (or making an object private) needs a data key.
+func (s *Store) Update(ctx context.Context, dk *DataKey, o *Object) error {
+	return s.Batch(ctx, dk, func(tx *Tx) error { return tx.Update(o) })
+}
+
+// Delete destroys the object with the given handle (errclass.NotFound if
+// there is none). The store does not ask for a data key here: the engine
+// decides who may destroy which objects.
+func (s *Store) Delete(ctx context.Context, handle uint64) error {
+	return s.Batch(ctx, nil, func(tx *Tx) error { return tx.Delete(handle) })
+}
+
+// List returns the objects matching f, ordered by handle. Without a data key
+// only public objects are considered. Filtering on attribute values opens
+// only the filtered attributes of private objects; full decoding happens
+// for matches only.
+//
+// Objects whose stored bytes are corrupt do not stop the listing: List
+// returns every readable match together with an errclass.DataLoss error
+// naming the unreadable handles, so a caller can go on with the rest and
+// still report the loss. With any other error the slice is nil.
+func (s *Store) List(ctx context.Context, dk *DataKey, f Filter) ([]*Object, error) {
+	return s.list(ctx, s.rdb, dk, f)
+}
+
+// Version returns the stored version of an object without decoding it, for
+// revalidating a cached copy (errclass.NotFound if the object is gone).
+func (s *Store) Version(ctx context.Context, handle uint64) (uint64, error) {
+	var v int64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT version FROM object WHERE handle = ?`, int64(handle)).Scan(&v); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, errNoObject(handle)
+		}
+		return 0, classifyDB(fmt.Errorf("read version of object %d: %w", handle, err))
+	}
+	return uint64(v), nil
+}
+
+func errNoObject(handle uint64) error {
+	return errclass.New(errclass.NotFound, "object %d does not exist", handle)
+}
+
+// Tx is one write transaction of [Store.Batch]. Its methods behave like the
+// Store methods of the same names but see the transaction's own changes,
+// and nothing becomes visible to others before Batch commits. A Tx must not
+// be used after fn returns, nor from several goroutines.
+type Tx struct {
+	s   *Store
+	ctx context.Context
+	tx  *sql.Tx
+	dk  *DataKey
+	raw rawObject // decode scratch space
+}
+
+// Batch runs fn in one write transaction: everything fn did is committed
+// together when it returns nil, and nothing when it returns an error (which
+// Batch returns unchanged) or the process dies. The transaction holds the
+// token's write lock; other processes' writes wait (reads do not). Keep
+// batches to some thousands of objects. dk may be nil if fn only touches
+// public objects.
+func (s *Store) Batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
+	return s.writeTx(ctx, func(stx *sql.Tx) error {
+		if dk != nil {
+			if err := s.checkKey(ctx, stx, dk); err != nil {
+				return err
+			}
+		}
+		return fn(&Tx{s: s, ctx: ctx, tx: stx, dk: dk})
+	})
+}
+
+// Create is [Store.Create] inside the transaction.
+func (t *Tx) Create(o *Object) error {
+	if err := checkObject(o, t.dk); err != nil {
+		return fmt.Errorf("create object: %w", err)
+	}
+	if o.UniqueID != "" {
+		return errclass.Newh(errclass.InvalidArgument, "leave UniqueID empty; the store assigns it", "create object: UniqueID %q is already set", o.UniqueID)
+	}
+	uid := newUniqueID()
+	o.UniqueID = uid
+	o.sealed = nil
+	blob := encodeObject(o, t.dk)
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs) VALUES (?, ?, ?, 1, ?)`,
+		uid, int64(o.Class), boolInt(o.Private), blob)
+	if err != nil {
+		o.UniqueID = ""
+		return classifyDB(fmt.Errorf("create object: %w", err))
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		o.UniqueID = ""
+		return classifyDB(fmt.Errorf("create object: %w", err))
+	}
+	o.Handle, o.Version = uint64(id), 1
+	if o.Private {
+		var r rawObject
+		if decodeRaw(blob, &r) == nil {
+			rememberSealed(o, &r)
+		}
+	}
+	return nil
+}
+
+// Get is [Store.Get] inside the transaction.
+func (t *Tx) Get(handle uint64) (*Object, error) { return t.s.get(t.ctx, t.tx, t.dk, handle) }
+
+// List is [Store.List] inside the transaction.
+func (t *Tx) List(f Filter) ([]*Object, error) { return t.s.list(t.ctx, t.tx, t.dk, f) }
+
+// Update is [Store.Update] inside the transaction.
+func (t *Tx) Update(o *Object) error {
+	if err := checkObject(o, t.dk); err != nil {
+		return fmt.Errorf("update object %d: %w", o.Handle, err)
+	}
+	if o.UniqueID == "" || o.Handle == 0 || o.Handle > math.MaxInt64 {
+		return errclass.New(errclass.InvalidArgument, "update object: handle %d / unique id %q do not name a stored object (use an Object from Create, Get or List)", o.Handle, o.UniqueID)
+	}
+	blob := encodeObject(o, t.dk)
+	// A private object may only be changed with a data key: the WHERE
+	// clause enforces that without a separate read.
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?
+		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
+		int64(o.Class), boolInt(o.Private), blob, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+	if err != nil {
+		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		o.Version++
+		if o.Private {
+			var r rawObject
+			if decodeRaw(blob, &r) == nil {
+				rememberSealed(o, &r)
+			}
+		} else {
+			o.sealed = nil
+		}
+		return nil
+	}
+	var ver int64
+	var priv int
+	var uid string
+	err = t.tx.QueryRowContext(t.ctx, `SELECT version, private, unique_id FROM object WHERE handle = ?`, int64(o.Handle)).Scan(&ver, &priv, &uid)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) || (err == nil && uid != o.UniqueID):
+		return errNoObject(o.Handle)
+	case err != nil:
+		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
+	case priv != 0 && t.dk == nil:
+		return errclass.Newh(errclass.PermissionDenied, "log in as USER to change private objects", "update object %d: %w", o.Handle, ErrLoginRequired)
+	}
+	return errclass.Newh(errclass.Conflict, "read the object again and reapply the change",
+		"update object %d: it is at version %d, not %d: changed by someone else meanwhile", o.Handle, ver, o.Version)
+}
+
+// Delete is [Store.Delete] inside the transaction.
+func (t *Tx) Delete(handle uint64) error {
+	if handle > math.MaxInt64 {
+		return errNoObject(handle)
+	}
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM object WHERE handle = ?`, int64(handle))
+	if err != nil {
+		return classifyDB(fmt.Errorf("delete object %d: %w", handle, err))
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errNoObject(handle)
+	}
+	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// usable reports an unusable (destroyed or foreign) data key; a stale one is
+// found by checkKey or, for reads, when opening fails.
+func (s *Store) usable(dk *DataKey) error {
+	if dk != nil && (dk.aead == nil || dk.tokenID != s.tokenID) {
+		return errclass.Newh(errclass.FailedPrecondition, "log in again", "%w (destroyed, or from another token)", ErrStaleDataKey)
+	}
+	return nil
+}
+
+// openFailed explains a failure to authenticate: a data key from before a
+// re-initialization (stale) or a corrupted/tampered value (data loss).
+func (s *Store) openFailed(ctx context.Context, q querier, dk *DataKey, handle uint64, err error) error {
+	if kerr := s.checkKey(ctx, q, dk); kerr != nil {
+		return kerr
+	}
+	return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
+		"object %d: %w", handle, err)
+}
+
+func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) (*Object, error) {
+	if err := s.usable(dk); err != nil {
+		return nil, err
+	}
+	if handle == 0 || handle > math.MaxInt64 {
+		return nil, errNoObject(handle)
+	}
+	o := &Object{Handle: handle}
+	var class, ver int64
+	var priv int
+	var blob []byte
+	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs FROM object WHERE handle = ?`, int64(handle)).
+		Scan(&o.UniqueID, &class, &priv, &ver, &blob)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errNoObject(handle)
+	}
+	if err != nil {
+		return nil, classifyDB(fmt.Errorf("read object %d: %w", handle, err))
+	}
+	o.Class, o.Private, o.Version = uint(class), priv != 0, uint64(ver)
+	if o.Private && dk == nil {
+		return nil, errclass.Newh(errclass.PermissionDenied, "log in as USER to read private objects", "object %d: %w", handle, ErrLoginRequired)
+	}
+	var r rawObject
+	if err := decodeObject(o, blob, dk, &r); err != nil {
+		if errors.Is(err, errOpen) {
+			return nil, s.openFailed(ctx, q, dk, handle, err)
+		}
+		return nil, errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup", "object %d: %w", handle, err)
+	}
+	return o, nil
+}
+
+func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*Object, error) {
+	if err := s.usable(dk); err != nil {
+		return nil, err
+	}
+	var where []string
+	var args []any
+	if dk == nil {
+		where = append(where, "private = 0")
+	}
+	if len(f.Classes) > 0 {
+		ph := make([]string, len(f.Classes))
+		for i, c := range f.Classes {
+			if uint64(c) > math.MaxInt64 {
+				return nil, nil // no object can have that class
+			}
+			ph[i] = "?"
+			args = append(args, int64(c))
+		}
+		where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+	}
+	if f.UniqueID != "" {
+		where = append(where, "unique_id = ?")
+		args = append(args, f.UniqueID)
+	}
+	query := `SELECT handle, unique_id, class, private, version, attrs FROM object`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY handle"
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+	}
+	defer rows.Close()
+	filterTypes := sortedTypes(f.Attrs)
+	var (
+		out     []*Object
+		bad     []uint64
+		r       rawObject
+		aad     []byte
+		handle  int64
+		uid     string
+		class   int64
+		priv    int
+		ver     int64
+		blob    sql.RawBytes
+		keyGood bool // the data key was checked against the token after an open failure
+	)
+	for rows.Next() {
+		if err := rows.Scan(&handle, &uid, &class, &priv, &ver, &blob); err != nil {
+			return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+		}
+		if err := decodeRaw(blob, &r); err != nil || r.sealed != (priv != 0) {
+			bad = append(bad, uint64(handle))
+			continue
+		}
+		match, failed := true, false
+		for _, t := range filterTypes {
+			v, ok := r.find(t)
+			if !ok {
+				match = false
+				break
+			}
+			if r.sealed {
+				var plain []byte
+				var err error
+				plain, aad, err = dk.openAttr(aad, uid, t, v)
+				if err != nil {
+					failed = true
+					break
+				}
+				v = plain
+			}
+			if string(v) != string(f.Attrs[t]) {
+				match = false
+				break
+			}
+		}
+		if match && !failed {
+			o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver)}
+			if err := decodeObject(o, blob, dk, &r); err != nil {
+				failed = errors.Is(err, errOpen)
+				if !failed {
+					bad = append(bad, uint64(handle))
+					continue
+				}
+			} else {
+				out = append(out, o)
+				continue
+			}
+		}
+		if failed {
+			if !keyGood {
+				if err := s.checkKey(ctx, q, dk); err != nil {
+					return nil, fmt.Errorf("list objects: %w", err)
+				}
+				keyGood = true
+			}
+			bad = append(bad, uint64(handle))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+	}
+	if len(bad) > 0 {
+		s.log.Error().Interface("handles", bad).Msg("token objects are unreadable (corrupt or tampered)")
+		return out, errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
+			"list objects: %d unreadable objects, handles %v", len(bad), bad)
+	}
+	return out, nil
+}

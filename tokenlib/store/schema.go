@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// migrations are applied in order; migrations[i] takes the schema from
+// user_version i to i+1. Append only: a released migration never changes.
+var migrations = []string{
+	// 1: token record, PIN wraps, objects.
+	`
+CREATE TABLE token (
+	id          INTEGER PRIMARY KEY CHECK (id = 1),
+	token_id    BLOB    NOT NULL,           -- 16 random bytes, bound into every seal
+	serial      TEXT    NOT NULL,           -- CK_TOKEN_INFO serialNumber
+	label       TEXT    NOT NULL DEFAULT '',
+	initialized INTEGER NOT NULL DEFAULT 0,
+	dk_id       BLOB,                       -- id of the current data key; NULL before InitToken
+	generation  INTEGER NOT NULL DEFAULT 0  -- bumped by every write transaction
+);
+CREATE TABLE pin (
+	user          INTEGER PRIMARY KEY,      -- 0 SO, 1 USER
+	kdf           TEXT    NOT NULL,         -- "argon2id"
+	kdf_time      INTEGER NOT NULL,
+	kdf_memory    INTEGER NOT NULL,         -- KiB
+	kdf_threads   INTEGER NOT NULL,
+	salt          BLOB    NOT NULL,
+	wrapped       BLOB    NOT NULL,         -- AES-256-GCM(nonce||ct||tag) of the data key
+	failures      INTEGER NOT NULL DEFAULT 0,
+	to_be_changed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE object (
+	handle    INTEGER PRIMARY KEY AUTOINCREMENT, -- never reused, even after delete or re-init
+	unique_id TEXT    NOT NULL UNIQUE,
+	class     INTEGER NOT NULL,
+	private   INTEGER NOT NULL,
+	version   INTEGER NOT NULL,
+	attrs     BLOB    NOT NULL               -- see codec.go
+);
+CREATE INDEX object_class ON object (class);
+`,
+}
+
+// SchemaVersion is the schema version this package writes.
+var SchemaVersion = len(migrations)
+
+// migrate brings the schema to SchemaVersion in one transaction and creates
+// the token record. Concurrent openers serialise on the write lock; the
+// second one finds the work done.
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return classifyDB(fmt.Errorf("open token store %s: begin migration: %w", s.path, err))
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return classifyDB(fmt.Errorf("open token store %s: read schema version: %w", s.path, err))
+	}
+	if v > len(migrations) {
+		return errclass.Newh(errclass.FailedPrecondition, "use a pkcshsm release at least as new as the one that last wrote this token",
+			"open token store %s: schema version %d is newer than this program knows (%d)", s.path, v, len(migrations))
+	}
+	if v < 0 {
+		return errclass.New(errclass.DataLoss, "open token store %s: invalid schema version %d", s.path, v)
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return classifyDB(fmt.Errorf("open token store %s: migrate schema %d -> %d: %w", s.path, i, i+1, err))
+		}
+	}
+	if v != len(migrations) {
+		// PRAGMA takes no bind parameters; the value is our own integer.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+			return classifyDB(fmt.Errorf("open token store %s: set schema version: %w", s.path, err))
+		}
+		s.log.Info().Str("path", s.path).Int("from", v).Int("to", len(migrations)).Msg("token store schema migrated")
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO token (id, token_id, serial) VALUES (1, ?, ?)`,
+		randomBytes(tokenIDLen), newSerial()); err != nil {
+		return classifyDB(fmt.Errorf("open token store %s: create token record: %w", s.path, err))
+	}
+	if err := tx.Commit(); err != nil {
+		return classifyDB(fmt.Errorf("open token store %s: commit migration: %w", s.path, err))
+	}
+	return nil
+}
+
+var _ = sql.ErrNoRows

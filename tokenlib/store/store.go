@@ -1,0 +1,336 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	_ "modernc.org/sqlite" // pure-Go SQLite driver "sqlite": CGO_ENABLED=0 builds work
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// DBName is the database file inside a token directory.
+const DBName = "token.db"
+
+// File modes of the token directory and of the database files. The token
+// group shares them; SQLite copies the database file's mode onto its -wal and
+// -shm files.
+const (
+	DirMode  fs.FileMode = 0o770
+	FileMode fs.FileMode = 0o660
+)
+
+// DefaultMaxPINAttempts is the number of consecutive wrong PINs after which a
+// PIN is locked when [Options.MaxPINAttempts] is zero.
+const DefaultMaxPINAttempts = 10
+
+// DefaultBusyTimeout is how long a statement waits for another process's
+// write transaction when [Options.BusyTimeout] is zero.
+const DefaultBusyTimeout = 30 * time.Second
+
+// Options tune a [Store]. The zero value is usable.
+type Options struct {
+	// Logger receives diagnostics (never PINs, keys or attribute values).
+	// The zero value logs nothing.
+	Logger zerolog.Logger
+	// KDF is the PIN key derivation used for PINs set from now on
+	// (InitToken, InitUserPIN, SetPIN). PINs set earlier keep the
+	// parameters stored with them until they are set again. The zero value
+	// means [DefaultKDF].
+	KDF KDF
+	// MaxPINAttempts is the number of consecutive wrong PINs that lock a
+	// PIN; 0 means [DefaultMaxPINAttempts]. The counters live in the
+	// database, so all processes must use the same value.
+	MaxPINAttempts int
+	// MinPINLen and MaxPINLen bound PIN lengths in bytes; 0 means 4 and 128
+	// (the CCA token's range; EP11 tokens should pass 4 and 8).
+	MinPINLen, MaxPINLen int
+	// BusyTimeout bounds how long a statement waits for a lock held by
+	// another process; 0 means [DefaultBusyTimeout].
+	BusyTimeout time.Duration
+}
+
+// Store is one token's object store: an open SQLite database shared with
+// every other process that opens the same directory. It is safe for
+// concurrent use by many goroutines.
+type Store struct {
+	dir  string
+	path string
+	log  zerolog.Logger
+	opts Options
+
+	// rdb serves reads (autocommit statements, deferred transactions); wdb
+	// serves write transactions, which all begin IMMEDIATE so that a
+	// transaction never has to upgrade a read lock (the upgrade cannot wait
+	// in WAL mode and would fail with SQLITE_BUSY). wdb has one connection:
+	// writers of this process queue in Go instead of polling SQLite's busy
+	// handler against each other.
+	rdb, wdb *sql.DB
+
+	tokenID [tokenIDLen]byte // random, fixed for the life of the database
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+const tokenIDLen = 16
+
+// noFollow makes the create of the database file refuse a symlink planted
+// between the Lstat check and the open.
+const noFollow = syscall.O_NOFOLLOW
+
+// Open creates or opens the store in dir (<dir>/token.db). The directory is
+// created with mode 0770 if missing; a symlinked directory or database file
+// is refused. The schema is created or migrated to the current version; a
+// database written by a newer version of this package is refused with a
+// [errclass.FailedPrecondition] error and left untouched.
+func Open(dir string, opts Options) (*Store, error) {
+	if dir == "" {
+		return nil, errclass.Newh(errclass.InvalidArgument, "pass the token directory, e.g. paths.TokenDir(name)", "open token store: empty directory name")
+	}
+	opts = opts.withDefaults()
+	if err := opts.KDF.validate(); err != nil {
+		return nil, fmt.Errorf("open token store: %w", err)
+	}
+	if opts.MinPINLen < 1 || opts.MaxPINLen < opts.MinPINLen || opts.MaxPINLen > maxPINLenLimit {
+		return nil, errclass.New(errclass.InvalidArgument, "open token store: PIN length bounds %d..%d are not valid (1 <= min <= max <= %d)", opts.MinPINLen, opts.MaxPINLen, maxPINLenLimit)
+	}
+	if opts.MaxPINAttempts < 1 || opts.MaxPINAttempts > 1000 {
+		return nil, errclass.New(errclass.InvalidArgument, "open token store: MaxPINAttempts %d is not in 1..1000", opts.MaxPINAttempts)
+	}
+	path := filepath.Join(dir, DBName)
+	if err := prepareFiles(dir, path); err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, path: path, log: opts.Logger, opts: opts}
+	var err error
+	if s.rdb, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, "deferred")); err != nil {
+		return nil, errclass.New(errclass.Internal, "open token store %s: %w", path, err)
+	}
+	if s.wdb, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, "immediate")); err != nil {
+		s.rdb.Close()
+		return nil, errclass.New(errclass.Internal, "open token store %s: %w", path, err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	s.rdb.SetMaxOpenConns(8)
+	s.rdb.SetMaxIdleConns(4)
+	s.rdb.SetConnMaxIdleTime(time.Minute)
+
+	ctx, cancel := context.WithTimeout(context.Background(), opts.BusyTimeout+5*time.Second)
+	defer cancel()
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.rdb.QueryRowContext(ctx, `SELECT token_id FROM token WHERE id = 1`).Scan(scanFixed(s.tokenID[:])); err != nil {
+		s.Close()
+		return nil, classifyDB(fmt.Errorf("open token store %s: read token id: %w", path, err))
+	}
+	s.log.Debug().Str("path", path).Msg("token store opened")
+	return s, nil
+}
+
+const maxPINLenLimit = 256
+
+func (o Options) withDefaults() Options {
+	if o.KDF == (KDF{}) {
+		o.KDF = DefaultKDF
+	}
+	if o.MaxPINAttempts == 0 {
+		o.MaxPINAttempts = DefaultMaxPINAttempts
+	}
+	if o.MinPINLen == 0 {
+		o.MinPINLen = 4
+	}
+	if o.MaxPINLen == 0 {
+		o.MaxPINLen = 128
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	return o
+}
+
+// dsn builds the modernc.org/sqlite connection string. The path goes into a
+// file: URI, escaped, so that '?' or '#' in a directory name cannot inject
+// parameters. Every connection gets the same pragmas.
+func dsn(path string, busy time.Duration, txlock string) string {
+	u := url.URL{Path: path}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_txlock", txlock)
+	return "file:" + u.EscapedPath() + "?" + q.Encode()
+}
+
+// prepareFiles creates the directory and an empty database file with the
+// shared modes, and refuses symlinks. SQLite opens the file afterwards by
+// name, so a process of the token group could still swap it in between; the
+// directory's 0770 mode limits that to members of the group, who can read
+// the database anyway.
+func prepareFiles(dir, path string) error {
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, DirMode); err != nil {
+			return errclass.Newh(errclass.FailedPrecondition, "check that the parent directory exists and is writable", "create token directory %s: %w", dir, err)
+		}
+		if err := os.Chmod(dir, DirMode); err != nil { // undo the umask
+			return errclass.New(errclass.FailedPrecondition, "set mode of token directory %s: %w", dir, err)
+		}
+	case err != nil:
+		return errclass.New(errclass.FailedPrecondition, "inspect token directory %s: %w", dir, err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return errclass.Newh(errclass.FailedPrecondition, "configure the real directory instead of the symlink", "token directory %s is a symlink, which is refused", dir)
+	case !fi.IsDir():
+		return errclass.Newh(errclass.FailedPrecondition, "remove the file or configure another token directory", "token directory %s is not a directory", dir)
+	}
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Lstat(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return errclass.New(errclass.FailedPrecondition, "inspect token database %s: %w", name, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return errclass.Newh(errclass.FailedPrecondition, "remove it; the store creates its files itself", "token database file %s is not a regular file (symlinks are refused)", name)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|noFollow, FileMode)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return errclass.New(errclass.FailedPrecondition, "create token database %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Chmod(FileMode); err != nil { // undo the umask
+		return errclass.New(errclass.FailedPrecondition, "set mode of token database %s: %w", path, err)
+	}
+	return nil
+}
+
+// Close closes the database. The last process to close it checkpoints the
+// write-ahead log into the database file. Close is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.wdb != nil {
+			errs = append(errs, s.wdb.Close())
+		}
+		if s.rdb != nil {
+			errs = append(errs, s.rdb.Close())
+		}
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = errclass.New(errclass.Internal, "close token store %s: %w", s.path, err)
+		}
+	})
+	return s.closeErr
+}
+
+// Path returns the database file name.
+func (s *Store) Path() string { return s.path }
+
+// Generation returns the store's change counter. Every committed write
+// transaction of any process (object create, update, delete, token init,
+// PIN change, PIN failure count) increments it by at least one, in the same
+// transaction as the change. Hence: if two calls return the same value, no
+// change was committed between them, and anything decoded from the store
+// before the first call is still current. A cache must call Generation
+// before every use of cached objects (it costs one indexed read, no
+// decryption) and drop or revalidate them when the value moved; the
+// per-object [Object.Version] (see [Store.Version]) tells which ones changed.
+func (s *Store) Generation(ctx context.Context) (uint64, error) {
+	var g int64
+	if err := s.rdb.QueryRowContext(ctx, `SELECT generation FROM token WHERE id = 1`).Scan(&g); err != nil {
+		return 0, classifyDB(fmt.Errorf("read store generation: %w", err))
+	}
+	return uint64(g), nil
+}
+
+// writeTx runs fn in one IMMEDIATE transaction, bumps the generation and
+// commits; fn's error rolls everything back.
+func (s *Store) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return classifyDB(fmt.Errorf("begin write transaction: %w", err))
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE token SET generation = generation + 1 WHERE id = 1`); err != nil {
+		tx.Rollback()
+		return classifyDB(fmt.Errorf("bump store generation: %w", err))
+	}
+	if err := tx.Commit(); err != nil {
+		return classifyDB(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// classifyDB gives database errors a class: a lock that stays busy past the
+// busy timeout is Unavailable, a corrupt file DataLoss, a cancelled context
+// keeps its own meaning, anything else Internal. Errors that already carry a
+// class keep it.
+func classifyDB(err error) error {
+	if err == nil || errclass.Of(err) != errclass.Unknown {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return errclass.As(errclass.DeadlineExceeded, err)
+	case errors.Is(err, context.Canceled):
+		return errclass.As(errclass.Aborted, err)
+	case errors.Is(err, sql.ErrNoRows):
+		return errclass.As(errclass.NotFound, err)
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked"):
+		return errclass.WithHint(errclass.As(errclass.Unavailable, err), "another process holds the token database locked; retry, or find the process that hangs")
+	case strings.Contains(msg, "SQLITE_CORRUPT") || strings.Contains(msg, "SQLITE_NOTADB") || strings.Contains(msg, "malformed") || strings.Contains(msg, "not a database"):
+		return errclass.WithHint(errclass.As(errclass.DataLoss, err), "restore the token directory from a backup")
+	case strings.Contains(msg, "SQLITE_READONLY") || strings.Contains(msg, "SQLITE_CANTOPEN") || strings.Contains(msg, "SQLITE_PERM"):
+		return errclass.WithHint(errclass.As(errclass.PermissionDenied, err), "check that this user is in the token group and the token directory is 0770")
+	}
+	return errclass.As(errclass.Internal, err)
+}
+
+// scanFixed scans a BLOB of exactly len(dst) bytes into dst.
+type fixedScanner []byte
+
+func scanFixed(dst []byte) *fixedScanner { f := fixedScanner(dst); return &f }
+
+func (f *fixedScanner) Scan(v any) error {
+	b, ok := v.([]byte)
+	if !ok || len(b) != len(*f) {
+		return errclass.New(errclass.DataLoss, "stored value has %d bytes, want %d", len(b), len(*f))
+	}
+	copy(*f, b)
+	return nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b) // never fails (crypto/rand since Go 1.24)
+	return b
+}
+
+func newSerial() string { return strings.ToUpper(hex.EncodeToString(randomBytes(8))) }

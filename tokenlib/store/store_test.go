@@ -1,0 +1,106 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// testKDF keeps tests fast; the KDF's cost is measured by BenchmarkLogin.
+var testKDF = KDF{Algorithm: KDFArgon2id, Time: 1, MemoryKiB: 64, Threads: 1}
+
+var (
+	soPIN   = []byte("so-secret-8877")
+	userPIN = []byte("user-secret-4455")
+)
+
+const (
+	ckaClass    = 0x000
+	ckaLabel    = 0x003
+	ckaValue    = 0x011
+	ckaID       = 0x102
+	ckaOpaque   = 0x80000001 // CKA_IBM_OPAQUE
+	ckoSecret   = 4
+	ckoPrivate  = 3
+	ckoCert     = 1
+	ckaKeyType  = 0x100
+	ckaSensitiv = 0x103
+)
+
+func testOptions(t testing.TB) Options {
+	return Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), KDF: testKDF}
+}
+
+func openTest(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(dir, testOptions(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// newToken returns an initialized token with a USER PIN and a USER data key.
+func newToken(t testing.TB) (*Store, *DataKey) {
+	t.Helper()
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	if err := s.InitToken(ctx, soPIN, "test token"); err != nil {
+		t.Fatalf("InitToken: %v", err)
+	}
+	so, err := s.Login(ctx, SO, soPIN)
+	if err != nil {
+		t.Fatalf("Login SO: %v", err)
+	}
+	if err := s.InitUserPIN(ctx, so, userPIN); err != nil {
+		t.Fatalf("InitUserPIN: %v", err)
+	}
+	so.Destroy()
+	dk, err := s.Login(ctx, User, userPIN)
+	if err != nil {
+		t.Fatalf("Login USER: %v", err)
+	}
+	return s, dk
+}
+
+func wantClass(t *testing.T, err error, c errclass.Class, sentinel error) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("got nil error, want %v", c)
+	}
+	if got := errclass.Of(err); got != c {
+		t.Fatalf("error %q has class %v, want %v", err, got, c)
+	}
+	if sentinel != nil && !errors.Is(err, sentinel) {
+		t.Fatalf("error %q does not wrap %q", err, sentinel)
+	}
+}
+
+func TestSmokeCreateGetList(t *testing.T) {
+	ctx := context.Background()
+	s, dk := newToken(t)
+	pub := &Object{Class: ckoCert, Attrs: map[uint32][]byte{ckaLabel: []byte("cert")}}
+	if err := s.Create(ctx, nil, pub); err != nil {
+		t.Fatalf("Create public: %v", err)
+	}
+	priv := &Object{Class: ckoSecret, Private: true, Attrs: map[uint32][]byte{ckaLabel: []byte("key"), ckaOpaque: []byte("blob")}}
+	if err := s.Create(ctx, dk, priv); err != nil {
+		t.Fatalf("Create private: %v", err)
+	}
+	got, err := s.Get(ctx, dk, priv.Handle)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if string(got.Attrs[ckaOpaque]) != "blob" || got.UniqueID != priv.UniqueID || got.Version != 1 {
+		t.Fatalf("Get returned %+v", got)
+	}
+	objs, err := s.List(ctx, nil, Filter{})
+	if err != nil || len(objs) != 1 || objs[0].Handle != pub.Handle {
+		t.Fatalf("List without key = %v, %v; want only the public object", objs, err)
+	}
+}

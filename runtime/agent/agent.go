@@ -1,0 +1,384 @@
+// Package agent is the runtime agent that lives inside every process using
+// the token library. It keeps the process connected to pkcshsmd, hands the
+// daemon's events to the token library, and keeps the process in step with
+// the master key change operation files.
+//
+// # Use
+//
+// The token library implements [Handler] and starts one agent per process:
+//
+//	a, err := agent.New(agent.Options{
+//		AppSocket: paths.FromEnv().AppSocket(),
+//		OpsDir:    paths.FromEnv().MKChangeDir(),
+//		Handler:   lib,
+//		Logger:    log,
+//	})
+//	if err != nil { ... }
+//	if err := a.Start(ctx); err != nil { ... }
+//	defer a.Close()
+//
+// Start returns at once; the daemon need not be running. The agent connects
+// in the background, says hello (pid, uid, program, [Handler.Tokens]),
+// and from then on calls [Handler.HandleEvent] for each event and sends its
+// reply. When the connection breaks (daemon restart, bad frame) the agent
+// reconnects with capped exponential backoff (MinBackoff doubling up to
+// MaxBackoff) and says hello again.
+//
+// # Reconciling
+//
+// The operation files are the truth; events are only the fast path. The
+// agent calls [Handler.Reconcile] once after Start, after every
+// (re)connection to the daemon, and after every change it sees in OpsDir
+// (debounced: a burst of changes gives one call). OpsDir may not exist yet:
+// the agent then watches its nearest existing parent and moves the watch
+// down as directories appear. If inotify is unavailable (for example the
+// per-user instance limit is reached) it polls OpsDir every PollInterval
+// instead. Reconcile calls never overlap.
+//
+// # Concurrency
+//
+// The agent runs in its own goroutines and shares no lock with the
+// application: an application call is never blocked by the agent, only by
+// whatever locks the handler itself takes. Events of one process are
+// handled one at a time, in order, each with its deadline as the context
+// deadline; a handler that panics yields a failed reply, never a crash.
+// Close cancels the agent's context and waits for its goroutines, so a
+// handler must honour its context.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
+)
+
+// Handler is what the token library implements for its agent. All three
+// methods are called from the agent's goroutines, never concurrently with
+// themselves (HandleEvent and Reconcile may run concurrently with each
+// other).
+type Handler interface {
+	// Tokens lists the process's tokens that take part in master key
+	// changes; it is sent in every hello.
+	Tokens() []event.Token
+	// HandleEvent acts on one event and reports a result per token (the
+	// agent fills in the event id). ctx carries the event's deadline.
+	HandleEvent(ctx context.Context, ev event.Event) event.Reply
+	// Reconcile brings the process in line with the operation files.
+	Reconcile(ctx context.Context) error
+}
+
+// Options configure an [Agent]. Zero durations take the documented defaults.
+type Options struct {
+	// AppSocket is the daemon's app socket (required).
+	AppSocket string
+	// OpsDir is the operation-state directory to watch; empty disables
+	// watching (Reconcile then runs only on start and on reconnect).
+	OpsDir string
+	// Program names the process in the daemon's accounts; default the base
+	// name of os.Args[0].
+	Program string
+	// Logger receives the agent's log; the zero Logger discards it.
+	Logger zerolog.Logger
+	// Handler is the token library (required).
+	Handler Handler
+	// MinBackoff and MaxBackoff bound the reconnect delay (100 ms, 5 s).
+	MinBackoff, MaxBackoff time.Duration
+	// Debounce is the quiet time after a directory change before Reconcile
+	// runs (100 ms).
+	Debounce time.Duration
+	// PollInterval is the polling period when inotify is unavailable (5 s).
+	PollInterval time.Duration
+}
+
+// Agent is one process's connection to pkcshsmd.
+type Agent struct {
+	opts Options
+	log  zerolog.Logger
+
+	started   atomic.Bool
+	connected atomic.Bool
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	reconcile chan struct{} // cap 1: pending requests coalesce
+
+	mu   sync.Mutex
+	conn net.Conn // current connection, closed by Close
+}
+
+// New checks opts and returns an agent that is not yet running.
+func New(opts Options) (*Agent, error) {
+	if opts.AppSocket == "" {
+		return nil, errclass.New(errclass.InvalidArgument, "agent: app socket path is required")
+	}
+	if opts.Handler == nil {
+		return nil, errclass.New(errclass.InvalidArgument, "agent: handler is required")
+	}
+	if opts.Program == "" {
+		opts.Program = filepath.Base(os.Args[0])
+	}
+	if len(opts.Program) > 64 {
+		opts.Program = opts.Program[:64]
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.MinBackoff, 100*time.Millisecond)
+	def(&opts.MaxBackoff, 5*time.Second)
+	def(&opts.Debounce, 100*time.Millisecond)
+	def(&opts.PollInterval, 5*time.Second)
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	return &Agent{
+		opts:      opts,
+		log:       opts.Logger.With().Str("component", "agent").Logger(),
+		reconcile: make(chan struct{}, 1),
+	}, nil
+}
+
+// Start launches the agent's goroutines and returns at once. The agent runs
+// until ctx ends or Close is called. Start may be called once.
+func (a *Agent) Start(ctx context.Context) error {
+	if !a.started.CompareAndSwap(false, true) {
+		return errclass.New(errclass.FailedPrecondition, "agent: already started")
+	}
+	ctx, a.cancel = context.WithCancel(ctx)
+	a.requestReconcile()
+	a.spawn(func() { a.reconcileLoop(ctx) })
+	a.spawn(func() { a.connectLoop(ctx) })
+	if a.opts.OpsDir != "" {
+		a.spawn(func() { a.watch(ctx) })
+	}
+	return nil
+}
+
+func (a *Agent) spawn(f func()) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the agent, closes its connection and waits for its
+// goroutines (and so for a running handler call to return).
+func (a *Agent) Close() error {
+	if !a.started.Load() {
+		return nil
+	}
+	a.cancel()
+	a.mu.Lock()
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+	return nil
+}
+
+// Connected reports whether the agent currently has a welcomed connection.
+func (a *Agent) Connected() bool { return a.connected.Load() }
+
+func (a *Agent) requestReconcile() {
+	select {
+	case a.reconcile <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.reconcile:
+		}
+		if err := a.callReconcile(ctx); err != nil {
+			a.log.Warn().Err(err).Msg("reconcile failed")
+		}
+	}
+}
+
+func (a *Agent) callReconcile(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = errclass.New(errclass.Internal, "reconcile panicked: %v", r)
+		}
+	}()
+	return a.opts.Handler.Reconcile(ctx)
+}
+
+// wait sleeps for d or until ctx ends; it reports whether ctx is still live.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (a *Agent) connectLoop(ctx context.Context) {
+	backoff := a.opts.MinBackoff
+	failures := 0
+	for ctx.Err() == nil {
+		conn, err := a.dial(ctx)
+		if err != nil {
+			failures++
+			// The first failure and then every tenth are worth a line; a
+			// daemon that is down for a while should not flood the log.
+			if failures == 1 || failures%10 == 0 {
+				a.log.Warn().Err(err).Int("attempt", failures).Dur("retry_in", backoff).Msg("cannot reach pkcshsmd")
+			}
+			if !wait(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, a.opts.MaxBackoff)
+			continue
+		}
+		failures, backoff = 0, a.opts.MinBackoff
+		a.connected.Store(true)
+		a.requestReconcile()
+		err = a.serve(ctx, conn)
+		a.connected.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn().Err(err).Msg("lost pkcshsmd; reconnecting")
+		if !wait(ctx, backoff) {
+			return
+		}
+	}
+}
+
+// dial connects and completes the hello/welcome exchange.
+func (a *Agent) dial(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", a.opts.AppSocket)
+	if err != nil {
+		return nil, errclass.New(errclass.Unavailable, "connect to %s: %w", a.opts.AppSocket, err)
+	}
+	a.mu.Lock()
+	if ctx.Err() != nil {
+		a.mu.Unlock()
+		conn.Close()
+		return nil, ctx.Err()
+	}
+	a.conn = conn
+	a.mu.Unlock()
+	hello := event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: a.opts.Program,
+		Tokens: a.opts.Handler.Tokens()}
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := event.WriteMessage(conn, event.Wrap(&hello)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("send hello: %w", err)
+	}
+	m, err := event.ReadMessage(conn)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("read welcome: %w", err)
+	}
+	switch m.Kind {
+	case event.KindWelcome:
+	case event.KindError:
+		conn.Close()
+		return nil, fmt.Errorf("daemon refused hello: %w", m.Error.Err())
+	default:
+		conn.Close()
+		return nil, errclass.New(errclass.InvalidArgument, "daemon answered hello with %s", m.Kind)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	a.log.Info().Uint64("conn", m.Welcome.Conn).Int("tokens", len(hello.Tokens)).Msg("connected to pkcshsmd")
+	return conn, nil
+}
+
+// serve reads events until the connection breaks. A worker goroutine runs
+// the handler, one event at a time, so reading never waits for a handler.
+func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
+	defer conn.Close()
+	var writeMu sync.Mutex
+	send := func(r event.Reply) {
+		writeMu.Lock()
+		defer writeMu.Unlock()
+		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := event.WriteMessage(conn, event.Wrap(&r)); err != nil {
+			a.log.Warn().Err(err).Str("event", r.EventID).Msg("could not send reply")
+		}
+	}
+	queue := make(chan event.Event, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range queue {
+			send(a.handle(ctx, ev))
+		}
+	}()
+	defer func() {
+		close(queue)
+		<-done
+	}()
+	for {
+		m, err := event.ReadMessage(conn)
+		if err != nil {
+			return err
+		}
+		switch m.Kind {
+		case event.KindEvent:
+			ev := *m.Event
+			a.log.Debug().Str("event", ev.ID).Str("type", ev.Type).Str("op", ev.OpID).Msg("event received")
+			select {
+			case queue <- ev:
+			default:
+				send(a.failAll(ev, errclass.New(errclass.Unavailable, "agent busy: too many events queued")))
+			}
+		case event.KindError:
+			return fmt.Errorf("daemon closed the connection: %w", m.Error.Err())
+		default:
+			return errclass.New(errclass.InvalidArgument, "unexpected %s frame from the daemon", m.Kind)
+		}
+	}
+}
+
+// handle runs the handler for one event, with its deadline, and shapes the
+// reply.
+func (a *Agent) handle(ctx context.Context, ev event.Event) (r event.Reply) {
+	ctx, cancel := context.WithDeadline(ctx, ev.Deadline)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			a.log.Error().Str("event", ev.ID).Msg("event handler panicked")
+			r = a.failAll(ev, errclass.New(errclass.Internal, "event handler panicked: %v", p))
+		}
+		r.EventID = ev.ID
+		if err := event.Wrap(&r).Validate(); err != nil {
+			a.log.Error().Err(err).Str("event", ev.ID).Msg("handler returned an invalid reply")
+			r = a.failAll(ev, errclass.New(errclass.Internal, "handler returned an invalid reply: %w", err))
+		}
+	}()
+	return a.opts.Handler.HandleEvent(ctx, ev)
+}
+
+// failAll is a reply in which every addressed token failed with err.
+func (a *Agent) failAll(ev event.Event, err error) event.Reply {
+	r := event.Reply{EventID: ev.ID}
+	for _, t := range a.opts.Handler.Tokens() {
+		if ev.Target.MatchToken(t) {
+			r.Tokens = append(r.Tokens, event.ResultFor(t, err))
+		}
+	}
+	return r
+}

@@ -1,0 +1,522 @@
+package tokenlib
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"errors"
+	"hash"
+	"math/big"
+
+	_ "crypto/sha1" // registers SHA-1 for crypto.Hash.New
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+)
+
+// opKind is the kind of a crypto operation; a session has at most one
+// active operation of each kind.
+type opKind uint8
+
+const (
+	opEncrypt opKind = iota + 1
+	opDecrypt
+	opSign
+	opVerify
+	opDigest
+)
+
+var opNames = map[opKind]string{opEncrypt: "encrypt", opDecrypt: "decrypt", opSign: "sign", opVerify: "verify", opDigest: "digest"}
+
+// opState is an active operation. Multi-part operations buffer their input
+// and do the work at Final (hash-then-sign mechanisms and digests hash as
+// they go). The key is a snapshot taken at Init.
+type opState struct {
+	mech   Mechanism
+	spec   mechSpec
+	params hsm.Params
+	key    *object
+	tok    *token
+	epoch  uint64
+	buf    []byte
+	h      hash.Hash
+	result []byte // output computed for a length query, returned next time
+	done   bool   // result is final
+	multi  bool   // an Update was called
+}
+
+// opFlags are the mechanism flags and key attributes each kind needs.
+var opNeeds = map[opKind]struct {
+	flag ck.Flags
+	attr ck.Attribute
+}{
+	opEncrypt: {ck.CKF_ENCRYPT, ck.CKA_ENCRYPT},
+	opDecrypt: {ck.CKF_DECRYPT, ck.CKA_DECRYPT},
+	opSign:    {ck.CKF_SIGN, ck.CKA_SIGN},
+	opVerify:  {ck.CKF_VERIFY, ck.CKA_VERIFY},
+}
+
+func errMechanism(m ck.Mechanism, what string) error {
+	return newErrh(ck.CKR_MECHANISM_INVALID, errclass.InvalidArgument,
+		"list the token's mechanisms with `pkcshsm mechanisms`", "mechanism %v cannot %s on this token", m, what)
+}
+
+// wantClass is the key class an operation kind needs for a mechanism.
+func wantClass(kind opKind, spec mechSpec) ck.ObjectClass {
+	switch spec.keyType {
+	case ck.CKK_EC, ck.CKK_RSA:
+		if kind == opEncrypt || kind == opVerify {
+			return ck.CKO_PUBLIC_KEY
+		}
+		return ck.CKO_PRIVATE_KEY
+	}
+	return ck.CKO_SECRET_KEY
+}
+
+// opInit starts an operation of kind on session s.
+func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHandle) error {
+	s, err := l.session(h)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if s.ops[kind] != nil {
+		return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
+			"finish or cancel the active operation first", "a %s operation is already active in this session", opNames[kind])
+	}
+	t := s.tok
+	spec, ok := t.mechs[m.Type]
+	if !ok {
+		return errMechanism(m.Type, opNames[kind])
+	}
+	op := &opState{mech: m, spec: spec, tok: t}
+	if kind == opDigest {
+		if spec.info.Flags&ck.CKF_DIGEST == 0 {
+			return errMechanism(m.Type, "digest")
+		}
+		if m.Param != nil {
+			return paramErr(m.Type, "%v takes no parameter", m.Type)
+		}
+		op.h = spec.hash.New()
+		s.ops[kind] = op
+		return nil
+	}
+	need := opNeeds[kind]
+	if spec.info.Flags&need.flag == 0 {
+		return errMechanism(m.Type, opNames[kind])
+	}
+	t.mu.Lock()
+	o, err := t.objectLocked(context.Background(), key)
+	op.epoch = t.loginEpoch
+	t.mu.Unlock()
+	if err != nil {
+		return &Error{rv: ck.CKR_KEY_HANDLE_INVALID, err: errors.Unwrap(err)}
+	}
+	if !o.isKey() || o.keyType() != spec.keyType || o.class() != wantClass(kind, spec) {
+		return newErrh(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument,
+			"use a key of the mechanism's type", "%v needs a %v %v, key %d is a %v %v",
+			m.Type, spec.keyType, wantClass(kind, spec), key, o.keyType(), o.class())
+	}
+	if !o.flag(need.attr) {
+		return newErrh(ck.CKR_KEY_FUNCTION_NOT_PERMITTED, errclass.PermissionDenied,
+			"create the key with "+attrName(need.attr)+" true", "key %d has %s false", key, attrName(need.attr))
+	}
+	p, err := hsmParams(m, spec)
+	if err != nil {
+		return err
+	}
+	op.key, op.params = o, p
+	if (kind == opSign || kind == opVerify) && spec.hash != 0 {
+		op.h = spec.hash.New()
+	}
+	s.ops[kind] = op
+	return nil
+}
+
+// withOp runs fn on the active operation of kind. fn returns the output
+// (nil for none) and whether the operation is finished. The output-length
+// convention is handled here: out == nil asks for the length, a short out
+// is CKR_BUFFER_TOO_SMALL; both keep the operation active and remember the
+// computed output, so the HSM is asked once. Any other error ends the
+// operation.
+func (l *Library) withOp(h SessionHandle, kind opKind, out []byte, final bool, fn func(op *opState) ([]byte, error)) (int, error) {
+	s, err := l.session(h)
+	if err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	op := s.ops[kind]
+	if op == nil {
+		return 0, newErrh(ck.CKR_OPERATION_NOT_INITIALIZED, errclass.FailedPrecondition,
+			"call the matching Init function first", "no %s operation is active in this session", opNames[kind])
+	}
+	if op.key != nil && op.key.isPrivate() {
+		op.tok.mu.Lock()
+		stale := op.epoch != op.tok.loginEpoch
+		op.tok.mu.Unlock()
+		if stale {
+			delete(s.ops, kind)
+			return 0, newErr(ck.CKR_USER_NOT_LOGGED_IN, errclass.PermissionDenied, "the login that started the %s operation ended", opNames[kind])
+		}
+	}
+	if !op.done {
+		res, err := fn(op)
+		if err != nil {
+			delete(s.ops, kind)
+			return 0, err
+		}
+		if !final {
+			return 0, nil
+		}
+		op.result, op.done = res, true
+	}
+	n := len(op.result)
+	if out == nil {
+		return n, nil
+	}
+	if len(out) < n {
+		return n, newErr(ck.CKR_BUFFER_TOO_SMALL, errclass.InvalidArgument, "output buffer has %d bytes, %d needed", len(out), n)
+	}
+	copy(out, op.result)
+	delete(s.ops, kind)
+	return n, nil
+}
+
+func (op *opState) update(data []byte) {
+	op.multi = true
+	if op.h != nil {
+		op.h.Write(data)
+		return
+	}
+	op.buf = append(op.buf, data...)
+}
+
+// input returns what the operation works on: the digest for
+// hash-then-sign mechanisms and digests, the buffered data otherwise.
+func (op *opState) input() []byte {
+	if op.h != nil {
+		return op.h.Sum(nil)
+	}
+	return op.buf
+}
+
+// EncryptInit starts an encryption (C_EncryptInit).
+func (l *Library) EncryptInit(h SessionHandle, m Mechanism, key ObjectHandle) error {
+	return l.opInit(h, opEncrypt, m, key)
+}
+
+// Encrypt encrypts data in one part (C_Encrypt). out nil returns the
+// output length; see withOp for the buffer convention.
+func (l *Library) Encrypt(h SessionHandle, data, out []byte) (int, error) {
+	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) {
+		if op.multi {
+			return nil, errMultiSingle()
+		}
+		op.buf = append(op.buf, data...)
+		return op.encrypt()
+	})
+}
+
+// EncryptUpdate adds data to a multi-part encryption. This engine returns
+// all output at EncryptFinal, so it always reports 0 bytes.
+func (l *Library) EncryptUpdate(h SessionHandle, data []byte) error {
+	_, err := l.withOp(h, opEncrypt, nil, false, func(op *opState) ([]byte, error) {
+		op.update(data)
+		return nil, nil
+	})
+	return err
+}
+
+// EncryptFinal finishes a multi-part encryption and returns its output.
+func (l *Library) EncryptFinal(h SessionHandle, out []byte) (int, error) {
+	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) { return op.encrypt() })
+}
+
+// DecryptInit starts a decryption (C_DecryptInit).
+func (l *Library) DecryptInit(h SessionHandle, m Mechanism, key ObjectHandle) error {
+	return l.opInit(h, opDecrypt, m, key)
+}
+
+// Decrypt decrypts data in one part (C_Decrypt).
+func (l *Library) Decrypt(h SessionHandle, data, out []byte) (int, error) {
+	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) {
+		if op.multi {
+			return nil, errMultiSingle()
+		}
+		op.buf = append(op.buf, data...)
+		return op.decrypt()
+	})
+}
+
+// DecryptUpdate adds data to a multi-part decryption (output at Final).
+func (l *Library) DecryptUpdate(h SessionHandle, data []byte) error {
+	_, err := l.withOp(h, opDecrypt, nil, false, func(op *opState) ([]byte, error) {
+		op.update(data)
+		return nil, nil
+	})
+	return err
+}
+
+// DecryptFinal finishes a multi-part decryption.
+func (l *Library) DecryptFinal(h SessionHandle, out []byte) (int, error) {
+	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) { return op.decrypt() })
+}
+
+// SignInit starts a signature or MAC (C_SignInit).
+func (l *Library) SignInit(h SessionHandle, m Mechanism, key ObjectHandle) error {
+	return l.opInit(h, opSign, m, key)
+}
+
+// Sign signs data in one part (C_Sign).
+func (l *Library) Sign(h SessionHandle, data, out []byte) (int, error) {
+	return l.withOp(h, opSign, out, true, func(op *opState) ([]byte, error) {
+		if op.multi {
+			return nil, errMultiSingle()
+		}
+		op.update(data)
+		return op.sign()
+	})
+}
+
+// SignUpdate adds data to a multi-part signature.
+func (l *Library) SignUpdate(h SessionHandle, data []byte) error {
+	_, err := l.withOp(h, opSign, nil, false, func(op *opState) ([]byte, error) {
+		op.update(data)
+		return nil, nil
+	})
+	return err
+}
+
+// SignFinal finishes a multi-part signature.
+func (l *Library) SignFinal(h SessionHandle, out []byte) (int, error) {
+	return l.withOp(h, opSign, out, true, func(op *opState) ([]byte, error) { return op.sign() })
+}
+
+// VerifyInit starts a verification (C_VerifyInit).
+func (l *Library) VerifyInit(h SessionHandle, m Mechanism, key ObjectHandle) error {
+	return l.opInit(h, opVerify, m, key)
+}
+
+// Verify checks a signature in one part (C_Verify): nil when it verifies,
+// CKR_SIGNATURE_INVALID or CKR_SIGNATURE_LEN_RANGE otherwise.
+func (l *Library) Verify(h SessionHandle, data, sig []byte) error {
+	_, err := l.withOp(h, opVerify, []byte{}, true, func(op *opState) ([]byte, error) {
+		if op.multi {
+			return nil, errMultiSingle()
+		}
+		op.update(data)
+		return nil, op.verify(sig)
+	})
+	return err
+}
+
+// VerifyUpdate adds data to a multi-part verification.
+func (l *Library) VerifyUpdate(h SessionHandle, data []byte) error {
+	_, err := l.withOp(h, opVerify, nil, false, func(op *opState) ([]byte, error) {
+		op.update(data)
+		return nil, nil
+	})
+	return err
+}
+
+// VerifyFinal finishes a multi-part verification.
+func (l *Library) VerifyFinal(h SessionHandle, sig []byte) error {
+	_, err := l.withOp(h, opVerify, []byte{}, true, func(op *opState) ([]byte, error) { return nil, op.verify(sig) })
+	return err
+}
+
+// DigestInit starts a digest (C_DigestInit).
+func (l *Library) DigestInit(h SessionHandle, m Mechanism) error {
+	return l.opInit(h, opDigest, m, 0)
+}
+
+// Digest hashes data in one part (C_Digest).
+func (l *Library) Digest(h SessionHandle, data, out []byte) (int, error) {
+	return l.withOp(h, opDigest, out, true, func(op *opState) ([]byte, error) {
+		if op.multi {
+			return nil, errMultiSingle()
+		}
+		op.h.Write(data)
+		return op.h.Sum(nil), nil
+	})
+}
+
+// DigestUpdate adds data to a multi-part digest.
+func (l *Library) DigestUpdate(h SessionHandle, data []byte) error {
+	_, err := l.withOp(h, opDigest, nil, false, func(op *opState) ([]byte, error) {
+		op.update(data)
+		return nil, nil
+	})
+	return err
+}
+
+// DigestFinal finishes a multi-part digest.
+func (l *Library) DigestFinal(h SessionHandle, out []byte) (int, error) {
+	return l.withOp(h, opDigest, out, true, func(op *opState) ([]byte, error) { return op.h.Sum(nil), nil })
+}
+
+// GenerateRandom fills buf with random bytes (C_GenerateRandom).
+func (l *Library) GenerateRandom(h SessionHandle, buf []byte) error {
+	s, err := l.session(h)
+	if err != nil {
+		return err
+	}
+	s.mu.Unlock()
+	if _, err := rand.Read(buf); err != nil {
+		return newErr(ck.CKR_DEVICE_ERROR, errclass.Unavailable, "random source: %v", err)
+	}
+	return nil
+}
+
+func errMultiSingle() error {
+	return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
+		"finish a multi-part operation with its Final function", "a multi-part operation is in progress")
+}
+
+func blockCheck(m ck.Mechanism, n int, decrypt bool) error {
+	bs := 0
+	switch m {
+	case ck.CKM_AES_ECB, ck.CKM_AES_CBC:
+		bs = 16
+	case ck.CKM_DES3_CBC:
+		bs = 8
+	case ck.CKM_AES_CBC_PAD:
+		if decrypt {
+			bs = 16
+		}
+	}
+	if bs != 0 && (n%bs != 0 || (decrypt && n == 0 && m == ck.CKM_AES_CBC_PAD)) {
+		if decrypt {
+			return newErr(ck.CKR_ENCRYPTED_DATA_LEN_RANGE, errclass.InvalidArgument, "%v: %d bytes is not a multiple of the %d-byte block", m, n, bs)
+		}
+		return newErr(ck.CKR_DATA_LEN_RANGE, errclass.InvalidArgument, "%v: %d bytes is not a multiple of the %d-byte block", m, n, bs)
+	}
+	return nil
+}
+
+func (op *opState) encrypt() ([]byte, error) {
+	ctx := context.Background()
+	data := op.buf
+	if op.mech.Type == ck.CKM_RSA_PKCS_OAEP {
+		pk, err := publicKeyOf(op.key)
+		if err != nil {
+			return nil, err
+		}
+		rk, ok := pk.(*rsa.PublicKey)
+		if !ok {
+			return nil, newErr(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument, "OAEP needs an RSA key")
+		}
+		out, err := rsa.EncryptOAEP(op.params.Hash.New(), rand.Reader, rk, data, op.params.Label)
+		if err != nil {
+			return nil, newErr(ck.CKR_DATA_LEN_RANGE, errclass.InvalidArgument, "OAEP: %d bytes of data are too long for the key", len(data))
+		}
+		return out, nil
+	}
+	if err := blockCheck(op.mech.Type, len(data), false); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
+		var err error
+		out, err = op.tok.lib.backend.Encrypt(ctx, q, blob, op.spec.hsmMech, op.params, data)
+		return err
+	})
+	return out, hsmErr(err, op.mech.Type.String()+" encrypt")
+}
+
+func (op *opState) decrypt() ([]byte, error) {
+	ctx := context.Background()
+	data := op.buf
+	if err := blockCheck(op.mech.Type, len(data), true); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
+		var err error
+		out, err = op.tok.lib.backend.Decrypt(ctx, q, blob, op.spec.hsmMech, op.params, data)
+		return err
+	})
+	if errors.Is(err, hsm.ErrBadData) {
+		return nil, wrapRV(ck.CKR_ENCRYPTED_DATA_INVALID, err, "%v decrypt", op.mech.Type)
+	}
+	return out, hsmErr(err, op.mech.Type.String()+" decrypt")
+}
+
+func (op *opState) sign() ([]byte, error) {
+	ctx := context.Background()
+	data := op.input()
+	var out []byte
+	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
+		var err error
+		out, err = op.tok.lib.backend.Sign(ctx, q, blob, op.spec.hsmMech, op.params, data)
+		return err
+	})
+	if errors.Is(err, hsm.ErrBadData) {
+		return nil, wrapRV(ck.CKR_DATA_LEN_RANGE, err, "%v sign", op.mech.Type)
+	}
+	return out, hsmErr(err, op.mech.Type.String()+" sign")
+}
+
+func sigInvalid(m ck.Mechanism) error {
+	return newErr(ck.CKR_SIGNATURE_INVALID, errclass.InvalidArgument, "%v: the signature does not verify", m)
+}
+
+func (op *opState) verify(sig []byte) error {
+	data := op.input()
+	if op.spec.keyType == ck.CKK_GENERIC_SECRET {
+		ctx := context.Background()
+		if len(sig) != 32 {
+			return newErr(ck.CKR_SIGNATURE_LEN_RANGE, errclass.InvalidArgument, "HMAC-SHA256 MACs are 32 bytes, not %d", len(sig))
+		}
+		err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
+			return op.tok.lib.backend.Verify(ctx, q, blob, op.spec.hsmMech, op.params, data, sig)
+		})
+		if errors.Is(err, hsm.ErrSignature) {
+			return sigInvalid(op.mech.Type)
+		}
+		return hsmErr(err, "HMAC verify")
+	}
+	pk, err := publicKeyOf(op.key)
+	if err != nil {
+		return err
+	}
+	switch k := pk.(type) {
+	case *ecdsa.PublicKey:
+		size := (k.Curve.Params().BitSize + 7) / 8
+		if len(sig) != 2*size {
+			return newErr(ck.CKR_SIGNATURE_LEN_RANGE, errclass.InvalidArgument, "ECDSA signature has %d bytes, want %d", len(sig), 2*size)
+		}
+		r, s := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
+		if !ecdsa.Verify(k, data, r, s) {
+			return sigInvalid(op.mech.Type)
+		}
+		return nil
+	case *rsa.PublicKey:
+		if len(sig) != k.Size() {
+			return newErr(ck.CKR_SIGNATURE_LEN_RANGE, errclass.InvalidArgument, "RSA signature has %d bytes, want %d", len(sig), k.Size())
+		}
+		var err error
+		switch op.spec.hsmMech {
+		case hsm.MechRSAPKCS:
+			err = rsa.VerifyPKCS1v15(k, op.params.Hash, data, sig)
+		case hsm.MechRSAPSS:
+			if len(data) != op.params.Hash.Size() {
+				return newErr(ck.CKR_DATA_LEN_RANGE, errclass.InvalidArgument, "PSS input must be a %d-byte digest", op.params.Hash.Size())
+			}
+			err = rsa.VerifyPSS(k, op.params.Hash, data, sig, &rsa.PSSOptions{SaltLength: op.params.SaltLen, Hash: op.params.Hash})
+		}
+		if err != nil {
+			return sigInvalid(op.mech.Type)
+		}
+		return nil
+	}
+	return newErr(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument, "unsupported public key")
+}
+
+var _ = crypto.SHA256

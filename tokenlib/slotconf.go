@@ -1,0 +1,91 @@
+package tokenlib
+
+import (
+	"github.com/rs/zerolog"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/tokenlib/config"
+)
+
+// slotConf is what the engine needs from the configuration files for one
+// slot, whatever their syntax.
+type slotConf struct {
+	id             SlotID
+	typ            TokenType
+	tokname        string
+	description    string
+	apqnAny        bool
+	apqns          []apqn.ID
+	forceSensitive bool
+	expected       map[mkvp.Type]mkvp.Pattern // configured CURRENT patterns
+}
+
+// globalConf is the engine's view of pkcshsm.conf and the token files.
+type globalConf struct {
+	slots        []slotConf
+	backend      string // "simulator"
+	simulatorDir string
+}
+
+// openBackend opens the HSM backend the configuration names.
+func openBackend(gc *globalConf, layout paths.Layout, log zerolog.Logger) (hsm.Backend, func() error, error) {
+	switch gc.backend {
+	case "", "simulator":
+		dir := gc.simulatorDir
+		if dir == "" {
+			dir = layout.SimDir()
+		}
+		h, err := sim.Open(dir, sim.Options{Logger: log})
+		if err != nil {
+			return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
+		}
+		return h, h.Close, nil
+	}
+	return nil, nil, errclass.Newh(errclass.InvalidArgument, "set hsm-backend = simulator",
+		"hsm-backend %q is not supported", gc.backend)
+}
+
+// loadConfig reads pkcshsm.conf and every slot's token configuration.
+func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
+	g, err := config.LoadGlobal(path)
+	if err != nil {
+		return nil, err
+	}
+	gc := &globalConf{backend: g.HSMBackend, simulatorDir: g.SimulatorDir}
+	for i := range g.Slots {
+		s := &g.Slots[i]
+		sc := slotConf{id: SlotID(s.ID), tokname: s.TokName, description: s.Description, expected: map[mkvp.Type]mkvp.Pattern{}}
+		switch s.Type {
+		case config.TypeCCA:
+			c, err := s.LoadCCA()
+			if err != nil {
+				return nil, err
+			}
+			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenCCA, c.APQNAny, c.APQNs, c.ForceSensitive
+			for t, p := range c.ExpectedMKVPs {
+				sc.expected[t] = p
+			}
+		case config.TypeEP11:
+			c, err := s.LoadEP11()
+			if err != nil {
+				return nil, err
+			}
+			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenEP11, c.APQNAny, c.APQNs, c.ForceSensitive
+			if !c.ExpectedWKVP.IsZero() {
+				sc.expected[mkvp.EP11WK] = c.ExpectedWKVP
+			}
+		default:
+			return nil, errclass.New(errclass.InvalidArgument, "%s: slot %d: unsupported token type %s", path, s.ID, s.Type)
+		}
+		if sc.tokname == "" {
+			sc.tokname = s.Type.DefaultTokName()
+		}
+		gc.slots = append(gc.slots, sc)
+	}
+	return gc, nil
+}

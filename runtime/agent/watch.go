@@ -19,7 +19,7 @@ func (a *Agent) watch(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		a.log.Warn().Err(err).Dur("interval", a.opts.PollInterval).Msg("inotify unavailable; polling the operations directory")
-		a.poll(ctx)
+		a.poll(ctx, dirSignature(a.opts.OpsDir))
 		return
 	}
 	defer w.Close()
@@ -102,9 +102,9 @@ func deepestDir(target string) string {
 }
 
 // poll is the fallback when inotify is unavailable: it compares a listing
-// of OpsDir (names, sizes, modification times) every PollInterval.
-func (a *Agent) poll(ctx context.Context) {
-	last := dirSignature(a.opts.OpsDir)
+// of OpsDir (names, sizes, modification times) every PollInterval with
+// the last one seen.
+func (a *Agent) poll(ctx context.Context, last string) {
 	t := time.NewTicker(a.opts.PollInterval)
 	defer t.Stop()
 	for {

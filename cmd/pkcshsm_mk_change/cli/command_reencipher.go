@@ -1,0 +1,281 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/state"
+)
+
+type reencipherOptions struct {
+	apqns    apqn.List
+	patterns map[mkvp.Type]*string // raw option values; nil entries not given
+	dryRun   bool
+}
+
+var patternFlags = []struct {
+	typ         mkvp.Type
+	long, short string
+	help        string
+}{
+	{mkvp.EP11WK, "ep11-wkvp", "e", "pattern of the new EP11 wrapping key (16 bytes hex; the 32-byte sysfs value is accepted)"},
+	{mkvp.CCASYM, "cca-sym-mkvp", "s", "pattern of the new CCA SYM master key (8 bytes hex, panel.exe [RND])"},
+	{mkvp.CCAASYM, "cca-asym-mkvp", "S", "pattern of the new CCA ASYM master key (8 bytes hex, panel.exe [RND])"},
+	{mkvp.CCAAES, "cca-aes-mkvp", "A", "pattern of the new CCA AES master key (8 bytes hex, panel.exe [VER] or sysfs)"},
+	{mkvp.CCAAPKA, "cca-apka-mkvp", "p", "pattern of the new CCA APKA master key (8 bytes hex, panel.exe [VER] or sysfs)"},
+}
+
+func (c *command) newReencipherCommand() *cobra.Command {
+	o := &reencipherOptions{patterns: map[mkvp.Type]*string{}}
+	cmd := &cobra.Command{
+		Use:   "reencipher -a APQNS [-e WKVP] [-s|-S|-A|-p MKVP]... [--dry-run]",
+		Short: "Start a master key change and re-encipher every key object",
+		Long: `Start a master key change for the given APQNs and master key types, once the
+new master keys are loaded (CCA: NEW full; EP11: NEW committed) but not yet
+set. Every running application re-enciphers its session keys, this command
+re-enciphers the token keys; each key then also carries a blob under the new
+master key. The operation id printed at the end is needed by finalize and
+cancel.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.runReencipher(cmd.Context(), cmd, o)
+		},
+	}
+	f := cmd.Flags()
+	f.VarP(&o.apqns, "apqns", "a", "APQNs to change, card.domain in hex as lszcrypt prints them, separated by commas or blanks; repeat to add more")
+	for _, pf := range patternFlags {
+		o.patterns[pf.typ] = f.StringP(pf.long, pf.short, "", pf.help)
+	}
+	f.BoolVar(&o.dryRun, "dry-run", false, "run every check and print the plan, change nothing")
+	return cmd
+}
+
+// parse validates the options into a new operation.
+func (o *reencipherOptions) parse(cmd *cobra.Command) (*state.Op, []string, error) {
+	if !cmd.Flags().Changed("apqns") {
+		return nil, nil, errclass.Newh(errclass.InvalidArgument, "name the APQNs with -a, e.g. -a 06.0033,0e.0033",
+			"option -a/--apqns is required for the 'reencipher' command")
+	}
+	op := &state.Op{APQNs: o.apqns, New: map[mkvp.Type]mkvp.Pattern{}}
+	var warnings []string
+	for _, pf := range patternFlags {
+		if !cmd.Flags().Changed(pf.long) {
+			continue
+		}
+		p, ignored, err := mkvp.Parse(pf.typ, *o.patterns[pf.typ])
+		if err != nil {
+			return nil, nil, fmt.Errorf("option -%s/--%s: %w", pf.short, pf.long, err)
+		}
+		if ignored > 0 {
+			warnings = append(warnings, fmt.Sprintf("option -%s/--%s specifies more than %d bytes, the remaining %d bytes are ignored",
+				pf.short, pf.long, pf.typ.Size(), ignored))
+		}
+		op.New[pf.typ] = p
+	}
+	if len(op.New) == 0 {
+		return nil, nil, errclass.Newh(errclass.InvalidArgument,
+			"give the pattern of each new master key, e.g. --cca-aes-mkvp or --ep11-wkvp",
+			"at least one master key verification pattern must be specified")
+	}
+	if len(op.New) == 1 && op.New[mkvp.CCAASYM] != (mkvp.Pattern{}) {
+		warnings = append(warnings, "pkcshsm's CCA tokens do not use the ASYM master key; no token will be affected by an ASYM-only change")
+	}
+	return op, warnings, nil
+}
+
+func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reencipherOptions) error {
+	op, warnings, err := o.parse(cmd)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		clierr.Warn(cmd.ErrOrStderr(), Prog, "%s", w)
+	}
+	d, err := c.openDir(o.dryRun)
+	if err != nil && !(o.dryRun && errclass.Of(err) == errclass.NotFound) {
+		return err
+	}
+	if d != nil {
+		defer d.Close()
+	}
+	s, err := c.newSession(ctx, cmd, !o.dryRun)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	slots, err := s.slotsFor(ctx, true)
+	if err != nil {
+		return err
+	}
+	if o.dryRun {
+		return s.dryRun(ctx, d, op, slots)
+	}
+
+	// Claim the APQNs and types: the conflict check and the creation
+	// happen under one lock.
+	op, err = d.Create(ctx, op)
+	if err != nil {
+		var ce *state.ConflictError
+		if errors.As(err, &ce) {
+			for _, cf := range ce.Conflicts {
+				fmt.Fprintf(s.errw, "Operation '%s' also affects APQN %s and MK type '%s'\n", cf.Other, cf.APQN, cf.Type.LongName())
+			}
+			return errclass.WithHint(err, "finish or cancel the other operation first, or change other APQNs or master key types")
+		}
+		return err
+	}
+	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
+	// Until the key objects are touched, a failure only removes the file.
+	undo := func(cause error) error {
+		if rmErr := d.Remove(ctx, op.ID, state.RolledBack); rmErr != nil {
+			return errors.Join(cause, fmt.Errorf("failed to remove master key change operation '%s': %w", op.ID, rmErr))
+		}
+		return cause
+	}
+
+	affected, results, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
+	if err != nil {
+		return undo(err)
+	}
+	if len(affected) == 0 {
+		return undo(errclass.Newh(errclass.FailedPrecondition,
+			"check the APQNs (-a) against the tokens' ccatok.conf/ep11tok.conf, and the master key types",
+			"no token is affected by this master key change, aborting"))
+	}
+	fmt.Fprintln(s.out, "The following tokens are affected by this master key change:")
+	for _, sl := range affected {
+		fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
+	}
+	if err := s.login(ctx, affected); err != nil {
+		return undo(err)
+	}
+	op, err = s.save(ctx, d, op, func(o *state.Op) error {
+		o.Slots = nil
+		for _, sl := range affected {
+			o.Slots = append(o.Slots, state.Slot{ID: sl.ID, Label: sl.Label, Serial: sl.Serial,
+				TokenType: sl.Type, Current: results[sl.ID].Current})
+		}
+		return o.Move(state.Reenciphering, c.deps.Now())
+	})
+	if err != nil {
+		return undo(err)
+	}
+
+	fmt.Fprintln(s.out, "Re-enciphering, please wait...")
+	err = s.broadcast(ctx, op, state.ActReencipher)
+	if err == nil {
+		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = "broadcast"; return nil })
+	}
+	if err == nil {
+		err = s.passes(ctx, op, state.ActReencipher)
+	}
+	if err != nil {
+		fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
+		return s.rollback(ctx, d, op, err)
+	}
+	op, err = s.save(ctx, d, op, func(o *state.Op) error {
+		o.Slots, o.Step = op.Slots, "token-pass"
+		return o.Move(state.Reenciphered, c.deps.Now())
+	})
+	if err != nil {
+		return s.rollback(ctx, d, op, err)
+	}
+	fmt.Fprintln(s.out, "Completed.")
+	fmt.Fprintf(s.out, `
+Master key change operation '%[1]s' created.
+
+Once the new master keys have been set/activated:
+ - If you specified EXPECTED_MKVPS or EXPECTED_WKVP in your token
+   configuration file(s), you must now replace the old patterns with the
+   new ones.
+ - Run 'pkcshsm_mk_change finalize --id %[1]s' when the new master
+   keys have been set/activated.
+`, op.ID)
+	return nil
+}
+
+// rollback undoes a failed reencipher: every process and every token drop
+// what they re-enciphered, then the operation is removed. If the rollback
+// fails too, the operation stays in CANCELING and 'cancel' completes it.
+func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error) error {
+	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
+		o.LastError = cause.Error()
+		return o.Move(state.Canceling, s.deps.Now())
+	})
+	if err == nil {
+		op = cur
+		err = s.broadcast(ctx, op, state.ActCancel)
+	}
+	if err == nil {
+		err = s.passes(ctx, op, state.ActCancel)
+	}
+	if err == nil {
+		err = d.Remove(ctx, op.ID, state.RolledBack)
+	}
+	if err != nil {
+		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)),
+			fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID))
+	}
+	return errclass.As(errclass.Of(cause), fmt.Errorf("master key change rolled back: %w", cause))
+}
+
+// dryRun checks everything reencipher would and prints the plan.
+func (s *session) dryRun(ctx context.Context, d *state.Dir, op *state.Op, slots []Slot) error {
+	if d != nil {
+		existing, broken, err := d.List(ctx)
+		if err != nil {
+			return err
+		}
+		for _, b := range broken {
+			clierr.Warn(s.errw, Prog, "unreadable operation file %s: %v", b.Name, b.Err)
+		}
+		var conflicts []state.Conflict
+		for _, other := range existing {
+			conflicts = append(conflicts, op.Conflicts(other)...)
+		}
+		if len(conflicts) > 0 {
+			return &state.ConflictError{Conflicts: conflicts}
+		}
+	}
+	id, err := state.NewID()
+	if err != nil {
+		return err
+	}
+	op.ID = id // for the queries only; never stored
+	affected, results, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
+	if err != nil {
+		return err
+	}
+	if len(affected) == 0 {
+		return errclass.New(errclass.FailedPrecondition, "no token is affected by this master key change")
+	}
+	var b strings.Builder
+	b.WriteString("Dry run: all checks passed, nothing was changed.\n")
+	b.WriteString("APQNs:\n")
+	for _, q := range op.APQNs {
+		fmt.Fprintf(&b, "    %s\n", q)
+	}
+	b.WriteString("New master key verification patterns:\n")
+	for _, t := range op.Types() {
+		fmt.Fprintf(&b, "    %-9s%s\n", t.String()+":", op.New[t])
+	}
+	b.WriteString("Tokens that would be re-enciphered (USER PIN needed for each):\n")
+	for _, sl := range affected {
+		fmt.Fprintf(&b, "    Slot %d: Label: %s\n", sl.ID, sl.Label)
+		for _, t := range op.Types() {
+			if p, ok := results[sl.ID].Current[t]; ok {
+				fmt.Fprintf(&b, "        %s: %s -> %s\n", t, p, op.New[t])
+			}
+		}
+	}
+	fmt.Fprint(s.out, b.String())
+	return nil
+}

@@ -1,0 +1,94 @@
+// Package cli is the pkcshsm_mk_change command: it initiates, lists,
+// finalizes and cancels concurrent HSM master key changes.
+//
+// The command works with three things, all injected through [Deps] so tests
+// can replace them: the token library in this process ([Tokens]: slots,
+// queries against the adapters, USER login, token-object passes), the
+// daemon's admin socket ([Broadcaster]: tells every other process to handle
+// its session objects and reports per process how it went), and the
+// operation directory (package state), which is the source of truth that
+// every process also follows on its own.
+//
+// # Recovery
+//
+// Every step is idempotent and recorded before the next one starts, so a
+// command killed at any point can be completed: finalize resumes
+// REENCIPHERED, FINALIZING and ERROR; cancel resumes INITIAL,
+// REENCIPHERING, REENCIPHERED, CANCELING and ERROR. A failure during
+// reencipher cancels automatically and names the slot or process that
+// failed.
+package cli
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
+	"github.com/pkcshsm/pkcshsm/state"
+)
+
+// Slot describes one configured slot as the tool sees it.
+type Slot struct {
+	ID      uint
+	Present bool // false: the token could not be loaded in this process
+	Label   string
+	Serial  string
+	Type    string // "cca" or "ep11"
+	// Reason says why a token is not present.
+	Reason string
+}
+
+// QueryResult is a token's answer to the checks before an action.
+type QueryResult struct {
+	// Affected is false when the operation does not concern the token.
+	Affected bool
+	// Current holds the token's current master key patterns for the
+	// operation's types (filled by the reencipher query).
+	Current map[mkvp.Type]mkvp.Pattern
+}
+
+// Progress is called during a token-object pass.
+type Progress func(done, total int)
+
+// Tokens is the token library as the tool uses it, in its own process.
+type Tokens interface {
+	// Slots lists every configured slot in slot order.
+	Slots(ctx context.Context) ([]Slot, error)
+	// Query checks, against the adapters and the token configuration,
+	// whether slot can take part in action a of op. It changes nothing.
+	Query(ctx context.Context, slot uint, op *state.Op, a state.Action) (QueryResult, error)
+	// Login logs the USER in on slot.
+	Login(ctx context.Context, slot uint, pin []byte) error
+	// Pass applies action a of op to every token object of slot and
+	// returns how many key objects it changed. It is idempotent.
+	Pass(ctx context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error)
+	// Close logs out and releases the tokens.
+	Close() error
+}
+
+// Broadcaster sends an event to every other process through the daemon.
+type Broadcaster interface {
+	Broadcast(ctx context.Context, ev event.Event) (event.Account, error)
+	Close() error
+}
+
+// Deps are the command's connections to the outside world.
+type Deps struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Layout         paths.Layout
+	// OpenTokens loads the token library in this process.
+	OpenTokens func(ctx context.Context, log zerolog.Logger) (Tokens, error)
+	// DialAdmin connects to the daemon's admin socket. It returns a nil
+	// Broadcaster (and no error) when event support is disabled.
+	DialAdmin func(ctx context.Context, socket string) (Broadcaster, error)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// UserName names the invoking user in the missing-token warning.
+	UserName string
+}

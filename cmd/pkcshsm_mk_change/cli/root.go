@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// Prog is the program name used in messages.
+const Prog = "pkcshsm_mk_change"
+
+// globalOptions are valid for every subcommand.
+type globalOptions struct {
+	verbose  string
+	stateDir string
+	socket   string
+	timeout  time.Duration
+}
+
+// command is the state every subcommand shares.
+type command struct {
+	deps Deps
+	opts globalOptions
+	log  zerolog.Logger
+}
+
+var levels = map[string]zerolog.Level{
+	"none": zerolog.Disabled, "error": zerolog.ErrorLevel, "warn": zerolog.WarnLevel,
+	"info": zerolog.InfoLevel, "devel": zerolog.DebugLevel, "debug": zerolog.TraceLevel,
+}
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(deps Deps) *cobra.Command {
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	c := &command{deps: deps}
+	root := &cobra.Command{
+		Use:   Prog + " COMMAND [OPTIONS]",
+		Short: "Manage concurrent HSM master key changes of pkcshsm tokens",
+		Long: `pkcshsm_mk_change re-enciphers the secure keys of every pkcshsm token for an
+HSM master key change while applications keep running.
+
+  1. The HSM security officer loads the new master key into the NEW register.
+  2. "reencipher" re-enciphers every key object under the new master key.
+  3. The officer sets (activates) the new master key on every APQN.
+  4. "finalize" makes the new blobs current; "cancel" (before any APQN
+     activated the new key) drops them.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			lvl, ok := levels[c.opts.verbose]
+			if !ok {
+				return errclass.Newh(errclass.InvalidArgument, "use one of none, error, warn, info, devel, debug",
+					"invalid verbose level '%s'", c.opts.verbose)
+			}
+			c.log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).
+				Level(lvl).With().Timestamp().Logger()
+			if c.opts.timeout <= 0 {
+				return errclass.New(errclass.InvalidArgument, "--timeout must be positive, got %s", c.opts.timeout)
+			}
+			return nil
+		},
+	}
+	root.SetIn(deps.Stdin)
+	root.SetOut(deps.Stdout)
+	root.SetErr(deps.Stderr)
+	pf := root.PersistentFlags()
+	pf.StringVarP(&c.opts.verbose, "verbose", "v", "none", "verbose level: none, error, warn, info, devel, debug")
+	pf.StringVar(&c.opts.stateDir, "state-dir", deps.Layout.MKChangeDir(), "directory of the operation files")
+	pf.StringVar(&c.opts.socket, "socket", deps.Layout.AdminSocket(), "the daemon's admin socket")
+	pf.DurationVar(&c.opts.timeout, "timeout", 2*time.Minute, "how long every process may take for one step")
+	root.AddCommand(c.newReencipherCommand(), c.newListCommand(), c.newFinalizeCommand(), c.newCancelCommand())
+	root.SetFlagErrorFunc(flagError)
+	for _, sub := range root.Commands() {
+		sub.SetFlagErrorFunc(flagError)
+	}
+	return root
+}
+
+// onlyFor says which subcommand takes each option, for the message when it
+// is given to another one.
+var onlyFor = map[string]string{
+	"apqns": "'reencipher'", "ep11-wkvp": "'reencipher'", "cca-sym-mkvp": "'reencipher'",
+	"cca-asym-mkvp": "'reencipher'", "cca-aes-mkvp": "'reencipher'", "cca-apka-mkvp": "'reencipher'",
+	"dry-run": "'reencipher'", "id": "'finalize', 'cancel' or 'list'", "json": "'list'",
+}
+
+var shortNames = map[string]string{"a": "apqns", "e": "ep11-wkvp", "s": "cca-sym-mkvp",
+	"S": "cca-asym-mkvp", "A": "cca-aes-mkvp", "p": "cca-apka-mkvp", "i": "id"}
+
+var unknownFlag = regexp.MustCompile(`unknown (?:shorthand )?flag: (?:'(\w)' in -\S+|--([\w-]+))`)
+
+// flagError turns cobra's flag errors into the tool's messages.
+func flagError(cmd *cobra.Command, err error) error {
+	if m := unknownFlag.FindStringSubmatch(err.Error()); m != nil {
+		long := m[2]
+		if m[1] != "" {
+			long = shortNames[m[1]]
+		}
+		if where, ok := onlyFor[long]; ok {
+			short := ""
+			for s, l := range shortNames {
+				if l == long {
+					short = "-" + s + "/"
+				}
+			}
+			return errclass.Newh(errclass.InvalidArgument, fmt.Sprintf("see '%s %s -h'", Prog, cmd.Name()),
+				"option %s--%s is only valid for the %s command", short, long, where)
+		}
+	}
+	return errclass.Newh(errclass.InvalidArgument, fmt.Sprintf("see '%s %s -h'", Prog, cmd.Name()), "%s", err)
+}
+
+// Main runs the command with args and returns the exit code. It prints
+// errors and hints itself.
+func Main(deps Deps, args []string) int {
+	root := NewRootCommand(deps)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	if err == nil {
+		return 0
+	}
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		err = errclass.Newh(errclass.InvalidArgument, "the commands are reencipher, list, finalize and cancel",
+			"%s", strings.SplitN(err.Error(), "\n", 2)[0])
+	}
+	return printError(deps, err)
+}
+
+func printError(deps Deps, err error) int {
+	w := deps.Stderr
+	if w == nil {
+		w = os.Stderr
+	}
+	return exitWith(w, err)
+}

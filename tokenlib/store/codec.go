@@ -101,7 +101,7 @@ func decodeRaw(b []byte, r *rawObject) error {
 		return codecErr("unknown kind %d", b[1])
 	}
 	b = b[2:]
-	n, k := binary.Uvarint(b)
+	n, k := uvarint(b)
 	if k <= 0 {
 		return codecErr("bad attribute count")
 	}
@@ -112,12 +112,12 @@ func decodeRaw(b []byte, r *rawObject) error {
 	}
 	r.attrs = slices.Grow(r.attrs[:0], int(n))
 	for i := uint64(0); i < n; i++ {
-		t, k := binary.Uvarint(b)
+		t, k := uvarint(b)
 		if k <= 0 || t > 0xffffffff {
 			return codecErr("bad type of attribute %d", i)
 		}
 		b = b[k:]
-		l, k := binary.Uvarint(b)
+		l, k := uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
 			return codecErr("bad length of attribute %d (type %#x)", i, t)
 		}
@@ -143,6 +143,17 @@ func decodeRaw(b []byte, r *rawObject) error {
 		return codecErr("%d trailing bytes", len(b))
 	}
 	return nil
+}
+
+// uvarint is binary.Uvarint restricted to the shortest encoding, so that
+// every accepted input has exactly one encoding (decode then encode gives
+// the same bytes back).
+func uvarint(b []byte) (uint64, int) {
+	v, k := binary.Uvarint(b)
+	if k > 1 && b[k-1] == 0 {
+		return 0, -1 // a trailing zero group is an overlong encoding
+	}
+	return v, k
 }
 
 // find returns the raw value of type t, using the sort order.

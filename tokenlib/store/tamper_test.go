@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+)
+
+// TestTamperedObjectsAreDataLoss edits stored rows the way an attacker with
+// write access to token.db could, and checks that every edit of a private
+// object is detected as errclass.DataLoss, while List still returns the
+// untouched objects along with the error.
+func TestTamperedObjectsAreDataLoss(t *testing.T) {
+	type pair struct{ victim, other *Object }
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, s *Store, p pair)
+	}{
+		{"flipped bit in a sealed value", func(t *testing.T, s *Store, p pair) {
+			editRaw(t, s, p.victim.Handle, func(r *rawObject) {
+				for i := range r.attrs {
+					if r.attrs[i].typ == ckaOpaque {
+						r.attrs[i].val[20] ^= 1
+					}
+				}
+			})
+		}},
+		{"value copied from another object", func(t *testing.T, s *Store, p pair) {
+			donor := rawAttrs(t, s, p.other.Handle)
+			editRaw(t, s, p.victim.Handle, func(r *rawObject) {
+				for i := range r.attrs {
+					if r.attrs[i].typ == ckaOpaque {
+						r.attrs[i].val = donor[ckaOpaque]
+					}
+				}
+			})
+		}},
+		{"value moved to another attribute type", func(t *testing.T, s *Store, p pair) {
+			editRaw(t, s, p.victim.Handle, func(r *rawObject) {
+				// swap the values of CKA_LABEL and CKA_ID (order stays sorted)
+				var li, ii int
+				for i, a := range r.attrs {
+					switch a.typ {
+					case ckaLabel:
+						li = i
+					case ckaID:
+						ii = i
+					}
+				}
+				r.attrs[li].val, r.attrs[ii].val = r.attrs[ii].val, r.attrs[li].val
+			})
+		}},
+		{"attribute removed", func(t *testing.T, s *Store, p pair) {
+			editRaw(t, s, p.victim.Handle, func(r *rawObject) { r.attrs = r.attrs[1:] })
+		}},
+		{"whole attribute list copied from another object", func(t *testing.T, s *Store, p pair) {
+			exec(t, s, `UPDATE object SET attrs = (SELECT attrs FROM object WHERE handle = ?) WHERE handle = ?`, p.other.Handle, p.victim.Handle)
+		}},
+		{"class changed", func(t *testing.T, s *Store, p pair) {
+			exec(t, s, `UPDATE object SET class = 3 WHERE handle = ?`, p.victim.Handle)
+		}},
+		{"made public", func(t *testing.T, s *Store, p pair) {
+			exec(t, s, `UPDATE object SET private = 0 WHERE handle = ?`, p.victim.Handle)
+		}},
+		{"garbage", func(t *testing.T, s *Store, p pair) {
+			exec(t, s, `UPDATE object SET attrs = x'0102030405' WHERE handle = ?`, p.victim.Handle)
+		}},
+		{"clear values in a private object", func(t *testing.T, s *Store, p pair) {
+			exec(t, s, `UPDATE object SET attrs = x'010001030161' WHERE handle = ?`, p.victim.Handle)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, dk := newToken(t)
+			victim, other := keyObject("victim", true), keyObject("other", true)
+			for _, o := range []*Object{victim, other} {
+				if err := s.Create(ctx, dk, o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tt.tamper(t, s, pair{victim, other})
+			_, err := s.Get(ctx, dk, victim.Handle)
+			wantClass(t, err, errclass.DataLoss, nil)
+			if errclass.Hint(err) == "" {
+				t.Error("DataLoss error without a hint")
+			}
+			objs, err := s.List(ctx, dk, Filter{})
+			wantClass(t, err, errclass.DataLoss, nil)
+			if len(objs) != 1 || objs[0].Handle != other.Handle {
+				t.Fatalf("List returned %d objects, want only the untouched one", len(objs))
+			}
+			if !strings.Contains(err.Error(), "handles [1]") {
+				t.Errorf("List error %q does not name the bad handle", err)
+			}
+			if _, err := s.Get(ctx, dk, other.Handle); err != nil {
+				t.Fatalf("untouched object unreadable: %v", err)
+			}
+		})
+	}
+}
+
+func exec(t *testing.T, s *Store, q string, args ...any) {
+	t.Helper()
+	if _, err := s.wdb.Exec(q, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func editRaw(t *testing.T, s *Store, h uint64, edit func(*rawObject)) {
+	t.Helper()
+	var blob []byte
+	if err := s.rdb.QueryRow(`SELECT attrs FROM object WHERE handle = ?`, h).Scan(&blob); err != nil {
+		t.Fatal(err)
+	}
+	var r rawObject
+	if err := decodeRaw(blob, &r); err != nil {
+		t.Fatal(err)
+	}
+	edit(&r)
+	exec(t, s, `UPDATE object SET attrs = ? WHERE handle = ?`, encodeRaw(nil, &r), h)
+}

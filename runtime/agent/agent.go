@@ -155,11 +155,14 @@ func (a *Agent) Start(ctx context.Context) error {
 		return errclass.New(errclass.FailedPrecondition, "agent: already started")
 	}
 	ctx, a.cancel = context.WithCancel(ctx)
-	a.requestReconcile()
 	a.spawn(func() { a.reconcileLoop(ctx) })
 	a.spawn(func() { a.connectLoop(ctx) })
 	if a.opts.OpsDir != "" {
+		// The watcher asks for the start reconcile once its watch is in
+		// place, so no change can fall between the two.
 		a.spawn(func() { a.watch(ctx) })
+	} else {
+		a.requestReconcile()
 	}
 	return nil
 }

@@ -19,7 +19,9 @@ func (a *Agent) watch(ctx context.Context) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		a.log.Warn().Err(err).Dur("interval", a.opts.PollInterval).Msg("inotify unavailable; polling the operations directory")
-		a.poll(ctx, dirSignature(a.opts.OpsDir))
+		last := dirSignature(a.opts.OpsDir)
+		a.requestReconcile()
+		a.poll(ctx, last)
 		return
 	}
 	defer w.Close()
@@ -49,6 +51,7 @@ func (a *Agent) watch(ctx context.Context) {
 		return moved
 	}
 	rewatch()
+	a.requestReconcile()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()

@@ -59,7 +59,8 @@ func (t Topology) Validate() error {
 	cards := map[uint8]string{}
 	for i, g := range t.Groups {
 		if g.Mode != apqn.ModeCCA && g.Mode != apqn.ModeEP11 {
-			return errclass.New(errclass.InvalidArgument, "group %d: mode %s cannot be simulated; use CCA or EP11", i+1, g.Mode)
+			return errclass.Newh(errclass.InvalidArgument, "simulate CCA (--cca) or EP11 (--ep11) adapters",
+				"group %d: mode %s cannot be simulated", i+1, g.Mode)
 		}
 		if len(g.APQNs) == 0 {
 			return errclass.Newh(errclass.InvalidArgument, "give each group at least one APQN",

@@ -48,8 +48,18 @@ func openTest(t testing.TB, dir string) *Store {
 // newToken returns an initialized token with a USER PIN and a USER data key.
 func newToken(t testing.TB) (*Store, *DataKey) {
 	t.Helper()
+	return newTokenIn(t, t.TempDir(), testOptions(t))
+}
+
+// newTokenIn is newToken in a given directory with given options.
+func newTokenIn(t testing.TB, dir string, opts Options) (*Store, *DataKey) {
+	t.Helper()
 	ctx := context.Background()
-	s := openTest(t, t.TempDir())
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
 	if err := s.InitToken(ctx, soPIN, "test token"); err != nil {
 		t.Fatalf("InitToken: %v", err)
 	}

@@ -56,19 +56,19 @@ func TestTamperedObjectsAreDataLoss(t *testing.T) {
 			editRaw(t, s, p.victim.Handle, func(r *rawObject) { r.attrs = r.attrs[1:] })
 		}},
 		{"whole attribute list copied from another object", func(t *testing.T, s *Store, p pair) {
-			exec(t, s, `UPDATE object SET attrs = (SELECT attrs FROM object WHERE handle = ?) WHERE handle = ?`, p.other.Handle, p.victim.Handle)
+			execSQL(t, s, `UPDATE object SET attrs = (SELECT attrs FROM object WHERE handle = ?) WHERE handle = ?`, p.other.Handle, p.victim.Handle)
 		}},
 		{"class changed", func(t *testing.T, s *Store, p pair) {
-			exec(t, s, `UPDATE object SET class = 3 WHERE handle = ?`, p.victim.Handle)
+			execSQL(t, s, `UPDATE object SET class = 3 WHERE handle = ?`, p.victim.Handle)
 		}},
 		{"made public", func(t *testing.T, s *Store, p pair) {
-			exec(t, s, `UPDATE object SET private = 0 WHERE handle = ?`, p.victim.Handle)
+			execSQL(t, s, `UPDATE object SET private = 0 WHERE handle = ?`, p.victim.Handle)
 		}},
 		{"garbage", func(t *testing.T, s *Store, p pair) {
-			exec(t, s, `UPDATE object SET attrs = x'0102030405' WHERE handle = ?`, p.victim.Handle)
+			execSQL(t, s, `UPDATE object SET attrs = x'0102030405' WHERE handle = ?`, p.victim.Handle)
 		}},
 		{"clear values in a private object", func(t *testing.T, s *Store, p pair) {
-			exec(t, s, `UPDATE object SET attrs = x'010001030161' WHERE handle = ?`, p.victim.Handle)
+			execSQL(t, s, `UPDATE object SET attrs = x'010001030161' WHERE handle = ?`, p.victim.Handle)
 		}},
 	}
 	for _, tt := range tests {
@@ -102,7 +102,7 @@ func TestTamperedObjectsAreDataLoss(t *testing.T) {
 	}
 }
 
-func exec(t *testing.T, s *Store, q string, args ...any) {
+func execSQL(t *testing.T, s *Store, q string, args ...any) {
 	t.Helper()
 	if _, err := s.wdb.Exec(q, args...); err != nil {
 		t.Fatal(err)
@@ -120,5 +120,5 @@ func editRaw(t *testing.T, s *Store, h uint64, edit func(*rawObject)) {
 		t.Fatal(err)
 	}
 	edit(&r)
-	exec(t, s, `UPDATE object SET attrs = ? WHERE handle = ?`, encodeRaw(nil, &r), h)
+	execSQL(t, s, `UPDATE object SET attrs = ? WHERE handle = ?`, encodeRaw(nil, &r), h)
 }

@@ -4,11 +4,16 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsmd/internal/daemoncmd"
 )
 
 func main() {
-	os.Exit(daemoncmd.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	return daemoncmd.Main(context.Background(), args, stdout, stderr)
 }

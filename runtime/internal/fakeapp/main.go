@@ -6,7 +6,7 @@
 //	fakeapp -admin status|broadcast -socket admin.sock
 //
 // In agent mode it answers every event with "affected, 1 object" per token
-// (or, with -hang, waits until the event's deadline), appends one line per
+// (or, with -hang, never answers: the handler blocks until the process ends), appends one line per
 // Reconcile call to the reconcile log, and runs until killed. In admin mode
 // it prints the daemon's answer as JSON, or "class: <class>" and the error
 // on stderr with exit status 2.
@@ -33,6 +33,7 @@ import (
 type handler struct {
 	tokens       []event.Token
 	hang         bool
+	life         context.Context // the process's lifetime; -hang waits for it
 	reconcileLog string
 }
 
@@ -40,7 +41,8 @@ func (h *handler) Tokens() []event.Token { return h.tokens }
 
 func (h *handler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
 	if h.hang {
-		<-ctx.Done()
+		// Really hung: past the event's deadline, until the process ends.
+		<-h.life.Done()
 	}
 	var r event.Reply
 	for _, t := range h.tokens {
@@ -86,7 +88,7 @@ func main() {
 		os.Exit(runAdmin(ctx, *adm, *socket, *evType))
 	}
 
-	h := &handler{hang: *hang, reconcileLog: *rlog}
+	h := &handler{hang: *hang, reconcileLog: *rlog, life: ctx}
 	for i := range *ntok {
 		typ := event.CCA
 		if i%2 == 1 {

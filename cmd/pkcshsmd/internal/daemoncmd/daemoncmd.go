@@ -73,9 +73,15 @@ func parseMode(name, s string) (fs.FileMode, error) {
 func NewCommand(ctx context.Context) *cobra.Command {
 	o := &options{}
 	cmd := &cobra.Command{
-		Use:           "pkcshsmd",
-		Short:         "pkcshsm token daemon: relays master key change events to every process",
-		Args:          cobra.NoArgs,
+		Use:   "pkcshsmd",
+		Short: "pkcshsm token daemon: relays master key change events to every process",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return errclass.Newh(errclass.InvalidArgument, "pkcshsmd takes flags only; see pkcshsmd --help",
+					"unknown command %q", args[0])
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version(),

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
@@ -164,8 +165,8 @@ func ParseEP11(name string, data []byte) (*EP11, error) {
 			"only one APQN mode may be given: APQN_ANY (line %d) and APQN_ALLOWLIST (line %d)",
 			lines["APQN_ANY"], lines["APQN_ALLOWLIST"])
 	case !hasAny && e.APQNs == nil:
-		return nil, errAt(name, 1, "add APQN_ANY, or APQN_ALLOWLIST with adapter domain pairs and END",
-			"at least one APQN mode is required (APQN_ANY or APQN_ALLOWLIST)")
+		return nil, errclass.Newh(errclass.InvalidArgument, "add APQN_ANY, or APQN_ALLOWLIST with adapter domain pairs and END",
+			"%s: at least one APQN mode is required (APQN_ANY or APQN_ALLOWLIST)", name)
 	}
 	if e.FIPSSessionMode && (e.StrictMode || e.VHSMMode) {
 		other := "STRICT_MODE"

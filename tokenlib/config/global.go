@@ -157,14 +157,22 @@ func ParseGlobal(name string, data []byte) (*Global, error) {
 		switch {
 		case n.kind == kFileVersion:
 			g.FileVersion = n.str
-		case n.key == "disable-event-support" && n.kind == kBareConst:
+		case n.key == "disable-event-support":
 			if err := once.once(name, n, n.key); err != nil {
 				return nil, err
 			}
+			if n.kind != kBareConst {
+				return nil, errAt(name, n.line, "write disable-event-support alone on a line",
+					"disable-event-support takes no value")
+			}
 			g.DisableEventSupport = true
-		case n.key == "statistics" && n.kind == kBareList:
+		case n.key == "statistics":
 			if err := once.once(name, n, n.key); err != nil {
 				return nil, err
+			}
+			if n.kind != kBareList {
+				return nil, errAt(name, n.line, "write statistics (off) or statistics (on[, implicit][, internal])",
+					"statistics needs a list in parentheses")
 			}
 			if err := checkStatistics(name, n); err != nil {
 				return nil, err

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -148,6 +149,9 @@ func lex(file string, data []byte) ([]token, error) {
 			}
 			if j == len(data) {
 				return nil, errf(`close the string with " on the same line`, "unterminated quoted string")
+			}
+			if !utf8.Valid(data[i+1 : j]) {
+				return nil, errf("save the file as UTF-8", "quoted string is not valid UTF-8")
 			}
 			toks = append(toks, token{kind: tString, text: string(data[i+1 : j]), line: line})
 			i = j + 1

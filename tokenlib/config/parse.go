@@ -324,7 +324,7 @@ func renderTo(b *strings.Builder, nodes []*node, indent string) {
 		case kVersion:
 			fmt.Fprintf(b, "%s = %s", n.key, versionText(n.num))
 		case kString:
-			fmt.Fprintf(b, "%s = %q", n.key, n.str)
+			fmt.Fprintf(b, "%s = %s", n.key, quote(n.str))
 		case kBare:
 			fmt.Fprintf(b, "%s = %s", n.key, n.str)
 		case kIdxStruct, kStruct:

@@ -1,0 +1,83 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+)
+
+func newTokenCommand(g *globalOptions) *cobra.Command {
+	c := &cobra.Command{Use: "token", Short: "Token commands", Args: cobra.NoArgs}
+	c.AddCommand(newTokenInitCommand(g))
+	return c
+}
+
+type tokenInitOptions struct {
+	*globalOptions
+	slot  uint
+	label string
+	yes   bool
+}
+
+func newTokenInitCommand(g *globalOptions) *cobra.Command {
+	o := &tokenInitOptions{globalOptions: g}
+	c := &cobra.Command{
+		Use:   "init --slot N --label LABEL",
+		Short: "Initialize the token in a slot (C_InitToken)",
+		Long: `Initialize the token in a slot. A new token gets the SO PIN entered twice.
+An initialized token is re-initialized with its current SO PIN: every object
+is destroyed and the USER PIN is cleared, after a confirmation.`,
+		Args: cobra.NoArgs,
+		RunE: o.run,
+	}
+	c.Flags().UintVar(&o.slot, "slot", 0, "slot number")
+	c.Flags().StringVar(&o.label, "label", "", "token label (at most 32 bytes)")
+	c.Flags().BoolVarP(&o.yes, "yes", "y", false, "do not ask before re-initializing")
+	c.MarkFlagRequired("slot")
+	c.MarkFlagRequired("label")
+	return c
+}
+
+func (o *tokenInitOptions) run(cmd *cobra.Command, _ []string) error {
+	if o.label == "" || len(o.label) > 32 {
+		return errclass.Newh(errclass.InvalidArgument, "give a label of 1 to 32 bytes", "invalid token label %q", o.label)
+	}
+	lib, err := o.open(cmd)
+	if err != nil {
+		return err
+	}
+	defer lib.Close()
+	slot := tokenlib.SlotID(o.slot)
+	ti, err := lib.GetTokenInfo(slot)
+	if err != nil {
+		return err
+	}
+	r := o.prompter(cmd)
+	var pin []byte
+	if ti.Flags&ck.CKF_TOKEN_INITIALIZED != 0 {
+		if !o.yes {
+			ok, err := r.Confirm(fmt.Sprintf("The token in slot %d is initialized; re-initializing destroys all its objects. Continue? [y/N] ", o.slot))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return errclass.New(errclass.Aborted, "aborted; the token was not changed")
+			}
+		}
+		if pin, err = r.PIN("Enter the SO PIN: "); err != nil {
+			return err
+		}
+	} else if pin, err = newPIN(r, "SO PIN"); err != nil {
+		return err
+	}
+	defer clear(pin)
+	if err := lib.InitToken(slot, pin, o.label); err != nil {
+		return fmt.Errorf("slot %d: %w", o.slot, err)
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Token in slot %d initialized with label %q.\n", o.slot, o.label)
+	return nil
+}

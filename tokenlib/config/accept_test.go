@@ -189,3 +189,34 @@ func TestResolveRelativeToFile(t *testing.T) {
 		t.Errorf("CPFilter = %q, want an absolute path ending in rel/f.conf", e.CPFilter)
 	}
 }
+
+// TestOtherSamples parses the alternative samples and round-trips them.
+func TestOtherSamples(t *testing.T) {
+	c, err := ParseCCA("/etc/pkcshsm/ccatok-any.conf", readSample(t, "ccatok-any.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.APQNAny || c.MLDSAKeyMode != "PREHASH" || c.PKeyMode != "DEFAULT" || len(c.ExpectedMKVPs) != 1 {
+		t.Errorf("ccatok-any.conf: %+v", c)
+	}
+	checkCCARoundTrip(t, c)
+
+	e, err := ParseEP11("/etc/pkcshsm/ep11tok-fips.conf", readSample(t, "ep11tok-fips.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.APQNAny || !e.FIPSSessionMode || e.FileVersion != "ep11-1" || e.DigestLibica != "/usr/lib64/libica.so.4" || e.PKeyMode != "DEFAULT" {
+		t.Errorf("ep11tok-fips.conf: %+v", e)
+	}
+	checkEP11RoundTrip(t, e)
+
+	e, err = ParseEP11("/etc/pkcshsm/ep11tok-legacy.conf", readSample(t, "ep11tok-legacy.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.APQNs) != 1 || e.APQNs[0] != (apqn.ID{Card: 1, Domain: 13}) || len(e.Warnings) != 1 ||
+		e.CPFilter != "/etc/pkcshsm/ep11cpfilter.conf" || e.DigestLibica != "DEFAULT" {
+		t.Errorf("ep11tok-legacy.conf: %+v", e)
+	}
+	checkEP11RoundTrip(t, e)
+}

@@ -15,7 +15,7 @@ func addSamples(f *testing.F, names ...string) {
 // FuzzGrammar checks the shared grammar: no panic, and rendering the nodes
 // of an accepted input parses to the same nodes.
 func FuzzGrammar(f *testing.F) {
-	addSamples(f, "pkcshsm.conf", "ccatok.conf", "ep11tok.conf")
+	addSamples(f, "pkcshsm.conf", "ccatok.conf", "ccatok-any.conf", "ep11tok.conf", "ep11tok-fips.conf", "ep11tok-legacy.conf")
 	f.Add([]byte("a\n1 2\nEND\nb = 0x10\nc 3\n{\n}\nd ( x, y )\n\"s\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		nodes, err := parseFile("fuzz.conf", data)
@@ -63,7 +63,7 @@ func FuzzGlobal(f *testing.F) {
 }
 
 func FuzzCCA(f *testing.F) {
-	addSamples(f, "ccatok.conf")
+	addSamples(f, "ccatok.conf", "ccatok-any.conf")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseCCA(filepath.Join(fuzzDir, "ccatok.conf"), data)
 		if err != nil {
@@ -74,7 +74,7 @@ func FuzzCCA(f *testing.F) {
 }
 
 func FuzzEP11(f *testing.F) {
-	addSamples(f, "ep11tok.conf")
+	addSamples(f, "ep11tok.conf", "ep11tok-fips.conf", "ep11tok-legacy.conf")
 	f.Add([]byte("APQN_ANY\nEXPECTED_WKVP = \"00112233445566778899AABBCCDDEEFF0011\"\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := ParseEP11(filepath.Join(fuzzDir, "ep11tok.conf"), data)

@@ -1,0 +1,164 @@
+package command
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+)
+
+type showOptions struct {
+	json bool
+}
+
+// showRegister is one register in the JSON output.
+type showRegister struct {
+	State   string `json:"state"`
+	Pattern string `json:"pattern,omitempty"`
+}
+
+// showQueue is one APQN in the JSON output.
+type showQueue struct {
+	APQN      apqn.ID                            `json:"apqn"`
+	Type      string                             `json:"type"`
+	Mode      string                             `json:"mode"`
+	Status    string                             `json:"status"`
+	FailAfter *int                               `json:"fail_after,omitempty"`
+	LatencyMS float64                            `json:"latency_ms,omitempty"`
+	Registers map[string]map[string]showRegister `json:"registers"`
+}
+
+func newShowCommand(a *app) *cobra.Command {
+	var o showOptions
+	cmd := &cobra.Command{
+		Use:   "show [--json]",
+		Short: "List the simulated APQNs with their master key registers",
+		Long: `show lists every simulated APQN like lszcrypt (CARD.DOM, TYPE, MODE, STATUS)
+and below each its master key registers with states and verification
+patterns. With --json the same as a JSON array.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			h, err := a.open()
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			qs, err := h.Queues(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := make([]showQueue, 0, len(qs))
+			for _, q := range qs {
+				sq, err := describe(h, q)
+				if err != nil {
+					return err
+				}
+				out = append(out, sq)
+			}
+			w := cmd.OutOrStdout()
+			if o.json {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(out); err != nil {
+					return errclass.New(errclass.Internal, "encode JSON: %w", err)
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "CARD.DOM\tTYPE\tMODE\tSTATUS")
+			fmt.Fprintln(tw, "--------\t-----\t-----------\t-------")
+			for i, q := range qs {
+				sq := out[i]
+				status := sq.Status
+				var faults []string
+				if sq.FailAfter != nil {
+					faults = append(faults, fmt.Sprintf("fail-after %d", *sq.FailAfter))
+				}
+				if sq.LatencyMS > 0 {
+					faults = append(faults, fmt.Sprintf("latency %gms", sq.LatencyMS))
+				}
+				if len(faults) > 0 {
+					status += " (" + strings.Join(faults, ", ") + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", q.ID, sq.Type, sq.Mode, status)
+			}
+			if err := tw.Flush(); err != nil {
+				return errclass.New(errclass.Unavailable, "write output: %w", err)
+			}
+			fmt.Fprintln(w)
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "CARD.DOM\tMK\tNEW\t\tCURRENT\t\tOLD")
+			for _, q := range qs {
+				types := mkvp.CCATypes()
+				if q.Mode == apqn.ModeEP11 {
+					types = []mkvp.Type{mkvp.EP11WK}
+				}
+				for _, t := range types {
+					r := q.MK[t]
+					old := fmt.Sprintf("%s\t%s", r.Old.State, patternText(r.Old.Pattern))
+					if t == mkvp.EP11WK {
+						old = "-\t-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q.ID, t.Keyword(),
+						r.New.State, patternText(r.New.Pattern), r.Current.State, patternText(r.Current.Pattern), old)
+				}
+			}
+			if err := tw.Flush(); err != nil {
+				return errclass.New(errclass.Unavailable, "write output: %w", err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	return cmd
+}
+
+func describe(h *sim.HSM, q hsm.QueueInfo) (showQueue, error) {
+	f, err := h.Faults(q.ID)
+	if err != nil {
+		return showQueue{}, err
+	}
+	typ, err := h.CardType(q.ID)
+	if err != nil {
+		return showQueue{}, err
+	}
+	sq := showQueue{APQN: q.ID, Type: typ, Mode: q.Mode.String(), Status: "online",
+		Registers: map[string]map[string]showRegister{}}
+	switch {
+	case f.Checkstop:
+		sq.Status = "chkstop"
+	case !f.Online:
+		sq.Status = "offline"
+	}
+	if f.FailAfter >= 0 {
+		n := f.FailAfter
+		sq.FailAfter = &n
+	}
+	sq.LatencyMS = float64(f.Latency.Microseconds()) / 1000
+	for t, r := range q.MK {
+		regs := map[string]showRegister{
+			"new":     {r.New.State.String(), patternHex(r.New.Pattern)},
+			"current": {r.Current.State.String(), patternHex(r.Current.Pattern)},
+		}
+		if t != mkvp.EP11WK {
+			regs["old"] = showRegister{r.Old.State.String(), patternHex(r.Old.Pattern)}
+		}
+		sq.Registers[t.Keyword()] = regs
+	}
+	return sq, nil
+}
+
+func patternHex(p mkvp.Pattern) string {
+	if p.IsZero() {
+		return ""
+	}
+	return strings.ToLower(p.String())
+}

@@ -1,0 +1,14 @@
+// Command hsmsim plays the HSM security officer's TKE for the simulated
+// CCA and EP11 adapters of pkcshsm. See man/hsmsim.1 and package hsm/sim.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/pkcshsm/pkcshsm/cmd/hsmsim/command"
+)
+
+func main() {
+	os.Exit(command.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

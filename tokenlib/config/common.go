@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -24,12 +25,20 @@ func wrapAt(file string, line int, what string, err error) error {
 
 // readFile reads a configuration file, refusing world-writable files (any
 // local user could change which adapters a token uses) and oversized ones.
+// The checks apply to the opened file itself, so a rename between check
+// and read cannot slip another file in.
 func readFile(path, what string) ([]byte, error) {
-	fi, err := os.Stat(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, errclass.Newh(errclass.NotFound,
 			fmt.Sprintf("create the %s, or give the right path", what), "%s %s does not exist", what, path)
 	}
+	if err != nil {
+		return nil, errclass.Newh(errclass.PermissionDenied, "check the permissions of the file and its directories",
+			"cannot read %s %s: %w", what, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, errclass.Newh(errclass.PermissionDenied, "check the permissions of the file and its directories",
 			"cannot read %s %s: %w", what, path, err)
@@ -42,14 +51,14 @@ func readFile(path, what string) ([]byte, error) {
 		return nil, errclass.Newh(errclass.PermissionDenied, fmt.Sprintf("run: chmod o-w %s", path),
 			"%s %s is world-writable; refusing to use it", what, path)
 	}
-	if fi.Size() > maxFileSize {
-		return nil, errclass.Newh(errclass.InvalidArgument, "configuration files are a few kilobytes; check the path",
-			"%s %s is larger than %d bytes", what, path, maxFileSize)
-	}
-	data, err := os.ReadFile(path)
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, errclass.Newh(errclass.PermissionDenied, "check the permissions of the file and its directories",
 			"cannot read %s %s: %w", what, path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, errclass.Newh(errclass.InvalidArgument, "configuration files are a few kilobytes; check the path",
+			"%s %s is larger than %d bytes", what, path, maxFileSize)
 	}
 	return data, nil
 }

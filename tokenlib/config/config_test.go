@@ -244,3 +244,25 @@ func TestLoadFiles(t *testing.T) {
 		t.Errorf("EP11 slot without its file: %v", err)
 	}
 }
+
+func TestLoadLargeAndUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.conf")
+	if err := os.WriteFile(big, make([]byte, maxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadEP11(big); !errors.Is(err, errclass.InvalidArgument) || errclass.Hint(err) == "" {
+		t.Errorf("oversized file: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		t.Log("running as root: unreadable-file case skipped")
+		return
+	}
+	locked := filepath.Join(dir, "locked.conf")
+	if err := os.WriteFile(locked, []byte("APQN_ANY\n"), 0o000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadEP11(locked); !errors.Is(err, errclass.PermissionDenied) || errclass.Hint(err) == "" {
+		t.Errorf("unreadable file: %v", err)
+	}
+}

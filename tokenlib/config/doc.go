@@ -44,6 +44,10 @@
 //	  adapter domain         "adapter domain" pair per line, then END
 //	END
 //
+// In an APQN list, adapter and domain are each 0 to 255 (upstream EP11's
+// limit; pkcshsm applies it to its CCA lists too), at most 256 pairs, no
+// pair twice; the result is an apqn.List in file order.
+//
 // # Errors
 //
 // Every error names the file and line and carries a hint saying how to fix

@@ -110,6 +110,7 @@ type Agent struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	reconcile chan struct{} // cap 1: pending requests coalesce
+	jobs      chan job      // events waiting for the handler
 
 	mu   sync.Mutex
 	conn net.Conn // current connection, closed by Close
@@ -145,6 +146,7 @@ func New(opts Options) (*Agent, error) {
 		opts:      opts,
 		log:       opts.Logger.With().Str("component", "agent").Logger(),
 		reconcile: make(chan struct{}, 1),
+		jobs:      make(chan job, 16),
 	}, nil
 }
 
@@ -156,6 +158,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	ctx, a.cancel = context.WithCancel(ctx)
 	a.spawn(func() { a.reconcileLoop(ctx) })
+	a.spawn(func() { a.work(ctx) })
 	a.spawn(func() { a.connectLoop(ctx) })
 	if a.opts.OpsDir != "" {
 		// The watcher asks for the start reconcile once its watch is in
@@ -309,9 +312,41 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, error) {
 	return conn, nil
 }
 
-// serve reads events until the connection breaks. A worker goroutine runs
-// the handler, one event at a time, so reading never waits for a handler.
+// job is one event to handle and the way back to the connection it came on.
+type job struct {
+	ev    event.Event
+	reply func(event.Reply)
+	gone  <-chan struct{} // closed when that connection is over
+}
+
+// work runs the handler, one event at a time, for the agent's whole life:
+// a handler still busy when the connection breaks delays neither the
+// reconnect nor, beyond its own return, the events of the next connection.
+func (a *Agent) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-a.jobs:
+			select {
+			case <-j.gone:
+				// Its connection is gone and the daemon has already counted
+				// this process as disconnected; Reconcile after the
+				// reconnect covers what the event asked for.
+				a.log.Debug().Str("event", j.ev.ID).Msg("dropped event of a closed connection")
+				continue
+			default:
+			}
+			j.reply(a.handle(ctx, j.ev))
+		}
+	}
+}
+
+// serve reads events until the connection breaks and queues them for the
+// worker, so reading never waits for a handler.
 func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
+	gone := make(chan struct{})
+	defer close(gone)
 	defer conn.Close()
 	var writeMu sync.Mutex
 	send := func(r event.Reply) {
@@ -322,18 +357,6 @@ func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
 			a.log.Warn().Err(err).Str("event", r.EventID).Msg("could not send reply")
 		}
 	}
-	queue := make(chan event.Event, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range queue {
-			send(a.handle(ctx, ev))
-		}
-	}()
-	defer func() {
-		close(queue)
-		<-done
-	}()
 	for {
 		m, err := event.ReadMessage(conn)
 		if err != nil {
@@ -344,7 +367,7 @@ func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
 			ev := *m.Event
 			a.log.Debug().Str("event", ev.ID).Str("type", ev.Type).Str("op", ev.OpID).Msg("event received")
 			select {
-			case queue <- ev:
+			case a.jobs <- job{ev: ev, reply: send, gone: gone}:
 			default:
 				send(a.failAll(ev, errclass.New(errclass.Unavailable, "agent busy: too many events queued")))
 			}

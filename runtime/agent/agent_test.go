@@ -22,6 +22,7 @@ import (
 type handler struct {
 	reconciles atomic.Int32
 	events     atomic.Int32
+	block      chan struct{} // if set, HandleEvent waits for it
 }
 
 func (h *handler) Tokens() []event.Token {
@@ -30,6 +31,9 @@ func (h *handler) Tokens() []event.Token {
 
 func (h *handler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
 	h.events.Add(1)
+	if h.block != nil {
+		<-h.block
+	}
 	dl, ok := ctx.Deadline()
 	res := event.Affected
 	if !ok || !dl.Equal(ev.Deadline) {
@@ -247,5 +251,32 @@ func TestCloseIsPromptWithoutDaemon(t *testing.T) {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close blocked on the reconnect backoff")
+	}
+}
+
+func TestBusyHandlerDoesNotDelayReconnect(t *testing.T) {
+	dir := shortDir(t)
+	d := startDaemon(t, dir)
+	h := &handler{block: make(chan struct{})}
+	a := newAgent(t, agent.Options{AppSocket: d.cfg.AppSocket, Handler: h})
+	defer close(h.block) // before Close, which waits for the handler
+	waitFor(t, "the agent to connect", func() bool { return a.Connected() && d.processes(t) == 1 })
+
+	go func() {
+		c, err := admin.Dial(context.Background(), d.cfg.AdminSocket)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Broadcast(context.Background(), event.Event{Type: "slow", Deadline: time.Now().Add(time.Minute)})
+	}()
+	waitFor(t, "the handler to be busy", func() bool { return h.events.Load() == 1 })
+	d.stop()
+	waitFor(t, "the agent to notice the daemon is gone", func() bool { return !a.Connected() })
+	d = startDaemon(t, dir)
+	// The handler is still blocked, and the agent is back all the same.
+	waitFor(t, "the agent to reconnect while its handler is busy", func() bool { return a.Connected() && d.processes(t) == 1 })
+	if h.events.Load() != 1 {
+		t.Errorf("handler called %d times", h.events.Load())
 	}
 }

@@ -35,7 +35,8 @@ func ErrorFrom(err error) *Error {
 	return &Error{Class: errclass.Of(err), Message: msg, Hint: hint}
 }
 
-// ResultFor builds a Failed token result for tok from err, keeping the class.
+// ResultFor builds tok's result from err: Failed with err's message and
+// class, or NotAffected when err is nil.
 func ResultFor(tok Token, err error) TokenResult {
 	if err == nil {
 		return TokenResult{Slot: tok.Slot, Serial: tok.Serial, Result: NotAffected}

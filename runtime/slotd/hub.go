@@ -25,6 +25,7 @@ type hub struct {
 	mu      sync.Mutex
 	apps    map[uint64]*appConn
 	pending map[string]*pendingEvent
+	order   []*pendingEvent // pending events, oldest first
 	nextEv  uint64
 }
 
@@ -76,12 +77,12 @@ func (pe *pendingEvent) settle(id uint64, outcome event.ProcessOutcome, results 
 }
 
 // register adds a process that said hello, and hands it every event still
-// pending that addresses it.
+// pending that addresses it, oldest first.
 func (h *hub) register(c *appConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.apps[c.id] = c
-	for _, pe := range h.pending {
+	for _, pe := range h.order {
 		pe.addTo(c)
 	}
 }
@@ -143,6 +144,7 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 	ev.ID = fmt.Sprintf("%s-%d", h.prefix, h.nextEv)
 	pe := &pendingEvent{ev: ev, results: map[uint64]*event.ProcessResult{}, done: make(chan struct{})}
 	h.pending[ev.ID] = pe
+	h.order = append(h.order, pe)
 	for _, c := range h.apps {
 		pe.addTo(c)
 	}
@@ -165,6 +167,7 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 
 	h.mu.Lock()
 	delete(h.pending, ev.ID)
+	h.order = slices.DeleteFunc(h.order, func(p *pendingEvent) bool { return p == pe })
 	ids := make([]uint64, 0, len(pe.results))
 	for id, r := range pe.results {
 		if r.Outcome == "" {

@@ -132,7 +132,7 @@ func (ts *testServer) waitProcesses(t *testing.T, c *admin.Client, n int) event.
 // fakeHandler is an in-process token library.
 type fakeHandler struct {
 	tokens     []event.Token
-	block      chan struct{} // if set, HandleEvent waits for it or the deadline
+	block      chan struct{} // if set, HandleEvent waits for it
 	panics     bool
 	events     atomic.Int32
 	reconciles atomic.Int32
@@ -146,10 +146,9 @@ func (h *fakeHandler) HandleEvent(ctx context.Context, ev event.Event) event.Rep
 		panic("handler bug")
 	}
 	if h.block != nil {
-		select {
-		case <-h.block:
-		case <-ctx.Done():
-		}
+		// Really hung: past the deadline (a handler that honours ctx
+		// answers right at the deadline, racing the daemon's timer).
+		<-h.block
 	}
 	var r event.Reply
 	for _, t := range h.tokens {
@@ -628,4 +627,69 @@ func TestNotify(t *testing.T) {
 	if ok, err := Notify("READY=1"); ok || err != nil {
 		t.Errorf("without NOTIFY_SOCKET: %v, %v", ok, err)
 	}
+}
+
+func TestPayloadNeverLogged(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.admin(t)
+	startAgent(t, ts.cfg.AppSocket, "app", &fakeHandler{tokens: []event.Token{tok(0, "C1", event.CCA)}})
+	ts.waitProcesses(t, c, 1)
+	secret := []byte("SECRET-BLOB-0123456789")
+	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test.secret", OpID: "Ab12Cd", Payload: secret})
+	if err != nil || len(acct.Processes) != 1 {
+		t.Fatalf("broadcast: %v %+v", err, acct)
+	}
+	logs := ts.logs.String()
+	if !strings.Contains(logs, "test.secret") {
+		t.Fatalf("the broadcast was not logged at all:\n%s", logs)
+	}
+	for _, leak := range []string{string(secret), "U0VDUkVULUJMT0", "SECRET"} {
+		if strings.Contains(logs, leak) {
+			t.Errorf("daemon log contains payload bytes %q", leak)
+		}
+	}
+}
+
+func TestLateJoinerGetsPendingEventsInOrder(t *testing.T) {
+	ts := startServer(t, nil)
+	raw := rawApp(t, ts.cfg.AppSocket)
+	// Two broadcasts pending with nobody connected but an unrelated target
+	// keeper: a process that never answers keeps them open.
+	keeper := rawApp(t, ts.cfg.AppSocket)
+	event.WriteMessage(keeper, event.Wrap(&event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: "keeper"}))
+	if m, err := event.ReadMessage(keeper); err != nil || m.Kind != event.KindWelcome {
+		t.Fatalf("welcome: %v", err)
+	}
+	c := ts.admin(t)
+	ts.waitProcesses(t, c, 1)
+	var wg sync.WaitGroup
+	for i, typ := range []string{"first", "second"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts.admin(t).Broadcast(context.Background(), event.Event{Type: typ, Deadline: time.Now().Add(20 * time.Second)})
+		}()
+		waitFor(t, "the broadcast to be pending", func() bool {
+			st, err := c.Status(context.Background())
+			return err == nil && st.Pending == i+1
+		})
+	}
+	event.WriteMessage(raw, event.Wrap(&event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: "late"}))
+	var got []string
+	for len(got) < 3 {
+		m, err := event.ReadMessage(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(m.Kind))
+		if m.Kind == event.KindEvent {
+			got[len(got)-1] = m.Event.Type
+			event.WriteMessage(raw, event.Wrap(&event.Reply{EventID: m.Event.ID}))
+		}
+	}
+	if strings.Join(got, ",") != "welcome,first,second" {
+		t.Errorf("late joiner saw %v, want welcome then the pending events oldest first", got)
+	}
+	keeper.Close() // settles both broadcasts
+	wg.Wait()
 }

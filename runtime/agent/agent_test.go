@@ -78,7 +78,7 @@ func startDaemon(t *testing.T, dir string) *daemon {
 	t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(t))
 	cfg := slotd.Config{AppSocket: filepath.Join(dir, "app.sock"), AdminSocket: filepath.Join(dir, "admin.sock"),
-		Sandbox: true, Logger: &log}
+		Sandbox: true, Logger: log}
 	srv, err := slotd.New(cfg)
 	if err != nil {
 		t.Fatal(err)

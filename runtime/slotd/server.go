@@ -50,8 +50,8 @@ type Config struct {
 	MaxApps, MaxAdmins int
 	// HelloWait bounds the wait for an app's hello (10 s).
 	HelloWait time.Duration
-	// Logger receives the daemon's log; default zerolog.Nop().
-	Logger *zerolog.Logger
+	// Logger receives the daemon's log; the zero Logger discards it.
+	Logger zerolog.Logger
 }
 
 // Server is the pkcshsmd daemon core: two listening sockets and a [hub].
@@ -105,10 +105,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RunDirMode == 0 {
 		cfg.RunDirMode = 0o755
 	}
-	log := zerolog.Nop()
-	if cfg.Logger != nil {
-		log = *cfg.Logger
-	}
+	log := cfg.Logger
 	p := Policy{AppGID: -1, AdminGID: -1, SandboxUID: -1, AppGroup: cfg.AppGroup, AdminGroup: cfg.AdminGroup}
 	if cfg.Sandbox {
 		p.SandboxUID = int64(os.Getuid())

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +63,7 @@ type testServer struct {
 
 func startServer(t *testing.T, mutate func(*Config)) *testServer {
 	t.Helper()
+	base := runtime.NumGoroutine()
 	dir := shortDir(t)
 	logs := &syncBuffer{}
 	log := zerolog.New(zerolog.MultiLevelWriter(zerolog.NewTestWriter(t), logs)).Level(zerolog.DebugLevel)
@@ -69,7 +71,7 @@ func startServer(t *testing.T, mutate func(*Config)) *testServer {
 		AppSocket:   filepath.Join(dir, "run", "app.sock"),
 		AdminSocket: filepath.Join(dir, "run", "admin.sock"),
 		Sandbox:     true,
-		Logger:      &log,
+		Logger:      log,
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -89,6 +91,7 @@ func startServer(t *testing.T, mutate func(*Config)) *testServer {
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
+		checkGoroutines(t, base)
 	})
 	return &testServer{cfg: cfg, srv: srv, logs: logs}
 }
@@ -101,6 +104,22 @@ func (ts *testServer) admin(t *testing.T) *admin.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// checkGoroutines fails the test if goroutines started since base are
+// still running once everything it started has been closed.
+func checkGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Errorf("goroutine leak: %d running, %d before the server started\n%s", runtime.NumGoroutine(), base, buf[:n])
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // waitFor polls cond (asking, never sleeping blindly) until it holds.

@@ -151,7 +151,7 @@ func run(ctx context.Context, o *options, stderr io.Writer) error {
 		AppGroup: o.appGroup, AdminGroup: o.adminGroup, Sandbox: o.sandbox,
 		AppSocketMode: appMode, AdminSocketMode: adminMode, RunDirMode: dirMode,
 		DefaultTimeout: o.timeout, MaxTimeout: o.maxTimeout, MaxApps: o.maxProcesses,
-		Logger: &log,
+		Logger: log,
 	})
 	if err != nil {
 		return err

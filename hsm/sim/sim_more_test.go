@@ -442,3 +442,24 @@ func checkStateDecode(t *testing.T, raw []byte) {
 		}
 	}
 }
+
+// TestNoRereadWithoutGeneration proves operations do not read the state
+// file while the generation counter stands still, and do once it moves.
+func TestNoRereadWithoutGeneration(t *testing.T) {
+	h, dir := newSim(t)
+	if _, err := h.Queue(bg, ccaIDs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "state"), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := h.GenerateKey(bg, ccaIDs[0], hsm.KeySpec{Type: hsm.KeyAES, Bits: 128}); err != nil {
+			t.Fatalf("operation re-read the state file without a generation change: %v", err)
+		}
+	}
+	h.gen.bump()
+	if _, err := h.Queue(bg, ccaIDs[0]); errclass.Of(err) != errclass.DataLoss {
+		t.Fatalf("after a generation change: %v, want data loss", err)
+	}
+}

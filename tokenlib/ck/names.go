@@ -100,17 +100,38 @@ func KDFName(d KDF) string {
 	return unknownName("CKD_", uint(d))
 }
 
-func (rv RV) String() string             { return RVName(rv) }
-func (a Attribute) String() string       { return AttributeName(a) }
-func (c ObjectClass) String() string     { return ObjectClassName(c) }
-func (k KeyType) String() string         { return KeyTypeName(k) }
-func (m Mechanism) String() string       { return MechanismName(m) }
-func (u UserType) String() string        { return UserTypeName(u) }
-func (s State) String() string           { return StateName(s) }
+// String returns the constant's name, see [RVName].
+func (rv RV) String() string { return RVName(rv) }
+
+// String returns the constant's name, see [AttributeName].
+func (a Attribute) String() string { return AttributeName(a) }
+
+// String returns the constant's name, see [ObjectClassName].
+func (c ObjectClass) String() string { return ObjectClassName(c) }
+
+// String returns the constant's name, see [KeyTypeName].
+func (k KeyType) String() string { return KeyTypeName(k) }
+
+// String returns the constant's name, see [MechanismName].
+func (m Mechanism) String() string { return MechanismName(m) }
+
+// String returns the constant's name, see [UserTypeName].
+func (u UserType) String() string { return UserTypeName(u) }
+
+// String returns the constant's name, see [StateName].
+func (s State) String() string { return StateName(s) }
+
+// String returns the constant's name, see [CertificateTypeName].
 func (c CertificateType) String() string { return CertificateTypeName(c) }
-func (g MGF) String() string             { return MGFName(g) }
-func (h HWFeature) String() string       { return HWFeatureName(h) }
-func (d KDF) String() string             { return KDFName(d) }
+
+// String returns the constant's name, see [MGFName].
+func (g MGF) String() string { return MGFName(g) }
+
+// String returns the constant's name, see [HWFeatureName].
+func (h HWFeature) String() string { return HWFeatureName(h) }
+
+// String returns the constant's name, see [KDFName].
+func (d KDF) String() string { return KDFName(d) }
 
 // RVByName looks up a CK_RV by its name, e.g. "CKR_PIN_INCORRECT".
 func RVByName(name string) (RV, bool) { v, ok := valuesRV[name]; return v, ok }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -61,6 +62,9 @@ func TestGlobalSample(t *testing.T) {
 	}
 	if _, ok := g.Slot(3); ok {
 		t.Error("Slot(3) found a slot that does not exist")
+	}
+	if got := want.Slots[0].TokVersion.String(); got != "3.12" {
+		t.Errorf("String(3.12) = %q", got)
 	}
 	if got := want.Slots[0].TokVersion.Packed(); got != 0x0003000C {
 		t.Errorf("Packed(3.12) = %#x", got)
@@ -236,6 +240,12 @@ func TestLoadFiles(t *testing.T) {
 	}
 	if _, err := LoadCCA(dir); !errors.Is(err, errclass.InvalidArgument) {
 		t.Errorf("directory: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "ccatok.conf")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s2.LoadCCA(); !errors.Is(err, errclass.NotFound) || !strings.HasPrefix(err.Error(), "slot 2: ") {
+		t.Errorf("CCA slot whose confname is missing: %v", err)
 	}
 	if err := os.Remove(filepath.Join(dir, "ep11tok.conf")); err != nil {
 		t.Fatal(err)

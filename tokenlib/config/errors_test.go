@@ -113,6 +113,9 @@ func TestGlobalErrors(t *testing.T) {
 		{"statistics off and on", okGlobal + "statistics (off, on)", 2, "off cannot be combined"},
 		{"statistics implicit alone", okGlobal + "statistics (implicit)", 2, "implicit and internal need on"},
 		{"statistics empty", okGlobal + "statistics ()", 2, "statistics: empty list"},
+		{"statistics twice", okGlobal + "statistics (on)\nstatistics (off)", 3, "statistics is given twice (first on line 2)"},
+		{"simulator-dir twice", okGlobal + "simulator-dir = /a\nsimulator-dir = /b", 3, "simulator-dir is given twice"},
+		{"grammar error", okGlobal + "slot 1 { token-type = cca", 2, "block opened here is not closed"},
 		{"statistics repeated value", okGlobal + "statistics (on, on)", 2, `"on" is given twice`},
 		{"slot unknown key", slot("token-type = cca\ncolour = blue"), 4, "slot 1: unknown key colour"},
 		{"slot key case", slot("Token-Type = cca"), 3, "slot 1: unknown key Token-Type"},
@@ -154,6 +157,7 @@ func TestCCAErrors(t *testing.T) {
 	mk := func(body string) string { return "EXPECTED_MKVPS {\n" + body + "\n}\n" }
 	checkErrors(t, "ccatok.conf", func(f string, b []byte) error { _, err := ParseCCA(f, b); return err }, []errCase{
 		{"unknown keyword", "FOO", 1, "unknown keyword FOO"},
+		{"grammar error", "APQN_ALLOWLIST\n1 2", 1, "not terminated with END"},
 		{"LOGLEVEL", "LOGLEVEL = 3", 1, "unknown keyword LOGLEVEL"},
 		{"EP11-only keyword", "STRICT_MODE", 1, "unknown keyword STRICT_MODE"},
 		{"stray string", `"abc"`, 1, `unexpected quoted string "abc"`},
@@ -190,6 +194,7 @@ func TestCCAErrors(t *testing.T) {
 func TestEP11Errors(t *testing.T) {
 	checkErrors(t, "ep11tok.conf", func(f string, b []byte) error { _, err := ParseEP11(f, b); return err }, []errCase{
 		{"no APQN mode", "FORCE_SENSITIVE", 0, "at least one APQN mode is required"},
+		{"grammar error", "APQN_ANY\nCPFILTER = ", 2, "expected a value"},
 		{"empty file", "", 0, "at least one APQN mode is required"},
 		{"both APQN modes", "APQN_ALLOWLIST\n1 2\nEND\nAPQN_ANY", 4, "only one APQN mode may be given: APQN_ANY (line 4) and APQN_ALLOWLIST (line 1)"},
 		{"allowlist and whitelist", "APQN_ALLOWLIST\n1 2\nEND\nAPQN_WHITELIST\n1 3\nEND", 4, "APQN_ALLOWLIST is given twice (first on line 1)"},

@@ -27,7 +27,7 @@ func (h *HSM) Do(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return ctxErr(err)
 	}
-	return h.mutate(func(st *stateFile) error { return fn(&Tx{st: st}) })
+	return h.mutate(ctx, func(st *stateFile) error { return fn(&Tx{st: st}) })
 }
 
 // LoadNew implements [hsm.Officer] as a transaction of one step.

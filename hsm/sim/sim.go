@@ -19,6 +19,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
 )
 
 var (
@@ -87,6 +88,12 @@ func Open(dir string, opts Options) (*HSM, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// OpenDefault opens the simulator where the tokens look for it:
+// paths.FromEnv().SimDir(), i.e. $PKCSHSM_ROOT/var/lib/pkcshsm/sim.
+func OpenDefault(opts Options) (*HSM, error) {
+	return Open(paths.FromEnv().SimDir(), opts)
 }
 
 // Close releases the mapping of the generation counter. The HSM must not
@@ -247,7 +254,7 @@ func (h *HSM) begin(ctx context.Context, q apqn.ID) (*queueRT, error) {
 		}
 	}
 	if f.FailArmed {
-		if err := h.consumeOp(q); err != nil {
+		if err := h.consumeOp(ctx, q); err != nil {
 			return nil, err
 		}
 	}
@@ -268,9 +275,9 @@ func offlineErr(q *queueState) error {
 
 // consumeOp counts one operation against an armed fail-after fault; the
 // count is shared by all processes, so it goes through the state file.
-func (h *HSM) consumeOp(q apqn.ID) error {
+func (h *HSM) consumeOp(ctx context.Context, q apqn.ID) error {
 	var fired bool
-	err := h.mutate(func(st *stateFile) error {
+	err := h.mutate(ctx, func(st *stateFile) error {
 		qs := st.queue(q)
 		if qs == nil || !qs.Faults.FailArmed {
 			return nil
@@ -295,6 +302,27 @@ func (h *HSM) consumeOp(q apqn.ID) error {
 	return nil
 }
 
+// lockCtx takes the exclusive lock; with a deadline or a cancelable
+// context it polls, so a caller's bound on the wait holds.
+func lockCtx(ctx context.Context, lk *flock.Flock) error {
+	if ctx.Done() == nil {
+		if err := lk.Lock(); err != nil {
+			return ioErr(err, "lock %s", lk.Path())
+		}
+		return nil
+	}
+	ok, err := lk.TryLockContext(ctx, 2*time.Millisecond)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("waiting for the simulator lock %s: %w", lk.Path(), ctxErr(ctx.Err()))
+	case err != nil:
+		return ioErr(err, "lock %s", lk.Path())
+	case !ok:
+		return errclass.New(errclass.Unavailable, "could not lock %s", lk.Path())
+	}
+	return nil
+}
+
 // errNoChange makes mutate return without writing.
 var errNoChange = errors.New("no change")
 
@@ -303,12 +331,12 @@ var errNoChange = errors.New("no change")
 // atomically, the sysfs view rendered and the generation counter bumped,
 // in that order, so a process that sees the new generation finds the new
 // state.
-func (h *HSM) mutate(fn func(st *stateFile) error) error {
+func (h *HSM) mutate(ctx context.Context, fn func(st *stateFile) error) error {
 	h.writeMu.Lock()
 	defer h.writeMu.Unlock()
 	lk := flock.New(filepath.Join(h.dir, lockName))
-	if err := lk.Lock(); err != nil {
-		return ioErr(err, "lock %s", lk.Path())
+	if err := lockCtx(ctx, lk); err != nil {
+		return err
 	}
 	defer lk.Unlock()
 	cur, err := readState(h.dir)

@@ -242,17 +242,33 @@ func refuse(c net.Conn, err error) {
 // outbox and a writer goroutine with a write deadline, so sending never
 // blocks the hub; a process that does not drain its socket is dropped.
 type appConn struct {
-	id     uint64
-	actor  Actor
-	hello  event.Hello
-	nc     net.Conn
-	outbox chan event.Message
-	gone   chan struct{}
-	once   sync.Once
-	log    zerolog.Logger
+	id         uint64
+	actor      Actor
+	hello      event.Hello
+	nc         net.Conn
+	outbox     chan event.Message
+	gone       chan struct{} // closed once the connection is being dropped
+	writerDone chan struct{} // closed when writeLoop has returned
+	once       sync.Once
+	log        zerolog.Logger
 }
 
-func (c *appConn) close() { c.once.Do(func() { close(c.gone); c.nc.Close() }) }
+// close drops the connection at once. It never blocks, so the hub may call
+// it (through send) under its lock.
+func (c *appConn) close() {
+	c.once.Do(func() { close(c.gone) })
+	c.nc.Close()
+}
+
+// closeWith stops the writer, tells the peer why, and drops the connection.
+// Waiting for the writer keeps the error frame from interleaving with an
+// event frame; it is bounded by the writer's write deadline.
+func (c *appConn) closeWith(err error) {
+	c.once.Do(func() { close(c.gone) })
+	<-c.writerDone
+	refuse(c.nc, err)
+	c.nc.Close()
+}
 
 // send queues m without blocking. Caller may hold the hub lock.
 func (c *appConn) send(m event.Message) {
@@ -266,6 +282,7 @@ func (c *appConn) send(m event.Message) {
 }
 
 func (c *appConn) writeLoop() {
+	defer close(c.writerDone)
 	for {
 		select {
 		case <-c.gone:
@@ -327,7 +344,7 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 	}
 	_ = nc.SetReadDeadline(time.Time{})
 	c := &appConn{id: id, actor: actor, hello: h, nc: nc, outbox: make(chan event.Message, outboxSize),
-		gone: make(chan struct{}), log: log.With().Str("program", h.Program).Logger()}
+		gone: make(chan struct{}), writerDone: make(chan struct{}), log: log.With().Str("program", h.Program).Logger()}
 	defer c.close()
 	go c.writeLoop()
 	c.send(event.Wrap(&event.Welcome{Conn: id, PID: actor.PID}))
@@ -347,14 +364,16 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 				c.log.Info().Msg("process disconnected")
 			} else {
 				c.log.Warn().Err(err).Msg("closing connection after a bad frame")
-				refuse(nc, err)
+				s.hub.unregister(c)
+				c.closeWith(err)
 			}
 			return
 		}
 		if m.Kind != event.KindReply {
 			err := errclass.New(errclass.InvalidArgument, "expected reply, got %s", m.Kind)
 			c.log.Warn().Err(err).Msg("closing connection")
-			refuse(nc, err)
+			s.hub.unregister(c)
+			c.closeWith(err)
 			return
 		}
 		s.hub.reply(c, m.Reply)

@@ -712,3 +712,28 @@ func TestLateJoinerGetsPendingEventsInOrder(t *testing.T) {
 	keeper.Close() // settles both broadcasts
 	wg.Wait()
 }
+
+func TestGarbageReplyDuringEvent(t *testing.T) {
+	ts := startServer(t, nil)
+	raw := rawApp(t, ts.cfg.AppSocket)
+	event.WriteMessage(raw, event.Wrap(&event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: "garbler"}))
+	if m, err := event.ReadMessage(raw); err != nil || m.Kind != event.KindWelcome {
+		t.Fatalf("welcome: %v", err)
+	}
+	res := make(chan event.Account, 1)
+	go func() {
+		a, _ := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(20 * time.Second)})
+		res <- a
+	}()
+	if m, err := event.ReadMessage(raw); err != nil || m.Kind != event.KindEvent {
+		t.Fatalf("event: %v", err)
+	}
+	raw.Write([]byte{0, 0, 0, 3, '{', '{', '{'})
+	e := expectClosed(t, raw)
+	if e == nil || e.Class != errclass.InvalidArgument || !strings.Contains(e.Message, "malformed frame") {
+		t.Errorf("error frame %+v", e)
+	}
+	if got := outcomes(<-res); got["garbler"] != event.Disconnected {
+		t.Errorf("outcomes %v", got)
+	}
+}

@@ -62,10 +62,11 @@ import (
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
-// Handler is what the token library implements for its agent. All three
-// methods are called from the agent's goroutines, never concurrently with
-// themselves (HandleEvent and Reconcile may run concurrently with each
-// other).
+// Handler is what the token library implements for its agent. Its methods
+// are called from the agent's goroutines: HandleEvent calls never overlap
+// each other, Reconcile calls never overlap each other, but a HandleEvent
+// and a Reconcile may run at the same time, and Tokens may be called from
+// any of the agent's goroutines at any time.
 type Handler interface {
 	// Tokens lists the process's tokens that take part in master key
 	// changes; it is sent in every hello.

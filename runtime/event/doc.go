@@ -7,7 +7,7 @@
 // Every message is one frame: a 4-byte big-endian length, then that many
 // bytes of JSON. A frame body is at most [MaxFrame] bytes; a longer length
 // prefix is refused before anything is read, so a peer cannot make the
-// other side allocate more than that. Every body is an [Message] envelope
+// other side allocate more than that. Every body is a [Message] envelope
 // carrying the protocol [Version], a [Kind] and exactly the one body field
 // that the kind names. [Decode] refuses unknown fields, unknown kinds, a
 // wrong version, a missing or extra body and values out of range, with an

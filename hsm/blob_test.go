@@ -86,6 +86,10 @@ func TestSealOpenLayouts(t *testing.T) {
 				if !allZero(raw[:32]) {
 					t.Error("EP11 session id not zero")
 				}
+				// openCryptoki reads the boolean attributes as the 32-bit word at 52.
+				if binary.BigEndian.Uint32(raw[52:]) == 0 {
+					t.Error("EP11 attribute word at 52 is zero")
+				}
 			case LayoutCCAAESData:
 				if raw[4] != 0x04 {
 					t.Errorf("AES DATA version = %#x", raw[4])
@@ -94,10 +98,33 @@ func TestSealOpenLayouts(t *testing.T) {
 				if raw[4] != 0x05 || int(binary.BigEndian.Uint16(raw[2:])) != len(raw) {
 					t.Errorf("VLSC version %#x length %d of %d", raw[4], binary.BigEndian.Uint16(raw[2:]), len(raw))
 				}
+				alg, kt := byte(0x02), uint16(0x0001)
+				if tc.b.Layout == LayoutCCAHMAC {
+					alg, kt = 0x03, 0x0002
+					if raw[8] != 0x03 || raw[26] != 0x02 || raw[27] != 0x02 || raw[28] != 0x00 ||
+						int(binary.BigEndian.Uint16(raw[38:])) != tc.b.Bits {
+						t.Errorf("HMAC token fields: %x", raw[:44])
+					}
+				}
+				if raw[41] != alg || binary.BigEndian.Uint16(raw[42:]) != kt {
+					t.Errorf("VLSC algorithm %#x key type %#x", raw[41], binary.BigEndian.Uint16(raw[42:]))
+				}
 			case LayoutCCARSACRT, LayoutCCARSAME:
 				sec := int(binary.BigEndian.Uint16(raw[10:]))
 				if raw[8+sec] != 0x04 {
 					t.Errorf("public section id %#x follows the private section", raw[8+sec])
+				}
+				want := map[Layout]byte{LayoutCCARSAME: 0x30, LayoutCCARSACRT: 0x31}[tc.b.Layout]
+				if raw[8] != want {
+					t.Errorf("RSA section id %#x, want %#x", raw[8], want)
+				}
+			case LayoutCCAECC:
+				if raw[8] != 0x20 || raw[12] != 0x01 || raw[18] != 0x08 || int(binary.BigEndian.Uint16(raw[20:])) != tc.b.Bits {
+					t.Errorf("ECC section %#x wrapping %#x format %#x bits %d", raw[8], raw[12], raw[18], binary.BigEndian.Uint16(raw[20:]))
+				}
+			case LayoutCCADESData:
+				if raw[4] != 0x00 || len(raw) < 64 {
+					t.Errorf("DES DATA version %#x", raw[4])
 				}
 			}
 			info, err := Inspect(raw)

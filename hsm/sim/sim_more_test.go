@@ -463,3 +463,30 @@ func TestNoRereadWithoutGeneration(t *testing.T) {
 		t.Fatalf("after a generation change: %v, want data loss", err)
 	}
 }
+
+func TestPatternOf(t *testing.T) {
+	key := bytes.Repeat([]byte{0x11}, 32)
+	sum := func(prefix byte, k []byte) []byte {
+		h := sha256.Sum256(append([]byte{prefix}, k...))
+		return h[:]
+	}
+	for _, c := range []struct {
+		t    mkvp.Type
+		key  []byte
+		want []byte
+		sys  int
+	}{
+		{mkvp.CCAAES, key, sum(0x01, key)[:8], 8},
+		{mkvp.CCAAPKA, key, sum(0x01, key)[:8], 8},
+		{mkvp.CCASYM, key[:24], sum(0x02, key[:24])[:8], 8},
+		{mkvp.CCAASYM, key[:24], sum(0x03, key[:24])[:8], 16},
+		{mkvp.EP11WK, key, sum(0x04, key)[:16], 32},
+	} {
+		if got := PatternOf(c.t, c.key); !bytes.Equal(got.Bytes(), c.want) {
+			t.Errorf("%s pattern %s, want %x", c.t, got, c.want)
+		}
+		if s := sysfsPattern(c.t, c.key); len(s) != c.sys || !bytes.HasPrefix(s, c.want) {
+			t.Errorf("%s sysfs pattern %x", c.t, s)
+		}
+	}
+}

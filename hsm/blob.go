@@ -133,7 +133,7 @@ func DefaultLayout(m apqn.Mode, k KeyType) (Layout, error) {
 	return 0, errclass.New(errclass.InvalidArgument, "no secure key layout for %s keys on %s adapters", k, m)
 }
 
-// layoutFits checks the combination of layout, mode, MK type and key type,
+// check validates the combination of layout, mode, MK type and key type,
 // and the key size.
 func (b Blob) check() error {
 	bad := func(format string, args ...any) error {

@@ -89,7 +89,7 @@ sysfs-shaped view, readable like /sys, is in the sys subdirectory.`,
 		return errclass.Newh(errclass.InvalidArgument, "run `"+cmd.CommandPath()+" --help` for the options", "%w", err)
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.opts.dir, "dir", paths.FromEnv().SimDir(), "simulator directory (default from PKCSHSM_ROOT)")
+	pf.StringVar(&a.opts.dir, "dir", paths.FromEnv().SimDir(), "simulator directory; the default follows PKCSHSM_ROOT")
 	pf.BoolVar(&a.opts.debug, "debug", false, "log debug records to standard error")
 	root.AddCommand(
 		newInitCommand(a), newLoadNewCommand(a), newCommitCommand(a), newSetCommand(a),

@@ -76,12 +76,15 @@ func (pe *pendingEvent) settle(id uint64, outcome event.ProcessOutcome, results 
 	return true
 }
 
-// register adds a process that said hello, and hands it every event still
-// pending that addresses it, oldest first.
-func (h *hub) register(c *appConn) {
+// register adds a process that said hello, queues its welcome, and hands
+// it every event still pending that addresses it, oldest first. Doing all
+// of it under the lock means a process that has its welcome is addressed by
+// every broadcast after that.
+func (h *hub) register(c *appConn, welcome event.Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.apps[c.id] = c
+	c.send(welcome)
 	for _, pe := range h.order {
 		pe.addTo(c)
 	}

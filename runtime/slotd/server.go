@@ -233,9 +233,17 @@ func (s *Server) acceptLoop(ctx context.Context, l *net.UnixListener, serve func
 }
 
 // refuse tells the peer why it is being dropped, best effort and bounded.
+// It then drains what the peer already sent (at most 64 KiB, at most a
+// second): closing a Unix socket with unread data resets the connection,
+// and the peer would lose the error frame.
 func refuse(c net.Conn, err error) {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = event.WriteMessage(c, event.Wrap(event.ErrorFrom(err)))
+	if uc, ok := c.(*net.UnixConn); ok {
+		_ = uc.CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.CopyN(io.Discard, c, 64<<10)
 }
 
 // appConn is one connected application process. Frames to it go through
@@ -347,8 +355,7 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 		gone: make(chan struct{}), writerDone: make(chan struct{}), log: log.With().Str("program", h.Program).Logger()}
 	defer c.close()
 	go c.writeLoop()
-	c.send(event.Wrap(&event.Welcome{Conn: id, PID: actor.PID}))
-	s.hub.register(c)
+	s.hub.register(c, event.Wrap(&event.Welcome{Conn: id, PID: actor.PID}))
 	defer s.hub.unregister(c)
 	c.log.Info().Int("tokens", len(h.Tokens)).Msg("process connected")
 

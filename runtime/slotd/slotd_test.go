@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -503,7 +504,7 @@ func expectClosed(t *testing.T, c net.Conn) *event.Error {
 	for {
 		m, err := event.ReadMessage(c)
 		if err != nil {
-			if errors.Is(err, io.EOF) || errclass.Of(err) == errclass.InvalidArgument {
+			if errors.Is(err, io.EOF) || errclass.Of(err) == errclass.InvalidArgument || errors.Is(err, syscall.ECONNRESET) {
 				return last
 			}
 			t.Fatalf("connection not closed by the daemon: %v", err)
@@ -735,5 +736,27 @@ func TestGarbageReplyDuringEvent(t *testing.T) {
 	}
 	if got := outcomes(<-res); got["garbler"] != event.Disconnected {
 		t.Errorf("outcomes %v", got)
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.MaxApps = 1; c.HelloWait = 100 * time.Millisecond })
+	c := ts.admin(t)
+
+	// A peer that never says hello is dropped after HelloWait.
+	silent := rawApp(t, ts.cfg.AppSocket)
+	expectClosed(t, silent)
+	waitFor(t, "the log line", func() bool { return strings.Contains(ts.logs.String(), "no valid hello") })
+
+	startAgent(t, ts.cfg.AppSocket, "one", &fakeHandler{tokens: []event.Token{tok(0, "C1", event.CCA)}})
+	ts.waitProcesses(t, c, 1)
+	extra := rawApp(t, ts.cfg.AppSocket)
+	event.WriteMessage(extra, event.Wrap(&event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: "two"}))
+	e := expectClosed(t, extra)
+	if e == nil || e.Class != errclass.Unavailable || !strings.Contains(e.Message, "too many application connections") {
+		t.Errorf("over the limit: %+v", e)
+	}
+	if st := ts.waitProcesses(t, c, 1); st.Processes[0].Program != "one" {
+		t.Errorf("status %+v", st)
 	}
 }

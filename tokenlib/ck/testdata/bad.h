@@ -1,0 +1,2 @@
+#define CKR_A 1UL
+#define CKR_A 2UL

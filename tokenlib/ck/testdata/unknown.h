@@ -1,0 +1,1 @@
+#define CKA_X (CKA_MISSING|1UL)

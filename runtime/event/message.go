@@ -12,7 +12,10 @@ const Version = 1
 
 // Limits. They bound what a peer can make the other side hold in memory.
 const (
-	// MaxFrame is the largest frame body accepted or sent.
+	// MaxFrame is the largest frame body accepted or sent. It is larger
+	// than MaxPayload because an account lists every process with its
+	// tokens: about 200 bytes per process and token, so a few thousand
+	// processes fit.
 	MaxFrame = 4 << 20
 	// MaxPayload is the largest event payload.
 	MaxPayload = 1 << 20

@@ -22,7 +22,7 @@
 // and from then on calls [Handler.HandleEvent] for each event and sends its
 // reply. When the connection breaks (daemon restart, bad frame) the agent
 // reconnects with capped exponential backoff (MinBackoff doubling up to
-// MaxBackoff) and says hello again.
+// MaxBackoff, each wait spread by ±20%) and says hello again.
 //
 // # Reconciling
 //
@@ -49,6 +49,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -227,6 +228,12 @@ func (a *Agent) callReconcile(ctx context.Context) (err error) {
 	return a.opts.Handler.Reconcile(ctx)
 }
 
+// jitter spreads d over [0.8d, 1.2d), so that the processes that lost a
+// restarting daemon at the same moment do not all come back at once.
+func jitter(d time.Duration) time.Duration {
+	return d*8/10 + rand.N(d*4/10+1)
+}
+
 // wait sleeps for d or until ctx ends; it reports whether ctx is still live.
 func wait(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -251,7 +258,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			if failures == 1 || failures%10 == 0 {
 				a.log.Warn().Err(err).Int("attempt", failures).Dur("retry_in", backoff).Msg("cannot reach pkcshsmd")
 			}
-			if !wait(ctx, backoff) {
+			if !wait(ctx, jitter(backoff)) {
 				return
 			}
 			backoff = min(backoff*2, a.opts.MaxBackoff)
@@ -266,7 +273,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			return
 		}
 		a.log.Warn().Err(err).Msg("lost pkcshsmd; reconnecting")
-		if !wait(ctx, backoff) {
+		if !wait(ctx, jitter(backoff)) {
 			return
 		}
 	}

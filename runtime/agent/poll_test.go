@@ -72,3 +72,14 @@ func (nopHandler) HandleEvent(context.Context, event.Event) event.Reply {
 	return event.Reply{}
 }
 func (nopHandler) Reconcile(context.Context) error { return nil }
+
+func TestJitterBounds(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Nanosecond, 100 * time.Millisecond, 5 * time.Second} {
+		for range 200 {
+			j := jitter(d)
+			if j < d*8/10 || j > d*12/10 {
+				t.Fatalf("jitter(%v) = %v, outside [0.8, 1.2]", d, j)
+			}
+		}
+	}
+}

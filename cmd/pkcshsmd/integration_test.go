@@ -153,7 +153,27 @@ func TestDaemonRestartAgentsReconnect(t *testing.T) {
 		waitFor(t, "the reconcile at start", func() bool { return lines(l) >= 1 })
 	}
 
+	// Restart midway: a broadcast is pending (a hung process holds it open)
+	// when the daemon gets SIGTERM.
+	hung := startApp(t, sb, "-hang")
+	waitConnected(t, c, append(apps, hung)...)
+	pending := make(chan error, 1)
+	go func() {
+		acct, err := dialAdmin(t, sb).Broadcast(context.Background(), event.Event{Type: "test.midway",
+			Deadline: time.Now().Add(time.Minute)})
+		if err == nil && byPID(acct)[hung.pid()].Outcome == event.Replied {
+			err = errors.New("the hung process replied")
+		}
+		pending <- err
+	}()
+	waitFor(t, "the broadcast to be pending", func() bool {
+		st, err := c.Status(context.Background())
+		return err == nil && st.Pending == 1
+	})
 	d.stop(t)
+	if err := <-pending; err != nil && !errors.Is(err, errclass.Unavailable) {
+		t.Errorf("broadcast cut short by the restart: %v, want an account or an Unavailable error", err)
+	}
 	for _, s := range []string{sb.app, sb.admin} {
 		if _, err := os.Lstat(s); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("socket %s left behind after SIGTERM: %v", s, err)
@@ -166,11 +186,14 @@ func TestDaemonRestartAgentsReconnect(t *testing.T) {
 
 	startDaemon(t, sb)
 	c = dialAdmin(t, sb)
-	waitConnected(t, c, apps...)
+	// The hung process is back too: its busy handler does not hold up the
+	// reconnect.
+	waitConnected(t, c, append(apps, hung)...)
 	for i, l := range logs {
 		waitFor(t, "a reconcile after the reconnect", func() bool { return lines(l) > before[i] })
 	}
-	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test.after-restart"})
+	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test.after-restart",
+		Target: &event.Target{ExcludePIDs: []int32{hung.pid()}}})
 	if err != nil {
 		t.Fatal(err)
 	}

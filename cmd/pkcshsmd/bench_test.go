@@ -18,8 +18,9 @@ import (
 //	go test -run XXX -bench Broadcast -benchtime 20x ./cmd/pkcshsmd
 //
 // On the 2-core development VM (Nov 2026, shared with other builds) this
-// gave about 10 ms per broadcast to 100 processes, 60 ms to 500, and a
-// daemon RSS of 13 MiB and 25 MiB respectively.
+// gave 5–12 ms per broadcast to 100 processes and 37–61 ms to 500, with a
+// daemon RSS of 13 MiB and 25 MiB respectively; connecting all 500
+// processes took under a second.
 func benchBroadcast(b *testing.B, n int) {
 	if testing.Short() {
 		b.Skip("starts hundreds of processes; skipped with -short")

@@ -115,7 +115,8 @@ type Agent struct {
 	jobs      chan job      // events waiting for the handler
 
 	mu   sync.Mutex
-	conn net.Conn // current connection, closed by Close
+	conn net.Conn                  // current connection, closed by Close
+	send func(event.Message) error // writes on the current connection; nil when not connected
 }
 
 // New checks opts and returns an agent that is not yet running.
@@ -198,6 +199,20 @@ func (a *Agent) Close() error {
 
 // Connected reports whether the agent currently has a welcomed connection.
 func (a *Agent) Connected() bool { return a.connected.Load() }
+
+// UpdateTokens tells the daemon that [Handler.Tokens] changed (a token was
+// added or removed). Broadcasts made after the daemon has read the update
+// address the new list. Without a connection it does nothing: the next
+// hello carries the new list anyway.
+func (a *Agent) UpdateTokens() error {
+	a.mu.Lock()
+	send := a.send
+	a.mu.Unlock()
+	if send == nil {
+		return nil
+	}
+	return send(event.Wrap(&event.TokenUpdate{Tokens: a.opts.Handler.Tokens()}))
+}
 
 func (a *Agent) requestReconcile() {
 	select {
@@ -357,14 +372,25 @@ func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
 	defer close(gone)
 	defer conn.Close()
 	var writeMu sync.Mutex
-	send := func(r event.Reply) {
+	write := func(m event.Message) error {
 		writeMu.Lock()
 		defer writeMu.Unlock()
 		_ = conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := event.WriteMessage(conn, event.Wrap(&r)); err != nil {
+		return event.WriteMessage(conn, m)
+	}
+	send := func(r event.Reply) {
+		if err := write(event.Wrap(&r)); err != nil {
 			a.log.Warn().Err(err).Str("event", r.EventID).Msg("could not send reply")
 		}
 	}
+	a.mu.Lock()
+	a.send = write
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.send = nil
+		a.mu.Unlock()
+	}()
 	for {
 		m, err := event.ReadMessage(conn)
 		if err != nil {

@@ -39,18 +39,26 @@ func (a *Agent) watch(ctx context.Context) {
 				return moved
 			}
 			if watched != "" {
-				_ = w.Remove(watched)
+				_ = w.Remove(watched) // fails harmlessly if the kernel dropped it
+				watched = ""
 			}
 			if err := w.Add(p); err != nil {
-				a.log.Warn().Err(err).Str("dir", p).Msg("cannot watch directory")
-				watched = ""
-				return moved
+				// p vanished between the look and the Add: look again.
+				a.log.Debug().Err(err).Str("dir", p).Msg("cannot watch directory yet")
+				continue
 			}
 			watched, moved = p, true
 		}
 		return moved
 	}
 	rewatch()
+	if watched == "" {
+		a.log.Warn().Str("dir", target).Msg("cannot watch the operations directory; polling it")
+		last := dirSignature(target)
+		a.requestReconcile()
+		a.poll(ctx, last)
+		return
+	}
 	a.requestReconcile()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
@@ -66,11 +74,14 @@ func (a *Agent) watch(ctx context.Context) {
 			if watched != target || ev.Name == target {
 				// Watching an ancestor, or the directory itself went: only
 				// the shape of the path matters.
-				if rewatch() && watched == target {
+				if (rewatch() && watched == target) || ev.Name == target {
 					debounce.Reset(a.opts.Debounce)
 				}
-				if ev.Name == target {
-					debounce.Reset(a.opts.Debounce)
+				if watched == "" {
+					a.log.Warn().Str("dir", target).Msg("lost the watch on the operations directory; polling it")
+					a.requestReconcile()
+					a.poll(ctx, dirSignature(target))
+					return
 				}
 				continue
 			}

@@ -14,7 +14,7 @@ import (
 
 const versionHint = "run pkcshsmd and the programs using the token library from the same pkcshsm release"
 
-// Wrap puts body (a *Hello, *Welcome, *Event, *Reply, *Broadcast, *Account,
+// Wrap puts body (a *Hello, *Welcome, *Event, *Reply, *TokenUpdate, *Broadcast, *Account,
 // *StatusRequest, *Status or *Error) into an envelope of the current
 // version. It panics on any other type: that is a programming error.
 func Wrap(body any) Message {
@@ -28,6 +28,8 @@ func Wrap(body any) Message {
 		m.Kind, m.Event = KindEvent, b
 	case *Reply:
 		m.Kind, m.Reply = KindReply, b
+	case *TokenUpdate:
+		m.Kind, m.Tokens = KindTokens, b
 	case *Broadcast:
 		m.Kind, m.Broadcast = KindBroadcast, b
 	case *Account:
@@ -146,7 +148,7 @@ func (m Message) Validate() error {
 	}
 	bodies := map[Kind]bool{
 		KindHello: m.Hello != nil, KindWelcome: m.Welcome != nil, KindEvent: m.Event != nil,
-		KindReply: m.Reply != nil, KindBroadcast: m.Broadcast != nil, KindAccount: m.Account != nil,
+		KindReply: m.Reply != nil, KindTokens: m.Tokens != nil, KindBroadcast: m.Broadcast != nil, KindAccount: m.Account != nil,
 		KindStatusRequest: m.StatusRequest != nil, KindStatus: m.Status != nil, KindError: m.Error != nil,
 	}
 	if _, ok := bodies[m.Kind]; !ok {
@@ -172,6 +174,8 @@ func (m Message) Validate() error {
 		err = m.Event.validate(true)
 	case KindReply:
 		err = m.Reply.validate()
+	case KindTokens:
+		err = validateTokens(m.Tokens.Tokens)
 	case KindBroadcast:
 		err = m.Broadcast.Event.validate(false)
 	case KindAccount:

@@ -21,7 +21,8 @@
 // the pid against the kernel's peer credentials and answers [KindWelcome]
 // or [KindError]. From then on the daemon sends [KindEvent] frames and the
 // agent answers each with one [KindReply] carrying the event id and a result
-// per token.
+// per token. An agent whose tokens change sends [KindTokens] with the new
+// list.
 //
 // An admin client connects to the admin socket and sends requests, one at a
 // time, each answered by exactly one frame: [KindBroadcast] is answered by

@@ -36,6 +36,7 @@ const (
 	KindWelcome       Kind = "welcome"        // daemon → agent, answer to hello
 	KindEvent         Kind = "event"          // daemon → agent
 	KindReply         Kind = "reply"          // agent → daemon, one per event
+	KindTokens        Kind = "tokens"         // agent → daemon, its token list changed
 	KindBroadcast     Kind = "broadcast"      // admin → daemon
 	KindAccount       Kind = "account"        // daemon → admin, answer to broadcast
 	KindStatusRequest Kind = "status_request" // admin → daemon
@@ -53,6 +54,7 @@ type Message struct {
 	Welcome       *Welcome       `json:"welcome,omitempty"`
 	Event         *Event         `json:"event,omitempty"`
 	Reply         *Reply         `json:"reply,omitempty"`
+	Tokens        *TokenUpdate   `json:"tokens,omitempty"`
 	Broadcast     *Broadcast     `json:"broadcast,omitempty"`
 	Account       *Account       `json:"account,omitempty"`
 	StatusRequest *StatusRequest `json:"status_request,omitempty"`
@@ -85,6 +87,12 @@ type Hello struct {
 	UID     uint32  `json:"uid"`
 	Program string  `json:"program"`
 	Tokens  []Token `json:"tokens,omitempty"`
+}
+
+// TokenUpdate replaces the token list a process announced in its Hello. It
+// affects broadcasts made after the daemon has read it.
+type TokenUpdate struct {
+	Tokens []Token `json:"tokens"`
 }
 
 // Welcome answers a Hello. PID is the caller's pid as the daemon sees it

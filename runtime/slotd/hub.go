@@ -116,6 +116,14 @@ func (h *hub) reply(c *appConn, r *event.Reply) {
 	}
 }
 
+// updateTokens replaces a process's token list for later broadcasts.
+// c.hello.Tokens is only read and written under h.mu once c is registered.
+func (h *hub) updateTokens(c *appConn, tokens []event.Token) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.hello.Tokens = tokens
+}
+
 // status lists the connected processes in connection order.
 func (h *hub) status() (procs []event.Process, pending int) {
 	h.mu.Lock()

@@ -376,14 +376,19 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 			}
 			return
 		}
-		if m.Kind != event.KindReply {
-			err := errclass.New(errclass.InvalidArgument, "expected reply, got %s", m.Kind)
+		switch m.Kind {
+		case event.KindReply:
+			s.hub.reply(c, m.Reply)
+		case event.KindTokens:
+			s.hub.updateTokens(c, m.Tokens.Tokens)
+			c.log.Info().Int("tokens", len(m.Tokens.Tokens)).Msg("process updated its tokens")
+		default:
+			err := errclass.New(errclass.InvalidArgument, "expected reply or tokens, got %s", m.Kind)
 			c.log.Warn().Err(err).Msg("closing connection")
 			s.hub.unregister(c)
 			c.closeWith(err)
 			return
 		}
-		s.hub.reply(c, m.Reply)
 	}
 }
 

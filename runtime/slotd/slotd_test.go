@@ -760,3 +760,49 @@ func TestConnectionLimits(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// mutableHandler's token list can change while its agent runs.
+type mutableHandler struct {
+	fakeHandler
+	mu     sync.Mutex
+	tokens []event.Token
+}
+
+func (h *mutableHandler) Tokens() []event.Token {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tokens
+}
+
+func TestUpdateTokens(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.admin(t)
+	h := &mutableHandler{tokens: []event.Token{tok(0, "C1", event.CCA)}}
+	a, err := agent.New(agent.Options{AppSocket: ts.cfg.AppSocket, Program: "grower", Handler: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start(context.Background())
+	t.Cleanup(func() { a.Close() })
+	ts.waitProcesses(t, c, 1)
+	waitFor(t, "the agent to see its welcome", a.Connected)
+
+	ep11Only := event.Event{Type: "test", Target: &event.Target{Types: []event.TokenType{event.EP11}}}
+	if acct, err := c.Broadcast(context.Background(), ep11Only); err != nil || len(acct.Processes) != 0 {
+		t.Fatalf("before the update: %v %+v", err, acct.Processes)
+	}
+	h.mu.Lock()
+	h.tokens = append(h.tokens, tok(1, "E1", event.EP11))
+	h.mu.Unlock()
+	if err := a.UpdateTokens(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the daemon to see two tokens", func() bool {
+		st, err := c.Status(context.Background())
+		return err == nil && len(st.Processes) == 1 && len(st.Processes[0].Tokens) == 2
+	})
+	acct, err := c.Broadcast(context.Background(), ep11Only)
+	if err != nil || len(acct.Processes) != 1 || acct.Processes[0].Outcome != event.Replied {
+		t.Fatalf("after the update: %v %+v", err, acct.Processes)
+	}
+}

@@ -1,0 +1,225 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
+)
+
+func listKeys(t *testing.T, slot string) []keyRecord {
+	t.Helper()
+	out := ok(t, lines(userPIN), "keys", "list", "--slot", slot, "--hsm-mkvp", "--json")
+	var recs []keyRecord
+	if err := json.Unmarshal([]byte(out), &recs); err != nil {
+		t.Fatalf("keys list --json: %v\n%s", err, out)
+	}
+	return recs
+}
+
+// currentPattern reads the simulator's CURRENT pattern of t on q.
+func currentPattern(t *testing.T, layout paths.Layout, q string, mt mkvp.Type) mkvp.Pattern {
+	t.Helper()
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	qi, err := h.Queue(context.Background(), apqn.MustParse(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return qi.MK[mt].Current.Pattern
+}
+
+func TestTokenLifecycleAndKeys(t *testing.T) {
+	layout := newRoot(t)
+	out := ok(t, "", "slots")
+	if strings.Count(out, "uninitialized") != 2 {
+		t.Fatalf("slots before init:\n%s", out)
+	}
+	setupTokens(t)
+	out = ok(t, "", "slots")
+	if strings.Count(out, "initialized") != 2 || strings.Contains(out, "uninitialized") || strings.Contains(out, "not set") {
+		t.Fatalf("slots after init:\n%s", out)
+	}
+	out = ok(t, "", "mechanisms", "--slot", "1")
+	if !strings.Contains(out, "CKM_AES_GCM") || !strings.Contains(out, "generate_key_pair") {
+		t.Fatalf("mechanisms:\n%s", out)
+	}
+	gens := [][]string{
+		{"--type", "aes", "--label", "aes1"},
+		{"--type", "aes", "--bits", "128", "--label", "aes2", "--id", "0a0b"},
+		{"--type", "des3", "--label", "des"},
+		{"--type", "hmac", "--bits", "512", "--label", "mac"},
+		{"--type", "ec", "--curve", "P-384", "--label", "ec1"},
+		{"--type", "rsa", "--bits", "2048", "--label", "rsa1"},
+	}
+	want := map[string]mkvp.Type{"aes1": mkvp.CCAAES, "aes2": mkvp.CCAAES, "des": mkvp.CCASYM, "mac": mkvp.CCAAES, "ec1": mkvp.CCAAPKA, "rsa1": mkvp.CCAAPKA}
+	for _, slot := range []string{"0", "1"} {
+		for _, g := range gens {
+			ok(t, lines(userPIN), append([]string{"keys", "generate", "--slot", slot}, g...)...)
+		}
+		recs := listKeys(t, slot)
+		if len(recs) != 8 { // 4 secret keys, 2 key pairs
+			t.Fatalf("slot %s: %d keys listed: %+v", slot, len(recs), recs)
+		}
+		for _, r := range recs {
+			if r.Class == "PUBLIC_KEY" {
+				continue
+			}
+			mt, q := want[r.Label], "01.0033"
+			if slot == "1" {
+				mt, q = mkvp.EP11WK, "06.0033"
+			}
+			cur := currentPattern(t, layout, q, mt)
+			if r.MKVP != cur.String() || r.Match != "CURRENT" || r.MKType != mt.LongName() {
+				t.Errorf("slot %s key %q: %s %s %s, want %s %s CURRENT", slot, r.Label, r.MKType, r.MKVP, r.Match, mt.LongName(), cur)
+			}
+		}
+	}
+	// The table form names the same pattern.
+	out = ok(t, lines(userPIN), "keys", "list", "--slot", "1", "--hsm-mkvp")
+	if !strings.Contains(out, currentPattern(t, layout, "06.0033", mkvp.EP11WK).String()) || !strings.Contains(out, "8 keys") {
+		t.Fatalf("table:\n%s", out)
+	}
+}
+
+func TestWrongPINIsCounted(t *testing.T) {
+	newRoot(t)
+	setupTokens(t)
+	r := pkcshsm(t, lines("99999999"), "keys", "list", "--slot", "0")
+	if r.code != 7 || !strings.Contains(r.stderr, "error:") || !strings.Contains(r.stderr, "CKR_PIN_INCORRECT") && !strings.Contains(r.stderr, "PIN") {
+		t.Fatalf("wrong PIN: exit %d\n%s", r.code, r.stderr)
+	}
+	if out := ok(t, "", "slots"); !strings.Contains(out, "set (1 wrong)") {
+		t.Fatalf("failure not counted:\n%s", out)
+	}
+	ok(t, lines(userPIN), "keys", "list", "--slot", "0")
+	if out := ok(t, "", "slots"); strings.Contains(out, "wrong") {
+		t.Fatalf("success did not reset the counter:\n%s", out)
+	}
+}
+
+func TestPINChange(t *testing.T) {
+	newRoot(t)
+	setupTokens(t)
+	ok(t, lines(userPIN, "11223344", "11223344"), "pin", "change", "--slot", "1")
+	ok(t, lines("11223344"), "keys", "list", "--slot", "1")
+	if r := pkcshsm(t, lines(userPIN), "keys", "list", "--slot", "1"); r.code != 7 {
+		t.Fatalf("old PIN still works: %d", r.code)
+	}
+	ok(t, lines(soPIN, "44332211", "44332211"), "pin", "change", "--slot", "1", "--so")
+	ok(t, lines("44332211", "55667788", "55667788"), "pin", "set", "--slot", "1")
+	// Mismatched new PINs change nothing.
+	r := pkcshsm(t, lines("55667788", "12121212", "34343434"), "pin", "change", "--slot", "1")
+	if r.code != 2 || !strings.Contains(r.stderr, "do not match") {
+		t.Fatalf("mismatch: %d %s", r.code, r.stderr)
+	}
+	ok(t, lines("55667788"), "keys", "list", "--slot", "1")
+}
+
+func TestBadInput(t *testing.T) {
+	newRoot(t)
+	setupTokens(t)
+	ok(t, lines(userPIN), "keys", "generate", "--slot", "0", "--type", "aes", "--label", "keep")
+	cases := []struct {
+		name  string
+		stdin string
+		args  []string
+		code  int
+		msg   string
+	}{
+		{"unknown command", "", []string{"frobnicate"}, 2, "unknown command"},
+		{"missing slot", "", []string{"keys", "list"}, 2, "required flag"},
+		{"bad slot", lines(userPIN), []string{"keys", "list", "--slot", "9"}, 3, "slot 9 is not configured"},
+		{"bad key type", lines(userPIN), []string{"keys", "generate", "--slot", "0", "--type", "blowfish", "--label", "x"}, 2, "unknown key type"},
+		{"bad AES size", lines(userPIN), []string{"keys", "generate", "--slot", "0", "--type", "aes", "--bits", "100", "--label", "x"}, 2, "128, 192 or 256"},
+		{"bad curve", lines(userPIN), []string{"keys", "generate", "--slot", "0", "--type", "ec", "--curve", "P-521", "--label", "x"}, 2, "not supported"},
+		{"bad id", lines(userPIN), []string{"keys", "generate", "--slot", "0", "--type", "aes", "--label", "x", "--id", "zz"}, 2, "invalid --id"},
+		{"long label", lines(soPIN), []string{"token", "init", "--slot", "0", "--label", strings.Repeat("x", 33), "--yes"}, 2, "invalid token label"},
+		{"no PIN", "", []string{"keys", "list", "--slot", "0"}, 9, "end of input"},
+		{"reinit declined", lines("n"), []string{"token", "init", "--slot", "0", "--label", "new"}, 9, "aborted"},
+		{"reinit wrong SO PIN", lines("y", "00000000"), []string{"token", "init", "--slot", "0", "--label", "new"}, 7, "PIN"},
+		{"restore without selection", lines(userPIN), []string{"keys", "restore-old", "--slot", "0"}, 2, "exactly one of"},
+		{"restore key without old", lines(userPIN), []string{"keys", "restore-old", "--slot", "0", "--label", "keep", "--yes"}, 4, "has no CKA_IBM_OPAQUE_OLD"},
+		{"restore all without old", lines(userPIN), []string{"keys", "restore-old", "--slot", "0", "--all", "--yes"}, 4, "no key in slot 0 has CKA_IBM_OPAQUE_OLD"},
+		{"restore no match", lines(userPIN), []string{"keys", "restore-old", "--slot", "0", "--label", "nope", "--yes"}, 3, "no key"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := pkcshsm(t, c.stdin, c.args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.msg) || !strings.Contains(r.stderr, "pkcshsm: error:") {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, c.code, r.stderr)
+			}
+			if strings.Contains(r.stderr, userPIN) || strings.Contains(r.stdout, userPIN) {
+				t.Fatal("PIN echoed")
+			}
+		})
+	}
+	// Nothing changed: the one key is still there, the token still has
+	// its label.
+	recs := listKeys(t, "0")
+	if len(recs) != 1 || recs[0].Label != "keep" {
+		t.Fatalf("bad input changed the keys: %+v", recs)
+	}
+	if out := ok(t, "", "slots"); !strings.Contains(out, "tok0") {
+		t.Fatalf("bad input changed the token:\n%s", out)
+	}
+}
+
+func TestRestoreOld(t *testing.T) {
+	layout := newRoot(t)
+	setupTokens(t)
+	for _, l := range []string{"a", "b"} {
+		ok(t, lines(userPIN), "keys", "generate", "--slot", "0", "--type", "aes", "--label", l)
+	}
+	// Give key "a" an old blob, as a finalized master key change leaves
+	// it: the blob of key "b" stands in for the previous secure key.
+	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	dk, err := st.Login(ctx, store.User, []byte(userPIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(label string) *store.Object {
+		objs, err := st.List(ctx, dk, store.Filter{Attrs: map[uint32][]byte{uint32(ck.CKA_LABEL): []byte(label)}})
+		if err != nil || len(objs) != 1 {
+			t.Fatalf("find %q: %v %d", label, err, len(objs))
+		}
+		return objs[0]
+	}
+	a, b := find("a"), find("b")
+	oldBlob := b.Attrs[uint32(ck.CKA_IBM_OPAQUE)]
+	a.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] = oldBlob
+	if err := st.Update(ctx, dk, a); err != nil {
+		t.Fatal(err)
+	}
+	// Declined: nothing changes.
+	r := pkcshsm(t, lines(userPIN, "n"), "keys", "restore-old", "--slot", "0", "--label", "a")
+	if r.code != 9 {
+		t.Fatalf("declined restore: exit %d %s", r.code, r.stderr)
+	}
+	if got := find("a"); string(got.Attrs[uint32(ck.CKA_IBM_OPAQUE)]) == string(oldBlob) {
+		t.Fatal("declined restore changed the key")
+	}
+	out := ok(t, lines(userPIN, "y"), "keys", "restore-old", "--slot", "0", "--all")
+	if !strings.Contains(out, "Restored the old secure key of 1 keys") {
+		t.Fatalf("restore output:\n%s", out)
+	}
+	got := find("a")
+	if string(got.Attrs[uint32(ck.CKA_IBM_OPAQUE)]) != string(oldBlob) || got.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] != nil {
+		t.Fatal("old blob not restored")
+	}
+}

@@ -82,8 +82,9 @@ type Deps struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Layout         paths.Layout
-	// OpenTokens loads the token library in this process.
-	OpenTokens func(ctx context.Context, log zerolog.Logger) (Tokens, error)
+	// OpenTokens loads the token library in this process, configured by
+	// configPath (pkcshsm.conf).
+	OpenTokens func(ctx context.Context, log zerolog.Logger, configPath string) (Tokens, error)
 	// DialAdmin connects to the daemon's admin socket. It returns a nil
 	// Broadcaster (and no error) when event support is disabled.
 	DialAdmin func(ctx context.Context, socket string) (Broadcaster, error)

@@ -157,7 +157,7 @@ func (e *env) run(args ...string) (code int, stdout, stderr string) {
 		Stdin:  strings.NewReader(e.stdin),
 		Stdout: &out, Stderr: &errb,
 		Layout: e.layout(),
-		OpenTokens: func(context.Context, zerolog.Logger) (Tokens, error) {
+		OpenTokens: func(context.Context, zerolog.Logger, string) (Tokens, error) {
 			return e.tokens, nil
 		},
 		DialAdmin: func(context.Context, string) (Broadcaster, error) {

@@ -57,7 +57,7 @@ func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon
 	if c.deps.OpenTokens == nil {
 		return nil, errclass.New(errclass.Internal, "no token library configured")
 	}
-	tok, err := c.deps.OpenTokens(ctx, c.log)
+	tok, err := c.deps.OpenTokens(ctx, c.log, c.opts.config)
 	if err != nil {
 		return nil, fmt.Errorf("failed to load the token library: %w", err)
 	}
@@ -146,7 +146,7 @@ func (s *session) query(ctx context.Context, slots []Slot, op *state.Op, a state
 			if h := errclass.Hint(err); h != "" {
 				fmt.Fprintf(s.errw, "  hint: %s\n", h)
 			}
-			failed = append(failed, fmt.Errorf("slot %d: %w", sl.ID, err))
+			failed = append(failed, err)
 			continue
 		}
 		if r.Affected {

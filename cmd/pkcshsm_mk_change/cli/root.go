@@ -20,6 +20,7 @@ const Prog = "pkcshsm_mk_change"
 // globalOptions are valid for every subcommand.
 type globalOptions struct {
 	verbose  string
+	config   string
 	stateDir string
 	socket   string
 	timeout  time.Duration
@@ -75,6 +76,7 @@ HSM master key change while applications keep running.
 	root.SetErr(deps.Stderr)
 	pf := root.PersistentFlags()
 	pf.StringVarP(&c.opts.verbose, "verbose", "v", "none", "verbose level: none, error, warn, info, devel, debug")
+	pf.StringVar(&c.opts.config, "config", deps.Layout.GlobalConf(), "the token configuration (pkcshsm.conf)")
 	pf.StringVar(&c.opts.stateDir, "state-dir", deps.Layout.MKChangeDir(), "directory of the operation files")
 	pf.StringVar(&c.opts.socket, "socket", deps.Layout.AdminSocket(), "the daemon's admin socket")
 	pf.DurationVar(&c.opts.timeout, "timeout", 2*time.Minute, "how long every process may take for one step")

@@ -1,0 +1,40 @@
+// Command pkcshsm_mk_change initiates, lists, finalizes and cancels
+// concurrent HSM master key changes of pkcshsm tokens. See
+// pkcshsm_mk_change(1).
+package main
+
+import (
+	"context"
+	"os"
+	"os/user"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/runtime/admin"
+)
+
+func main() {
+	layout := paths.FromEnv()
+	name := "?"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	deps := cli.Deps{
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Layout:   layout,
+		UserName: name,
+		OpenTokens: func(ctx context.Context, log zerolog.Logger, configPath string) (cli.Tokens, error) {
+			return openTokens(ctx, layout, configPath, log)
+		},
+		DialAdmin: func(ctx context.Context, socket string) (cli.Broadcaster, error) {
+			c, err := admin.Dial(ctx, socket)
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		},
+	}
+	os.Exit(cli.Main(deps, os.Args[1:]))
+}

@@ -1,0 +1,95 @@
+package tokenlib
+
+import (
+	"context"
+	"maps"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/config"
+	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
+)
+
+// This file is what pkcshsm_mk_change uses of a Library: the master key
+// change view of a slot and the token-object pass. Both work from the
+// token's configuration and store, not from the token's HSM check, so the
+// tool can finalize even while the APQNs hold a mix of old and new master
+// keys (which fails that check by design).
+
+// Backend returns the HSM backend the Library uses.
+func (l *Library) Backend() hsm.Backend { return l.backend }
+
+// MKChangeToken describes slot id for the master key change: its type, the
+// APQNs it uses (its allowlist, or every APQN of its mode for APQN_ANY) and
+// the patterns it expects (configured, or learned at token start).
+func (l *Library) MKChangeToken(ctx context.Context, id SlotID) (mkchange.Token, error) {
+	t, err := l.token(id)
+	if err != nil {
+		return mkchange.Token{}, err
+	}
+	mt := mkchange.Token{
+		Slot:     uint(id),
+		Type:     config.TypeCCA,
+		APQNAny:  t.conf.apqnAny,
+		Expected: maps.Clone(t.conf.expected),
+	}
+	if t.conf.typ == TokenEP11 {
+		mt.Type = config.TypeEP11
+	}
+	if mt.Expected == nil {
+		mt.Expected = map[mkvp.Type]mkvp.Pattern{}
+	}
+	t.hsmMu.Lock()
+	if t.pool != nil {
+		for typ, p := range t.pool.expected {
+			if _, ok := mt.Expected[typ]; !ok {
+				mt.Expected[typ] = p
+			}
+		}
+	}
+	t.hsmMu.Unlock()
+	if !t.conf.apqnAny {
+		mt.APQNs = append([]apqn.ID(nil), t.conf.apqns...)
+		return mt, nil
+	}
+	qs, err := l.backend.Queues(ctx)
+	if err != nil {
+		return mkchange.Token{}, wrapRV(ck.CKR_DEVICE_ERROR, err, "slot %d: list APQNs", id)
+	}
+	for _, q := range qs {
+		if q.Mode == t.conf.typ.mode() {
+			mt.APQNs = append(mt.APQNs, q.ID)
+		}
+	}
+	return mt, nil
+}
+
+// MKChangePass applies action a of op to every token object of slot id in
+// the token's store. The USER must be logged in on the slot (private
+// objects are sealed under the data key the USER login unlocks).
+func (l *Library) MKChangePass(ctx context.Context, id SlotID, op *state.Op, a state.Action, progress func(done, total int)) (int, error) {
+	t, err := l.token(id)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	dk := t.readKey()
+	t.mu.Unlock()
+	if dk == nil {
+		return 0, newErrh(ck.CKR_USER_NOT_LOGGED_IN, errclass.PermissionDenied,
+			"log in as USER first", "slot %d: the USER is not logged in", id)
+	}
+	mt, err := l.MKChangeToken(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	n, err := mt.Pass(ctx, t.db.st, dk, l.backend, op, a, progress)
+	t.mu.Lock()
+	t.invalidateCache()
+	t.mu.Unlock()
+	return n, err
+}

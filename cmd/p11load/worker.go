@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+)
+
+// Report is what p11load writes at the end.
+type Report struct {
+	PID    int          `json:"pid"`
+	Ops    int          `json:"ops"`
+	Failed int          `json:"failed"`
+	Slots  []SlotReport `json:"slots"`
+}
+
+// SlotReport counts one slot's operations.
+type SlotReport struct {
+	Slot      uint     `json:"slot"`
+	Ops       int      `json:"ops"`
+	Failed    int      `json:"failed"`
+	Keys      int      `json:"keys_created"`
+	Verified  int      `json:"ciphertexts_verified"`
+	P50Micros int64    `json:"encrypt_1k_p50_us"`
+	P99Micros int64    `json:"encrypt_1k_p99_us"`
+	Errors    []string `json:"errors,omitempty"`
+}
+
+// sample is a ciphertext made at start that must decrypt at the end.
+type sample struct {
+	key    tokenlib.ObjectHandle
+	iv, ct []byte
+	what   string
+}
+
+type worker struct {
+	lib     *tokenlib.Library
+	slot    tokenlib.SlotID
+	sess    tokenlib.SessionHandle
+	aes     []tokenlib.ObjectHandle // session and token AES keys
+	ecPriv  tokenlib.ObjectHandle
+	ecPub   tokenlib.ObjectHandle
+	samples []sample
+	rep     SlotReport
+	lat     []time.Duration
+	n       int
+}
+
+var plain = bytes.Repeat([]byte("pkcshsm!"), 128) // 1 KiB
+
+func newWorker(lib *tokenlib.Library, slot tokenlib.SlotID, pin []byte) (*worker, error) {
+	w := &worker{lib: lib, slot: slot, rep: SlotReport{Slot: uint(slot)}}
+	s, err := lib.OpenSession(slot, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
+	if err != nil {
+		return nil, fmt.Errorf("open session: %w", err)
+	}
+	w.sess = s
+	if err := lib.Login(s, ck.CKU_USER, pin); err != nil && tokenlib.RV(err) != ck.CKR_USER_ALREADY_LOGGED_IN {
+		return nil, fmt.Errorf("login: %w", err)
+	}
+	for _, token := range []bool{false, true} {
+		k, err := w.genAES(token)
+		if err != nil {
+			return nil, err
+		}
+		w.aes = append(w.aes, k)
+	}
+	ecParams, _ := tokenlib.ECParams("P-256")
+	w.ecPub, w.ecPriv, err = lib.GenerateKeyPair(s, tokenlib.Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+		[]tokenlib.Attribute{tokenlib.Bytes(ck.CKA_EC_PARAMS, ecParams), tokenlib.Bool(ck.CKA_VERIFY, true)},
+		[]tokenlib.Attribute{tokenlib.Bool(ck.CKA_SIGN, true), tokenlib.Bool(ck.CKA_PRIVATE, true), tokenlib.Bool(ck.CKA_SENSITIVE, true)})
+	if err != nil {
+		return nil, fmt.Errorf("generate EC key pair: %w", err)
+	}
+	for i, k := range w.aes {
+		iv := bytes.Repeat([]byte{byte(i + 1)}, 16)
+		ct, err := w.encrypt(k, iv, plain)
+		if err != nil {
+			return nil, fmt.Errorf("encrypt sample: %w", err)
+		}
+		w.samples = append(w.samples, sample{key: k, iv: iv, ct: ct, what: []string{"session", "token"}[i] + " AES key"})
+	}
+	return w, nil
+}
+
+func (w *worker) genAES(token bool) (tokenlib.ObjectHandle, error) {
+	w.rep.Keys++
+	k, err := w.lib.GenerateKey(w.sess, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
+		tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, token), tokenlib.Bool(ck.CKA_PRIVATE, true),
+		tokenlib.Bool(ck.CKA_ENCRYPT, true), tokenlib.Bool(ck.CKA_DECRYPT, true),
+		tokenlib.String(ck.CKA_LABEL, fmt.Sprintf("p11load-%d", w.rep.Keys)),
+	})
+	if err != nil {
+		return 0, fmt.Errorf("generate AES key (token=%v): %w", token, err)
+	}
+	return k, nil
+}
+
+func (w *worker) encrypt(k tokenlib.ObjectHandle, iv, data []byte) ([]byte, error) {
+	if err := w.lib.EncryptInit(w.sess, tokenlib.Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, k); err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(data)+16)
+	n, err := w.lib.Encrypt(w.sess, data, out)
+	return out[:n], err
+}
+
+func (w *worker) decrypt(k tokenlib.ObjectHandle, iv, data []byte) ([]byte, error) {
+	if err := w.lib.DecryptInit(w.sess, tokenlib.Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, k); err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(data))
+	n, err := w.lib.Decrypt(w.sess, data, out)
+	return out[:n], err
+}
+
+func (w *worker) fail(what string, err error) {
+	w.rep.Failed++
+	if len(w.rep.Errors) < 20 {
+		w.rep.Errors = append(w.rep.Errors, fmt.Sprintf("%s: %v", what, err))
+	}
+}
+
+// round does one of everything on a few keys.
+func (w *worker) round() {
+	w.n++
+	k := w.aes[w.n%len(w.aes)]
+	iv := make([]byte, 16)
+	start := time.Now()
+	ct, err := w.encrypt(k, iv, plain)
+	w.rep.Ops++
+	if err != nil {
+		w.fail("encrypt", err)
+		return
+	}
+	w.lat = append(w.lat, time.Since(start))
+	pt, err := w.decrypt(k, iv, ct)
+	w.rep.Ops++
+	if err != nil || !bytes.Equal(pt, plain) {
+		w.fail("decrypt", fmt.Errorf("%v (round trip ok: %v)", err, bytes.Equal(pt, plain)))
+	}
+	digest := sha256.Sum256(ct)
+	w.rep.Ops++
+	if err := w.lib.SignInit(w.sess, tokenlib.Mechanism{Type: ck.CKM_ECDSA}, w.ecPriv); err != nil {
+		w.fail("sign init", err)
+		return
+	}
+	sig := make([]byte, 64)
+	n, err := w.lib.Sign(w.sess, digest[:], sig)
+	if err != nil {
+		w.fail("sign", err)
+		return
+	}
+	w.rep.Ops++
+	if err := w.lib.VerifyInit(w.sess, tokenlib.Mechanism{Type: ck.CKM_ECDSA}, w.ecPub); err != nil {
+		w.fail("verify init", err)
+	} else if err := w.lib.Verify(w.sess, digest[:], sig[:n]); err != nil {
+		w.fail("verify", err)
+	}
+	// Now and then a new session key and a new token key, which must carry
+	// the new master key's blob too while a change is active.
+	if w.n%25 == 0 {
+		w.rep.Ops++
+		nk, err := w.genAES(w.n%50 == 0)
+		if err != nil {
+			w.fail("generate", err)
+			return
+		}
+		w.aes = append(w.aes, nk)
+		if len(w.aes) > 8 { // keep the set small; the first two stay
+			w.aes = slices.Delete(w.aes, 2, 3)
+		}
+	}
+}
+
+// verifyAll decrypts the ciphertexts made at start with their keys.
+func (w *worker) verifyAll() {
+	for _, s := range w.samples {
+		w.rep.Ops++
+		pt, err := w.decrypt(s.key, s.iv, s.ct)
+		if err != nil || !bytes.Equal(pt, plain) {
+			w.fail("decrypt data encrypted at start with the "+s.what, fmt.Errorf("%v", err))
+			continue
+		}
+		w.rep.Verified++
+	}
+}
+
+func (w *worker) report() SlotReport {
+	if len(w.lat) > 0 {
+		slices.Sort(w.lat)
+		w.rep.P50Micros = w.lat[len(w.lat)/2].Microseconds()
+		w.rep.P99Micros = w.lat[len(w.lat)*99/100].Microseconds()
+	}
+	return w.rep
+}

@@ -60,6 +60,9 @@ func writeTestRoot(t testing.TB) paths.Layout {
 }
 
 func testLogger(t testing.TB) zerolog.Logger {
+	if _, bench := t.(*testing.B); bench {
+		return zerolog.Nop()
+	}
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 }
 

@@ -53,6 +53,11 @@ type Filter struct {
 	// Attrs keeps objects that have every listed attribute with exactly the
 	// given value (a nil or empty value matches an empty value).
 	Attrs map[uint32][]byte
+	// After and Limit page through large tokens: only handles greater than
+	// After are considered, and at most Limit objects (0: no limit) are
+	// returned. Pass the last handle of one page as After of the next.
+	After uint64
+	Limit int
 }
 
 func newUniqueID() string { return hex.EncodeToString(randomBytes(16)) }
@@ -161,7 +166,7 @@ func (s *Store) Create(ctx context.Context, dk *DataKey, o *Object) error {
 // without a data key, errclass.DataLoss if its stored bytes are corrupt or
 // were tampered with.
 func (s *Store) Get(ctx context.Context, dk *DataKey, handle uint64) (*Object, error) {
-	return s.get(ctx, s.rdb, dk, handle)
+	return s.get(ctx, s.reader(), dk, handle)
 }
 
 // Update writes o's Class, Private and Attrs if the stored object still has
@@ -190,14 +195,14 @@ func (s *Store) Delete(ctx context.Context, handle uint64) error {
 // naming the unreadable handles, so a caller can go on with the rest and
 // still report the loss. With any other error the slice is nil.
 func (s *Store) List(ctx context.Context, dk *DataKey, f Filter) ([]*Object, error) {
-	return s.list(ctx, s.rdb, dk, f)
+	return s.list(ctx, s.reader(), dk, f)
 }
 
 // Version returns the stored version of an object without decoding it, for
 // revalidating a cached copy (errclass.NotFound if the object is gone).
 func (s *Store) Version(ctx context.Context, handle uint64) (uint64, error) {
 	var v int64
-	if err := s.rdb.QueryRowContext(ctx, `SELECT version FROM object WHERE handle = ?`, int64(handle)).Scan(&v); err != nil {
+	if err := s.reader().QueryRowContext(ctx, `SELECT version FROM object WHERE handle = ?`, int64(handle)).Scan(&v); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, errNoObject(handle)
 		}
@@ -217,7 +222,7 @@ func errNoObject(handle uint64) error {
 type Tx struct {
 	s   *Store
 	ctx context.Context
-	tx  *sql.Tx
+	tx  *runner
 	dk  *DataKey
 	raw rawObject // decode scratch space
 }
@@ -229,7 +234,7 @@ type Tx struct {
 // batches to some thousands of objects. dk may be nil if fn only touches
 // public objects.
 func (s *Store) Batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
-	return s.writeTx(ctx, func(stx *sql.Tx) error {
+	return s.writeTx(ctx, func(stx *runner) error {
 		if dk != nil {
 			if err := s.checkKey(ctx, stx, dk); err != nil {
 				return err
@@ -421,6 +426,16 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 		where = append(where, "unique_id = ?")
 		args = append(args, f.UniqueID)
 	}
+	if f.After > 0 {
+		if f.After >= math.MaxInt64 {
+			return nil, nil
+		}
+		where = append(where, "handle > ?")
+		args = append(args, int64(f.After))
+	}
+	if f.Limit < 0 {
+		return nil, errclass.New(errclass.InvalidArgument, "list objects: negative limit %d", f.Limit)
+	}
 	query := `SELECT handle, unique_id, class, private, version, attrs FROM object`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
@@ -433,17 +448,17 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 	defer rows.Close()
 	filterTypes := sortedTypes(f.Attrs)
 	var (
-		out     []*Object
-		bad     []uint64
-		r       rawObject
-		aad     []byte
-		handle  int64
-		uid     string
-		class   int64
-		priv    int
-		ver     int64
-		blob    sql.RawBytes
-		keyGood bool // the data key was checked against the token after an open failure
+		out        []*Object
+		bad        []uint64
+		r          rawObject
+		aad        []byte
+		handle     int64
+		uid        string
+		class      int64
+		priv       int
+		ver        int64
+		blob       sql.RawBytes
+		openFailed bool // a sealed value did not open: stale key or tampering
 	)
 	for rows.Next() {
 		if err := rows.Scan(&handle, &uid, &class, &priv, &ver, &blob); err != nil {
@@ -476,6 +491,9 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 			}
 		}
 		if match && !failed {
+			if f.Limit > 0 && len(out) == f.Limit {
+				break
+			}
 			o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver)}
 			if err := decodeObject(o, blob, dk, &r); err != nil {
 				failed = errors.Is(err, errOpen)
@@ -489,17 +507,21 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 			}
 		}
 		if failed {
-			if !keyGood {
-				if err := s.checkKey(ctx, q, dk); err != nil {
-					return nil, fmt.Errorf("list objects: %w", err)
-				}
-				keyGood = true
-			}
+			openFailed = true
 			bad = append(bad, uint64(handle))
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+	}
+	rows.Close()
+	// Only now, with the rows closed, is it safe to run another query: a
+	// reader holding one pooled connection while waiting for a second one
+	// could starve the pool.
+	if openFailed {
+		if err := s.checkKey(ctx, q, dk); err != nil {
+			return nil, fmt.Errorf("list objects: %w", err)
+		}
 	}
 	if len(bad) > 0 {
 		s.log.Error().Interface("handles", bad).Msg("token objects are unreadable (corrupt or tampered)")

@@ -440,3 +440,42 @@ func TestKeyFromOtherToken(t *testing.T) {
 	err := s1.Create(ctx, dk2, keyObject("z", true))
 	wantClass(t, err, errclass.FailedPrecondition, ErrStaleDataKey)
 }
+
+func TestListPaging(t *testing.T) {
+	ctx := context.Background()
+	s, dk := newToken(t)
+	var all []uint64
+	for i := range 25 {
+		o := keyObject(fmt.Sprint(i), i%2 == 0)
+		if err := s.Create(ctx, dk, o); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, o.Handle)
+	}
+	var got []uint64
+	var after uint64
+	for pages := 0; ; pages++ {
+		objs, err := s.List(ctx, dk, Filter{After: after, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(objs) > 10 || pages > 3 {
+			t.Fatalf("page %d has %d objects", pages, len(objs))
+		}
+		if len(objs) == 0 {
+			break
+		}
+		for _, o := range objs {
+			got = append(got, o.Handle)
+		}
+		after = objs[len(objs)-1].Handle
+	}
+	if fmt.Sprint(got) != fmt.Sprint(all) {
+		t.Fatalf("paged handles %v, want %v", got, all)
+	}
+	_, err := s.List(ctx, dk, Filter{Limit: -1})
+	wantClass(t, err, errclass.InvalidArgument, nil)
+	if objs, err := s.List(ctx, dk, Filter{After: math.MaxUint64}); err != nil || len(objs) != 0 {
+		t.Fatalf("List after the last possible handle: %d, %v", len(objs), err)
+	}
+}

@@ -82,6 +82,9 @@ type Store struct {
 
 	tokenID [tokenIDLen]byte // random, fixed for the life of the database
 
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // prepared on rdb; see runner.go
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -231,6 +234,7 @@ func prepareFiles(dir, path string) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		s.closeStmts()
 		if s.wdb != nil {
 			errs = append(errs, s.wdb.Close())
 		}
@@ -258,7 +262,7 @@ func (s *Store) Path() string { return s.path }
 // per-object [Object.Version] (see [Store.Version]) tells which ones changed.
 func (s *Store) Generation(ctx context.Context) (uint64, error) {
 	var g int64
-	if err := s.rdb.QueryRowContext(ctx, `SELECT generation FROM token WHERE id = 1`).Scan(&g); err != nil {
+	if err := s.reader().QueryRowContext(ctx, `SELECT generation FROM token WHERE id = 1`).Scan(&g); err != nil {
 		return 0, classifyDB(fmt.Errorf("read store generation: %w", err))
 	}
 	return uint64(g), nil
@@ -266,16 +270,17 @@ func (s *Store) Generation(ctx context.Context) (uint64, error) {
 
 // writeTx runs fn in one IMMEDIATE transaction, bumps the generation and
 // commits; fn's error rolls everything back.
-func (s *Store) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("begin write transaction: %w", err))
 	}
-	if err := fn(tx); err != nil {
+	r := s.inTx(tx)
+	if err := fn(r); err != nil {
 		tx.Rollback()
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE token SET generation = generation + 1 WHERE id = 1`); err != nil {
+	if _, err := r.ExecContext(ctx, `UPDATE token SET generation = generation + 1 WHERE id = 1`); err != nil {
 		tx.Rollback()
 		return classifyDB(fmt.Errorf("bump store generation: %w", err))
 	}

@@ -295,7 +295,7 @@ func (s *Store) verifyPIN(ctx context.Context, user UserType, pin []byte) ([]byt
 		return nil, nil, errclass.New(errclass.InvalidArgument, "user type %d is neither SO (0) nor USER (1)", uint(user))
 	}
 	for range pinRetries {
-		st, err := s.readState(ctx, s.rdb)
+		st, err := s.readState(ctx, s.reader())
 		if err != nil {
 			return nil, nil, err
 		}
@@ -322,7 +322,7 @@ func (s *Store) verifyPIN(ctx context.Context, user UserType, pin []byte) ([]byt
 			return key, st, nil
 		}
 		var result error
-		err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		err = s.writeTx(ctx, func(tx *runner) error {
 			cur, err := s.readState(ctx, tx)
 			if err != nil {
 				return err
@@ -392,7 +392,7 @@ func (s *Store) InitToken(ctx context.Context, soPIN []byte, label string) error
 		return fmt.Errorf("init token: %w", err)
 	}
 	for range pinRetries {
-		st, err := s.readState(ctx, s.rdb)
+		st, err := s.readState(ctx, s.reader())
 		if err != nil {
 			return fmt.Errorf("init token: %w", err)
 		}
@@ -412,7 +412,7 @@ func (s *Store) InitToken(ctx context.Context, soPIN []byte, label string) error
 		zero(kek)
 		zero(dk)
 		var n int64
-		err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		err = s.writeTx(ctx, func(tx *runner) error {
 			cur, err := s.readState(ctx, tx)
 			if err != nil {
 				return err
@@ -479,14 +479,14 @@ func (s *Store) InitUserPIN(ctx context.Context, dk *DataKey, pin []byte) error 
 		return fmt.Errorf("init USER PIN: %w", err)
 	}
 	if dk == nil || dk.aead == nil {
-		return fmt.Errorf("init USER PIN: %w", s.checkKey(ctx, s.rdb, dk))
+		return fmt.Errorf("init USER PIN: %w", s.checkKey(ctx, s.reader(), dk))
 	}
 	k := s.opts.KDF
 	salt := randomBytes(saltLen)
 	kek := k.derive(pin, salt)
 	wrapped := wrapKey(kek, dk.key, wrapAAD(s.tokenID[:], User, dk.id[:], k, salt))
 	zero(kek)
-	err := s.writeTx(ctx, func(tx *sql.Tx) error {
+	err := s.writeTx(ctx, func(tx *runner) error {
 		if err := s.checkKey(ctx, tx, dk); err != nil {
 			return err
 		}
@@ -520,7 +520,7 @@ func (s *Store) SetPIN(ctx context.Context, user UserType, oldPIN, newPIN []byte
 	kek := k.derive(newPIN, salt)
 	wrapped := wrapKey(kek, key, wrapAAD(s.tokenID[:], user, st.dkID, k, salt))
 	zero(kek)
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.writeTx(ctx, func(tx *runner) error {
 		cur, err := s.readState(ctx, tx)
 		if err != nil {
 			return err

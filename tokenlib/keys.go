@@ -192,6 +192,12 @@ func ECParams(curve string) ([]byte, bool) {
 	return nil, false
 }
 
+// ECCurveBits returns the size of the named curve in CKA_EC_PARAMS.
+func ECCurveBits(params []byte) (int, bool) {
+	_, bits, err := curveOf(params)
+	return bits, err == nil
+}
+
 // publicAttrs derives the public key attributes from a DER
 // SubjectPublicKeyInfo.
 func publicAttrs(spki []byte) (template, int, error) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
@@ -221,5 +222,40 @@ func TestRestoreOld(t *testing.T) {
 	got := find("a")
 	if string(got.Attrs[uint32(ck.CKA_IBM_OPAQUE)]) != string(oldBlob) || got.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] != nil {
 		t.Fatal("old blob not restored")
+	}
+}
+
+// TestHSMMKVPAfterSet: after the officer activates a new AES master key on
+// one APQN, keys list shows the per-APQN registers; after both, OLD.
+func TestHSMMKVPAfterSet(t *testing.T) {
+	layout := newRoot(t)
+	setupTokens(t)
+	ok(t, lines(userPIN), "keys", "generate", "--slot", "0", "--type", "aes", "--label", "k")
+	o, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx := context.Background()
+	set := func(q string) {
+		// The same new key on both APQNs, as a TKE loads a domain group.
+		key := []byte("0123456789abcdef0123456789abcdef")
+		if _, err := o.LoadNew(ctx, apqn.MustParse(q), mkvp.CCAAES, key, hsm.Part{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.Set(ctx, apqn.MustParse(q), mkvp.CCAAES); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("02.0033")
+	// The APQNs now disagree: the token refuses to use them, and says why.
+	r := pkcshsm(t, lines(userPIN), "keys", "list", "--slot", "0", "--hsm-mkvp")
+	if r.code == 0 || !strings.Contains(r.stderr, "02.0033") {
+		t.Fatalf("disagreeing APQNs: exit %d\n%s", r.code, r.stderr)
+	}
+	set("01.0033")
+	recs := listKeys(t, "0")
+	if len(recs) != 1 || recs[0].Match != "OLD" {
+		t.Fatalf("after set on both APQNs: %+v", recs)
 	}
 }

@@ -115,6 +115,8 @@ func describeKey(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.Obj
 		r.Bits = int(n)
 	} else if m := attr(lib, h, o, ck.CKA_MODULUS); len(m) > 0 {
 		r.Bits = len(m) * 8
+	} else if bits, ok := tokenlib.ECCurveBits(attr(lib, h, o, ck.CKA_EC_PARAMS)); ok {
+		r.Bits = bits
 	}
 	return r
 }

@@ -167,3 +167,27 @@ func TestPINManagement(t *testing.T) {
 	wantRV(t, l.Login(rw, ck.CKU_SO, []byte(soPIN)), ck.CKR_PIN_INCORRECT)
 	must(t, l.Login(rw, ck.CKU_SO, []byte("55556666")))
 }
+
+func TestMiscFunctions(t *testing.T) {
+	l, _ := newTestLib(t)
+	if i := l.GetInfo(); i.CryptokiVersion != (Version{2, 40}) || len(i.ManufacturerID) != 32 || len(i.LibraryDescription) != 32 {
+		t.Fatalf("info %+v", i)
+	}
+	h := userSession(t, l, slotCCA)
+	wantRV(t, l.SeedRandom(h, []byte("x")), ck.CKR_RANDOM_SEED_NOT_SUPPORTED)
+	a, b := make([]byte, 32), make([]byte, 32)
+	must(t, l.GenerateRandom(h, a))
+	must(t, l.GenerateRandom(h, b))
+	if string(a) == string(b) {
+		t.Fatal("random repeats")
+	}
+	o := genAES(t, l, h, "k", false)
+	n, err := l.GetObjectSize(h, o)
+	must(t, err)
+	if n < 64 {
+		t.Fatalf("object size %d", n)
+	}
+	_, err = l.GetObjectSize(h, 12345)
+	wantRV(t, err, ck.CKR_OBJECT_HANDLE_INVALID)
+	wantRV(t, l.GenerateRandom(999, a), ck.CKR_SESSION_HANDLE_INVALID)
+}

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
 )
 
 const crashObjects = 1500
@@ -81,6 +84,30 @@ func TestKillMidBatch(t *testing.T) {
 	if line := h.raw("rewrite-pause 9"); line != "mid" {
 		t.Fatalf("helper: %s", line)
 	}
+	// While the writer sits inside its transaction, another process reads
+	// the committed state without waiting, and a writer gives up after its
+	// busy timeout with Unavailable instead of hanging.
+	ctx := context.Background()
+	opts := testOptions(t)
+	opts.BusyTimeout = 100 * time.Millisecond
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := s.Login(ctx, User, userPIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.List(ctx, dk, Filter{Attrs: map[uint32][]byte{ckaValue: []byte("0")}})
+	if err != nil || len(objs) != crashObjects {
+		t.Fatalf("reader during the open batch: %d objects at \"0\", %v; want all %d", len(objs), err, crashObjects)
+	}
+	err = s.Create(ctx, dk, &Object{Class: ckoSecret, Private: true})
+	wantClass(t, err, errclass.Unavailable, nil)
+	if errclass.Hint(err) == "" {
+		t.Error("busy error without a hint")
+	}
+	s.Close()
 	if err := h.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,9 @@
 // tells what changed. Writers of different processes queue on SQLite's lock
 // (up to [Options.BusyTimeout]); readers never wait.
 //
+// Opening a token, reading and logging in never wait for another process's
+// write transaction; only writers queue behind each other.
+//
 // Each write transaction is atomic and durable: InitToken destroys all
 // objects and clears the USER PIN in the same transaction that installs the
 // new data key; a Batch commits all of its changes or none.

@@ -230,9 +230,15 @@ type Tx struct {
 // Batch runs fn in one write transaction: everything fn did is committed
 // together when it returns nil, and nothing when it returns an error (which
 // Batch returns unchanged) or the process dies. The transaction holds the
-// token's write lock; other processes' writes wait (reads do not). Keep
-// batches to some thousands of objects. dk may be nil if fn only touches
+// token's write lock; other processes' writes wait (reads, logins and Open
+// do not). Keep batches to some thousands of objects: page with
+// [Filter.After] and [Filter.Limit]. dk may be nil if fn only touches
 // public objects.
+//
+// Inside fn use only tx. A write method of the Store itself (Create,
+// Update, Delete, InitToken, ...) called from fn waits for this very
+// transaction and never returns; the Store's read methods work but do not
+// see fn's uncommitted changes.
 func (s *Store) Batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
 	return s.writeTx(ctx, func(stx *runner) error {
 		if dk != nil {

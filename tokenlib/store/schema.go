@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -52,18 +51,33 @@ var SchemaVersion = len(migrations)
 // the token record. Concurrent openers serialise on the write lock; the
 // second one finds the work done.
 func (s *Store) migrate(ctx context.Context) error {
+	// Fast path without the write lock, so that opening a token does not
+	// wait for another process's long batch.
+	var v, n int
+	if err := s.rdb.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return classifyDB(fmt.Errorf("open token store %s: read schema version: %w", s.path, err))
+	}
+	if v > len(migrations) {
+		return errNewerSchema(s.path, v)
+	}
+	if v == len(migrations) {
+		if err := s.rdb.QueryRowContext(ctx, `SELECT count(*) FROM token WHERE id = 1`).Scan(&n); err != nil {
+			return classifyDB(fmt.Errorf("open token store %s: read token record: %w", s.path, err))
+		}
+		if n == 1 {
+			return nil
+		}
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("open token store %s: begin migration: %w", s.path, err))
 	}
 	defer tx.Rollback()
-	var v int
 	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
 		return classifyDB(fmt.Errorf("open token store %s: read schema version: %w", s.path, err))
 	}
 	if v > len(migrations) {
-		return errclass.Newh(errclass.FailedPrecondition, "use a pkcshsm release at least as new as the one that last wrote this token",
-			"open token store %s: schema version %d is newer than this program knows (%d)", s.path, v, len(migrations))
+		return errNewerSchema(s.path, v)
 	}
 	if v < 0 {
 		return errclass.New(errclass.DataLoss, "open token store %s: invalid schema version %d", s.path, v)
@@ -90,4 +104,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
-var _ = sql.ErrNoRows
+func errNewerSchema(path string, v int) error {
+	return errclass.Newh(errclass.FailedPrecondition, "use a pkcshsm release at least as new as the one that last wrote this token",
+		"open token store %s: schema version %d is newer than this program knows (%d)", path, v, len(migrations))
+}

@@ -101,7 +101,8 @@ type TokenInfo struct {
 
 // DataKey is the token data key that seals private attributes, unwrapped by
 // a successful [Store.Login]. Holding one is what "logged in" means to the
-// store. Call Destroy on logout. A DataKey is safe for concurrent use.
+// store. Call Destroy on logout. A DataKey is safe for concurrent use by
+// the store's methods; Destroy must come after the last of them returned.
 type DataKey struct {
 	user    UserType
 	id      [16]byte

@@ -286,14 +286,10 @@ func (l *Library) WrapKey(h SessionHandle, m Mechanism, wrapping, key ObjectHand
 	if len(out) < need {
 		return need, newErr(ck.CKR_BUFFER_TOO_SMALL, errclass.InvalidArgument, "output buffer has %d bytes, %d needed", len(out), need)
 	}
-	wb, err := blobOf(wk)
-	if err != nil {
-		return 0, err
-	}
 	var res []byte
-	err = t.useKey(ctx, k, func(q apqn.ID, blob []byte) error {
+	err = t.useKeys(ctx, []*object{wk, k}, func(q apqn.ID, blobs [][]byte) error {
 		var err error
-		res, err = l.backend.WrapKey(ctx, q, wb, spec.hsmMech, p, blob)
+		res, err = l.backend.WrapKey(ctx, q, blobs[0], spec.hsmMech, p, blobs[1])
 		return err
 	})
 	if err != nil {

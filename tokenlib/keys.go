@@ -36,11 +36,21 @@ func blobOf(o *object) ([]byte, error) {
 // useKey runs fn with the key's blob on one of the token's APQNs, moving on
 // to the next APQN when one is unavailable.
 func (t *token) useKey(ctx context.Context, o *object, fn func(q apqn.ID, blob []byte) error) error {
-	blob, err := blobOf(o)
-	if err != nil {
-		return err
+	return t.useKeys(ctx, []*object{o}, func(q apqn.ID, blobs [][]byte) error { return fn(q, blobs[0]) })
+}
+
+// useKeys is useKey for operations on several keys at once (key wrap): the
+// blobs all go to the same APQN.
+func (t *token) useKeys(ctx context.Context, os []*object, fn func(q apqn.ID, blobs [][]byte) error) error {
+	blobs := make([][]byte, len(os))
+	for i, o := range os {
+		b, err := blobOf(o)
+		if err != nil {
+			return err
+		}
+		blobs[i] = b
 	}
-	return t.onAPQN(ctx, func(q apqn.ID) error { return fn(q, blob) })
+	return t.onAPQN(ctx, func(q apqn.ID) error { return fn(q, blobs) })
 }
 
 // newBlob runs a backend call that makes a secure key, and checks that the

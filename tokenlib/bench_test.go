@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
@@ -49,8 +50,57 @@ func BenchmarkGenerateAESTokenKey(b *testing.B) {
 // cache is warm, every search revalidates it against the store.
 func BenchmarkFindObjects10k(b *testing.B) {
 	l, layout := newTestLib(b)
-	// Fill the store directly in one transaction: 10,000 creates through
-	// the engine would time the store's commits, not the search.
+	fill10k(b, layout)
+	h := userSession(b, l, slotCCA)
+	want := []Attribute{String(ck.CKA_LABEL, "obj-04242")}
+	if n := len(find(b, l, h, want...)); n != 1 {
+		b.Fatalf("found %d", n)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		must(b, l.FindObjectsInit(h, want))
+		hs, err := l.FindObjects(h, 10)
+		if err != nil || len(hs) != 1 {
+			b.Fatal(err, len(hs))
+		}
+		must(b, l.FindObjectsFinal(h))
+	}
+}
+
+// BenchmarkFindObjects10kAfterForeignChange is the worst case of the
+// cache: before every search another store handle (as another process
+// would) creates an object, so the search reloads all 10,000 objects.
+func BenchmarkFindObjects10kAfterForeignChange(b *testing.B) {
+	l, layout := newTestLib(b)
+	fill10k(b, layout)
+	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{KDF: testKDF})
+	must(b, err)
+	defer st.Close()
+	h := userSession(b, l, slotCCA)
+	want := []Attribute{String(ck.CKA_LABEL, "obj-04242")}
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		tmpl := template{ck.CKA_CLASS: ulongBytes(uint(ck.CKO_DATA)), ck.CKA_TOKEN: boolBytes(true), ck.CKA_PRIVATE: boolBytes(false)}
+		objectDefaults(tmpl, ck.CKO_DATA, false)
+		so := toStore(&object{attrs: tmpl})
+		so.UniqueID = ""
+		must(b, st.Create(ctx, nil, so))
+		b.StartTimer()
+		must(b, l.FindObjectsInit(h, want))
+		hs, err := l.FindObjects(h, 10)
+		if err != nil || len(hs) != 1 {
+			b.Fatal(err, len(hs))
+		}
+		must(b, l.FindObjectsFinal(h))
+	}
+}
+
+// fill10k stores 10,000 data objects (half private) in the CCA token in one
+// transaction: 10,000 creates through the engine would time the store's
+// commits, not the search.
+func fill10k(b *testing.B, layout paths.Layout) {
 	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{KDF: testKDF})
 	must(b, err)
 	ctx := context.Background()
@@ -73,20 +123,6 @@ func BenchmarkFindObjects10k(b *testing.B) {
 	})
 	must(b, err)
 	st.Close()
-	h := userSession(b, l, slotCCA)
-	want := []Attribute{String(ck.CKA_LABEL, "obj-04242")}
-	if n := len(find(b, l, h, want...)); n != 1 {
-		b.Fatalf("found %d", n)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		must(b, l.FindObjectsInit(h, want))
-		hs, err := l.FindObjects(h, 10)
-		if err != nil || len(hs) != 1 {
-			b.Fatal(err, len(hs))
-		}
-		must(b, l.FindObjectsFinal(h))
-	}
 }
 
 // BenchmarkLogin logs the USER in and out with the store's default PIN

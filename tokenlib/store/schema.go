@@ -44,10 +44,10 @@ CREATE INDEX object_class ON object (class);
 `,
 }
 
-// SchemaVersion is the schema version this package writes.
-var SchemaVersion = len(migrations)
+// SchemaVersion returns the schema version this package writes.
+func SchemaVersion() int { return len(migrations) }
 
-// migrate brings the schema to SchemaVersion in one transaction and creates
+// migrate brings the schema to SchemaVersion() in one transaction and creates
 // the token record. Concurrent openers serialise on the write lock; the
 // second one finds the work done.
 func (s *Store) migrate(ctx context.Context) error {

@@ -308,6 +308,8 @@ func classifyDB(err error) error {
 	}
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "sql: database is closed"):
+		return errclass.WithHint(errclass.As(errclass.FailedPrecondition, err), "the token store was closed; open it again")
 	case strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked"):
 		return errclass.WithHint(errclass.As(errclass.Unavailable, err), "another process holds the token database locked; retry, or find the process that hangs")
 	case strings.Contains(msg, "SQLITE_CORRUPT") || strings.Contains(msg, "SQLITE_NOTADB") || strings.Contains(msg, "malformed") || strings.Contains(msg, "not a database"):

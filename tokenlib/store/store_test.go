@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 
@@ -113,4 +114,41 @@ func TestSmokeCreateGetList(t *testing.T) {
 	if err != nil || len(objs) != 1 || objs[0].Handle != pub.Handle {
 		t.Fatalf("List without key = %v, %v; want only the public object", objs, err)
 	}
+}
+
+// TestConnectionSettings checks the pragmas every connection of both pools
+// runs with.
+func TestConnectionSettings(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	for name, db := range map[string]*sql.DB{"read pool": s.rdb, "write pool": s.wdb} {
+		var mode string
+		var syncMode, fk, busy int
+		if err := db.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		db.QueryRow(`PRAGMA synchronous`).Scan(&syncMode)
+		db.QueryRow(`PRAGMA foreign_keys`).Scan(&fk)
+		db.QueryRow(`PRAGMA busy_timeout`).Scan(&busy)
+		if mode != "wal" || syncMode != 2 || fk != 1 || busy != int(DefaultBusyTimeout.Milliseconds()) {
+			t.Errorf("%s: journal_mode=%s synchronous=%d foreign_keys=%d busy_timeout=%d; want wal 2 (FULL) 1 %d",
+				name, mode, syncMode, fk, busy, DefaultBusyTimeout.Milliseconds())
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	ctx := context.Background()
+	s, dk := newToken(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	_, err := s.List(ctx, dk, Filter{})
+	wantClass(t, err, errclass.FailedPrecondition, nil)
+	err = s.Create(ctx, dk, &Object{})
+	wantClass(t, err, errclass.FailedPrecondition, nil)
+	_, err = s.Generation(ctx)
+	wantClass(t, err, errclass.FailedPrecondition, nil)
 }

@@ -537,3 +537,19 @@ func TestTamperedPINRecord(t *testing.T) {
 	_, err := s.Login(ctx, SO, soPIN)
 	wantClass(t, err, errclass.PermissionDenied, ErrPINIncorrect)
 }
+
+// TestCorruptKDFParameters stores parameters no valid wrap can have: the
+// login reports data loss rather than running an absurd derivation.
+func TestCorruptKDFParameters(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	if err := s.InitToken(ctx, soPIN, "kdf"); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, s, `UPDATE pin SET kdf_memory = 0 WHERE user = 0`)
+	_, err := s.Login(ctx, SO, soPIN)
+	wantClass(t, err, errclass.DataLoss, nil)
+	if ti, _ := s.Info(ctx); ti.SOFailures != 0 {
+		t.Fatal("a corrupt record was counted as a wrong PIN")
+	}
+}

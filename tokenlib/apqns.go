@@ -134,15 +134,14 @@ func (t *token) selectAPQNs(ctx context.Context) (*apqnPool, error) {
 // before (an adapter may have come online since).
 func (t *token) hsmPool(ctx context.Context) (*apqnPool, error) {
 	t.hsmMu.Lock()
-	p, err := t.pool, t.hsmErr
+	p := t.pool
 	t.hsmMu.Unlock()
 	if p != nil {
 		return p, nil
 	}
-	if err2 := t.startHSM(ctx); err2 != nil {
-		return nil, err2
+	if err := t.startHSM(ctx); err != nil {
+		return nil, err
 	}
-	_ = err
 	t.hsmMu.Lock()
 	defer t.hsmMu.Unlock()
 	return t.pool, nil
@@ -168,6 +167,13 @@ func (t *token) onAPQN(ctx context.Context, fn func(q apqn.ID) error) error {
 		t.log.Warn().Str("apqn", q.String()).Err(err).Msg("APQN unavailable, trying the next one")
 		errs = append(errs, fmt.Errorf("%s: %w", q, err))
 	}
+	// Every APQN failed: check the adapters again on the next call, so an
+	// APQN that came online since the token started is picked up.
+	t.hsmMu.Lock()
+	if t.pool == p {
+		t.pool, t.hsmErr = nil, nil
+	}
+	t.hsmMu.Unlock()
 	return wrapRV(ck.CKR_DEVICE_ERROR, errors.Join(errs...), "slot %d: no APQN could do the operation", t.slot)
 }
 

@@ -142,3 +142,29 @@ func TestNewKeyPatternChecked(t *testing.T) {
 		t.Fatal("a refused key was stored")
 	}
 }
+
+// TestAPQNOnlineLater: an APQN offline when the token started joins once
+// every APQN of the pool failed.
+func TestAPQNOnlineLater(t *testing.T) {
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	ctx := context.Background()
+	must(t, o.Do(ctx, func(tx *sim.Tx) error { return tx.SetOnline(cca2, false) }))
+	l := openTestLib(t, layout)
+	initTestToken(t, l, slotCCA)
+	h := userSession(t, l, slotCCA)
+	k := genAES(t, l, h, "k", true)
+	must(t, o.Do(ctx, func(tx *sim.Tx) error {
+		if err := tx.SetOnline(cca2, true); err != nil {
+			return err
+		}
+		return tx.SetOnline(cca1, false)
+	}))
+	wantRV(t, encryptOnce(l, h, k), ck.CKR_DEVICE_ERROR)
+	must(t, encryptOnce(l, h, k))
+	qs, err := l.TokenAPQNs(slotCCA)
+	must(t, err)
+	if len(qs) != 1 || qs[0].ID != cca2 {
+		t.Fatalf("token APQNs %v", qs)
+	}
+}

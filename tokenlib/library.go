@@ -168,6 +168,9 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 		sessObjs: map[ObjectHandle]*object{},
 		cache:    map[ObjectHandle]*object{},
 	}
+	for _, ig := range sc.ignored {
+		t.log.Warn().Str("setting", ig).Msg("token configuration setting is not supported and has no effect")
+	}
 	if err := t.startHSM(context.Background()); err != nil {
 		t.log.Error().Err(err).Msg("token HSM check failed; crypto functions will fail until it passes")
 	}

@@ -23,6 +23,9 @@ type slotConf struct {
 	apqns          []apqn.ID
 	forceSensitive bool
 	expected       map[mkvp.Type]mkvp.Pattern // configured CURRENT patterns
+	// ignored lists configured settings this engine does not implement,
+	// logged when the token opens.
+	ignored []string
 }
 
 // globalConf is the engine's view of pkcshsm.conf and the token files.
@@ -67,6 +70,9 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 				return nil, err
 			}
 			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenCCA, c.APQNAny, c.APQNs, c.ForceSensitive
+			if c.AESKeyMode != "" && c.AESKeyMode != config.AESKeyModeCipher {
+				sc.ignored = append(sc.ignored, "AES_KEY_MODE = "+c.AESKeyMode+" (new AES keys are CIPHER key tokens)")
+			}
 			for t, p := range c.ExpectedMKVPs {
 				sc.expected[t] = p
 			}
@@ -76,6 +82,14 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 				return nil, err
 			}
 			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenEP11, c.APQNAny, c.APQNs, c.ForceSensitive
+			for _, m := range []struct {
+				on   bool
+				name string
+			}{{c.StrictMode, "STRICT_MODE"}, {c.VHSMMode, "VHSM_MODE"}, {c.FIPSSessionMode, "FIPS_SESSION_MODE"}} {
+				if m.on {
+					sc.ignored = append(sc.ignored, m.name+" (EP11 session binding is not implemented)")
+				}
+			}
 			if !c.ExpectedWKVP.IsZero() {
 				sc.expected[mkvp.EP11WK] = c.ExpectedWKVP
 			}

@@ -70,9 +70,6 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 				return nil, err
 			}
 			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenCCA, c.APQNAny, c.APQNs, c.ForceSensitive
-			if c.AESKeyMode != "" && c.AESKeyMode != config.AESKeyModeCipher {
-				sc.ignored = append(sc.ignored, "AES_KEY_MODE = "+c.AESKeyMode+" (new AES keys are CIPHER key tokens)")
-			}
 			for t, p := range c.ExpectedMKVPs {
 				sc.expected[t] = p
 			}

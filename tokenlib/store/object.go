@@ -530,9 +530,13 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 		}
 	}
 	if len(bad) > 0 {
-		s.log.Error().Interface("handles", bad).Msg("token objects are unreadable (corrupt or tampered)")
+		shown, more := bad, ""
+		if len(shown) > 20 {
+			shown, more = shown[:20], " ..."
+		}
+		s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
 		return out, errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
-			"list objects: %d unreadable objects, handles %v", len(bad), bad)
+			"list objects: %d unreadable objects, handles %v%s", len(bad), shown, more)
 	}
 	return out, nil
 }

@@ -45,7 +45,7 @@ const (
 	FlagSOPINCountLow      = 0x00100000 // CKF_SO_PIN_COUNT_LOW
 	FlagSOPINFinalTry      = 0x00200000 // CKF_SO_PIN_FINAL_TRY
 	FlagSOPINLocked        = 0x00400000 // CKF_SO_PIN_LOCKED
-	FlagSOPINToBeChanged   = 0x00800000 // CKF_SO_PIN_TO_BE_CHANGED
+	FlagSOPINToBeChanged   = 0x00800000 // CKF_SO_PIN_TO_BE_CHANGED; never set: the SO chooses the SO PIN at InitToken
 )
 
 // LabelLen is the size of CK_TOKEN_INFO.label.

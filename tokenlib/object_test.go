@@ -254,3 +254,31 @@ func TestCopyAndDestroy(t *testing.T) {
 		t.Fatalf("unknown attribute matched %v", got)
 	}
 }
+
+func TestFindAfterLogout(t *testing.T) {
+	l, _ := newTestLib(t)
+	h := userSession(t, l, slotCCA)
+	genAES(t, l, h, "private", true)
+	_, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_DATA)), Bool(ck.CKA_TOKEN, true), String(ck.CKA_LABEL, "public")})
+	must(t, err)
+	must(t, l.FindObjectsInit(h, nil))
+	must(t, l.Logout(h))
+	hs, err := l.FindObjects(h, 10)
+	must(t, err)
+	if len(hs) != 1 {
+		t.Fatalf("after logout the search returns %d objects, want the public one", len(hs))
+	}
+}
+
+func TestOperationEndsWithLogin(t *testing.T) {
+	l, _ := newTestLib(t)
+	h := userSession(t, l, slotCCA)
+	k := genAES(t, l, h, "k", false)
+	must(t, l.EncryptInit(h, Mechanism{Type: ck.CKM_AES_ECB}, k))
+	must(t, l.Logout(h))
+	must(t, l.Login(h, ck.CKU_USER, []byte(userPIN)))
+	_, err := l.Encrypt(h, make([]byte, 16), nil)
+	wantRV(t, err, ck.CKR_USER_NOT_LOGGED_IN)
+	// The private session key itself died with the logout.
+	wantRV(t, l.EncryptInit(h, Mechanism{Type: ck.CKM_AES_ECB}, k), ck.CKR_KEY_HANDLE_INVALID)
+}

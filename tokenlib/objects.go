@@ -301,6 +301,20 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 	if max < 0 {
 		max = 0
 	}
+	t := s.tok
+	t.mu.Lock()
+	if s.find.epoch != t.loginEpoch {
+		// A logout (or login) since FindObjectsInit: drop what the session
+		// may no longer see.
+		var keep []ObjectHandle
+		for _, oh := range s.find.handles {
+			if _, err := t.objectLocked(context.Background(), oh); err == nil {
+				keep = append(keep, oh)
+			}
+		}
+		s.find.handles, s.find.epoch = keep, t.loginEpoch
+	}
+	t.mu.Unlock()
 	n := min(max, len(s.find.handles))
 	out := slices.Clone(s.find.handles[:n])
 	s.find.handles = s.find.handles[n:]

@@ -115,8 +115,11 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 	o, err := t.objectLocked(context.Background(), key)
 	op.epoch = t.loginEpoch
 	t.mu.Unlock()
-	if err != nil {
+	if RV(err) == ck.CKR_OBJECT_HANDLE_INVALID {
 		return &Error{rv: ck.CKR_KEY_HANDLE_INVALID, err: errors.Unwrap(err)}
+	}
+	if err != nil {
+		return err
 	}
 	if !o.isKey() || o.keyType() != spec.keyType || o.class() != wantClass(kind, spec) {
 		return newErrh(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument,

@@ -224,14 +224,15 @@ func (l *Library) Login(h SessionHandle, user ck.UserType, pin []byte) error {
 }
 
 // Logout logs the token out of every session of this Library. Private
-// session objects are destroyed and active operations end.
+// session objects are destroyed; active operations with private keys end
+// (their next call fails with CKR_USER_NOT_LOGGED_IN) and active searches
+// no longer return private objects.
 func (l *Library) Logout(h SessionHandle) error {
 	s, err := l.session(h)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
-	s.resetOps()
 	t := s.tok
 	t.mu.Lock()
 	defer t.mu.Unlock()

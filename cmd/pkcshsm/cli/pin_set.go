@@ -9,12 +9,6 @@ import (
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 )
 
-func newPINCommand(g *globalOptions) *cobra.Command {
-	c := &cobra.Command{Use: "pin", Short: "PIN commands", Args: cobra.NoArgs}
-	c.AddCommand(newPINSetCommand(g), newPINChangeCommand(g))
-	return c
-}
-
 type pinSetOptions struct {
 	*globalOptions
 	slot uint

@@ -10,12 +10,6 @@ import (
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 )
 
-func newTokenCommand(g *globalOptions) *cobra.Command {
-	c := &cobra.Command{Use: "token", Short: "Token commands", Args: cobra.NoArgs}
-	c.AddCommand(newTokenInitCommand(g))
-	return c
-}
-
 type tokenInitOptions struct {
 	*globalOptions
 	slot  uint

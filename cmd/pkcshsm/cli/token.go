@@ -1,0 +1,9 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+func newTokenCommand(g *globalOptions) *cobra.Command {
+	c := &cobra.Command{Use: "token", Short: "Token commands: init", Args: cobra.NoArgs}
+	c.AddCommand(newTokenInitCommand(g))
+	return c
+}

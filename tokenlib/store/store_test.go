@@ -133,6 +133,12 @@ func TestConnectionSettings(t *testing.T) {
 			t.Errorf("%s: journal_mode=%s synchronous=%d foreign_keys=%d busy_timeout=%d; want wal 2 (FULL) 1 %d",
 				name, mode, syncMode, fk, busy, DefaultBusyTimeout.Milliseconds())
 		}
+		var secDel, walLimit int
+		db.QueryRow(`PRAGMA secure_delete`).Scan(&secDel)
+		db.QueryRow(`PRAGMA journal_size_limit`).Scan(&walLimit)
+		if secDel != 2 || walLimit != 64<<20 {
+			t.Errorf("%s: secure_delete=%d journal_size_limit=%d; want 2 (FAST) and 64 MiB", name, secDel, walLimit)
+		}
 	}
 }
 

@@ -69,4 +69,37 @@
 // entry by entry; [Library.GetAttributes] is the convenient form.
 // Multi-part operations buffer their input and produce all output at
 // Final.
+//
+// # Mapping to the C functions
+//
+//	C_Initialize / C_Finalize          Open / Library.Close
+//	C_GetInfo                          GetInfo
+//	C_GetSlotList / C_GetSlotInfo      GetSlotList / GetSlotInfo
+//	C_GetTokenInfo                     GetTokenInfo
+//	C_GetMechanismList / _Info         GetMechanismList / GetMechanismInfo
+//	C_InitToken / C_InitPIN / C_SetPIN InitToken / InitPIN / SetPIN
+//	C_OpenSession / C_CloseSession     OpenSession / CloseSession
+//	C_CloseAllSessions                 CloseAllSessions
+//	C_GetSessionInfo                   GetSessionInfo
+//	C_Login / C_Logout                 Login / Logout
+//	C_CreateObject / C_CopyObject      CreateObject / CopyObject
+//	C_DestroyObject / C_GetObjectSize  DestroyObject / GetObjectSize
+//	C_GetAttributeValue                GetAttributeValue ([AttrRequest])
+//	C_SetAttributeValue                SetAttributeValue
+//	C_FindObjects{Init,,Final}         FindObjectsInit / FindObjects / FindObjectsFinal
+//	C_Encrypt{Init,,Update,Final}      EncryptInit / Encrypt / EncryptUpdate / EncryptFinal
+//	C_Decrypt{Init,,Update,Final}      DecryptInit / Decrypt / DecryptUpdate / DecryptFinal
+//	C_Digest{Init,,Update,Final}       DigestInit / Digest / DigestUpdate / DigestFinal
+//	C_Sign{Init,,Update,Final}         SignInit / Sign / SignUpdate / SignFinal
+//	C_Verify{Init,,Update,Final}       VerifyInit / Verify / VerifyUpdate / VerifyFinal
+//	C_GenerateKey / C_GenerateKeyPair  GenerateKey / GenerateKeyPair
+//	C_WrapKey / C_UnwrapKey            WrapKey / UnwrapKey
+//	C_SeedRandom / C_GenerateRandom    SeedRandom / GenerateRandom
+//
+// Not provided (the C layer answers CKR_FUNCTION_NOT_SUPPORTED):
+// C_GetOperationState, C_SetOperationState, C_DigestKey, C_SignRecover,
+// C_VerifyRecover, the dual-function calls, C_DeriveKey,
+// C_GetFunctionStatus, C_CancelFunction, C_WaitForSlotEvent. Extra Go
+// methods for the admin tools: GetAttributes, KeyBlobInfo, TokenAPQNs,
+// RestoreOldBlob.
 package tokenlib

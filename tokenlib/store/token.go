@@ -269,6 +269,17 @@ func checkLabel(label string) (string, error) {
 	return label, nil
 }
 
+// testFailpoint, if set (by tests only), runs at named points between a
+// read and the write transaction that depends on it, to make races
+// deterministic.
+var testFailpoint func(name string)
+
+func failpoint(name string) {
+	if testFailpoint != nil {
+		testFailpoint(name)
+	}
+}
+
 // errRetry makes a PIN operation start over because another process changed
 // the PIN record between our read and our write transaction.
 var errRetry = errors.New("PIN record changed concurrently")
@@ -322,6 +333,7 @@ func (s *Store) verifyPIN(ctx context.Context, user UserType, pin []byte) ([]byt
 		if ok && p.failures == 0 {
 			return key, st, nil
 		}
+		failpoint("pin-before-write")
 		var result error
 		err = s.writeTx(ctx, func(tx *runner) error {
 			cur, err := s.readState(ctx, tx)
@@ -412,6 +424,7 @@ func (s *Store) InitToken(ctx context.Context, soPIN []byte, label string) error
 		wrapped := wrapKey(kek, dk, wrapAAD(s.tokenID[:], SO, dkID, k, salt))
 		zero(kek)
 		zero(dk)
+		failpoint("init-before-write")
 		var n int64
 		err = s.writeTx(ctx, func(tx *runner) error {
 			cur, err := s.readState(ctx, tx)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -157,4 +159,21 @@ func TestClose(t *testing.T) {
 	wantClass(t, err, errclass.FailedPrecondition, nil)
 	_, err = s.Generation(ctx)
 	wantClass(t, err, errclass.FailedPrecondition, nil)
+}
+
+// TestOpenOddDirectoryName: URI metacharacters in the path must not turn
+// into SQLite URI parameters or escapes.
+func TestOpenOddDirectoryName(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "we?ird#dir%20 x&mode=ro")
+	s := openTest(t, dir)
+	if err := s.InitToken(context.Background(), soPIN, "odd"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, DBName)); err != nil {
+		t.Fatalf("database not at the literal path: %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(dir))
+	if len(entries) != 1 {
+		t.Fatalf("Open created %d entries next to the token directory, want 1", len(entries))
+	}
 }

@@ -1,7 +1,9 @@
 package tokenlib
 
 import (
+	"bytes"
 	"crypto"
+	"crypto/aes"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
@@ -167,5 +169,38 @@ func TestFailedCreationsChangeNothing(t *testing.T) {
 	}
 	if after := len(find(t, l, h)); after != before {
 		t.Fatalf("%d objects after failures, want %d", after, before)
+	}
+}
+
+// TestCheckValue: AES keys carry the standard check value, the same for an
+// imported key as computed in software, and for a wrapped-and-unwrapped
+// copy.
+func TestCheckValue(t *testing.T) {
+	l, _ := newTestLib(t)
+	for _, slot := range []SlotID{slotCCA, slotEP11} {
+		h := userSession(t, l, slot)
+		key := bytes.Repeat([]byte{0x2b}, 16)
+		o, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
+			Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), Bytes(ck.CKA_VALUE, key)})
+		must(t, err)
+		c, _ := aes.NewCipher(key)
+		want := make([]byte, 16)
+		c.Encrypt(want, want)
+		if got := getAttr(t, l, h, o, ck.CKA_CHECK_VALUE); !bytes.Equal(got, want[:3]) {
+			t.Fatalf("%s: check value %x, want %x", slot.name(), got, want[:3])
+		}
+		g := genAES(t, l, h, "g", false)
+		wrapped := run(t, func(out []byte) (int, error) { return l.WrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, o, g, out) }, nil)
+		u, err := l.UnwrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, o, wrapped, []Attribute{
+			Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)), Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES))})
+		must(t, err)
+		if a, b := getAttr(t, l, h, g, ck.CKA_CHECK_VALUE), getAttr(t, l, h, u, ck.CKA_CHECK_VALUE); len(a) != 3 || !bytes.Equal(a, b) {
+			t.Fatalf("%s: check values %x and %x", slot.name(), a, b)
+		}
+		d, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_DES3_KEY_GEN}, nil)
+		must(t, err)
+		if len(getAttr(t, l, h, d, ck.CKA_CHECK_VALUE)) != 3 {
+			t.Fatal("DES3 key without check value")
+		}
 	}
 }

@@ -95,6 +95,9 @@ func (l *Library) GenerateKey(h SessionHandle, m Mechanism, attrs []Attribute) (
 		return 0, err
 	}
 	setBlob(tmpl, blob)
+	if err := t.setCheckValue(ctx, tmpl, spec.keyType, blob); err != nil {
+		return 0, err
+	}
 	markGenerated(tmpl, m.Type)
 	return t.insertLocked(ctx, s, tmpl)
 }
@@ -386,5 +389,8 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 		return 0, err
 	}
 	setBlob(tmpl, blob)
+	if err := t.setCheckValue(ctx, tmpl, kt, blob); err != nil {
+		return 0, err
+	}
 	return t.insertLocked(ctx, s, tmpl)
 }

@@ -74,6 +74,37 @@ func (t *token) newBlob(ctx context.Context, fn func(q apqn.ID) ([]byte, error))
 // setBlob stores a new secure key in a key template.
 func setBlob(t template, blob []byte) { t[ck.CKA_IBM_OPAQUE] = blob }
 
+// setCheckValue computes CKA_CHECK_VALUE of a new AES or DES3 key: the
+// first three bytes of the encryption of a zero block (PKCS#11 v2.40). It
+// identifies the key without revealing it and stays the same when the
+// blob is re-enciphered under a new master key. Generic secrets get an
+// empty value (their check value would need the clear key).
+func (t *token) setCheckValue(ctx context.Context, tmpl template, kt ck.KeyType, blob []byte) error {
+	var m hsm.Mechanism
+	var p hsm.Params
+	var block []byte
+	switch kt {
+	case ck.CKK_AES:
+		m, block = hsm.MechAESECB, make([]byte, 16)
+	case ck.CKK_DES3:
+		m, block, p.IV = hsm.MechDES3CBC, make([]byte, 8), make([]byte, 8)
+	default:
+		tmpl[ck.CKA_CHECK_VALUE] = []byte{}
+		return nil
+	}
+	var out []byte
+	err := t.onAPQN(ctx, func(q apqn.ID) error {
+		var err error
+		out, err = t.lib.backend.Encrypt(ctx, q, blob, m, p, block)
+		return err
+	})
+	if err != nil {
+		return hsmErr(err, "compute the key check value")
+	}
+	tmpl[ck.CKA_CHECK_VALUE] = out[:3]
+	return nil
+}
+
 // hsmErr gives backend errors their CK_RV, keeping class and message.
 func hsmErr(err error, what string) error {
 	if err == nil {
@@ -328,7 +359,7 @@ func (t *token) importSecret(ctx context.Context, tmpl template) error {
 	delete(tmpl, ck.CKA_VALUE)
 	tmpl[ck.CKA_VALUE_LEN] = ulongBytes(uint(len(val)))
 	setBlob(tmpl, blob)
-	return nil
+	return t.setCheckValue(ctx, tmpl, kt, blob)
 }
 
 // importPrivate turns the clear components of a private key template into

@@ -76,6 +76,9 @@ func TestTokenLifecycleAndKeys(t *testing.T) {
 			if r.Class == "PUBLIC_KEY" {
 				continue
 			}
+			if (r.KeyType == "AES" || r.KeyType == "DES3") && len(r.CheckValue) != 6 {
+				t.Errorf("key %q has check value %q", r.Label, r.CheckValue)
+			}
 			mt, q := want[r.Label], "01.0033"
 			if slot == "1" {
 				mt, q = mkvp.EP11WK, "06.0033"

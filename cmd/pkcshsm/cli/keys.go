@@ -42,6 +42,7 @@ type keyRecord struct {
 	Bits        int    `json:"bits,omitempty"`
 	Label       string `json:"label"`
 	ID          string `json:"id,omitempty"`
+	CheckValue  string `json:"check_value,omitempty"`
 	Sensitive   bool   `json:"sensitive"`
 	Extractable bool   `json:"extractable"`
 	Local       bool   `json:"local"`
@@ -103,6 +104,7 @@ func describeKey(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.Obj
 		KeyType:     shortName(ck.KeyType(kt).String(), "CKK_"),
 		Label:       string(attr(lib, h, o, ck.CKA_LABEL)),
 		ID:          hex.EncodeToString(attr(lib, h, o, ck.CKA_ID)),
+		CheckValue:  hex.EncodeToString(attr(lib, h, o, ck.CKA_CHECK_VALUE)),
 		Sensitive:   attrBool(lib, h, o, ck.CKA_SENSITIVE),
 		Extractable: attrBool(lib, h, o, ck.CKA_EXTRACTABLE),
 		Local:       attrBool(lib, h, o, ck.CKA_LOCAL),

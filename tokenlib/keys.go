@@ -101,7 +101,10 @@ func (t *token) setCheckValue(ctx context.Context, tmpl template, kt ck.KeyType,
 	if err != nil {
 		return hsmErr(err, "compute the key check value")
 	}
-	tmpl[ck.CKA_CHECK_VALUE] = out[:3]
+	if len(out) < 3 {
+		return newErr(ck.CKR_DEVICE_ERROR, errclass.Internal, "the HSM returned %d bytes for the key check value", len(out))
+	}
+	tmpl[ck.CKA_CHECK_VALUE] = bytes.Clone(out[:3])
 	return nil
 }
 

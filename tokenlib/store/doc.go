@@ -67,8 +67,9 @@
 // tells what changed. Writers of different processes queue on SQLite's lock
 // (up to [Options.BusyTimeout]); readers never wait.
 //
-// Opening a token, reading and logging in never wait for another process's
-// write transaction; only writers queue behind each other.
+// Opening a token (once its schema is current), reading, and a login that
+// has no failure count to reset never wait for another process's write
+// transaction; only writers queue behind each other.
 //
 // Each write transaction is atomic and durable: InitToken destroys all
 // objects and clears the USER PIN in the same transaction that installs the

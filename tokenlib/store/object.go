@@ -230,8 +230,8 @@ type Tx struct {
 // Batch runs fn in one write transaction: everything fn did is committed
 // together when it returns nil, and nothing when it returns an error (which
 // Batch returns unchanged) or the process dies. The transaction holds the
-// token's write lock; other processes' writes wait (reads, logins and Open
-// do not). Keep batches to some thousands of objects: page with
+// token's write lock; other processes' writes wait (reads, Open and most
+// logins do not). Keep batches to some thousands of objects: page with
 // [Filter.After] and [Filter.Limit]. dk may be nil if fn only touches
 // public objects.
 //

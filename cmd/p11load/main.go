@@ -43,6 +43,8 @@ func run() int {
 		ready    = flag.String("ready", "", "create this file once the keys are set up")
 		config   = flag.String("config", "", "pkcshsm.conf (default from PKCSHSM_ROOT)")
 		logFile  = flag.String("log", "", "write diagnostics to this file")
+		save     = flag.String("save", "", "write the token-key ciphertexts made at start to this file")
+		check    = flag.String("check", "", "first decrypt the ciphertexts saved by an earlier -save run")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 || *slotList == "" {
@@ -96,6 +98,18 @@ func run() int {
 			return 1
 		}
 		workers = append(workers, w)
+	}
+	if *check != "" {
+		if err := checkSaved(lib, *check, workers); err != nil {
+			fmt.Fprintf(os.Stderr, "p11load: error: %v\n", err)
+			return 1
+		}
+	}
+	if *save != "" {
+		if err := saveSamples(*save, workers); err != nil {
+			fmt.Fprintf(os.Stderr, "p11load: error: %v\n", err)
+			return 1
+		}
 	}
 	if *ready != "" {
 		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {

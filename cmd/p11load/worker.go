@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -36,6 +38,7 @@ type sample struct {
 	key    tokenlib.ObjectHandle
 	iv, ct []byte
 	what   string
+	label  string
 }
 
 type worker struct {
@@ -64,7 +67,7 @@ func newWorker(lib *tokenlib.Library, slot tokenlib.SlotID, pin []byte) (*worker
 		return nil, fmt.Errorf("login: %w", err)
 	}
 	for _, token := range []bool{false, true} {
-		k, err := w.genAES(token)
+		k, err := w.genAES(token, fmt.Sprintf("p11load-%d-%v", os.Getpid(), token))
 		if err != nil {
 			return nil, err
 		}
@@ -83,17 +86,21 @@ func newWorker(lib *tokenlib.Library, slot tokenlib.SlotID, pin []byte) (*worker
 		if err != nil {
 			return nil, fmt.Errorf("encrypt sample: %w", err)
 		}
-		w.samples = append(w.samples, sample{key: k, iv: iv, ct: ct, what: []string{"session", "token"}[i] + " AES key"})
+		w.samples = append(w.samples, sample{key: k, iv: iv, ct: ct, what: []string{"session", "token"}[i] + " AES key",
+			label: fmt.Sprintf("p11load-%d-%v", os.Getpid(), i == 1)})
 	}
 	return w, nil
 }
 
-func (w *worker) genAES(token bool) (tokenlib.ObjectHandle, error) {
+func (w *worker) genAES(token bool, label string) (tokenlib.ObjectHandle, error) {
 	w.rep.Keys++
+	if label == "" {
+		label = fmt.Sprintf("p11load-%d-%d", os.Getpid(), w.rep.Keys)
+	}
 	k, err := w.lib.GenerateKey(w.sess, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
 		tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, token), tokenlib.Bool(ck.CKA_PRIVATE, true),
 		tokenlib.Bool(ck.CKA_ENCRYPT, true), tokenlib.Bool(ck.CKA_DECRYPT, true),
-		tokenlib.String(ck.CKA_LABEL, fmt.Sprintf("p11load-%d", w.rep.Keys)),
+		tokenlib.String(ck.CKA_LABEL, label),
 	})
 	if err != nil {
 		return 0, fmt.Errorf("generate AES key (token=%v): %w", token, err)
@@ -166,7 +173,7 @@ func (w *worker) round() {
 	// the new master key's blob too while a change is active.
 	if w.n%25 == 0 {
 		w.rep.Ops++
-		nk, err := w.genAES(w.n%50 == 0)
+		nk, err := w.genAES(w.n%50 == 0, "")
 		if err != nil {
 			w.fail("generate", err)
 			return
@@ -198,4 +205,68 @@ func (w *worker) report() SlotReport {
 		w.rep.P99Micros = w.lat[len(w.lat)*99/100].Microseconds()
 	}
 	return w.rep
+}
+
+// Saved is a ciphertext made with a token key, kept across runs.
+type Saved struct {
+	Slot  uint   `json:"slot"`
+	Label string `json:"label"`
+	IV    []byte `json:"iv"`
+	CT    []byte `json:"ct"`
+}
+
+func saveSamples(path string, workers []*worker) error {
+	var out []Saved
+	for _, w := range workers {
+		s := w.samples[1] // the token key's
+		out = append(out, Saved{Slot: uint(w.slot), Label: s.label, IV: s.iv, CT: s.ct})
+	}
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// checkSaved decrypts what an earlier run saved, finding its token keys by
+// label: proof that data encrypted before a master key change decrypts
+// after it.
+func checkSaved(lib *tokenlib.Library, path string, workers []*worker) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var saved []Saved
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if len(saved) == 0 {
+		return fmt.Errorf("%s holds no ciphertexts", path)
+	}
+	for _, s := range saved {
+		var w *worker
+		for _, x := range workers {
+			if uint(x.slot) == s.Slot {
+				w = x
+			}
+		}
+		if w == nil {
+			return fmt.Errorf("slot %d of %s is not in -slots", s.Slot, path)
+		}
+		if err := lib.FindObjectsInit(w.sess, []tokenlib.Attribute{tokenlib.String(ck.CKA_LABEL, s.Label)}); err != nil {
+			return err
+		}
+		hs, err := lib.FindObjects(w.sess, 2)
+		lib.FindObjectsFinal(w.sess)
+		if err != nil || len(hs) != 1 {
+			return fmt.Errorf("slot %d: token key %q: found %d keys (%v)", s.Slot, s.Label, len(hs), err)
+		}
+		pt, err := w.decrypt(hs[0], s.IV, s.CT)
+		if err != nil || !bytes.Equal(pt, plain) {
+			return fmt.Errorf("slot %d: data encrypted earlier with %q does not decrypt: %v", s.Slot, s.Label, err)
+		}
+		w.rep.Verified++
+		fmt.Printf("p11load: slot %d: data encrypted earlier with token key %q decrypts\n", s.Slot, s.Label)
+	}
+	return nil
 }

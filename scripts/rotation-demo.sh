@@ -17,11 +17,14 @@ root=$(mktemp -d "${TMPDIR:-/tmp}/pkcshsm-demo.XXXXXX")
 export PKCSHSM_ROOT=$root
 bin=$root/bin
 daemon_pid=
+app_pids=
+APPS=${APPS:-3}
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n(root kept at %s)\n' "$*" "$root" >&2; exit 1; }
 cleanup() {
 	rc=$?
+	for p in $app_pids; do kill "$p" 2>/dev/null || true; done
 	if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
 	if [ $rc -eq 0 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$root"; else echo "root: $root"; fi
 }
@@ -69,14 +72,38 @@ for t in aes ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 4 --t
 printf '%s\n' $USER | pkcshsm keys list --slot 2 --hsm-mkvp
 printf '%s\n' $USER | pkcshsm keys list --slot 4 --hsm-mkvp
 
+# One line per secure key: "handle mkvp has_old_blob".
+keyrows() {
+	printf '%s\n' $USER | pkcshsm keys list --slot "$1" --hsm-mkvp --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
+		grep '"mk_type"' | sed 's/.*"handle":\([0-9]*\).*"has_old_blob":\([a-z]*\).*"mkvp":"\([0-9A-F]*\)".*/\1 \3 \2/'
+}
+
 step "an application encrypts data with its keys before the rotation"
 echo $USER | p11load -slots 2,4 -duration 2s -save "$root/before.json"
+
+keyrows 2 >"$root/keys2.before"
+keyrows 4 >"$root/keys4.before"
 
 step "pkcshsmd"
 pkcshsmd --log-format text --log-level warn 2>"$root/pkcshsmd.log" &
 daemon_pid=$!
 for _ in $(seq 100); do [ -S "$root/run/pkcshsm/admin.sock" ] && break; sleep 0.1; done
 [ -S "$root/run/pkcshsm/admin.sock" ] || fail "pkcshsmd did not start: $(cat "$root/pkcshsmd.log")"
+
+step "$APPS applications start using the keys and keep going through the whole rotation"
+for i in $(seq "$APPS"); do
+	echo $USER | p11load -slots 2,4 -ready "$root/app$i.ready" -report "$root/app$i.json" -log "$root/app$i.log" >"$root/app$i.out" 2>&1 &
+	app_pids="$app_pids $!"
+done
+for i in $(seq "$APPS"); do
+	for _ in $(seq 200); do [ -e "$root/app$i.ready" ] && break; sleep 0.1; done
+	[ -e "$root/app$i.ready" ] || fail "application $i did not start: $(cat "$root/app$i.out")"
+done
+# Each application's runtime agent announces itself to pkcshsmd.
+for i in $(seq "$APPS"); do
+	for _ in $(seq 100); do grep -q "connected to pkcshsmd" "$root/app$i.log" 2>/dev/null && break; sleep 0.1; done
+	grep -q "connected to pkcshsmd" "$root/app$i.log" || fail "application $i did not connect to pkcshsmd"
+done
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
 # hsmsim prints the pattern of each loaded key, as the officer's TKE shows it.
@@ -108,18 +135,31 @@ printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$cca_op"
 printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$ep11_op"
 [ -z "$(pkcshsm_mk_change list)" ] || fail "operations left after finalize"
 
+step "the applications stop; each must have had zero failed operations"
+for p in $app_pids; do kill -TERM "$p"; done
+i=0
+for p in $app_pids; do
+	i=$((i + 1))
+	if ! wait "$p"; then fail "application $i failed: $(cat "$root/app$i.out")"; fi
+	cat "$root/app$i.out"
+done
+app_pids=
+
 step "verify every key"
-check_slot() { # slot, allowed patterns...
-	local slot=$1; shift
-	local json keys under old
-	json=$(printf '%s\n' $USER | pkcshsm keys list --slot "$slot" --hsm-mkvp --json)
-	keys=$(echo "$json" | grep -c '"mk_type"' || true)
-	under=0
-	for p in "$@"; do under=$((under + $(echo "$json" | grep -ci "\"mkvp\": \"$p\"" || true))); done
-	old=$(echo "$json" | grep -c '"has_old_blob": true' || true)
-	current=$(echo "$json" | grep -c '"mkvp_match": "CURRENT"' || true)
-	echo "slot $slot: $keys secure keys, $under under the new master keys, $current usable (CURRENT), $old with the previous blob kept"
-	[ "$keys" -gt 0 ] && [ "$under" = "$keys" ] && [ "$old" = "$keys" ] && [ "$current" = "$keys" ] || fail "slot $slot keys not all rotated"
+check_slot() { # slot, new patterns...
+	local slot=$1 rows total rotated kept before
+	shift
+	rows=$(keyrows "$slot")
+	total=$(echo "$rows" | grep -c . || true)
+	rotated=0
+	for p in "$@"; do rotated=$((rotated + $(echo "$rows" | awk -v p="$p" 'toupper($2)==toupper(p)' | grep -c . || true))); done
+	before=$(grep -c . "$root/keys$slot.before" || true)
+	kept=0
+	while read -r h _ _; do
+		echo "$rows" | grep -q "^$h [0-9A-F]* true$" && kept=$((kept + 1))
+	done <"$root/keys$slot.before"
+	echo "slot $slot: $total secure keys, $rotated under the new master keys; $kept of the $before keys from before the change keep their previous blob"
+	[ "$total" -gt 0 ] && [ "$rotated" = "$total" ] && [ "$kept" = "$before" ] || fail "slot $slot keys not all rotated"
 }
 check_slot 2 "$new_sym" "$new_aes" "$new_apka"
 check_slot 4 "${new_wk:0:32}"

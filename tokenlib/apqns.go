@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync/atomic"
 
@@ -20,6 +21,10 @@ type apqnPool struct {
 	ids      []apqn.ID
 	next     atomic.Uint64
 	expected map[mkvp.Type]mkvp.Pattern // CURRENT pattern every APQN has
+	// pin is the index of the one APQN an EP11 token uses while a master
+	// key change is active, so that it does not hop between APQNs holding
+	// different wrapping keys while the officer activates them one by one.
+	pin atomic.Uint64
 }
 
 // mkTypes are the master key types a token type relies on.
@@ -94,14 +99,33 @@ func (t *token) selectAPQNs(ctx context.Context) (*apqnPool, error) {
 			"check the APQN selection in the token configuration and that the adapters are online",
 			"slot %d: no usable %s adapter among %s%s", t.slot, mode, what, detail)
 	}
+	// While a master key change is active, an APQN may already hold the
+	// new master key: that pattern is accepted too.
+	t.hsmMu.Lock()
+	expected := maps.Clone(t.conf.expected)
+	t.hsmMu.Unlock()
+	changing := t.newPatterns()
 	for _, mt := range t.conf.typ.mkTypes() {
-		want, configured := t.conf.expected[mt]
+		want, configured := expected[mt]
+		newP, isChanging := changing[mt]
+		if !configured && isChanging {
+			// Learn the old pattern from an APQN that has not switched.
+			for _, q := range usable {
+				if p := q.MK[mt].Current.Pattern; p != newP {
+					want = p
+					break
+				}
+			}
+		}
 		for _, q := range usable {
 			cur := q.MK[mt].Current
 			if cur.State != apqn.StateValid || cur.Pattern.IsZero() {
 				return nil, newErrh(ck.CKR_DEVICE_ERROR, errclass.FailedPrecondition,
 					"have the security officer load and set the master key",
 					"slot %d: APQN %s has no valid CURRENT %s master key", t.slot, q.ID, mt.LongName())
+			}
+			if isChanging && cur.Pattern == newP {
+				continue
 			}
 			if want.IsZero() {
 				want = cur.Pattern
@@ -156,12 +180,20 @@ func (t *token) onAPQN(ctx context.Context, fn func(q apqn.ID) error) error {
 		return err
 	}
 	n := uint64(len(p.ids))
+	pinned := t.conf.typ == TokenEP11 && len(t.activeOps()) > 0
 	start := p.next.Add(1)
+	if pinned {
+		start = p.pin.Load()
+	}
 	var errs []error
 	for i := range n {
 		q := p.ids[(start+i)%n]
 		err := fn(q)
 		if err == nil || !errors.Is(err, errclass.Unavailable) {
+			if pinned && i > 0 {
+				p.pin.Store((start + i) % n)
+				t.log.Info().Str("apqn", q.String()).Msg("EP11 token now uses a single APQN")
+			}
 			return err
 		}
 		t.log.Warn().Str("apqn", q.String()).Err(err).Msg("APQN unavailable, trying the next one")
@@ -191,6 +223,9 @@ func (t *token) checkNewBlob(blob []byte) error {
 		return newErr(ck.CKR_DEVICE_ERROR, errclass.FailedPrecondition, "slot %d: HSM not checked", t.slot)
 	}
 	want, ok := p.expected[info.MKType]
+	if newP, changing := t.newPatterns()[info.MKType]; changing && info.Pattern == newP {
+		return nil // made on an APQN that already has the new master key
+	}
 	if !ok || info.Pattern != want {
 		t.log.Error().Str("mk", info.MKType.LongName()).Str("pattern", info.Pattern.String()).
 			Str("expected", want.String()).Msg("new key is not enciphered under the expected master key")

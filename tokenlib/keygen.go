@@ -95,7 +95,7 @@ func (l *Library) GenerateKey(h SessionHandle, m Mechanism, attrs []Attribute) (
 		return 0, err
 	}
 	setBlob(tmpl, blob)
-	if err := t.setCheckValue(ctx, tmpl, spec.keyType, blob); err != nil {
+	if err := t.setCheckValue(ctx, tmpl, spec.keyType, blob.opaque); err != nil {
 		return 0, err
 	}
 	markGenerated(tmpl, m.Type)
@@ -374,9 +374,11 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 		return 0, err
 	}
 	var blob []byte
+	var onQ apqn.ID
 	err = t.useKey(ctx, uk, func(q apqn.ID, ub []byte) error {
 		var err error
 		blob, err = l.backend.UnwrapKey(ctx, q, ub, spec.hsmMech, p, wrapped, ks)
+		onQ = q
 		return err
 	})
 	if err != nil {
@@ -388,7 +390,11 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 	if err := t.checkNewBlob(blob); err != nil {
 		return 0, err
 	}
-	setBlob(tmpl, blob)
+	kb, err := t.withReenc(ctx, onQ, blob)
+	if err != nil {
+		return 0, hsmErr(err, "unwrap key")
+	}
+	setBlob(tmpl, kb)
 	if err := t.setCheckValue(ctx, tmpl, kt, blob); err != nil {
 		return 0, err
 	}

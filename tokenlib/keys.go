@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -41,38 +42,82 @@ func (t *token) useKey(ctx context.Context, o *object, fn func(q apqn.ID, blob [
 
 // useKeys is useKey for operations on several keys at once (key wrap): the
 // blobs all go to the same APQN.
+//
+// During a master key change an APQN may refuse a blob because its master
+// key is not active there: an EP11 blob under the old wrapping key after the
+// APQN activated the new one, or a blob under the new key on an APQN that
+// has not activated it yet. Then the keys' REENC blobs are tried on the same
+// APQN, and failing that the next APQN, so applications keep working while
+// the officer activates the APQNs one by one. Nothing waits.
 func (t *token) useKeys(ctx context.Context, os []*object, fn func(q apqn.ID, blobs [][]byte) error) error {
 	blobs := make([][]byte, len(os))
+	var reenc [][]byte
 	for i, o := range os {
 		b, err := blobOf(o)
 		if err != nil {
 			return err
 		}
 		blobs[i] = b
+		if r := o.attrs[ck.CKA_IBM_OPAQUE_REENC]; len(r) > 0 {
+			if reenc == nil {
+				reenc = slices.Clone(blobs[:i])
+			}
+			reenc = append(reenc, r)
+		} else if reenc != nil {
+			reenc = append(reenc, b)
+		}
 	}
-	return t.onAPQN(ctx, func(q apqn.ID) error { return fn(q, blobs) })
+	return t.onAPQN(ctx, func(q apqn.ID) error {
+		err := fn(q, blobs)
+		if err == nil || !errors.Is(err, hsm.ErrWrongMK) {
+			return err
+		}
+		if reenc != nil {
+			err = fn(q, reenc)
+			if err == nil || !errors.Is(err, hsm.ErrWrongMK) {
+				return err
+			}
+		}
+		// Not usable here: let onAPQN try the next APQN.
+		return errclass.As(errclass.Unavailable, err)
+	})
 }
 
 // newBlob runs a backend call that makes a secure key, and checks that the
-// result is enciphered under the token's expected master key.
-func (t *token) newBlob(ctx context.Context, fn func(q apqn.ID) ([]byte, error)) ([]byte, error) {
-	var blob []byte
+// result is enciphered under the token's expected master key (or the new
+// one of an active master key change). While a change is active the key
+// also gets its blob under the new master key at once.
+func (t *token) newBlob(ctx context.Context, fn func(q apqn.ID) ([]byte, error)) (keyBlobs, error) {
+	var kb keyBlobs
 	err := t.onAPQN(ctx, func(q apqn.ID) error {
-		b, err := fn(q)
-		blob = b
-		return err
+		for range 3 {
+			b, err := fn(q)
+			if err != nil {
+				return err
+			}
+			if err := t.checkNewBlob(b); err != nil {
+				return err
+			}
+			kb, err = t.withReenc(ctx, q, b)
+			if !errors.Is(err, errRetryCreate) {
+				return err
+			}
+		}
+		return errRetryCreate
 	})
 	if err != nil {
-		return nil, hsmErr(err, "make secure key")
+		return keyBlobs{}, hsmErr(err, "make secure key")
 	}
-	if err := t.checkNewBlob(blob); err != nil {
-		return nil, err
-	}
-	return blob, nil
+	return kb, nil
 }
 
-// setBlob stores a new secure key in a key template.
-func setBlob(t template, blob []byte) { t[ck.CKA_IBM_OPAQUE] = blob }
+// setBlob stores a new key's secure keys in its template.
+func setBlob(t template, kb keyBlobs) {
+	t[ck.CKA_IBM_OPAQUE] = kb.opaque
+	if kb.reenc != nil {
+		t[ck.CKA_IBM_OPAQUE_REENC] = kb.reenc
+	}
+}
 
 // setCheckValue computes CKA_CHECK_VALUE of a new AES or DES3 key: the
 // first three bytes of the encryption of a zero block (PKCS#11 v2.40). It
@@ -92,10 +137,16 @@ func (t *token) setCheckValue(ctx context.Context, tmpl template, kt ck.KeyType,
 		tmpl[ck.CKA_CHECK_VALUE] = []byte{}
 		return nil
 	}
+	// The new key may be under a master key that only some APQNs have
+	// active (a master key change in progress): use it as any key is used.
+	k := &object{attrs: template{ck.CKA_IBM_OPAQUE: blob}}
+	if r := tmpl[ck.CKA_IBM_OPAQUE_REENC]; len(r) > 0 {
+		k.attrs[ck.CKA_IBM_OPAQUE_REENC] = r
+	}
 	var out []byte
-	err := t.onAPQN(ctx, func(q apqn.ID) error {
+	err := t.useKey(ctx, k, func(q apqn.ID, b []byte) error {
 		var err error
-		out, err = t.lib.backend.Encrypt(ctx, q, blob, m, p, block)
+		out, err = t.lib.backend.Encrypt(ctx, q, b, m, p, block)
 		return err
 	})
 	if err != nil {
@@ -362,7 +413,7 @@ func (t *token) importSecret(ctx context.Context, tmpl template) error {
 	delete(tmpl, ck.CKA_VALUE)
 	tmpl[ck.CKA_VALUE_LEN] = ulongBytes(uint(len(val)))
 	setBlob(tmpl, blob)
-	return t.setCheckValue(ctx, tmpl, kt, blob)
+	return t.setCheckValue(ctx, tmpl, kt, blob.opaque)
 }
 
 // importPrivate turns the clear components of a private key template into

@@ -13,6 +13,8 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/runtime/agent"
+	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
@@ -52,6 +54,13 @@ type Options struct {
 	// Logger receives diagnostics; never PINs, key material or blobs. The
 	// zero value logs nothing.
 	Logger zerolog.Logger
+	// Program names this process in the daemon's accounts (default: the
+	// executable's base name).
+	Program string
+	// NoAgent keeps the Library from connecting to pkcshsmd. Short-lived
+	// tools set it; they still follow master key change operations from
+	// the operation files at Open.
+	NoAgent bool
 
 	// kdf overrides the store's PIN derivation (tests use a cheap one).
 	kdf store.KDF
@@ -70,6 +79,12 @@ type Library struct {
 
 	slots map[SlotID]*token
 	order []SlotID
+
+	// mkMu serializes master key change reconciles; opsDir is the
+	// operation directory (nil until it exists), agent the runtime agent.
+	mkMu   sync.Mutex
+	opsDir *state.Dir
+	agent  *agent.Agent
 
 	mu          sync.Mutex // guards sessions and nextSession
 	sessions    map[SessionHandle]*session
@@ -117,11 +132,46 @@ func Open(opts Options) (*Library, error) {
 		l.order = append(l.order, sc.id)
 	}
 	slices.Sort(l.order)
+	// Operations in progress decide which patterns the tokens accept, so
+	// they are read before the tokens check their adapters.
+	ctx := context.Background()
+	if _, err := l.reconcile(ctx); err != nil {
+		l.log.Error().Err(err).Msg("cannot read the master key change operations")
+	}
+	for _, id := range l.order {
+		t := l.slots[id]
+		if err := t.startHSM(ctx); err != nil {
+			t.log.Error().Err(err).Msg("token HSM check failed; crypto functions will fail until it passes")
+		}
+	}
+	if !opts.NoAgent && !gc.disableEvents {
+		a, err := agent.New(agent.Options{AppSocket: l.layout.AppSocket(), OpsDir: l.layout.MKChangeDir(),
+			Program: opts.Program, Logger: l.log.With().Str("component", "agent").Logger(), Handler: agentHandler{l}})
+		if err == nil {
+			err = a.Start(ctx)
+		}
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("failed to start the runtime agent: %w", err)
+		}
+		l.agent = a
+	}
 	return l, nil
 }
 
 // Close closes every session and token store (C_Finalize).
 func (l *Library) Close() error {
+	if l.agent != nil {
+		if err := l.agent.Close(); err != nil {
+			l.log.Warn().Err(err).Msg("closing the runtime agent")
+		}
+	}
+	l.mkMu.Lock()
+	if l.opsDir != nil {
+		l.opsDir.Close()
+		l.opsDir = nil
+	}
+	l.mkMu.Unlock()
 	l.mu.Lock()
 	ss := make([]*session, 0, len(l.sessions))
 	for _, s := range l.sessions {
@@ -167,12 +217,10 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 		sessions: map[SessionHandle]*session{},
 		sessObjs: map[ObjectHandle]*object{},
 		cache:    map[ObjectHandle]*object{},
+		mkOps:    map[state.ID]*state.Op{},
 	}
 	for _, ig := range sc.ignored {
 		t.log.Warn().Str("setting", ig).Msg("token configuration setting is not supported and has no effect")
-	}
-	if err := t.startHSM(context.Background()); err != nil {
-		t.log.Error().Err(err).Msg("token HSM check failed; crypto functions will fail until it passes")
 	}
 	return t, nil
 }

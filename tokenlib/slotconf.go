@@ -31,8 +31,9 @@ type slotConf struct {
 // globalConf is the engine's view of pkcshsm.conf and the token files.
 type globalConf struct {
 	slots        []slotConf
-	backend      string // "simulator"
-	simulatorDir string
+	backend       string // "simulator"
+	simulatorDir  string
+	disableEvents bool // disable-event-support: no daemon connection
 }
 
 // openBackend opens the HSM backend the configuration names.
@@ -59,7 +60,7 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 	if err != nil {
 		return nil, err
 	}
-	gc := &globalConf{backend: g.HSMBackend, simulatorDir: g.SimulatorDir}
+	gc := &globalConf{backend: g.HSMBackend, simulatorDir: g.SimulatorDir, disableEvents: g.DisableEventSupport}
 	for i := range g.Slots {
 		s := &g.Slots[i]
 		sc := slotConf{id: SlotID(s.ID), tokname: s.TokName, description: s.Description, expected: map[mkvp.Type]mkvp.Pattern{}}

@@ -7,6 +7,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
@@ -26,8 +27,11 @@ type token struct {
 	minPIN int
 	maxPIN int
 
-	hsmMu sync.Mutex // guards pool and hsmErr
+	hsmMu sync.Mutex // guards pool, hsmErr, mkOps and conf.expected
 	pool  *apqnPool
+	// mkOps are the master key change operations active in the token
+	// (see mkchange_engine.go).
+	mkOps map[state.ID]*state.Op
 	// hsmErr is why the last HSM check failed (nil when it passed).
 	hsmErr error
 

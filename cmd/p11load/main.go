@@ -76,7 +76,7 @@ func run() int {
 		defer f.Close()
 		log = zerolog.New(f).With().Timestamp().Int("pid", os.Getpid()).Logger()
 	}
-	lib, err := tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: *config, Logger: log})
+	lib, err := tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: *config, Logger: log, Program: "p11load"})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "p11load: error: failed to open the token library: %v\n", err)
 		return 1

@@ -30,7 +30,7 @@ func openTokens(ctx context.Context, layout paths.Layout, confPath string, log z
 	if confPath == "" {
 		confPath = layout.GlobalConf()
 	}
-	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, ConfigPath: confPath, Logger: log})
+	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, ConfigPath: confPath, Logger: log, NoAgent: true})
 	if err != nil {
 		return nil, err
 	}

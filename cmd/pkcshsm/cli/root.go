@@ -77,7 +77,7 @@ func (g *globalOptions) open(cmd *cobra.Command) (*tokenlib.Library, error) {
 	if g.verbose {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).With().Timestamp().Logger()
 	}
-	return tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: g.config, Logger: log})
+	return tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: g.config, Logger: log, NoAgent: true})
 }
 
 // prompter reads PINs and answers: from the terminal without echo, or line

@@ -1,0 +1,379 @@
+package tokenlib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
+)
+
+// This file is the application side of a concurrent master key change.
+//
+// The operation files are the truth. Every Library reads them when it opens,
+// and again whenever the runtime agent sees them change or the daemon
+// relays an event; each read is a reconcile:
+//
+//   - an operation in REENCIPHERING, REENCIPHERED or ERROR that affects a
+//     token is active there: the token's session keys get their blob under
+//     the new master key (CKA_IBM_OPAQUE_REENC), new keys get one at once,
+//     and key use falls back to the REENC blob, or to another APQN, when a
+//     blob's master key is not active on an APQN;
+//   - FINALIZING finalizes the session keys and ends the operation in the
+//     token, which from then on expects the new patterns; CANCELING drops
+//     the REENC blobs and ends it;
+//   - an active operation whose file is gone (finalized or canceled while
+//     this process missed the state) is settled by what the adapters hold:
+//     a REENC blob under the CURRENT master key is finalized, any other
+//     dropped.
+//
+// The token objects are the tool's business (pkcshsm_mk_change rewrites
+// them in the stores); this process sees the results through the store.
+// Reconciles are serialized by Library.mkMu; t.mu is never held across an
+// HSM call.
+
+// activeOps returns the operations active in the token.
+func (t *token) activeOps() []*state.Op {
+	t.hsmMu.Lock()
+	defer t.hsmMu.Unlock()
+	return slices.Collect(maps.Values(t.mkOps))
+}
+
+// newPatterns returns, per master key type, the new patterns of the
+// token's active operations.
+func (t *token) newPatterns() map[mkvp.Type]mkvp.Pattern {
+	out := map[mkvp.Type]mkvp.Pattern{}
+	for _, op := range t.activeOps() {
+		maps.Copy(out, op.New)
+	}
+	return out
+}
+
+// mkView is the token as package mkchange sees it.
+func (t *token) mkView(ctx context.Context) (mkchange.Token, error) {
+	return t.lib.MKChangeToken(ctx, t.slot)
+}
+
+// reconcileResult is what one reconcile did for one operation in a token.
+type reconcileResult struct {
+	affected bool
+	objects  int
+	err      error
+}
+
+// reconcile brings every token in line with the operation files. It
+// returns, per operation id and slot, what it did.
+func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconcileResult, error) {
+	l.mkMu.Lock()
+	defer l.mkMu.Unlock()
+	ops, err := l.listOps(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[state.ID]map[SlotID]reconcileResult{}
+	for _, id := range l.order {
+		t := l.slots[id]
+		view, err := t.mkView(ctx)
+		if err != nil {
+			t.log.Error().Err(err).Msg("master key change: cannot describe the token")
+			continue
+		}
+		seen := map[state.ID]bool{}
+		for _, op := range ops {
+			if !view.Affected(op) {
+				continue
+			}
+			seen[op.ID] = true
+			r := t.reconcileOp(ctx, view, op)
+			if out[op.ID] == nil {
+				out[op.ID] = map[SlotID]reconcileResult{}
+			}
+			out[op.ID][id] = r
+		}
+		for _, op := range t.activeOps() {
+			if !seen[op.ID] {
+				t.settle(ctx, view, op)
+			}
+		}
+	}
+	return out, nil
+}
+
+// listOps reads the operation files; a missing directory means none.
+func (l *Library) listOps(ctx context.Context) ([]*state.Op, error) {
+	if l.opsDir == nil {
+		d, err := state.Open(l.layout.MKChangeDir(), state.Options{ReadOnly: true, Logger: l.log})
+		if errclass.Of(err) == errclass.NotFound {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		l.opsDir = d
+	}
+	ops, broken, err := l.opsDir.List(ctx)
+	for _, b := range broken {
+		l.log.Error().Err(b.Err).Str("file", b.Name).Msg("unreadable master key change operation file ignored")
+	}
+	if errclass.Of(err) == errclass.NotFound { // the directory went away
+		l.opsDir.Close()
+		l.opsDir = nil
+		return nil, nil
+	}
+	return ops, err
+}
+
+// reconcileOp applies one operation's state to the token.
+func (t *token) reconcileOp(ctx context.Context, view mkchange.Token, op *state.Op) reconcileResult {
+	r := reconcileResult{affected: true}
+	switch op.State {
+	case state.Initial:
+		r.affected = false // the queries have not passed yet
+	case state.Reenciphering, state.Reenciphered, state.Error:
+		t.hsmMu.Lock()
+		_, was := t.mkOps[op.ID]
+		t.mkOps[op.ID] = op
+		t.hsmMu.Unlock()
+		if !was {
+			t.log.Info().Str("op", string(op.ID)).Msg("master key change operation active")
+		}
+		r.objects, r.err = t.sessionPass(ctx, view, op, state.ActReencipher)
+	case state.Finalizing, state.Canceling:
+		a := state.ActFinalize
+		if op.State == state.Canceling {
+			a = state.ActCancel
+		}
+		r.objects, r.err = t.sessionPass(ctx, view, op, a)
+		if r.err == nil {
+			t.deactivate(ctx, op, a == state.ActFinalize)
+		}
+	}
+	if r.err != nil {
+		t.log.Error().Err(r.err).Str("op", string(op.ID)).Stringer("state", op.State).Msg("master key change: session keys")
+	}
+	return r
+}
+
+// settle ends an operation whose file is gone: each session key keeps the
+// blob the adapters can use now.
+func (t *token) settle(ctx context.Context, view mkchange.Token, op *state.Op) {
+	finalized := true
+	for _, q := range view.APQNsFor(op) {
+		info, err := t.lib.backend.Queue(ctx, q)
+		if err != nil {
+			t.log.Error().Err(err).Str("op", string(op.ID)).Msg("master key change: cannot settle")
+			return
+		}
+		for typ, p := range op.New {
+			if regs, ok := info.MK[typ]; ok && regs.Current.Pattern != p {
+				finalized = false
+			}
+		}
+	}
+	a := state.ActCancel
+	if finalized {
+		a = state.ActFinalize
+	}
+	if _, err := t.sessionPass(ctx, view, op, a); err != nil {
+		t.log.Error().Err(err).Str("op", string(op.ID)).Msg("master key change: cannot settle session keys")
+		return
+	}
+	t.deactivate(ctx, op, finalized)
+}
+
+// deactivate ends an operation in the token. After a finalize the token
+// expects the new patterns from now on.
+func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
+	t.hsmMu.Lock()
+	_, was := t.mkOps[op.ID]
+	delete(t.mkOps, op.ID)
+	if finalized {
+		for typ, p := range op.New {
+			if _, ok := t.conf.expected[typ]; ok {
+				t.conf.expected[typ] = p
+			}
+		}
+	}
+	t.hsmMu.Unlock()
+	if was {
+		outcome := "canceled"
+		if finalized {
+			outcome = "finalized"
+		}
+		t.log.Info().Str("op", string(op.ID)).Str("outcome", outcome).Msg("master key change operation ended")
+	}
+	// Learn the patterns anew: the adapters hold the new (or, canceled,
+	// the old) master keys everywhere now.
+	if err := t.startHSM(ctx); err != nil {
+		t.log.Error().Err(err).Msg("token HSM check after the master key change failed")
+	}
+}
+
+// sessionPass applies action a to the session keys of the token. Each key
+// is transformed outside t.mu and swapped in only if nobody replaced it
+// meanwhile.
+func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.Op, a state.Action) (int, error) {
+	t.mu.Lock()
+	objs := slices.Collect(maps.Values(t.sessObjs))
+	t.mu.Unlock()
+	qs := view.APQNsFor(op)
+	if a == state.ActReencipher && len(qs) == 0 {
+		return 0, errclass.New(errclass.FailedPrecondition, "slot %d uses no APQN of operation %s", t.slot, op.ID)
+	}
+	changed := 0
+	var errs []error
+	for i, o := range objs {
+		blobs := blobAttrs(o.attrs)
+		if blobs == nil {
+			continue
+		}
+		var q apqn.ID
+		if len(qs) > 0 {
+			q = qs[i%len(qs)]
+		}
+		ok, err := mkchange.Transform(ctx, t.lib.backend, q, blobs, op, a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
+			continue
+		}
+		if !ok {
+			continue
+		}
+		n := &object{handle: o.handle, attrs: o.attrs.clone(), session: o.session, version: o.version}
+		for _, at := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_REENC, ck.CKA_IBM_OPAQUE_OLD} {
+			if v, ok := blobs[uint32(at)]; ok {
+				n.attrs[at] = v
+			} else {
+				delete(n.attrs, at)
+			}
+		}
+		t.mu.Lock()
+		if t.sessObjs[o.handle] == o {
+			t.sessObjs[o.handle] = n
+			changed++
+		}
+		t.mu.Unlock()
+	}
+	return changed, errors.Join(errs...)
+}
+
+// blobAttrs returns the blob attributes of a key object as package
+// mkchange handles them, or nil for objects without a secure key.
+func blobAttrs(tm template) map[uint32][]byte {
+	if len(tm[ck.CKA_IBM_OPAQUE]) == 0 {
+		return nil
+	}
+	m := map[uint32][]byte{}
+	for _, at := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_REENC, ck.CKA_IBM_OPAQUE_OLD} {
+		if v, ok := tm[at]; ok {
+			m[uint32(at)] = v
+		}
+	}
+	return m
+}
+
+// keyBlobs are the secure keys of a new key object: the key itself and,
+// while an operation changes its master key, the same key under the new
+// master key.
+type keyBlobs struct {
+	opaque, reenc []byte
+}
+
+// withReenc adds the REENC blob to a key just made on APQN q, if an active
+// operation changes its master key. ErrRetryCreate asks the caller to
+// make the key again (an EP11 APQN activated the new key in between).
+func (t *token) withReenc(ctx context.Context, q apqn.ID, blob []byte) (keyBlobs, error) {
+	kb := keyBlobs{opaque: blob}
+	ops := t.activeOps()
+	if len(ops) == 0 {
+		return kb, nil
+	}
+	info, err := hsm.Inspect(blob)
+	if err != nil {
+		return kb, err
+	}
+	for _, op := range ops {
+		want, ok := op.New[info.MKType]
+		if !ok {
+			continue
+		}
+		if info.Pattern == want {
+			kb.reenc = slices.Clone(blob)
+			return kb, nil
+		}
+		out, err := t.lib.backend.Reencipher(ctx, q, blob, hsm.ToNew)
+		if errors.Is(err, hsm.ErrRegisterState) && info.MKType != mkvp.EP11WK {
+			// The APQN activated the new key since: the blob is under
+			// its OLD register now (CCA only).
+			out, err = t.lib.backend.Reencipher(ctx, q, blob, hsm.FromOld)
+		}
+		if errors.Is(err, hsm.ErrRegisterState) {
+			return kb, errRetryCreate
+		}
+		if err != nil {
+			return kb, fmt.Errorf("re-encipher the new key for operation %s: %w", op.ID, err)
+		}
+		kb.reenc = out
+		return kb, nil
+	}
+	return kb, nil
+}
+
+var errRetryCreate = errclass.New(errclass.Unavailable, "the APQN activated the new master key while the key was made")
+
+// ---- the runtime agent's handler ----
+
+// agentHandler connects the Library to its runtime agent.
+type agentHandler struct{ l *Library }
+
+func (h agentHandler) Tokens() []event.Token {
+	var out []event.Token
+	for _, id := range h.l.order {
+		t := h.l.slots[id]
+		info, err := t.db.info()
+		if err != nil || info.Flags&uint64(ck.CKF_TOKEN_INITIALIZED) == 0 {
+			continue
+		}
+		typ := event.CCA
+		if t.conf.typ == TokenEP11 {
+			typ = event.EP11
+		}
+		out = append(out, event.Token{Slot: uint32(id), Label: info.Label, Serial: info.Serial, Type: typ})
+	}
+	return out
+}
+
+func (h agentHandler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
+	reply := event.Reply{EventID: ev.ID}
+	if _, err := state.ParseEventType(ev.Type); err != nil {
+		return reply // not ours: every token not affected
+	}
+	res, err := h.l.reconcile(ctx)
+	for _, tok := range h.Tokens() {
+		tr := event.TokenResult{Slot: tok.Slot, Serial: tok.Serial, Result: event.NotAffected}
+		if err != nil {
+			tr.Result, tr.Error, tr.Class = event.Failed, err.Error(), errclass.Of(err)
+		} else if r, ok := res[state.ID(ev.OpID)][SlotID(tok.Slot)]; ok && r.affected {
+			tr.Result, tr.Objects = event.Affected, r.objects
+			if r.err != nil {
+				tr.Result, tr.Error, tr.Class = event.Failed, r.err.Error(), errclass.Of(r.err)
+			}
+		}
+		reply.Tokens = append(reply.Tokens, tr)
+	}
+	return reply
+}
+
+func (h agentHandler) Reconcile(ctx context.Context) error {
+	_, err := h.l.reconcile(ctx)
+	return err
+}

@@ -30,7 +30,7 @@ type slotConf struct {
 
 // globalConf is the engine's view of pkcshsm.conf and the token files.
 type globalConf struct {
-	slots        []slotConf
+	slots         []slotConf
 	backend       string // "simulator"
 	simulatorDir  string
 	disableEvents bool // disable-event-support: no daemon connection

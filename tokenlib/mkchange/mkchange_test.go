@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -338,41 +337,4 @@ func mustPattern(t mkvp.Type, s string) mkvp.Pattern {
 		panic(err)
 	}
 	return p
-}
-
-// BenchmarkPass measures the token-object pass over 10,000 private AES keys
-// (durable, batched): reencipher, then finalize.
-func BenchmarkPass(b *testing.B) {
-	for _, n := range []int{10000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			for b.Loop() {
-				b.StopTimer()
-				f := newFixture(b)
-				blob, _ := f.hsm.GenerateKey(f.ctx, cca1, hsm.KeySpec{Type: hsm.KeyAES, Bits: 256})
-				for start := 0; start < n; start += 5000 {
-					f.st.Batch(f.ctx, f.dk, func(tx *store.Tx) error {
-						for i := start; i < min(n, start+5000); i++ {
-							tx.Create(&store.Object{Class: uint(ck.CKO_SECRET_KEY), Private: true, Attrs: map[uint32][]byte{
-								uint32(ck.CKA_LABEL): []byte(fmt.Sprint("k", i)), attrOpaque: blob}})
-						}
-						return nil
-					})
-				}
-				newAES := f.loadNew(mkvp.CCAAES, cca1, cca2)
-				op := &state.Op{ID: "Bench1", APQNs: apqn.List{cca1, cca2}, New: map[mkvp.Type]mkvp.Pattern{mkvp.CCAAES: newAES}}
-				tok := Token{Slot: 2, Type: config.TypeCCA, APQNs: []apqn.ID{cca1, cca2}}
-				b.StartTimer()
-				if c, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || c != n {
-					b.Fatal(c, err)
-				}
-				b.StopTimer()
-				f.set(mkvp.CCAAES, cca1, cca2)
-				b.StartTimer()
-				if c, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActFinalize, nil); err != nil || c != n {
-					b.Fatal(c, err)
-				}
-			}
-			b.ReportMetric(float64(2*n)/(b.Elapsed().Seconds()/float64(b.N)), "objects/s")
-		})
-	}
 }

@@ -8,8 +8,11 @@
 #   verified under the new master keys, with its previous blob kept, and data
 #   encrypted before the rotation still decrypts.
 #
-# Exits 0 only when everything verified. KEEP=1 keeps the root directory;
-# on failure it is always kept and its path printed.
+# MODE=cancel cancels the change instead of activating and finalizing it;
+# the keys must then be exactly as before. APPS sets the number of
+# applications (default 3). Exits 0 only when everything verified. KEEP=1
+# keeps the root directory; on failure it is always kept and its path
+# printed.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +22,8 @@ bin=$root/bin
 daemon_pid=
 app_pids=
 APPS=${APPS:-3}
+MODE=${MODE:-finalize}
+case $MODE in finalize | cancel) ;; *) echo "MODE must be finalize or cancel" >&2; exit 2 ;; esac
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n(root kept at %s)\n' "$*" "$root" >&2; exit 1; }
@@ -42,13 +47,18 @@ step "simulated adapters: CCA $CCA_APQNS, EP11 $EP11_APQNS"
 hsmsim init --cca "$CCA_APQNS" --ep11 "$EP11_APQNS"
 hsmsim show
 
-step "token configuration: slot 2 CCA, slot 4 EP11"
+step "token configuration: slots 2 and 3 CCA, slot 4 EP11"
 mkdir -p "$root/etc/pkcshsm"
 cat >"$root/etc/pkcshsm/pkcshsm.conf" <<CONF
 hsm-backend = simulator
 slot 2 {
 	token-type = cca
 	tokname = cca
+	confname = ccatok.conf
+}
+slot 3 {
+	token-type = cca
+	tokname = cca2
 	confname = ccatok.conf
 }
 slot 4 {
@@ -62,12 +72,13 @@ printf 'APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n' >"$root/etc/pkcshsm/ep11tok.conf
 chmod 644 "$root"/etc/pkcshsm/*
 
 step "tokens: init, USER PIN, keys"
-for slot in 2 4; do
-	label=$([ $slot = 2 ] && echo cca || echo ep11)
+for slot in 2 3 4; do
+	label=$(case $slot in 2) echo cca ;; 3) echo cca2 ;; 4) echo ep11 ;; esac)
 	printf '%s\n%s\n' $SO $SO | pkcshsm token init --slot $slot --label $label
 	printf '%s\n%s\n%s\n' $SO $USER $USER | pkcshsm pin set --slot $slot
 done
 for t in aes des3 hmac ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 2 --type $t --label "cca-$t"; done
+for t in aes ec; do printf '%s\n' $USER | pkcshsm keys generate --slot 3 --type $t --label "cca2-$t"; done
 for t in aes ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 4 --type $t --label "ep11-$t"; done
 printf '%s\n' $USER | pkcshsm keys list --slot 2 --hsm-mkvp
 printf '%s\n' $USER | pkcshsm keys list --slot 4 --hsm-mkvp
@@ -79,10 +90,9 @@ keyrows() {
 }
 
 step "an application encrypts data with its keys before the rotation"
-echo $USER | p11load -slots 2,4 -duration 2s -save "$root/before.json"
+echo $USER | p11load -slots 2,3,4 -duration 2s -save "$root/before.json"
 
-keyrows 2 >"$root/keys2.before"
-keyrows 4 >"$root/keys4.before"
+for slot in 2 3 4; do keyrows $slot >"$root/keys$slot.before"; done
 
 step "pkcshsmd"
 pkcshsmd --log-format text --log-level warn 2>"$root/pkcshsmd.log" &
@@ -92,7 +102,7 @@ for _ in $(seq 100); do [ -S "$root/run/pkcshsm/admin.sock" ] && break; sleep 0.
 
 step "$APPS applications start using the keys and keep going through the whole rotation"
 for i in $(seq "$APPS"); do
-	echo $USER | p11load -slots 2,4 -ready "$root/app$i.ready" -report "$root/app$i.json" -log "$root/app$i.log" >"$root/app$i.out" 2>&1 &
+	echo $USER | p11load -slots 2,3,4 -ready "$root/app$i.ready" -report "$root/app$i.json" -log "$root/app$i.log" >"$root/app$i.out" 2>&1 &
 	app_pids="$app_pids $!"
 done
 for i in $(seq "$APPS"); do
@@ -106,6 +116,11 @@ for i in $(seq "$APPS"); do
 done
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
+# The CURRENT patterns before the change (what a cancel must leave).
+current() { hsmsim show --json | tr -d ' \n' | grep -o "\"$1\":{\"current\":{\"state\":\"valid\",\"pattern\":\"[0-9a-f]*\"" | head -1 | sed 's/.*"pattern":"//; s/"$//'; }
+old_sym=$(current SYM) old_aes=$(current AES) old_apka=$(current APKA) old_wk=$(current WK)
+old_wk=${old_wk:0:32}
+[ -n "$old_sym" ] && [ -n "$old_aes" ] && [ -n "$old_apka" ] && [ -n "$old_wk" ] || fail "could not read the current patterns"
 # hsmsim prints the pattern of each loaded key, as the officer's TKE shows it.
 loadnew() { hsmsim load-new --apqns "$1" --type "$2" | awk 'NR==1 {print substr($5, 3)}'; }
 new_sym=$(loadnew "$CCA_APQNS" SYM)
@@ -116,8 +131,9 @@ hsmsim commit --apqns "$EP11_APQNS" >/dev/null
 [ -n "$new_aes" ] && [ -n "$new_apka" ] && [ -n "$new_wk" ] && [ -n "$new_sym" ] || fail "could not read the new patterns"
 echo "new SYM $new_sym AES $new_aes APKA $new_apka WK $new_wk"
 
-step "reencipher"
-out=$(printf '%s\n' $USER | pkcshsm_mk_change reencipher -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka")
+step "reencipher (a dry run first)"
+pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"
+out=$(printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka")
 echo "$out"
 cca_op=$(echo "$out" | sed -n "s/^Master key change operation '\(.*\)' created.$/\1/p")
 out=$(printf '%s\n' $USER | pkcshsm_mk_change reencipher -a "$EP11_APQNS" -e "$new_wk")
@@ -126,14 +142,27 @@ ep11_op=$(echo "$out" | sed -n "s/^Master key change operation '\(.*\)' created.
 [ -n "$cca_op" ] && [ -n "$ep11_op" ] || fail "no operation id"
 pkcshsm_mk_change list
 
-step "officer: activate the new master keys, one APQN at a time"
-for q in ${CCA_APQNS//,/ }; do for t in SYM AES APKA; do hsmsim set --apqns "$q" --type $t >/dev/null; done; echo "set $q"; done
-for q in ${EP11_APQNS//,/ }; do hsmsim set --apqns "$q" --type WK >/dev/null; echo "set $q"; done
+step "an intersecting operation is refused"
+set +e
+printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher -a 02.0033 -A "$new_aes"
+rc=$?
+set -e
+[ $rc = 5 ] || fail "intersecting operation: exit $rc, want 5 (conflict)"
 
-step "finalize"
-printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$cca_op"
-printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$ep11_op"
-[ -z "$(pkcshsm_mk_change list)" ] || fail "operations left after finalize"
+if [ "$MODE" = finalize ]; then
+	step "officer: activate the new master keys, one APQN at a time"
+	for q in ${CCA_APQNS//,/ }; do for t in SYM AES APKA; do hsmsim set --apqns "$q" --type $t >/dev/null; done; echo "set $q"; done
+	for q in ${EP11_APQNS//,/ }; do hsmsim set --apqns "$q" --type WK >/dev/null; echo "set $q"; done
+
+	step "finalize"
+	printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change finalize -i "$cca_op"
+	printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$ep11_op"
+else
+	step "cancel (no APQN activated the new keys)"
+	printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change cancel -i "$cca_op"
+	printf '%s\n' $USER | pkcshsm_mk_change cancel -i "$ep11_op"
+fi
+[ -z "$(pkcshsm_mk_change list)" ] || fail "operations left after $MODE"
 
 step "the applications stop; each must have had zero failed operations"
 for p in $app_pids; do kill -TERM "$p"; done
@@ -146,7 +175,7 @@ done
 app_pids=
 
 step "verify every key"
-check_slot() { # slot, new patterns...
+check_slot() { # slot, expected patterns...
 	local slot=$1 rows total rotated kept before
 	shift
 	rows=$(keyrows "$slot")
@@ -156,13 +185,24 @@ check_slot() { # slot, new patterns...
 	before=$(grep -c . "$root/keys$slot.before" || true)
 	kept=0
 	while read -r h _ _; do
-		echo "$rows" | grep -q "^$h [0-9A-F]* true$" && kept=$((kept + 1))
+		echo "$rows" | grep -q "^$h [0-9A-F]* $want_old$" && kept=$((kept + 1))
 	done <"$root/keys$slot.before"
-	echo "slot $slot: $total secure keys, $rotated under the new master keys; $kept of the $before keys from before the change keep their previous blob"
-	[ "$total" -gt 0 ] && [ "$rotated" = "$total" ] && [ "$kept" = "$before" ] || fail "slot $slot keys not all rotated"
+	echo "slot $slot: $total secure keys, $rotated under the expected master keys; $kept of the $before keys from before the change have old blob = $want_old"
+	[ "$total" -gt 0 ] && [ "$rotated" = "$total" ] && [ "$kept" = "$before" ] || fail "slot $slot keys not as expected after $MODE"
+	printf '%s\n' $USER | pkcshsm keys list --slot "$slot" --hsm-mkvp --json | grep -q '"has_reenc_blob": true' && fail "slot $slot: REENC blobs left"
+	return 0
 }
-check_slot 2 "$new_sym" "$new_aes" "$new_apka"
-check_slot 4 "${new_wk:0:32}"
-echo $USER | p11load -slots 2,4 -duration 2s -check "$root/before.json" || fail "application check after the rotation"
+if [ "$MODE" = finalize ]; then
+	want_old=true
+	check_slot 2 "$new_sym" "$new_aes" "$new_apka"
+	check_slot 3 "$new_sym" "$new_aes" "$new_apka"
+	check_slot 4 "${new_wk:0:32}"
+else
+	want_old=false
+	check_slot 2 "$old_sym" "$old_aes" "$old_apka"
+	check_slot 3 "$old_sym" "$old_aes" "$old_apka"
+	check_slot 4 "$old_wk"
+fi
+echo $USER | p11load -slots 2,3,4 -duration 2s -check "$root/before.json" || fail "application check after the $MODE"
 
-printf '\nDEMO PASSED: master keys rotated, every key verified.\n'
+printf '\nDEMO PASSED (%s): every key verified, no application operation failed.\n' "$MODE"

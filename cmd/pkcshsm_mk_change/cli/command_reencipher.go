@@ -265,7 +265,7 @@ func (s *session) dryRun(ctx context.Context, d *state.Dir, op *state.Op, slots 
 	}
 	b.WriteString("New master key verification patterns:\n")
 	for _, t := range op.Types() {
-		fmt.Fprintf(&b, "    %-9s%s\n", t.String()+":", op.New[t])
+		fmt.Fprintf(&b, "    %-10s%s\n", t.String()+":", op.New[t])
 	}
 	b.WriteString("Tokens that would be re-enciphered (USER PIN needed for each):\n")
 	for _, sl := range affected {

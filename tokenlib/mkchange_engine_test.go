@@ -1,0 +1,681 @@
+package tokenlib
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+)
+
+// The tests of this file drive the application side of a master key
+// change the way pkcshsm_mk_change and the security officer would: the
+// operation files through package state, the adapters through the
+// simulator's officer interface. Libraries run without the runtime agent,
+// so every reconcile happens where the test calls it.
+
+var ep11q = apqn.MustParse("06.0033")
+
+// openMKLib opens a Library without the runtime agent.
+func openMKLib(t testing.TB, layout paths.Layout) *Library {
+	t.Helper()
+	l, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, NoAgent: true})
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// newMKLib opens a Library without the runtime agent on layout and
+// initializes the tokens of slots.
+func newMKLib(t testing.TB, layout paths.Layout, slots ...SlotID) *Library {
+	t.Helper()
+	l := openMKLib(t, layout)
+	for _, s := range slots {
+		initTestToken(t, l, s)
+	}
+	return l
+}
+
+// loadNew loads one new random master key of type mt into the NEW register
+// of every APQN of qs (committing it on EP11) and returns its pattern.
+func loadNew(t testing.TB, o *sim.HSM, mt mkvp.Type, qs ...apqn.ID) mkvp.Pattern {
+	t.Helper()
+	ctx := context.Background()
+	key := make([]byte, sim.KeySize(mt))
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	var p mkvp.Pattern
+	for _, q := range qs {
+		got, err := o.LoadNew(ctx, q, mt, key, hsm.Part{})
+		must(t, err)
+		if mt == mkvp.EP11WK {
+			must(t, o.Commit(ctx, q))
+		}
+		if !p.IsZero() && got != p {
+			t.Fatalf("the same key has patterns %s and %s", p, got)
+		}
+		p = got
+	}
+	return p
+}
+
+// setMK activates the NEW master key of type mt on every APQN of qs.
+func setMK(t testing.TB, o *sim.HSM, mt mkvp.Type, qs ...apqn.ID) {
+	t.Helper()
+	for _, q := range qs {
+		must(t, o.Set(context.Background(), q, mt))
+	}
+}
+
+// currentMK returns the CURRENT pattern of type mt on q.
+func currentMK(t testing.TB, o *sim.HSM, q apqn.ID, mt mkvp.Type) mkvp.Pattern {
+	t.Helper()
+	qi, err := o.Queue(context.Background(), q)
+	must(t, err)
+	return qi.MK[mt].Current.Pattern
+}
+
+// opsDir opens the operation directory for writing, as the tool does.
+func opsDir(t testing.TB, layout paths.Layout) *state.Dir {
+	t.Helper()
+	d, err := state.Open(layout.MKChangeDir(), state.Options{Logger: testLogger(t)})
+	must(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// statePath lists the states an operation passes on its way to a state.
+var statePath = map[state.State][]state.State{
+	state.Initial:       nil,
+	state.Reenciphering: {state.Reenciphering},
+	state.Reenciphered:  {state.Reenciphering, state.Reenciphered},
+	state.Finalizing:    {state.Reenciphering, state.Reenciphered, state.Finalizing},
+	state.Canceling:     {state.Reenciphering, state.Reenciphered, state.Canceling},
+	state.Error:         {state.Reenciphering, state.Reenciphered, state.Finalizing, state.Error},
+}
+
+// createOp stores an operation changing mt to p on qs and moves it to st.
+func createOp(t testing.TB, d *state.Dir, mt mkvp.Type, p mkvp.Pattern, st state.State, qs ...apqn.ID) *state.Op {
+	t.Helper()
+	op, err := d.Create(context.Background(), &state.Op{APQNs: apqn.List(qs), New: map[mkvp.Type]mkvp.Pattern{mt: p}})
+	must(t, err)
+	for _, s := range statePath[st] {
+		op = moveOp(t, d, op.ID, s)
+	}
+	return op
+}
+
+func moveOp(t testing.TB, d *state.Dir, id state.ID, to state.State) *state.Op {
+	t.Helper()
+	op, err := d.Update(context.Background(), id, func(o *state.Op) error { return o.Move(to, time.Now()) })
+	must(t, err)
+	return op
+}
+
+// blobInfo inspects blob attribute a of a key; ok is false when the key
+// has no such attribute.
+func blobInfo(t testing.TB, l *Library, h SessionHandle, o ObjectHandle, a ck.Attribute) (info hsm.BlobInfo, raw []byte, ok bool) {
+	t.Helper()
+	v, err := l.GetAttributes(h, o, a)
+	if RV(err) == ck.CKR_ATTRIBUTE_TYPE_INVALID {
+		return hsm.BlobInfo{}, nil, false
+	}
+	must(t, err)
+	if len(v[0]) == 0 {
+		return hsm.BlobInfo{}, nil, false
+	}
+	info, err = hsm.Inspect(v[0])
+	must(t, err)
+	return info, v[0], true
+}
+
+// wantBlobs checks the patterns of a key's three blob attributes; a zero
+// pattern means the attribute must be absent.
+func wantBlobs(t testing.TB, l *Library, h SessionHandle, o ObjectHandle, opaque, reenc, old mkvp.Pattern) {
+	t.Helper()
+	for _, c := range []struct {
+		a    ck.Attribute
+		want mkvp.Pattern
+	}{{ck.CKA_IBM_OPAQUE, opaque}, {ck.CKA_IBM_OPAQUE_REENC, reenc}, {ck.CKA_IBM_OPAQUE_OLD, old}} {
+		info, _, ok := blobInfo(t, l, h, o, c.a)
+		switch {
+		case c.want.IsZero() && ok:
+			t.Errorf("key %d: %v present (pattern %s), want none", o, c.a, info.Pattern)
+		case !c.want.IsZero() && !ok:
+			t.Errorf("key %d: %v missing, want pattern %s", o, c.a, c.want)
+		case ok && info.Pattern != c.want:
+			t.Errorf("key %d: %v has pattern %s, want %s", o, c.a, info.Pattern, c.want)
+		}
+	}
+}
+
+// aesRoundTrip encrypts a block with key k and decrypts it again.
+func aesRoundTrip(l *Library, h SessionHandle, k ObjectHandle) error {
+	m := Mechanism{Type: ck.CKM_AES_ECB}
+	in := []byte("0123456789abcdef")
+	if err := l.EncryptInit(h, m, k); err != nil {
+		return err
+	}
+	ct := make([]byte, 16)
+	if _, err := l.Encrypt(h, in, ct); err != nil {
+		return err
+	}
+	if err := l.DecryptInit(h, m, k); err != nil {
+		return err
+	}
+	pt := make([]byte, 16)
+	if _, err := l.Decrypt(h, ct, pt); err != nil {
+		return err
+	}
+	if !bytes.Equal(pt, in) {
+		return newErr(ck.CKR_GENERAL_ERROR, errclass.Internal, "round trip gave %x", pt)
+	}
+	return nil
+}
+
+func activeOpIDs(l *Library, slot SlotID) []state.ID {
+	var ids []state.ID
+	for _, op := range l.slots[slot].activeOps() {
+		ids = append(ids, op.ID)
+	}
+	return ids
+}
+
+// TestMKOpenFollowsOperations: Open reads the operation files before the
+// tokens check their adapters; only an active operation adds REENC blobs
+// to new keys.
+func TestMKOpenFollowsOperations(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		op        bool
+		st        state.State
+		wantReenc bool
+	}{
+		{name: "no operation directory"},
+		{name: "INITIAL", op: true, st: state.Initial},
+		{name: "REENCIPHERING", op: true, st: state.Reenciphering, wantReenc: true},
+		{name: "REENCIPHERED", op: true, st: state.Reenciphered, wantReenc: true},
+		{name: "ERROR", op: true, st: state.Error, wantReenc: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			cur := currentMK(t, o, cca1, mkvp.CCAAES)
+			var op *state.Op
+			var newP mkvp.Pattern
+			if tc.op {
+				newP = loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+				op = createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, tc.st, cca1, cca2)
+			} else if _, err := os.Stat(layout.MKChangeDir()); !os.IsNotExist(err) {
+				t.Fatalf("operation directory: %v", err)
+			}
+			l := newMKLib(t, layout, slotCCA)
+			h := userSession(t, l, slotCCA)
+			k := genAES(t, l, h, "s", false)
+			tk := genAES(t, l, h, "t", true)
+			var want mkvp.Pattern
+			if tc.wantReenc {
+				want = newP
+				if ids := activeOpIDs(l, slotCCA); len(ids) != 1 || ids[0] != op.ID {
+					t.Fatalf("active operations %v, want %s", ids, op.ID)
+				}
+			} else if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+				t.Fatalf("active operations %v, want none", ids)
+			}
+			wantBlobs(t, l, h, k, cur, want, mkvp.Pattern{})
+			wantBlobs(t, l, h, tk, cur, want, mkvp.Pattern{})
+			must(t, aesRoundTrip(l, h, k))
+			// The EP11 token is not affected by a CCA operation.
+			initTestToken(t, l, slotEP11)
+			he := userSession(t, l, slotEP11)
+			ke := genAES(t, l, he, "e", false)
+			wantBlobs(t, l, he, ke, currentMK(t, o, ep11q, mkvp.EP11WK), mkvp.Pattern{}, mkvp.Pattern{})
+		})
+	}
+}
+
+// TestMKReconcileActivates: a reconcile that finds an operation active
+// re-enciphers the session keys only, and a second one changes nothing.
+func TestMKReconcileActivates(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotCCA, slotEP11)
+	h := userSession(t, l, slotCCA)
+	s1 := genAES(t, l, h, "s1", false)
+	s2 := genAES(t, l, h, "s2", false)
+	tk := genAES(t, l, h, "tk", true)
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+
+	res, err := l.reconcile(ctx)
+	must(t, err)
+	if len(res) != 0 {
+		t.Fatalf("reconcile without operations: %v", res)
+	}
+
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	op := createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	res, err = l.reconcile(ctx)
+	must(t, err)
+	r, ok := res[op.ID][slotCCA]
+	if !ok || !r.affected || r.err != nil || r.objects != 2 {
+		t.Fatalf("first reconcile: %+v (found %v), want affected with 2 objects", r, ok)
+	}
+	if _, ok := res[op.ID][slotEP11]; ok {
+		t.Fatal("the EP11 token was reconciled with a CCA operation")
+	}
+	wantBlobs(t, l, h, s1, cur, newP, mkvp.Pattern{})
+	wantBlobs(t, l, h, s2, cur, newP, mkvp.Pattern{})
+	wantBlobs(t, l, h, tk, cur, mkvp.Pattern{}, mkvp.Pattern{}) // the tool's business
+	_, before, _ := blobInfo(t, l, h, s1, ck.CKA_IBM_OPAQUE_REENC)
+
+	for _, again := range []func() (int, error){
+		func() (int, error) {
+			res, err := l.reconcile(ctx)
+			return res[op.ID][slotCCA].objects, err
+		},
+		func() (int, error) { return 0, agentHandler{l}.Reconcile(ctx) },
+	} {
+		n, err := again()
+		must(t, err)
+		if n != 0 {
+			t.Fatalf("repeated reconcile changed %d objects", n)
+		}
+		_, after, _ := blobInfo(t, l, h, s1, ck.CKA_IBM_OPAQUE_REENC)
+		if !bytes.Equal(before, after) {
+			t.Fatal("repeated reconcile replaced a REENC blob")
+		}
+		wantBlobs(t, l, h, tk, cur, mkvp.Pattern{}, mkvp.Pattern{})
+	}
+	for _, k := range []ObjectHandle{s1, s2, tk} {
+		must(t, aesRoundTrip(l, h, k))
+	}
+}
+
+// TestMKEP11FallbackToReenc: once the officer set the new wrapping key,
+// session keys work through their REENC blobs; a key without one fails
+// loudly.
+func TestMKEP11FallbackToReenc(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotEP11)
+	h := userSession(t, l, slotEP11)
+	cur := currentMK(t, o, ep11q, mkvp.EP11WK)
+	sk := genAES(t, l, h, "session", false)
+	tk := genAES(t, l, h, "token", true)
+	params, _ := ECParams("P-256")
+	pub, priv, err := l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+		[]Attribute{Bytes(ck.CKA_EC_PARAMS, params), Bool(ck.CKA_TOKEN, false)},
+		[]Attribute{String(ck.CKA_LABEL, "ec"), Bool(ck.CKA_TOKEN, false)})
+	must(t, err)
+
+	newP := loadNew(t, o, mkvp.EP11WK, ep11q)
+	op := createOp(t, opsDir(t, layout), mkvp.EP11WK, newP, state.Reenciphered, ep11q)
+	res, err := l.reconcile(ctx)
+	must(t, err)
+	if r := res[op.ID][slotEP11]; !r.affected || r.err != nil || r.objects < 2 {
+		t.Fatalf("reconcile: %+v, want the AES and EC private session keys", r)
+	}
+	wantBlobs(t, l, h, sk, cur, newP, mkvp.Pattern{})
+	wantBlobs(t, l, h, priv, cur, newP, mkvp.Pattern{})
+	madeBefore := genAES(t, l, h, "before set", false) // REENC at creation
+	wantBlobs(t, l, h, madeBefore, cur, newP, mkvp.Pattern{})
+
+	setMK(t, o, mkvp.EP11WK, ep11q)
+	msg := []byte("signed after the wrapping key changed")
+	for _, k := range []ObjectHandle{sk, madeBefore} {
+		must(t, aesRoundTrip(l, h, k))
+	}
+	signVerify(t, l, h, Mechanism{Type: ck.CKM_ECDSA_SHA256}, priv, pub, msg)
+
+	err = aesRoundTrip(l, h, tk)
+	wantRV(t, err, ck.CKR_DEVICE_ERROR)
+	if !strings.Contains(err.Error(), "master key") {
+		t.Errorf("message %q does not name the master key", err)
+	}
+	// The token recovers after the failure: keys made now are under the
+	// new wrapping key (their REENC blob is the same key) and work.
+	after := genAES(t, l, h, "after set", false)
+	wantBlobs(t, l, h, after, newP, newP, mkvp.Pattern{})
+	must(t, aesRoundTrip(l, h, after))
+	must(t, aesRoundTrip(l, h, sk))
+}
+
+// TestMKCCAMixedAPQNs: while the officer sets the new master key APQN by
+// APQN, keys under either master key keep working on a token whose
+// round robin spans both kinds of APQN.
+func TestMKCCAMixedAPQNs(t *testing.T) {
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotCCA)
+	h := userSession(t, l, slotCCA)
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	tokOld := genAES(t, l, h, "token, no REENC", true)
+
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	_, err := l.reconcile(context.Background())
+	must(t, err)
+	sessOld := genAES(t, l, h, "session", false)
+	wantBlobs(t, l, h, sessOld, cur, newP, mkvp.Pattern{})
+
+	setMK(t, o, mkvp.CCAAES, cca1)
+	// Make a key until the round robin lands on 01.0033, which makes it
+	// under the new master key.
+	var sessNew ObjectHandle
+	for i := 0; ; i++ {
+		if i == 6 {
+			t.Fatal("no key was made on the APQN with the new master key")
+		}
+		k := genAES(t, l, h, "new", false)
+		if info, _, _ := blobInfo(t, l, h, k, ck.CKA_IBM_OPAQUE); info.Pattern == newP {
+			sessNew = k
+			break
+		}
+		must(t, encryptOnce(l, h, k)) // moves the round robin on by one
+	}
+	wantBlobs(t, l, h, sessNew, newP, newP, mkvp.Pattern{})
+	if cv := getAttr(t, l, h, sessNew, ck.CKA_CHECK_VALUE); len(cv) != 3 {
+		t.Fatalf("check value %x", cv)
+	}
+
+	for _, step := range []string{"01.0033 set", "both set"} {
+		if step == "both set" {
+			setMK(t, o, mkvp.CCAAES, cca2)
+		}
+		// Four round trips are eight uses: each key meets each APQN first
+		// several times.
+		for _, k := range []ObjectHandle{sessNew, sessOld, tokOld} {
+			for range 4 {
+				if err := aesRoundTrip(l, h, k); err != nil {
+					t.Fatalf("%s: key %d: %v", step, k, err)
+				}
+			}
+		}
+	}
+	wantBlobs(t, l, h, tokOld, cur, mkvp.Pattern{}, mkvp.Pattern{})
+}
+
+// TestMKTokenStartMixedAPQNs: a token whose APQNs hold different master
+// keys starts only while an operation changing that key is active.
+func TestMKTokenStartMixedAPQNs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		st     state.State
+		noOp   bool
+		starts bool
+	}{
+		{name: "REENCIPHERED", st: state.Reenciphered, starts: true},
+		{name: "REENCIPHERING", st: state.Reenciphering, starts: true},
+		{name: "INITIAL", st: state.Initial},
+		{name: "no operation", noOp: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			cur := currentMK(t, o, cca1, mkvp.CCAAES)
+			newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+			if !tc.noOp {
+				createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, tc.st, cca1, cca2)
+			}
+			setMK(t, o, mkvp.CCAAES, cca2)
+			l := newMKLib(t, layout, slotCCA)
+			h := userSession(t, l, slotCCA)
+			_, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("k", false))
+			if !tc.starts {
+				wantRV(t, err, ck.CKR_DEVICE_ERROR)
+				for _, want := range []string{"02.0033", newP.String(), cur.String()} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("message %q lacks %q", err, want)
+					}
+				}
+				return
+			}
+			must(t, err)
+			qs, err := l.TokenAPQNs(slotCCA)
+			must(t, err)
+			if len(qs) != 2 {
+				t.Fatalf("token uses %d APQNs, want both", len(qs))
+			}
+			for range 3 {
+				k := genAES(t, l, h, "k", false)
+				for range 2 {
+					must(t, aesRoundTrip(l, h, k))
+				}
+			}
+		})
+	}
+}
+
+// TestMKFinalizing: a reconcile of FINALIZING finalizes the session keys
+// and ends the operation in the token, which then expects the new key.
+func TestMKFinalizing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		expected bool // EXPECTED_MKVPS names the AES master key
+	}{
+		{name: "learned patterns"},
+		{name: "EXPECTED_MKVPS", expected: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			cur := currentMK(t, o, cca1, mkvp.CCAAES)
+			if tc.expected {
+				writeCCAConf(t, layout, "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\nEXPECTED_MKVPS {\n AES = \""+cur.String()+"\"\n}\n")
+			}
+			newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+			d := opsDir(t, layout)
+			op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+			l := newMKLib(t, layout, slotCCA)
+			h := userSession(t, l, slotCCA)
+			k := genAES(t, l, h, "k", false)
+			wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})
+
+			setMK(t, o, mkvp.CCAAES, cca1, cca2)
+			moveOp(t, d, op.ID, state.Finalizing)
+			res, err := l.reconcile(ctx)
+			must(t, err)
+			if r := res[op.ID][slotCCA]; !r.affected || r.err != nil || r.objects != 1 {
+				t.Fatalf("reconcile: %+v, want affected with 1 object", r)
+			}
+			if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+				t.Fatalf("operations still active: %v", ids)
+			}
+			wantBlobs(t, l, h, k, newP, mkvp.Pattern{}, cur)
+			must(t, aesRoundTrip(l, h, k))
+			n := genAES(t, l, h, "after", false)
+			wantBlobs(t, l, h, n, newP, mkvp.Pattern{}, mkvp.Pattern{})
+			must(t, aesRoundTrip(l, h, n))
+
+			// The tool removes the file; the token keeps working and
+			// nothing changes.
+			must(t, d.Remove(ctx, op.ID, state.Finalized))
+			_, err = l.reconcile(ctx)
+			must(t, err)
+			wantBlobs(t, l, h, k, newP, mkvp.Pattern{}, cur)
+			for range 2 {
+				genAES(t, l, h, "later", false)
+			}
+		})
+	}
+}
+
+// TestMKCanceling: a reconcile of CANCELING drops the REENC blobs and ends
+// the operation in the token.
+func TestMKCanceling(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	d := opsDir(t, layout)
+	op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	l := newMKLib(t, layout, slotCCA)
+	h := userSession(t, l, slotCCA)
+	keys := []ObjectHandle{genAES(t, l, h, "a", false), genAES(t, l, h, "b", false)}
+
+	moveOp(t, d, op.ID, state.Canceling)
+	for i := range 2 { // a repeated reconcile is harmless
+		res, err := l.reconcile(ctx)
+		must(t, err)
+		want := map[int]int{0: 2, 1: 0}[i]
+		if r := res[op.ID][slotCCA]; !r.affected || r.err != nil || r.objects != want {
+			t.Fatalf("reconcile %d: %+v, want affected with %d objects", i, r, want)
+		}
+		if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+			t.Fatalf("operations still active: %v", ids)
+		}
+		for _, k := range keys {
+			wantBlobs(t, l, h, k, cur, mkvp.Pattern{}, mkvp.Pattern{})
+			must(t, aesRoundTrip(l, h, k))
+		}
+	}
+	n := genAES(t, l, h, "after", false)
+	wantBlobs(t, l, h, n, cur, mkvp.Pattern{}, mkvp.Pattern{})
+}
+
+// TestMKSettleMissedEnd: an active operation whose file disappeared is
+// settled by what the adapters hold.
+func TestMKSettleMissedEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  bool // the officer set the new key on every APQN
+	}{
+		{name: "finalized", set: true},
+		{name: "canceled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			cur := currentMK(t, o, cca1, mkvp.CCAAES)
+			newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+			d := opsDir(t, layout)
+			op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+			l := newMKLib(t, layout, slotCCA)
+			h := userSession(t, l, slotCCA)
+			k := genAES(t, l, h, "k", false)
+			wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})
+
+			outcome := state.Canceled
+			if tc.set {
+				setMK(t, o, mkvp.CCAAES, cca1, cca2)
+				outcome = state.Finalized
+			} else {
+				for _, q := range []apqn.ID{cca1, cca2} {
+					must(t, o.ClearNew(ctx, q, mkvp.CCAAES))
+				}
+			}
+			must(t, d.Remove(ctx, op.ID, outcome))
+			_, err := l.reconcile(ctx)
+			must(t, err)
+			if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+				t.Fatalf("operations still active: %v", ids)
+			}
+			if tc.set {
+				wantBlobs(t, l, h, k, newP, mkvp.Pattern{}, cur)
+			} else {
+				wantBlobs(t, l, h, k, cur, mkvp.Pattern{}, mkvp.Pattern{})
+			}
+			must(t, aesRoundTrip(l, h, k))
+			n := genAES(t, l, h, "after", false)
+			want := cur
+			if tc.set {
+				want = newP
+			}
+			wantBlobs(t, l, h, n, want, mkvp.Pattern{}, mkvp.Pattern{})
+		})
+	}
+}
+
+// TestMKAgentHandler: the handler answers for every initialized token and
+// reconciles only on master key change events.
+func TestMKAgentHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		initEP  bool
+		evType  string
+		reconc  bool
+		results map[uint32]event.Outcome
+	}{
+		{name: "reencipher", initEP: true, evType: state.ActReencipher.EventType(), reconc: true,
+			results: map[uint32]event.Outcome{uint32(slotCCA): event.Affected, uint32(slotEP11): event.NotAffected}},
+		{name: "uninitialized token not listed", evType: state.ActReencipher.EventType(), reconc: true,
+			results: map[uint32]event.Outcome{uint32(slotCCA): event.Affected}},
+		{name: "foreign event", initEP: true, evType: "backup.start"},
+		{name: "unknown mkchange verb", initEP: true, evType: "mkchange.rotate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			slots := []SlotID{slotCCA}
+			if tc.initEP {
+				slots = append(slots, slotEP11)
+			}
+			l := newMKLib(t, layout, slots...)
+			h := userSession(t, l, slotCCA)
+			keys := []ObjectHandle{genAES(t, l, h, "a", false), genAES(t, l, h, "b", false), genAES(t, l, h, "c", false)}
+			genAES(t, l, h, "token", true) // not counted: the tool's
+			cur := currentMK(t, o, cca1, mkvp.CCAAES)
+			newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+			op := createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+
+			reply := agentHandler{l}.HandleEvent(ctx, event.Event{ID: "ev-1", Type: tc.evType, OpID: string(op.ID)})
+			if reply.EventID != "ev-1" {
+				t.Errorf("reply to event %q", reply.EventID)
+			}
+			want := mkvp.Pattern{}
+			if tc.reconc {
+				want = newP
+			}
+			for _, k := range keys {
+				wantBlobs(t, l, h, k, cur, want, mkvp.Pattern{})
+			}
+			if len(reply.Tokens) != len(tc.results) {
+				t.Fatalf("reply lists %d tokens, want %d: %+v", len(reply.Tokens), len(tc.results), reply.Tokens)
+			}
+			info, err := l.GetTokenInfo(slotCCA)
+			must(t, err)
+			for _, r := range reply.Tokens {
+				want, ok := tc.results[r.Slot]
+				if !ok || r.Result != want || r.Error != "" {
+					t.Errorf("slot %d: %+v, want %q", r.Slot, r, want)
+				}
+				if r.Slot == uint32(slotCCA) {
+					if r.Objects != len(keys) {
+						t.Errorf("slot %d: %d objects, want %d", r.Slot, r.Objects, len(keys))
+					}
+					if r.Serial != strings.TrimSpace(info.SerialNumber) {
+						t.Errorf("slot %d: serial %q, want %q", r.Slot, r.Serial, info.SerialNumber)
+					}
+				} else if r.Objects != 0 {
+					t.Errorf("slot %d: %d objects for a token not affected", r.Slot, r.Objects)
+				}
+			}
+			toks := agentHandler{l}.Tokens()
+			if len(toks) != len(slots) {
+				t.Fatalf("Tokens() = %+v, want %d tokens", toks, len(slots))
+			}
+			if toks[0].Type != event.CCA || (len(toks) > 1 && toks[1].Type != event.EP11) {
+				t.Errorf("token types %+v", toks)
+			}
+		})
+	}
+}

@@ -211,6 +211,56 @@ func (s *Store) Version(ctx context.Context, handle uint64) (uint64, error) {
 	return uint64(v), nil
 }
 
+// Count returns how many objects List(ctx, dk, f) would consider, without
+// reading or decoding any of them (one indexed query), for progress
+// reports over large tokens. It honours f.Classes, f.UniqueID and f.After
+// and, with a nil dk, counts public objects only. f.Attrs and f.Limit are
+// refused: matching attributes needs decoding, which List does.
+func (s *Store) Count(ctx context.Context, dk *DataKey, f Filter) (int, error) {
+	if err := s.usable(dk); err != nil {
+		return 0, err
+	}
+	if len(f.Attrs) > 0 || f.Limit != 0 {
+		return 0, errclass.Newh(errclass.InvalidArgument, "count with Classes, UniqueID and After only; use List to match attributes",
+			"count objects: Attrs and Limit are not supported")
+	}
+	where, args := []string{"1"}, []any{}
+	if dk == nil {
+		where = append(where, "private = 0")
+	}
+	if len(f.Classes) > 0 {
+		ph := make([]string, 0, len(f.Classes))
+		for _, c := range f.Classes {
+			if uint64(c) > math.MaxInt64 {
+				continue // no object can have that class
+			}
+			ph = append(ph, "?")
+			args = append(args, int64(c))
+		}
+		if len(ph) == 0 {
+			return 0, nil
+		}
+		where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+	}
+	if f.UniqueID != "" {
+		where = append(where, "unique_id = ?")
+		args = append(args, f.UniqueID)
+	}
+	if f.After > 0 {
+		if f.After >= math.MaxInt64 {
+			return 0, nil
+		}
+		where = append(where, "handle > ?")
+		args = append(args, int64(f.After))
+	}
+	var n int64
+	err := s.reader().QueryRowContext(ctx, `SELECT count(*) FROM object WHERE `+strings.Join(where, " AND "), args...).Scan(&n)
+	if err != nil {
+		return 0, classifyDB(fmt.Errorf("count objects: %w", err))
+	}
+	return int(n), nil
+}
+
 func errNoObject(handle uint64) error {
 	return errclass.New(errclass.NotFound, "object %d does not exist", handle)
 }
@@ -426,7 +476,16 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 			ph[i] = "?"
 			args = append(args, int64(c))
 		}
-		where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+		// A page (Limit set) must be read in handle order straight from
+		// the table, stopping after Limit matches; through the class
+		// index SQLite would sort every remaining match first, which
+		// makes paging through a large token quadratic. The unary +
+		// keeps the filter but takes the index out of the plan.
+		col := "class"
+		if f.Limit > 0 {
+			col = "+class"
+		}
+		where = append(where, col+" IN ("+strings.Join(ph, ",")+")")
 	}
 	if f.UniqueID != "" {
 		where = append(where, "unique_id = ?")

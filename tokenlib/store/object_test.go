@@ -267,6 +267,11 @@ func TestListFilters(t *testing.T) {
 			if len(got) != len(tt.want) {
 				t.Fatalf("got %d objects, want %d", len(got), len(tt.want))
 			}
+			if len(tt.f.Attrs) == 0 {
+				if n, err := s.Count(ctx, tt.dk, tt.f); err != nil || n != len(tt.want) {
+					t.Fatalf("Count = %d, %v; want %d", n, err, len(tt.want))
+				}
+			}
 			for i := range got {
 				if got[i].Handle != tt.want[i].Handle || string(got[i].Attrs[ckaLabel]) != string(tt.want[i].Attrs[ckaLabel]) {
 					t.Fatalf("object %d = handle %d, want %d", i, got[i].Handle, tt.want[i].Handle)

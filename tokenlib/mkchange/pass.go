@@ -13,8 +13,13 @@ import (
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
-// BatchSize is how many objects one transaction of a pass rewrites.
+// BatchSize is how many objects one transaction of a pass reads (and at
+// most rewrites).
 const BatchSize = 2000
+
+// pageSize is BatchSize; tests lower it to cross page boundaries with few
+// objects.
+var pageSize = BatchSize
 
 // Transform applies action a to one key object's attributes, using APQN q
 // for re-enciphering. It reports whether attrs changed.
@@ -30,71 +35,157 @@ func Transform(ctx context.Context, be hsm.Backend, q apqn.ID, attrs map[uint32]
 	return false, errclass.New(errclass.InvalidArgument, "unknown action %v", a)
 }
 
-// Pass applies action a to every key object of the token's store, in
-// transactions of BatchSize objects, and returns how many objects changed.
-// dk must be the USER's data key so private objects are included. Objects
-// deleted meanwhile are skipped; objects changed meanwhile by another
-// process are read again and transformed anew. Re-enciphering is spread
-// over the token's APQNs of the operation.
+// Pass applies action a to every key object of the token's store and
+// returns how many objects changed. dk must be the USER's data key so
+// private objects are included. Objects deleted meanwhile are skipped;
+// objects changed meanwhile by another process are read again and
+// transformed anew. Re-enciphering is spread over the token's APQNs of the
+// operation. progress, if not nil, is called after every committed batch
+// with the objects handled so far and the total (which grows if objects
+// are created during the pass).
+//
+// The pass pages through the key objects by handle, BatchSize at a time,
+// and commits each page in one durable transaction. While one page is
+// being written (the store's single write connection, mostly SQLite work),
+// a second goroutine already reads and decodes the next page and applies
+// the transform to it (HSM work): the two overlap on two cores. Pages are
+// disjoint, so a page prepared early cannot conflict with the commit of
+// the previous one; only another writer can make it stale, and that is
+// caught by the optimistic version check of Update.
 func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, op *state.Op, a state.Action, progress func(done, total int)) (int, error) {
 	qs := t.APQNsFor(op)
 	if a == state.ActReencipher && len(qs) == 0 {
 		return 0, errclass.New(errclass.FailedPrecondition, "slot %d uses no APQN of operation %s", t.Slot, op.ID)
 	}
-	objs, err := st.List(ctx, dk, store.Filter{Classes: []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}})
-	if err != nil {
-		return 0, fmt.Errorf("slot %d: failed to list key objects: %w", t.Slot, err)
-	}
-	changed, next := 0, 0
-	apqnFor := func() apqn.ID {
-		if len(qs) == 0 {
-			return apqn.ID{}
+	total := 0
+	if progress != nil {
+		var err error
+		if total, err = st.Count(ctx, dk, store.Filter{Classes: keyClasses}); err != nil {
+			return 0, fmt.Errorf("slot %d: failed to count key objects: %w", t.Slot, err)
 		}
-		next++
-		return qs[next%len(qs)]
 	}
-	for start := 0; start < len(objs); start += BatchSize {
-		chunk := objs[start:min(start+BatchSize, len(objs))]
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan page, 1)
+	go t.prepare(ctx, st, dk, be, qs, op, a, pages)
+	changed, done := 0, 0
+	var failed error
+	for p := range pages {
+		if failed != nil {
+			continue // drain: the producer stops at its next send
+		}
+		if p.err != nil {
+			failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, p.err)
+			cancel()
+			continue
+		}
 		n := 0
-		err := st.Batch(ctx, dk, func(tx *store.Tx) error {
-			n = 0
-			for _, o := range chunk {
-				ok, err := t.apply(ctx, tx, be, apqnFor(), o, op, a)
-				if err != nil {
-					return err
+		if len(p.changed) > 0 {
+			err := st.Batch(ctx, dk, func(tx *store.Tx) error {
+				n = 0
+				for _, o := range p.changed {
+					ok, err := t.save(ctx, tx, be, apqnFor(qs, o.Handle), o, op, a)
+					if err != nil {
+						return err
+					}
+					if ok {
+						n++
+					}
 				}
-				if ok {
-					n++
-				}
+				return nil
+			})
+			if err != nil {
+				failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
+				cancel()
+				continue
 			}
-			return nil
-		})
-		if err != nil {
-			return changed, fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
 		}
 		changed += n
+		done += p.listed
 		if progress != nil {
-			progress(start+len(chunk), len(objs))
+			progress(done, max(total, done))
 		}
 	}
-	if progress != nil && len(objs) == 0 {
+	if failed != nil {
+		return changed, failed
+	}
+	if err := ctx.Err(); err != nil {
+		return changed, fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
+	}
+	if progress != nil && done == 0 {
 		progress(0, 0)
 	}
 	return changed, nil
 }
 
-// apply transforms one object inside tx, re-reading it once if another
-// process changed it since it was listed.
-func (t Token) apply(ctx context.Context, tx *store.Tx, be hsm.Backend, q apqn.ID, o *store.Object, op *state.Op, a state.Action) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		changed, err := Transform(ctx, be, q, o.Attrs, op, a)
+var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
+
+// page is one page of key objects, read and transformed: changed holds
+// the objects the transform changed (their Attrs already transformed),
+// listed how many objects the page had.
+type page struct {
+	changed []*store.Object
+	listed  int
+	err     error
+}
+
+// prepare reads the key objects page by page, transforms them and sends
+// the pages that are to be written, then closes pages. It stops at the
+// first error (sent as the last page) or when ctx ends.
+func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, pages chan<- page) {
+	defer close(pages)
+	send := func(p page) bool {
+		select {
+		case pages <- p:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	var after uint64
+	for {
+		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize})
 		if err != nil {
-			return false, fmt.Errorf("object %s (%s): %w", o.UniqueID, label(o), err)
+			send(page{err: fmt.Errorf("failed to list key objects: %w", err)})
+			return
 		}
-		if !changed {
-			return false, nil
+		if len(objs) == 0 {
+			return
 		}
-		err = tx.Update(o)
+		p := page{listed: len(objs)}
+		for _, o := range objs {
+			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
+			if err != nil {
+				send(page{err: fmt.Errorf("object %s (%s): %w", o.UniqueID, label(o), err)})
+				return
+			}
+			if ok {
+				p.changed = append(p.changed, o)
+			}
+		}
+		if !send(p) || len(objs) < pageSize {
+			return
+		}
+		after = objs[len(objs)-1].Handle
+	}
+}
+
+// apqnFor spreads re-enciphering over the APQNs by handle, so that both
+// goroutines of a pass pick the same APQN for an object without sharing a
+// counter.
+func apqnFor(qs []apqn.ID, handle uint64) apqn.ID {
+	if len(qs) == 0 {
+		return apqn.ID{}
+	}
+	return qs[handle%uint64(len(qs))]
+}
+
+// save writes one transformed object inside tx. If another process changed
+// it since it was listed, save reads it again and transforms it anew (once);
+// an object deleted meanwhile is skipped.
+func (t Token) save(ctx context.Context, tx *store.Tx, be hsm.Backend, q apqn.ID, o *store.Object, op *state.Op, a state.Action) (bool, error) {
+	for attempt := 0; ; attempt++ {
+		err := tx.Update(o)
 		switch {
 		case err == nil:
 			return true, nil
@@ -108,7 +199,14 @@ func (t Token) apply(ctx context.Context, tx *store.Tx, be hsm.Backend, q apqn.I
 			if gerr != nil {
 				return false, gerr
 			}
-			*o = *fresh
+			changed, err := Transform(ctx, be, q, fresh.Attrs, op, a)
+			if err != nil {
+				return false, fmt.Errorf("object %s (%s): %w", fresh.UniqueID, label(fresh), err)
+			}
+			if !changed {
+				return false, nil // the other writer did our work
+			}
+			o = fresh
 		default:
 			return false, errors.Join(fmt.Errorf("object %s: failed to save", o.UniqueID), err)
 		}

@@ -1,0 +1,219 @@
+package mkchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/config"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
+)
+
+// hookBackend runs hook once, at the first Reencipher call: by then the
+// pass has listed (and holds in memory) the first page, so whatever hook
+// writes to the store happens between that list and the page's update.
+type hookBackend struct {
+	hsm.Backend
+	once sync.Once
+	hook func()
+}
+
+func (b *hookBackend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {
+	b.once.Do(b.hook)
+	return b.Backend.Reencipher(ctx, q, blob, d)
+}
+
+// smallPages lowers the page size for one test.
+func smallPages(t *testing.T, n int) {
+	old := pageSize
+	pageSize = n
+	t.Cleanup(func() { pageSize = old })
+}
+
+// passToken stores n private AES keys (CCA AES master key) with a data
+// object between every two of them, loads a new AES master key and returns
+// the keys, the operation and the token.
+func passToken(t *testing.T, f *fixture, n int) ([]*store.Object, *state.Op, Token) {
+	t.Helper()
+	var keys []*store.Object
+	for i := range n {
+		keys = append(keys, f.key(cca1, hsm.KeySpec{Type: hsm.KeyAES, Bits: 256}, fmt.Sprint("k", i), true))
+		if i%2 == 1 {
+			d := &store.Object{Class: uint(ck.CKO_DATA), Attrs: map[uint32][]byte{uint32(ck.CKA_VALUE): []byte("x")}}
+			if err := f.st.Create(f.ctx, f.dk, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	newAES := f.loadNew(mkvp.CCAAES, cca1, cca2)
+	op := &state.Op{ID: "Page01", APQNs: apqn.List{cca1, cca2}, New: map[mkvp.Type]mkvp.Pattern{mkvp.CCAAES: newAES}}
+	return keys, op, Token{Slot: 2, Type: config.TypeCCA, APQNs: []apqn.ID{cca1, cca2}}
+}
+
+func TestPassPagesAndConcurrentWriters(t *testing.T) {
+	smallPages(t, 3)
+	tests := []struct {
+		name string
+		keys int
+		// other is what another writer does to keys after the first page
+		// was listed; it returns the keys the pass must not change.
+		other        func(t *testing.T, f *fixture, keys []*store.Object, op *state.Op) (untouched map[uint64]bool)
+		wantProgress [][2]int
+	}{
+		{name: "several pages and a short last one", keys: 7,
+			wantProgress: [][2]int{{3, 7}, {6, 7}, {7, 7}}},
+		{name: "exactly full pages", keys: 6,
+			wantProgress: [][2]int{{3, 6}, {6, 6}}},
+		{name: "no keys", keys: 0,
+			wantProgress: [][2]int{{0, 0}}},
+		{name: "one page", keys: 2,
+			wantProgress: [][2]int{{2, 2}}},
+		{name: "key deleted after the list", keys: 5,
+			other: func(t *testing.T, f *fixture, keys []*store.Object, _ *state.Op) map[uint64]bool {
+				if err := f.st.Delete(f.ctx, keys[1].Handle); err != nil {
+					t.Error(err)
+				}
+				return map[uint64]bool{keys[1].Handle: true}
+			},
+			wantProgress: [][2]int{{3, 5}, {5, 5}}},
+		{name: "key updated after the list", keys: 5,
+			other: func(t *testing.T, f *fixture, keys []*store.Object, _ *state.Op) map[uint64]bool {
+				o, err := f.st.Get(f.ctx, f.dk, keys[2].Handle)
+				if err != nil {
+					t.Error(err)
+					return nil
+				}
+				o.Attrs[uint32(ck.CKA_LABEL)] = []byte("renamed")
+				if err := f.st.Update(f.ctx, f.dk, o); err != nil {
+					t.Error(err)
+				}
+				return nil
+			},
+			wantProgress: [][2]int{{3, 5}, {5, 5}}},
+		{name: "key re-enciphered by another writer after the list", keys: 5,
+			other: func(t *testing.T, f *fixture, keys []*store.Object, op *state.Op) map[uint64]bool {
+				o, err := f.st.Get(f.ctx, f.dk, keys[0].Handle)
+				if err != nil {
+					t.Error(err)
+					return nil
+				}
+				if ok, err := Reencipher(f.ctx, f.hsm, cca2, o.Attrs, op); !ok || err != nil {
+					t.Errorf("reencipher: %v %v", ok, err)
+				}
+				if err := f.st.Update(f.ctx, f.dk, o); err != nil {
+					t.Error(err)
+				}
+				return map[uint64]bool{keys[0].Handle: true}
+			},
+			wantProgress: [][2]int{{3, 5}, {5, 5}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			keys, op, tok := passToken(t, f, tt.keys)
+			var be hsm.Backend = f.hsm
+			var untouched map[uint64]bool
+			if tt.other != nil {
+				be = &hookBackend{Backend: f.hsm, hook: func() { untouched = tt.other(t, f, keys, op) }}
+			}
+			var progress [][2]int
+			n, err := tok.Pass(f.ctx, f.st, f.dk, be, op, state.ActReencipher, func(d, total int) {
+				progress = append(progress, [2]int{d, total})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tt.keys-len(untouched) {
+				t.Errorf("pass changed %d objects, want %d", n, tt.keys-len(untouched))
+			}
+			if fmt.Sprint(progress) != fmt.Sprint(tt.wantProgress) {
+				t.Errorf("progress %v, want %v", progress, tt.wantProgress)
+			}
+			for i, k := range keys {
+				got, err := f.st.Get(f.ctx, f.dk, k.Handle)
+				if tt.other != nil && untouched[k.Handle] && err != nil {
+					continue // deleted by the other writer
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ri, err := hsm.Inspect(got.Attrs[attrReenc]); err != nil || ri.Pattern != op.New[mkvp.CCAAES] {
+					t.Errorf("key %d: no REENC blob under the new key (%v)", i, err)
+				}
+				if want := fmt.Sprint("k", i); i == 2 && tt.name == "key updated after the list" {
+					if string(got.Attrs[uint32(ck.CKA_LABEL)]) != "renamed" {
+						t.Errorf("the other writer's change was lost: label %q", got.Attrs[uint32(ck.CKA_LABEL)])
+					}
+				} else if string(got.Attrs[uint32(ck.CKA_LABEL)]) != want {
+					t.Errorf("key %d: label %q, want %q", i, got.Attrs[uint32(ck.CKA_LABEL)], want)
+				}
+			}
+			if n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || n != 0 {
+				t.Errorf("repeated pass changed %d objects: %v", n, err)
+			}
+		})
+	}
+}
+
+// A transform error on a later page stops the pass with that error; the
+// pages before it stay committed, and a second run after the cause is fixed completes the work.
+func TestPassErrorOnLaterPage(t *testing.T) {
+	smallPages(t, 2)
+	f := newFixture(t)
+	keys, op, tok := passToken(t, f, 5)
+	if n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || n != 5 {
+		t.Fatalf("reencipher: %d %v", n, err)
+	}
+	// The fourth key loses its REENC blob: finalizing it would lose the key.
+	o, err := f.st.Get(f.ctx, f.dk, keys[3].Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := o.Attrs[attrReenc]
+	delete(o.Attrs, attrReenc)
+	if err := f.st.Update(f.ctx, f.dk, o); err != nil {
+		t.Fatal(err)
+	}
+	f.set(mkvp.CCAAES, cca1, cca2)
+	n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActFinalize, nil)
+	if !errors.Is(err, ErrNoReenc) || n != 2 {
+		t.Fatalf("finalize: %d changed, %v; want 2 and ErrNoReenc", n, err)
+	}
+	for i, k := range keys {
+		_, has := f.get(k)[attrOld]
+		if has != (i < 2) {
+			t.Errorf("key %d finalized = %v, want %v", i, has, i < 2)
+		}
+	}
+	o.Attrs[attrReenc] = saved // restored from a backup, say
+	if err := f.st.Update(f.ctx, f.dk, o); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActFinalize, nil); err != nil || n != 3 {
+		t.Fatalf("finalize again: %d %v", n, err)
+	}
+}
+
+// Cancelling the context ends the pass after the batch in progress.
+func TestPassCancel(t *testing.T) {
+	smallPages(t, 2)
+	f := newFixture(t)
+	_, op, tok := passToken(t, f, 6)
+	ctx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	calls := 0
+	n, err := tok.Pass(ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, func(int, int) { calls++; cancel() })
+	if !errors.Is(err, context.Canceled) || n != 2 || calls != 1 {
+		t.Fatalf("cancelled pass: %d changed, %d progress calls, %v", n, calls, err)
+	}
+	if n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || n != 4 {
+		t.Fatalf("resumed pass: %d %v", n, err)
+	}
+}

@@ -216,14 +216,20 @@ func (t *token) checkNewBlob(blob []byte) error {
 	if err != nil {
 		return wrapRV(ck.CKR_DEVICE_ERROR, err, "slot %d: the HSM returned an unreadable secure key", t.slot)
 	}
+	// The pool and the active operations are read together: a finalize
+	// swaps both at once (deactivate), and either view accepts the new key.
 	t.hsmMu.Lock()
 	p := t.pool
+	changing := map[mkvp.Type]mkvp.Pattern{}
+	for _, op := range t.mkOps {
+		maps.Copy(changing, op.New)
+	}
 	t.hsmMu.Unlock()
 	if p == nil {
 		return newErr(ck.CKR_DEVICE_ERROR, errclass.FailedPrecondition, "slot %d: HSM not checked", t.slot)
 	}
 	want, ok := p.expected[info.MKType]
-	if newP, changing := t.newPatterns()[info.MKType]; changing && info.Pattern == newP {
+	if newP, isChanging := changing[info.MKType]; isChanging && info.Pattern == newP {
 		return nil // made on an APQN that already has the new master key
 	}
 	if !ok || info.Pattern != want {

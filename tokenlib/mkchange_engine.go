@@ -202,6 +202,20 @@ func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
 				t.conf.expected[typ] = p
 			}
 		}
+		// Keys made before startHSM below learns the patterns anew are
+		// under the new master key, and no active operation vouches for
+		// it any more: the pool expects it from this moment. The pool is
+		// replaced, not changed, as checkNewBlob reads it unlocked.
+		if old := t.pool; old != nil {
+			np := &apqnPool{ids: old.ids, expected: maps.Clone(old.expected)}
+			for typ, p := range op.New {
+				if _, ok := np.expected[typ]; ok {
+					np.expected[typ] = p
+				}
+			}
+			np.next.Store(old.next.Load())
+			t.pool = np
+		}
 	}
 	t.hsmMu.Unlock()
 	if was {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -238,6 +239,16 @@ func TestMKOpenFollowsOperations(t *testing.T) {
 			wantBlobs(t, l, h, k, cur, want, mkvp.Pattern{})
 			wantBlobs(t, l, h, tk, cur, want, mkvp.Pattern{})
 			must(t, aesRoundTrip(l, h, k))
+			res, err := l.reconcile(context.Background())
+			must(t, err)
+			if tc.op {
+				r, ok := res[op.ID][slotCCA]
+				if !ok || r.affected != tc.wantReenc || r.err != nil || r.objects != 0 {
+					t.Errorf("reconcile: %+v (found %v), want affected=%v with no object changed", r, ok, tc.wantReenc)
+				}
+			} else if len(res) != 0 {
+				t.Errorf("reconcile without operations: %v", res)
+			}
 			// The EP11 token is not affected by a CCA operation.
 			initTestToken(t, l, slotEP11)
 			he := userSession(t, l, slotEP11)
@@ -678,4 +689,139 @@ func TestMKAgentHandler(t *testing.T) {
 			}
 		})
 	}
+}
+
+var ep11q2 = apqn.MustParse("07.0033")
+
+// writeEP11PairRoot is writeTestRoot with a second EP11 APQN (07.0033) in
+// the EP11 token's allowlist.
+func writeEP11PairRoot(t testing.TB) paths.Layout {
+	t.Helper()
+	layout := writeTestRoot(t)
+	must(t, os.RemoveAll(layout.SimDir()))
+	topo := sim.Topology{Groups: []sim.Group{
+		{Mode: apqn.ModeCCA, APQNs: []apqn.ID{cca1, cca2}},
+		{Mode: apqn.ModeEP11, APQNs: []apqn.ID{ep11q, ep11q2}},
+	}, Seed: []byte("tokenlib test")}
+	must(t, sim.Init(layout.SimDir(), topo))
+	must(t, os.WriteFile(filepath.Join(layout.ConfDir(), "ep11tok.conf"), []byte("APQN_ALLOWLIST\n6 0x33\n7 0x33\nEND\n"), 0o644))
+	return layout
+}
+
+// TestMKEP11Pinning: while an operation is active an EP11 token uses one
+// APQN, so its new keys do not alternate between the old and the new
+// wrapping key while the officer sets the APQNs one by one; it moves to
+// another APQN only when the pinned one fails.
+func TestMKEP11Pinning(t *testing.T) {
+	ctx := context.Background()
+	layout := writeEP11PairRoot(t)
+	o := officer(t, layout)
+	cur := currentMK(t, o, ep11q, mkvp.EP11WK)
+	if p := currentMK(t, o, ep11q2, mkvp.EP11WK); p != cur {
+		t.Fatalf("the EP11 APQNs start with different wrapping keys: %s, %s", cur, p)
+	}
+	newP := loadNew(t, o, mkvp.EP11WK, ep11q, ep11q2)
+	op := createOp(t, opsDir(t, layout), mkvp.EP11WK, newP, state.Reenciphered, ep11q, ep11q2)
+	setMK(t, o, mkvp.EP11WK, ep11q2) // mixed: the token starts only because op is active
+	l := newMKLib(t, layout, slotEP11)
+	if ids := activeOpIDs(l, slotEP11); len(ids) != 1 || ids[0] != op.ID {
+		t.Fatalf("active operations %v", ids)
+	}
+	h := userSession(t, l, slotEP11)
+	first := genAES(t, l, h, "k", false)
+	info, _, _ := blobInfo(t, l, h, first, ck.CKA_IBM_OPAQUE)
+	for i := range 4 {
+		k := genAES(t, l, h, "k", false)
+		wantBlobs(t, l, h, k, info.Pattern, newP, mkvp.Pattern{})
+		must(t, aesRoundTrip(l, h, k))
+		if i == 1 {
+			must(t, encryptOnce(l, h, k)) // the round robin would change parity
+		}
+	}
+	// The pinned APQN fails: the token moves to the other one and stays.
+	pinned, other := ep11q, ep11q2
+	if info.Pattern == newP {
+		pinned, other = ep11q2, ep11q
+	}
+	must(t, o.Do(ctx, func(tx *sim.Tx) error { return tx.SetOnline(pinned, false) }))
+	must(t, aesRoundTrip(l, h, first))
+	must(t, o.Do(ctx, func(tx *sim.Tx) error { return tx.SetOnline(pinned, true) }))
+	otherP := currentMK(t, o, other, mkvp.EP11WK)
+	for range 3 {
+		k := genAES(t, l, h, "moved", false)
+		wantBlobs(t, l, h, k, otherP, newP, mkvp.Pattern{})
+	}
+}
+
+// TestMKConcurrentUse: applications keep using and making keys while the
+// officer activates the new master key and the operation finalizes; -race
+// watches the engine's locking.
+func TestMKConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	d := opsDir(t, layout)
+	op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	l := newMKLib(t, layout, slotCCA)
+	h0 := userSession(t, l, slotCCA)
+	shared := genAES(t, l, h0, "shared", false)
+
+	const workers = 3
+	stop := make(chan struct{})
+	started := make(chan struct{}, workers)
+	errs := make(chan error, workers)
+	for range workers {
+		h, err := l.OpenSession(slotCCA, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
+		must(t, err)
+		go func() {
+			var first error
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					errs <- first
+					return
+				default:
+				}
+				k := shared
+				if n%4 == 0 {
+					var err error
+					k, err = l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("w", false))
+					if err != nil && first == nil {
+						first = err
+					}
+				}
+				if err := aesRoundTrip(l, h, k); err != nil && first == nil {
+					first = err
+				}
+				if n == 0 {
+					started <- struct{}{}
+				}
+			}
+		}()
+	}
+	for range workers { // every worker is past its first key use
+		<-started
+	}
+	setMK(t, o, mkvp.CCAAES, cca1)
+	_, err := l.reconcile(ctx)
+	must(t, err)
+	setMK(t, o, mkvp.CCAAES, cca2)
+	moveOp(t, d, op.ID, state.Finalizing)
+	_, err = l.reconcile(ctx)
+	must(t, err)
+	close(stop)
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Errorf("application call failed during the change: %v", err)
+		}
+	}
+	if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+		t.Fatalf("operations still active: %v", ids)
+	}
+	info, _, _ := blobInfo(t, l, h0, shared, ck.CKA_IBM_OPAQUE)
+	if info.Pattern != newP {
+		t.Fatalf("shared key under %s after finalize, want %s", info.Pattern, newP)
+	}
+	must(t, aesRoundTrip(l, h0, shared))
 }

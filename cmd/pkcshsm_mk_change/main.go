@@ -13,6 +13,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/admin"
+	"github.com/pkcshsm/pkcshsm/tokenlib/config"
 )
 
 func main() {
@@ -28,7 +29,14 @@ func main() {
 		OpenTokens: func(ctx context.Context, log zerolog.Logger, configPath string) (cli.Tokens, error) {
 			return openTokens(ctx, layout, configPath, log)
 		},
-		DialAdmin: func(ctx context.Context, socket string) (cli.Broadcaster, error) {
+		DialAdmin: func(ctx context.Context, socket, configPath string) (cli.Broadcaster, error) {
+			g, err := config.LoadGlobal(configPath)
+			if err != nil {
+				return nil, err
+			}
+			if g.DisableEventSupport {
+				return nil, nil
+			}
 			c, err := admin.Dial(ctx, socket)
 			if err != nil {
 				return nil, err

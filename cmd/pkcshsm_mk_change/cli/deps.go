@@ -86,8 +86,9 @@ type Deps struct {
 	// configPath (pkcshsm.conf).
 	OpenTokens func(ctx context.Context, log zerolog.Logger, configPath string) (Tokens, error)
 	// DialAdmin connects to the daemon's admin socket. It returns a nil
-	// Broadcaster (and no error) when event support is disabled.
-	DialAdmin func(ctx context.Context, socket string) (Broadcaster, error)
+	// Broadcaster (and no error) when the configuration (configPath)
+	// disables event support.
+	DialAdmin func(ctx context.Context, socket, configPath string) (Broadcaster, error)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// UserName names the invoking user in the missing-token warning.

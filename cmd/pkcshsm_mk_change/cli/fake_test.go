@@ -160,7 +160,7 @@ func (e *env) run(args ...string) (code int, stdout, stderr string) {
 		OpenTokens: func(context.Context, zerolog.Logger, string) (Tokens, error) {
 			return e.tokens, nil
 		},
-		DialAdmin: func(context.Context, string) (Broadcaster, error) {
+		DialAdmin: func(context.Context, string, string) (Broadcaster, error) {
 			if e.daemon.dialErr != nil {
 				return nil, e.daemon.dialErr
 			}

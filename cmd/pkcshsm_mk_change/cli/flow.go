@@ -63,7 +63,7 @@ func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon
 	}
 	s.tokens = tok
 	if withDaemon && c.deps.DialAdmin != nil {
-		bc, err := c.deps.DialAdmin(ctx, c.opts.socket)
+		bc, err := c.deps.DialAdmin(ctx, c.opts.socket, c.opts.config)
 		if err != nil {
 			tok.Close()
 			return nil, errclass.WithHint(fmt.Errorf("failed to connect to the pkcshsmd admin socket %s: %w", c.opts.socket, err),
@@ -190,15 +190,17 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 		wg     sync.WaitGroup
 	)
 	show := func(force bool) {
-		if !s.ask.Interactive() || (!force && time.Since(last) < 200*time.Millisecond) {
-			return
-		}
-		last = time.Now()
 		var d, t int
 		for id := range total {
 			d, t = d+done[id], t+total[id]
 		}
-		fmt.Fprintf(s.errw, "\r%d of %d key objects", d, t)
+		switch {
+		case s.ask.Interactive() && (force || time.Since(last) >= 200*time.Millisecond):
+			last = time.Now()
+			fmt.Fprintf(s.errw, "\r%d of %d key objects", d, t)
+		case !s.ask.Interactive() && s.opts.progress && !force:
+			fmt.Fprintf(s.errw, "progress: %d of %d key objects\n", d, t)
+		}
 	}
 	for _, sl := range op.Slots {
 		wg.Add(1)

@@ -24,6 +24,7 @@ type globalOptions struct {
 	stateDir string
 	socket   string
 	timeout  time.Duration
+	progress bool
 }
 
 // command is the state every subcommand shares.
@@ -80,6 +81,7 @@ HSM master key change while applications keep running.
 	pf.StringVar(&c.opts.stateDir, "state-dir", deps.Layout.MKChangeDir(), "directory of the operation files")
 	pf.StringVar(&c.opts.socket, "socket", deps.Layout.AdminSocket(), "the daemon's admin socket")
 	pf.DurationVar(&c.opts.timeout, "timeout", 2*time.Minute, "how long every process may take for one step")
+	pf.BoolVar(&c.opts.progress, "progress", false, "print a progress line per batch of key objects even when standard error is not a terminal")
 	root.AddCommand(c.newReencipherCommand(), c.newListCommand(), c.newFinalizeCommand(), c.newCancelCommand())
 	root.SetFlagErrorFunc(flagError)
 	for _, sub := range root.Commands() {

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
+)
+
+var (
+	buildOnce sync.Once
+	toolPath  string
+	buildErr  error
+	q1, q2    = apqn.MustParse("01.0033"), apqn.MustParse("02.0033")
+)
+
+// tool builds pkcshsm_mk_change once per test binary.
+func tool(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mkchange-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		toolPath = filepath.Join(dir, "pkcshsm_mk_change")
+		out, err := exec.Command("go", "build", "-o", toolPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return toolPath
+}
+
+const (
+	soPIN   = "87654321"
+	userPIN = "12345678"
+	nKeys   = 5000
+)
+
+// crashEnv is a temporary root with a CCA token holding nKeys public AES
+// token keys (public, so the test can watch the pass in the store without
+// logging in), event support disabled (no daemon: only the token-object
+// passes matter here).
+type crashEnv struct {
+	t      *testing.T
+	layout paths.Layout
+	hsm    *sim.HSM
+}
+
+func newCrashEnv(t *testing.T) *crashEnv {
+	layout := paths.Layout{Root: t.TempDir()}
+	if err := sim.Init(layout.SimDir(), sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: []apqn.ID{q1, q2}}}}); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(layout.ConfDir(), 0o755)
+	files := map[string]string{
+		"pkcshsm.conf": "hsm-backend = simulator\ndisable-event-support\nslot 2 {\n\ttoken-type = cca\n\ttokname = cca\n\tconfname = ccatok.conf\n}\n",
+		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv(paths.EnvRoot, layout.Root)
+	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, NoAgent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lib.Close()
+	if err := lib.InitToken(2, []byte(soPIN), "cca"); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := lib.OpenSession(2, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
+	if err := lib.Login(s, ck.CKU_SO, []byte(soPIN)); err != nil {
+		t.Fatal(err)
+	}
+	if err := lib.InitPIN(s, []byte(userPIN)); err != nil {
+		t.Fatal(err)
+	}
+	lib.Logout(s)
+	if err := lib.Login(s, ck.CKU_USER, []byte(userPIN)); err != nil {
+		t.Fatal(err)
+	}
+	// SetPIN clears CKF_USER_PIN_TO_BE_CHANGED; some flows insist on it.
+	for i := range nKeys {
+		_, err := lib.GenerateKey(s, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
+			tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.Bool(ck.CKA_PRIVATE, false),
+			tokenlib.String(ck.CKA_LABEL, fmt.Sprint("k", i)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &crashEnv{t: t, layout: layout, hsm: h}
+}
+
+// count returns how many token keys have each blob attribute.
+func (e *crashEnv) count() (reenc, old int) {
+	st, err := store.Open(e.layout.TokenDir("cca"), store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	objs, err := st.List(context.Background(), nil, store.Filter{Classes: []uint{uint(ck.CKO_SECRET_KEY)}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, o := range objs {
+		if _, ok := o.Attrs[uint32(ck.CKA_IBM_OPAQUE_REENC)]; ok {
+			reenc++
+		}
+		if _, ok := o.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)]; ok {
+			old++
+		}
+	}
+	return reenc, old
+}
+
+func (e *crashEnv) latency(d time.Duration) {
+	err := e.hsm.Do(context.Background(), func(tx *sim.Tx) error {
+		if err := tx.SetLatency(q1, d); err != nil {
+			return err
+		}
+		return tx.SetLatency(q2, d)
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// run runs the tool to completion.
+func (e *crashEnv) run(args ...string) (int, string) {
+	cmd := exec.Command(tool(e.t), args...)
+	cmd.Env = append(os.Environ(), paths.EnvRoot+"="+e.layout.Root)
+	cmd.Stdin = strings.NewReader(userPIN + "\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), out.String()
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return 0, out.String()
+}
+
+// killMidPass starts the tool with --progress and kills it with SIGKILL at
+// its first progress line that shows a pass partly done: batches before it
+// are committed, the rest not.
+func (e *crashEnv) killMidPass(args ...string) {
+	cmd := exec.Command(tool(e.t), append([]string{"--progress"}, args...)...)
+	cmd.Env = append(os.Environ(), paths.EnvRoot+"="+e.layout.Root)
+	cmd.Stdin = strings.NewReader(userPIN + "\n")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	var seen strings.Builder
+	sc := bufio.NewScanner(stderr)
+	caught := false
+	for sc.Scan() {
+		line := sc.Text()
+		seen.WriteString(line + "\n")
+		var done, total int
+		if n, _ := fmt.Sscanf(line, "progress: %d of %d key objects", &done, &total); n == 2 && done > 0 && done < total {
+			cmd.Process.Signal(syscall.SIGKILL)
+			caught = true
+			break
+		}
+	}
+	io.Copy(io.Discard, stderr)
+	err = cmd.Wait()
+	if !caught {
+		e.t.Fatalf("no partial progress seen: %v\n%s", err, seen.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		e.t.Fatalf("tool was not killed: %v\n%s", err, seen.String())
+	}
+}
+
+func (e *crashEnv) op() *state.Op {
+	d, err := state.Open(e.layout.MKChangeDir(), state.Options{ReadOnly: true})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer d.Close()
+	ops, broken, err := d.List(context.Background())
+	if err != nil || len(broken) > 0 {
+		e.t.Fatalf("operation files: %v %v", broken, err)
+	}
+	if len(ops) != 1 {
+		e.t.Fatalf("%d operations", len(ops))
+	}
+	return ops[0]
+}
+
+func (e *crashEnv) loadNewAES() mkvp.Pattern {
+	var p mkvp.Pattern
+	for _, q := range []apqn.ID{q1, q2} {
+		var err error
+		p, err = e.hsm.LoadNew(context.Background(), q, mkvp.CCAAES, bytes.Repeat([]byte{7}, 32), hsm.Part{})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	return p
+}
+
+func TestKillDuringReencipherThenCancel(t *testing.T) {
+	e := newCrashEnv(t)
+	p := e.loadNewAES()
+	e.latency(2 * time.Millisecond)
+	e.killMidPass("reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	op := e.op()
+	if op.State != state.Reenciphering {
+		t.Fatalf("state after the kill = %s, want REENCIPHERING", op.State)
+	}
+	if reenc, _ := e.count(); reenc == 0 || reenc == nKeys {
+		t.Fatalf("%d of %d keys re-enciphered at the kill: not in the middle", reenc, nKeys)
+	}
+	e.latency(0)
+	// finalize cannot start from REENCIPHERING, and says so.
+	if code, out := e.run("finalize", "-i", string(op.ID)); code != 4 || !strings.Contains(out, "can not be finalized") {
+		t.Fatalf("finalize after the kill: exit %d\n%s", code, out)
+	}
+	code, out := e.run("cancel", "-i", string(op.ID))
+	if code != 0 || !strings.Contains(out, "successfully canceled") {
+		t.Fatalf("cancel after the kill: exit %d\n%s", code, out)
+	}
+	if reenc, old := e.count(); reenc != 0 || old != 0 {
+		t.Fatalf("after cancel: %d keys with REENC, %d with OLD", reenc, old)
+	}
+	if code, out := e.run("list"); code != 0 || out != "" {
+		t.Fatalf("list after cancel: %d %q", code, out)
+	}
+}
+
+func TestKillDuringFinalizeThenFinalize(t *testing.T) {
+	e := newCrashEnv(t)
+	p := e.loadNewAES()
+	if code, out := e.run("reencipher", "-a", "01.0033,02.0033", "-A", p.String()); code != 0 {
+		t.Fatalf("reencipher: exit %d\n%s", code, out)
+	}
+	op := e.op()
+	if reenc, _ := e.count(); reenc != nKeys {
+		t.Fatalf("%d of %d keys re-enciphered", reenc, nKeys)
+	}
+	for _, q := range []apqn.ID{q1, q2} {
+		if err := e.hsm.Set(context.Background(), q, mkvp.CCAAES); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.killMidPass("finalize", "-i", string(op.ID))
+	if _, old := e.count(); old == 0 || old == nKeys {
+		t.Fatalf("%d of %d keys finalized at the kill: not in the middle", old, nKeys)
+	}
+	if st := e.op().State; st != state.Reenciphered && st != state.Finalizing {
+		t.Fatalf("state after the kill = %s", st)
+	}
+	code, out := e.run("finalize", "-i", string(op.ID))
+	if code != 0 || !strings.Contains(out, "successfully finalized") {
+		t.Fatalf("finalize again: exit %d\n%s", code, out)
+	}
+	if reenc, old := e.count(); reenc != 0 || old != nKeys {
+		t.Fatalf("after finalize: %d keys with REENC, %d of %d with OLD", reenc, old, nKeys)
+	}
+}

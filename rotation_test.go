@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -40,5 +42,54 @@ func TestRotationDemo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRotationDemoUnprivileged runs the demo as user nobody when the tests
+// run as root (as in CI), with binaries built beforehand: the whole
+// rotation needs no privilege. When the tests run as another user,
+// TestRotationDemo already is that check.
+func TestRotationDemoUnprivileged(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Logf("running as uid %d: TestRotationDemo is the unprivileged run", os.Getuid())
+		return
+	}
+	const nobody = 65534
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "bin")
+	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
+	}
+	script, err := os.ReadFile("scripts/rotation-demo.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "demo.sh"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "work")
+	if err := os.Mkdir(work, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(work, 0o777)
+	cmd := exec.Command("bash", filepath.Join(bin, "demo.sh"))
+	cmd.Dir = work
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + work, "TMPDIR=" + work, "PKCSHSM_BIN=" + bin, "APPS=2"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("demo as uid %d failed: %v\n%s", nobody, err, out.String())
+	}
+	if !strings.Contains(out.String(), "DEMO PASSED (finalize)") {
+		t.Fatalf("demo output:\n%s", out.String())
 	}
 }

@@ -35,9 +35,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "building the binaries"
-mkdir -p "$bin"
-(cd "$here" && for c in hsmsim pkcshsm pkcshsmd pkcshsm_mk_change p11load; do go build -o "$bin/$c" "./cmd/$c"; done)
+if [ -n "${PKCSHSM_BIN:-}" ]; then
+	bin=$PKCSHSM_BIN # prebuilt binaries, e.g. for a run as another user
+else
+	step "building the binaries"
+	mkdir -p "$bin"
+	(cd "$here" && for c in hsmsim pkcshsm pkcshsmd pkcshsm_mk_change p11load; do go build -o "$bin/$c" "./cmd/$c"; done)
+fi
 export PATH=$bin:$PATH
 
 SO=87654321 USER=12345678

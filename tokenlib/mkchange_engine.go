@@ -327,8 +327,14 @@ func (t *token) withReenc(ctx context.Context, q apqn.ID, blob []byte) (keyBlobs
 		out, err := t.lib.backend.Reencipher(ctx, q, blob, hsm.ToNew)
 		if errors.Is(err, hsm.ErrRegisterState) && info.MKType != mkvp.EP11WK {
 			// The APQN activated the new key since: the blob is under
-			// its OLD register now (CCA only).
+			// its OLD register now (CCA only). If it is not, the APQN
+			// has no NEW key to give the blob: another APQN may.
+			toNew := err
 			out, err = t.lib.backend.Reencipher(ctx, q, blob, hsm.FromOld)
+			if errors.Is(err, hsm.ErrWrongMK) {
+				return kb, errclass.As(errclass.Unavailable,
+					fmt.Errorf("re-encipher the new key for operation %s: %w", op.ID, toNew))
+			}
 		}
 		if errors.Is(err, hsm.ErrRegisterState) {
 			return kb, errRetryCreate

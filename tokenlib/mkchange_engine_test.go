@@ -428,10 +428,12 @@ func TestMKTokenStartMixedAPQNs(t *testing.T) {
 		name   string
 		st     state.State
 		noOp   bool
+		setAll bool // the officer set the new key on 01.0033 too
 		starts bool
 	}{
 		{name: "REENCIPHERED", st: state.Reenciphered, starts: true},
 		{name: "REENCIPHERING", st: state.Reenciphering, starts: true},
+		{name: "REENCIPHERED, every APQN set", st: state.Reenciphered, setAll: true, starts: true},
 		{name: "INITIAL", st: state.Initial},
 		{name: "no operation", noOp: true},
 	} {
@@ -444,6 +446,9 @@ func TestMKTokenStartMixedAPQNs(t *testing.T) {
 				createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, tc.st, cca1, cca2)
 			}
 			setMK(t, o, mkvp.CCAAES, cca2)
+			if tc.setAll {
+				setMK(t, o, mkvp.CCAAES, cca1)
+			}
 			l := newMKLib(t, layout, slotCCA)
 			h := userSession(t, l, slotCCA)
 			_, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("k", false))
@@ -757,14 +762,28 @@ func TestMKEP11Pinning(t *testing.T) {
 // officer activates the new master key and the operation finalizes; -race
 // watches the engine's locking.
 func TestMKConcurrentUse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		slot SlotID
+		mt   mkvp.Type
+		qs   []apqn.ID // set in this order
+	}{
+		{name: "CCA", slot: slotCCA, mt: mkvp.CCAAES, qs: []apqn.ID{cca1, cca2}},
+		{name: "EP11", slot: slotEP11, mt: mkvp.EP11WK, qs: []apqn.ID{ep11q}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { concurrentUse(t, tc.slot, tc.mt, tc.qs) })
+	}
+}
+
+func concurrentUse(t *testing.T, slot SlotID, mt mkvp.Type, qs []apqn.ID) {
 	ctx := context.Background()
 	layout := writeTestRoot(t)
 	o := officer(t, layout)
-	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	newP := loadNew(t, o, mt, qs...)
 	d := opsDir(t, layout)
-	op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
-	l := newMKLib(t, layout, slotCCA)
-	h0 := userSession(t, l, slotCCA)
+	op := createOp(t, d, mt, newP, state.Reenciphered, qs...)
+	l := newMKLib(t, layout, slot)
+	h0 := userSession(t, l, slot)
 	shared := genAES(t, l, h0, "shared", false)
 
 	const workers = 3
@@ -772,7 +791,7 @@ func TestMKConcurrentUse(t *testing.T) {
 	started := make(chan struct{}, workers)
 	errs := make(chan error, workers)
 	for range workers {
-		h, err := l.OpenSession(slotCCA, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
+		h, err := l.OpenSession(slot, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
 		must(t, err)
 		go func() {
 			var first error
@@ -803,12 +822,13 @@ func TestMKConcurrentUse(t *testing.T) {
 	for range workers { // every worker is past its first key use
 		<-started
 	}
-	setMK(t, o, mkvp.CCAAES, cca1)
-	_, err := l.reconcile(ctx)
-	must(t, err)
-	setMK(t, o, mkvp.CCAAES, cca2)
+	for _, q := range qs {
+		setMK(t, o, mt, q)
+		_, err := l.reconcile(ctx)
+		must(t, err)
+	}
 	moveOp(t, d, op.ID, state.Finalizing)
-	_, err = l.reconcile(ctx)
+	_, err := l.reconcile(ctx)
 	must(t, err)
 	close(stop)
 	for range workers {
@@ -816,7 +836,7 @@ func TestMKConcurrentUse(t *testing.T) {
 			t.Errorf("application call failed during the change: %v", err)
 		}
 	}
-	if ids := activeOpIDs(l, slotCCA); len(ids) != 0 {
+	if ids := activeOpIDs(l, slot); len(ids) != 0 {
 		t.Fatalf("operations still active: %v", ids)
 	}
 	info, _, _ := blobInfo(t, l, h0, shared, ck.CKA_IBM_OPAQUE)
@@ -824,4 +844,92 @@ func TestMKConcurrentUse(t *testing.T) {
 		t.Fatalf("shared key under %s after finalize, want %s", info.Pattern, newP)
 	}
 	must(t, aesRoundTrip(l, h0, shared))
+}
+
+// TestMKAgentHandlerFailures: a reconcile that cannot read the operations,
+// or cannot re-encipher a session key, answers Failed with the reason.
+func TestMKAgentHandlerFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// setup breaks something after the keys exist; it returns the
+		// operation id of the event.
+		setup func(t *testing.T, layout paths.Layout, o *sim.HSM) state.ID
+		// failed lists the slots that must answer Failed, with a text
+		// their error must contain.
+		failed map[uint32]string
+		class  errclass.Class
+		// after checks key creation afterwards.
+		after func(t *testing.T, l *Library, h SessionHandle)
+	}{
+		{
+			name: "operation directory is not a directory",
+			setup: func(t *testing.T, layout paths.Layout, o *sim.HSM) state.ID {
+				must(t, os.MkdirAll(filepath.Dir(layout.MKChangeDir()), 0o755))
+				must(t, os.WriteFile(layout.MKChangeDir(), []byte("not a directory"), 0o644))
+				return "aaaaaa"
+			},
+			failed: map[uint32]string{uint32(slotCCA): "not a plain directory", uint32(slotEP11): "not a plain directory"},
+			class:  errclass.PermissionDenied,
+			after: func(t *testing.T, l *Library, h SessionHandle) {
+				genAES(t, l, h, "after", false) // the tokens keep working
+			},
+		},
+		{
+			name: "NEW register missing on one APQN",
+			setup: func(t *testing.T, layout paths.Layout, o *sim.HSM) state.ID {
+				newP := loadNew(t, o, mkvp.CCAAES, cca1) // not on 02.0033
+				return createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2).ID
+			},
+			failed: map[uint32]string{uint32(slotCCA): "02.0033"},
+			class:  errclass.FailedPrecondition,
+			after: func(t *testing.T, l *Library, h SessionHandle) {
+				// 02.0033 cannot give a new key its REENC blob: the key
+				// is made on 01.0033 instead, wherever the round robin
+				// starts.
+				cur, _, _ := blobInfo(t, l, h, find(t, l, h)[0], ck.CKA_IBM_OPAQUE)
+				for range 2 {
+					k := genAES(t, l, h, "after", false)
+					_, reenc, ok := blobInfo(t, l, h, k, ck.CKA_IBM_OPAQUE_REENC)
+					if !ok || len(reenc) == 0 {
+						t.Fatal("new key without REENC blob")
+					}
+					wantBlobs(t, l, h, k, cur.Pattern, mustInspect(t, reenc).Pattern, mkvp.Pattern{})
+					must(t, encryptOnce(l, h, k)) // the next key starts on the other APQN
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layout := writeTestRoot(t)
+			o := officer(t, layout)
+			l := newMKLib(t, layout, slotCCA, slotEP11)
+			h := userSession(t, l, slotCCA)
+			for range 4 {
+				genAES(t, l, h, "k", false)
+			}
+			id := tc.setup(t, layout, o)
+			reply := agentHandler{l}.HandleEvent(context.Background(),
+				event.Event{ID: "ev", Type: state.ActReencipher.EventType(), OpID: string(id)})
+			if len(reply.Tokens) != 2 {
+				t.Fatalf("reply lists %d tokens, want 2: %+v", len(reply.Tokens), reply.Tokens)
+			}
+			for _, r := range reply.Tokens {
+				text, fails := tc.failed[r.Slot]
+				switch {
+				case !fails && r.Result != event.NotAffected:
+					t.Errorf("slot %d: %+v, want not affected", r.Slot, r)
+				case fails && (r.Result != event.Failed || r.Class != tc.class || !strings.Contains(r.Error, text)):
+					t.Errorf("slot %d: %+v, want failed, class %v, %q in the error", r.Slot, r, tc.class, text)
+				}
+			}
+			tc.after(t, l, h)
+		})
+	}
+}
+
+func mustInspect(t testing.TB, blob []byte) hsm.BlobInfo {
+	t.Helper()
+	info, err := hsm.Inspect(blob)
+	must(t, err)
+	return info
 }

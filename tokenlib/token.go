@@ -2,6 +2,7 @@ package tokenlib
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -140,7 +141,15 @@ func (t *token) objectLocked(ctx context.Context, h ObjectHandle) (*object, erro
 		}
 		return o, nil
 	}
-	if err := t.refreshLocked(ctx); err != nil {
+	if t.cacheValid {
+		gen, err := t.db.generation(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if gen != t.cacheGen {
+			return t.revalidateLocked(ctx, h)
+		}
+	} else if err := t.refreshLocked(ctx); err != nil {
 		return nil, err
 	}
 	o, ok := t.cache[h]
@@ -148,6 +157,64 @@ func (t *token) objectLocked(ctx context.Context, h ObjectHandle) (*object, erro
 		return nil, errObjectHandle(h)
 	}
 	return o, nil
+}
+
+// revalidateLocked returns object h from a stale cache (someone committed
+// a write since it was loaded) without reloading the whole cache: the
+// object's stored version, one indexed read, says whether the cached copy
+// is still current, and only a changed object is read and decoded again.
+// A master key change pass commits a batch of thousands of objects every
+// few milliseconds; reloading (decoding) every object of the token after
+// each batch, while holding t.mu, stalls all operations of the token.
+// The cache stays marked stale (cacheGen is not moved), so a search still
+// reloads it as a whole; objects it does not hold (made by another
+// process) are found that way too. The caller holds t.mu.
+func (t *token) revalidateLocked(ctx context.Context, h ObjectHandle) (*object, error) {
+	o, ok := t.cache[h]
+	if !ok {
+		if err := t.refreshLocked(ctx); err != nil {
+			return nil, err
+		}
+		if o, ok = t.cache[h]; !ok {
+			return nil, errObjectHandle(h)
+		}
+		return o, nil
+	}
+	gone := func(err error) bool {
+		switch {
+		case errclass.Of(err) == errclass.NotFound, errclass.Of(err) == errclass.DataLoss,
+			errors.Is(err, store.ErrLoginRequired):
+			// Gone, unreadable or no longer visible: a reload would
+			// drop it from the cache, so do the same.
+			delete(t.cache, h)
+			return true
+		}
+		return false
+	}
+	ver, err := t.db.st.Version(ctx, uint64(h))
+	if gone(err) {
+		return nil, errObjectHandle(h)
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if ver == o.version {
+		return o, nil
+	}
+	so, err := t.db.st.Get(ctx, t.readKey(), uint64(h))
+	if gone(err) {
+		return nil, errObjectHandle(h)
+	}
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	fresh := fromStore(so)
+	if fresh.isPrivate() && !t.userLoggedIn() {
+		delete(t.cache, h)
+		return nil, errObjectHandle(h)
+	}
+	t.cache[h] = fresh
+	return fresh, nil
 }
 
 // visibleLocked returns every object the Library can see now. The caller

@@ -528,6 +528,13 @@ func TestMKFinalizing(t *testing.T) {
 			for range 2 {
 				genAES(t, l, h, "later", false)
 			}
+			// The blob kept in CKA_IBM_OPAQUE_OLD still works after a
+			// restore: CCA adapters keep the old key in their OLD register.
+			must(t, l.RestoreOldBlob(h, k))
+			wantBlobs(t, l, h, k, cur, mkvp.Pattern{}, mkvp.Pattern{})
+			for range 2 {
+				must(t, aesRoundTrip(l, h, k))
+			}
 		})
 	}
 }
@@ -932,4 +939,56 @@ func mustInspect(t testing.TB, blob []byte) hsm.BlobInfo {
 	info, err := hsm.Inspect(blob)
 	must(t, err)
 	return info
+}
+
+// TestMKToolPassSeenByApplication: the token objects are re-enciphered and
+// finalized by the tool (another Library); the application sees the
+// results through the store and keeps using its token keys.
+func TestMKToolPassSeenByApplication(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	app := newMKLib(t, layout, slotEP11)
+	h := userSession(t, app, slotEP11)
+	cur := currentMK(t, o, ep11q, mkvp.EP11WK)
+	keys := []ObjectHandle{
+		genAES(t, app, h, "private", true),
+		genAES(t, app, h, "public", true, Bool(ck.CKA_PRIVATE, false)),
+		genAES(t, app, h, "session", false),
+	}
+	must(t, aesRoundTrip(app, h, keys[0])) // cached before the tool's pass
+
+	newP := loadNew(t, o, mkvp.EP11WK, ep11q)
+	d := opsDir(t, layout)
+	op := createOp(t, d, mkvp.EP11WK, newP, state.Reenciphered, ep11q)
+	_, err := app.reconcile(ctx)
+	must(t, err)
+	tool := openMKLib(t, layout)
+	userSession(t, tool, slotEP11)
+	n, err := tool.MKChangePass(ctx, slotEP11, op, state.ActReencipher, nil)
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("tool re-enciphered %d token objects, want 2", n)
+	}
+	for _, k := range keys {
+		wantBlobs(t, app, h, k, cur, newP, mkvp.Pattern{})
+	}
+
+	setMK(t, o, mkvp.EP11WK, ep11q)
+	for _, k := range keys {
+		must(t, aesRoundTrip(app, h, k))
+	}
+
+	op = moveOp(t, d, op.ID, state.Finalizing)
+	n, err = tool.MKChangePass(ctx, slotEP11, op, state.ActFinalize, nil)
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("tool finalized %d token objects, want 2", n)
+	}
+	_, err = app.reconcile(ctx)
+	must(t, err)
+	for _, k := range keys {
+		wantBlobs(t, app, h, k, newP, mkvp.Pattern{}, cur)
+		must(t, aesRoundTrip(app, h, k))
+	}
 }

@@ -55,7 +55,9 @@
 // version the caller read, otherwise errclass.Conflict. [Store.Batch] runs
 // many Create/Get/List/Update/Delete calls in one transaction (an MK change
 // rewrites thousands of objects per batch); Update re-seals only the values
-// that changed since the object was read.
+// that changed since the object was read. Large tokens are read page by
+// page ([Filter.After], [Filter.Limit]); [Store.Count] says how many objects
+// there are without reading them, for progress reports.
 //
 // # Several processes
 //

@@ -3,6 +3,7 @@ package tokenlib
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -270,6 +271,12 @@ func TestMKReconcileActivates(t *testing.T) {
 	s2 := genAES(t, l, h, "s2", false)
 	tk := genAES(t, l, h, "tk", true)
 	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	// An APKA key is not touched by a change of the AES master key.
+	params, _ := ECParams("P-256")
+	_, ecPriv, err := l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+		[]Attribute{Bytes(ck.CKA_EC_PARAMS, params), Bool(ck.CKA_TOKEN, false)}, []Attribute{Bool(ck.CKA_TOKEN, false)})
+	must(t, err)
+	apka := currentMK(t, o, cca1, mkvp.CCAAPKA)
 
 	res, err := l.reconcile(ctx)
 	must(t, err)
@@ -291,6 +298,7 @@ func TestMKReconcileActivates(t *testing.T) {
 	wantBlobs(t, l, h, s1, cur, newP, mkvp.Pattern{})
 	wantBlobs(t, l, h, s2, cur, newP, mkvp.Pattern{})
 	wantBlobs(t, l, h, tk, cur, mkvp.Pattern{}, mkvp.Pattern{}) // the tool's business
+	wantBlobs(t, l, h, ecPriv, apka, mkvp.Pattern{}, mkvp.Pattern{})
 	_, before, _ := blobInfo(t, l, h, s1, ck.CKA_IBM_OPAQUE_REENC)
 
 	for _, again := range []func() (int, error){
@@ -402,6 +410,36 @@ func TestMKCCAMixedAPQNs(t *testing.T) {
 	wantBlobs(t, l, h, sessNew, newP, newP, mkvp.Pattern{})
 	if cv := getAttr(t, l, h, sessNew, ck.CKA_CHECK_VALUE); len(cv) != 3 {
 		t.Fatalf("check value %x", cv)
+	}
+	// Imported keys get the right check value on either APQN, and key
+	// wrapping works with a wrapping key under the new master key and a
+	// key under the old one.
+	clearKey := bytes.Repeat([]byte{0x5a}, 16)
+	c, _ := aes.NewCipher(clearKey)
+	wantCV := make([]byte, 16)
+	c.Encrypt(wantCV, wantCV)
+	for range 2 {
+		k, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
+			Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), Bytes(ck.CKA_VALUE, clearKey)})
+		must(t, err)
+		if got := getAttr(t, l, h, k, ck.CKA_CHECK_VALUE); !bytes.Equal(got, wantCV[:3]) {
+			t.Fatalf("imported key: check value %x, want %x", got, wantCV[:3])
+		}
+		if _, _, ok := blobInfo(t, l, h, k, ck.CKA_IBM_OPAQUE_REENC); !ok {
+			t.Fatal("imported key without REENC blob")
+		}
+		must(t, encryptOnce(l, h, k))
+	}
+	for range 2 {
+		wrapped := run(t, func(out []byte) (int, error) {
+			return l.WrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, sessNew, tokOld, out)
+		}, nil)
+		u, err := l.UnwrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, sessNew, wrapped, []Attribute{
+			Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)), Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES))})
+		must(t, err)
+		if a, b := getAttr(t, l, h, tokOld, ck.CKA_CHECK_VALUE), getAttr(t, l, h, u, ck.CKA_CHECK_VALUE); !bytes.Equal(a, b) {
+			t.Fatalf("unwrapped key: check value %x, want %x", b, a)
+		}
 	}
 
 	for _, step := range []string{"01.0033 set", "both set"} {

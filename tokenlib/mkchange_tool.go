@@ -32,18 +32,18 @@ func (l *Library) MKChangeToken(ctx context.Context, id SlotID) (mkchange.Token,
 		return mkchange.Token{}, err
 	}
 	mt := mkchange.Token{
-		Slot:     uint(id),
-		Type:     config.TypeCCA,
-		APQNAny:  t.conf.apqnAny,
-		Expected: maps.Clone(t.conf.expected),
+		Slot:    uint(id),
+		Type:    config.TypeCCA,
+		APQNAny: t.conf.apqnAny,
 	}
 	if t.conf.typ == TokenEP11 {
 		mt.Type = config.TypeEP11
 	}
+	t.hsmMu.Lock() // guards conf.expected and pool
+	mt.Expected = maps.Clone(t.conf.expected)
 	if mt.Expected == nil {
 		mt.Expected = map[mkvp.Type]mkvp.Pattern{}
 	}
-	t.hsmMu.Lock()
 	if t.pool != nil {
 		for typ, p := range t.pool.expected {
 			if _, ok := mt.Expected[typ]; !ok {

@@ -3,7 +3,6 @@ package apqn
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,7 +122,7 @@ func (b Bus) QueueDir(id ID) string { return filepath.Join(b.CardDir(id.Card), i
 func (b Bus) Cards() ([]Card, error) {
 	ents, err := os.ReadDir(b.apDir())
 	if err != nil {
-		return nil, busErr(err, "read AP bus at %s", b.apDir())
+		return nil, errclass.FS(err, "read AP bus at %s", b.apDir())
 	}
 	var cards []Card
 	for _, e := range ents {
@@ -198,7 +197,7 @@ func (b Bus) Queues() ([]Queue, error) {
 	for _, c := range cards {
 		ents, err := os.ReadDir(b.CardDir(c.Number))
 		if err != nil {
-			return nil, busErr(err, "read card %02x", c.Number)
+			return nil, errclass.FS(err, "read card %02x", c.Number)
 		}
 		for _, e := range ents {
 			id, err := Parse(e.Name())
@@ -246,7 +245,7 @@ func (b Bus) MKVPs(id ID) (MKVPs, error) {
 	path := filepath.Join(b.QueueDir(id), "mkvps")
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return MKVPs{}, busErr(err, "read %s", path)
+		return MKVPs{}, errclass.FS(err, "read %s", path)
 	}
 	m, err := ParseMKVPs(raw)
 	if err != nil {
@@ -259,7 +258,7 @@ func readAttr(dir, name string) (string, error) {
 	path := filepath.Join(dir, name)
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return "", busErr(err, "read %s", path)
+		return "", errclass.FS(err, "read %s", path)
 	}
 	return strings.TrimSpace(string(raw)), nil
 }
@@ -278,15 +277,4 @@ func readBool(dir, name string, def bool) (bool, error) {
 		return false, errclass.New(errclass.DataLoss, "%s/%s: %q is not a number", dir, name, s)
 	}
 	return v != 0, nil
-}
-
-func busErr(err error, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return errclass.New(errclass.NotFound, "failed to %s: %w", msg, err)
-	case errors.Is(err, fs.ErrPermission):
-		return errclass.New(errclass.PermissionDenied, "failed to %s: %w", msg, err)
-	}
-	return errclass.New(errclass.Unavailable, "failed to %s: %w", msg, err)
 }

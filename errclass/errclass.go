@@ -18,6 +18,7 @@ package errclass
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 )
 
 // Class is one of a small, closed set of error kinds. The zero Class is
@@ -184,4 +185,21 @@ func Hint(err error) string {
 		err = errors.Unwrap(err)
 	}
 	return ""
+}
+
+// FS classifies a failed file-system call: a missing file is NotFound, a
+// refused one PermissionDenied, anything else Unavailable. The message
+// reads "failed to <what>: <err>".
+func FS(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return New(NotFound, "failed to %s: %w", msg, err)
+	case errors.Is(err, fs.ErrPermission):
+		return New(PermissionDenied, "failed to %s: %w", msg, err)
+	}
+	return New(Unavailable, "failed to %s: %w", msg, err)
 }

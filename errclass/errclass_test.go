@@ -3,6 +3,8 @@ package errclass
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"strings"
 	"testing"
 )
 
@@ -76,3 +78,23 @@ type structured struct{}
 func (structured) Error() string   { return "two operations intersect" }
 func (structured) ErrClass() Class { return Conflict }
 func (structured) Is(t error) bool { return t == Conflict }
+
+func TestFS(t *testing.T) {
+	cases := []struct {
+		err  error
+		want Class
+	}{
+		{fs.ErrNotExist, NotFound},
+		{&fs.PathError{Op: "open", Path: "/x", Err: fs.ErrPermission}, PermissionDenied},
+		{errors.New("disk on fire"), Unavailable},
+	}
+	for _, tt := range cases {
+		err := FS(tt.err, "read %s", "/x")
+		if Of(err) != tt.want || !errors.Is(err, tt.err) || !strings.HasPrefix(err.Error(), "failed to read /x: ") {
+			t.Errorf("FS(%v) = %v (class %v), want %v", tt.err, err, Of(err), tt.want)
+		}
+	}
+	if FS(nil, "x") != nil {
+		t.Error("FS(nil) != nil")
+	}
+}

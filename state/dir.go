@@ -545,14 +545,11 @@ func syncDir(path string) error {
 	return nil
 }
 
+// ioErr classifies a failed file-system call; a refused one gets a hint.
 func ioErr(err error, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return errclass.New(errclass.NotFound, "failed to %s: %w", msg, err)
-	case errors.Is(err, fs.ErrPermission):
-		return errclass.Newh(errclass.PermissionDenied, "run as the administrator who owns the state directory",
-			"failed to %s: %w", msg, err)
+	err = errclass.FS(err, format, args...)
+	if errclass.Of(err) == errclass.PermissionDenied {
+		return errclass.WithHint(err, "run as the administrator who owns the state directory")
 	}
-	return errclass.New(errclass.Unavailable, "failed to %s: %w", msg, err)
+	return err
 }

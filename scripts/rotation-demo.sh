@@ -121,7 +121,7 @@ done
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
 # The CURRENT patterns before the change (what a cancel must leave).
-current() { hsmsim show --json | tr -d ' \n' | grep -o "\"$1\":{\"current\":{\"state\":\"valid\",\"pattern\":\"[0-9a-f]*\"" | head -1 | sed 's/.*"pattern":"//; s/"$//'; }
+current() { hsmsim show --json | tr -d ' \n' | grep -o "\"$1\":{\"current\":{\"state\":\"valid\",\"pattern\":\"[0-9a-f]*\"" | sed -n 1p | sed 's/.*"pattern":"//; s/"$//'; }
 old_sym=$(current SYM) old_aes=$(current AES) old_apka=$(current APKA) old_wk=$(current WK)
 old_wk=${old_wk:0:32}
 [ -n "$old_sym" ] && [ -n "$old_aes" ] && [ -n "$old_apka" ] && [ -n "$old_wk" ] || fail "could not read the current patterns"
@@ -180,7 +180,7 @@ app_pids=
 
 step "verify every key"
 check_slot() { # slot, expected patterns...
-	local slot=$1 rows total rotated kept before
+	local slot=$1 rows total rotated kept before json
 	shift
 	rows=$(keyrows "$slot")
 	total=$(echo "$rows" | grep -c . || true)
@@ -188,12 +188,19 @@ check_slot() { # slot, expected patterns...
 	for p in "$@"; do rotated=$((rotated + $(echo "$rows" | awk -v p="$p" 'toupper($2)==toupper(p)' | grep -c . || true))); done
 	before=$(grep -c . "$root/keys$slot.before" || true)
 	kept=0
-	while read -r h _ _; do
-		echo "$rows" | grep -q "^$h [0-9A-F]* $want_old$" && kept=$((kept + 1))
+	while read -r h p o; do
+		# Here-strings, not pipes: with pipefail, "echo | grep -q" fails when
+		# grep exits at the first match before echo has written everything.
+		if grep -q "^$h [0-9A-F]* $want_old$" <<<"$rows"; then
+			kept=$((kept + 1))
+		else
+			echo "  key $h: before \"$h $p $o\", now \"$(grep "^$h " <<<"$rows" || echo missing)\"" >&2
+		fi
 	done <"$root/keys$slot.before"
 	echo "slot $slot: $total secure keys, $rotated under the expected master keys; $kept of the $before keys from before the change have old blob = $want_old"
 	[ "$total" -gt 0 ] && [ "$rotated" = "$total" ] && [ "$kept" = "$before" ] || fail "slot $slot keys not as expected after $MODE"
-	printf '%s\n' $USER | pkcshsm keys list --slot "$slot" --hsm-mkvp --json | grep -q '"has_reenc_blob": true' && fail "slot $slot: REENC blobs left"
+	json=$(printf '%s\n' $USER | pkcshsm keys list --slot "$slot" --hsm-mkvp --json)
+	if grep -q '"has_reenc_blob": true' <<<"$json"; then fail "slot $slot: REENC blobs left"; fi
 	return 0
 }
 if [ "$MODE" = finalize ]; then

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -71,6 +72,9 @@ func TestStoppedHungAndKilledProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stopped.cmd.Process.Signal(syscall.SIGCONT)
+	// kill(2) returns before every thread of the target has stopped; on a
+	// loaded machine one may still run. Ask the kernel until it says so.
+	waitFor(t, "the process to be stopped", func() bool { return procState(stopped.pid()) == "T" })
 
 	deadline := time.Now().Add(3 * time.Second)
 	type result struct {
@@ -107,9 +111,10 @@ func TestStoppedHungAndKilledProcesses(t *testing.T) {
 	got := byPID(r.acct)
 	want := map[int32]event.ProcessOutcome{good.pid(): event.Replied, stopped.pid(): event.TimedOut,
 		hung.pid(): event.TimedOut, doomed.pid(): event.Disconnected}
+	role := map[int32]string{good.pid(): "good", stopped.pid(): "stopped", hung.pid(): "hung", doomed.pid(): "killed"}
 	for pid, w := range want {
 		if got[pid].Outcome != w {
-			t.Errorf("pid %d: outcome %q, want %q", pid, got[pid].Outcome, w)
+			t.Errorf("pid %d (%s): outcome %q, want %q; results %+v", pid, role[pid], got[pid].Outcome, w, got[pid].Results)
 		}
 	}
 	if len(got) != len(want) {
@@ -423,4 +428,19 @@ func TestUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// procState returns the state letter of a process from /proc/<pid>/stat
+// ("T" for stopped), or "" when it cannot be read.
+func procState(pid int32) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name in parentheses may hold blanks; the state follows it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
 }

@@ -246,21 +246,34 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 	changed := 0
 	var errs []error
 	for i, o := range objs {
-		blobs := blobAttrs(o.attrs)
-		if blobs == nil {
-			continue
-		}
 		var q apqn.ID
 		if len(qs) > 0 {
 			q = qs[i%len(qs)]
 		}
-		ok, err := mkchange.Transform(ctx, t.lib.backend, q, blobs, op, a)
+		ok, err := t.sessionTransform(ctx, q, o, op, a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
-			continue
 		}
-		if !ok {
-			continue
+		if ok {
+			changed++
+		}
+	}
+	return changed, errors.Join(errs...)
+}
+
+// sessionTransform applies action a to one session key and swaps the
+// result in. If the application replaced the object meanwhile (a
+// C_SetAttributeValue), the replacement is transformed instead, so no key
+// misses the pass; a destroyed object is skipped.
+func (t *token) sessionTransform(ctx context.Context, q apqn.ID, o *object, op *state.Op, a state.Action) (bool, error) {
+	for range 5 {
+		blobs := blobAttrs(o.attrs)
+		if blobs == nil {
+			return false, nil
+		}
+		ok, err := mkchange.Transform(ctx, t.lib.backend, q, blobs, op, a)
+		if err != nil || !ok {
+			return false, err
 		}
 		n := &object{handle: o.handle, attrs: o.attrs.clone(), session: o.session, version: o.version}
 		for _, at := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_REENC, ck.CKA_IBM_OPAQUE_OLD} {
@@ -271,13 +284,20 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 			}
 		}
 		t.mu.Lock()
-		if t.sessObjs[o.handle] == o {
+		cur, alive := t.sessObjs[o.handle]
+		if cur == o {
 			t.sessObjs[o.handle] = n
-			changed++
 		}
 		t.mu.Unlock()
+		switch {
+		case cur == o:
+			return true, nil
+		case !alive:
+			return false, nil
+		}
+		o = cur // replaced meanwhile: transform the replacement
 	}
-	return changed, errors.Join(errs...)
+	return false, errclass.New(errclass.Aborted, "session object %d kept changing during the master key change pass", o.handle)
 }
 
 // blobAttrs returns the blob attributes of a key object as package

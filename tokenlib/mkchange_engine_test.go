@@ -1030,3 +1030,40 @@ func TestMKToolPassSeenByApplication(t *testing.T) {
 		must(t, aesRoundTrip(app, h, k))
 	}
 }
+
+// A session key replaced while the pass works on it (C_SetAttributeValue
+// swaps in a new object) is not skipped: the replacement is transformed.
+func TestMKSessionPassFollowsReplacement(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotCCA)
+	h := userSession(t, l, slotCCA)
+	k := genAES(t, l, h, "k", false)
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	op := createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+
+	tok := l.slots[slotCCA]
+	tok.mu.Lock()
+	stale := tok.sessObjs[ObjectHandle(k)]
+	replacement := &object{handle: stale.handle, attrs: stale.attrs.clone(), session: stale.session}
+	replacement.attrs[ck.CKA_LABEL] = []byte("renamed")
+	tok.sessObjs[ObjectHandle(k)] = replacement
+	tok.mu.Unlock()
+
+	ok, err := tok.sessionTransform(ctx, cca1, stale, op, state.ActReencipher)
+	if err != nil || !ok {
+		t.Fatalf("sessionTransform = %v, %v; want the replacement transformed", ok, err)
+	}
+	wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})
+	if got, _ := l.GetAttributes(h, k, ck.CKA_LABEL); string(got[0]) != "renamed" {
+		t.Fatalf("label %q: the replacement's own change was lost", got[0])
+	}
+
+	// A destroyed object is skipped without error.
+	must(t, l.DestroyObject(h, k))
+	if ok, err := tok.sessionTransform(ctx, cca1, replacement, op, state.ActCancel); ok || err != nil {
+		t.Fatalf("destroyed object: %v, %v", ok, err)
+	}
+}

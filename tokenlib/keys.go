@@ -176,50 +176,31 @@ func hsmErr(err error, what string) error {
 // change) and removes _OLD. Keys without CKA_IBM_OPAQUE_OLD are refused
 // with CKR_KEY_HANDLE_INVALID and a FailedPrecondition class.
 func (l *Library) RestoreOldBlob(h SessionHandle, oh ObjectHandle) error {
-	s, err := l.session(h)
-	if err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	t := s.tok
-	ctx := context.Background()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	o, err := t.objectLocked(ctx, oh)
-	if err != nil {
-		return err
-	}
-	old := o.attrs[ck.CKA_IBM_OPAQUE_OLD]
-	if len(old) == 0 {
-		return newErrh(ck.CKR_KEY_HANDLE_INVALID, errclass.FailedPrecondition,
-			"only keys of a finalized master key change keep an old secure key",
-			"key %d (%q) has no CKA_IBM_OPAQUE_OLD", oh, o.label())
-	}
-	if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
-		return err
-	}
-	na := o.attrs.clone()
-	na[ck.CKA_IBM_OPAQUE] = old
-	delete(na, ck.CKA_IBM_OPAQUE_OLD)
-	if err := t.replaceLocked(ctx, o, na); err != nil {
-		return err
-	}
-	t.log.Info().Uint("object", uint(oh)).Msg("old secure key restored")
-	return nil
+	return l.writeObject(h, oh, func(ctx context.Context, s *session, t *token, o *object) error {
+		old := o.attrs[ck.CKA_IBM_OPAQUE_OLD]
+		if len(old) == 0 {
+			return newErrh(ck.CKR_KEY_HANDLE_INVALID, errclass.FailedPrecondition,
+				"only keys of a finalized master key change keep an old secure key",
+				"key %d (%q) has no CKA_IBM_OPAQUE_OLD", oh, o.label())
+		}
+		if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
+			return err
+		}
+		na := o.attrs.clone()
+		na[ck.CKA_IBM_OPAQUE] = old
+		delete(na, ck.CKA_IBM_OPAQUE_OLD)
+		if err := t.replaceLocked(ctx, o, na); err != nil {
+			return err
+		}
+		t.log.Info().Uint("object", uint(oh)).Msg("old secure key restored")
+		return nil
+	})
 }
 
 // KeyBlobInfo returns what the header of a key's CKA_IBM_OPAQUE says: the
 // master key type and pattern that encipher it, the key type and size.
 func (l *Library) KeyBlobInfo(h SessionHandle, oh ObjectHandle) (hsm.BlobInfo, error) {
-	s, err := l.session(h)
-	if err != nil {
-		return hsm.BlobInfo{}, err
-	}
-	defer s.mu.Unlock()
-	t := s.tok
-	t.mu.Lock()
-	o, err := t.objectLocked(context.Background(), oh)
-	t.mu.Unlock()
+	o, err := l.readObject(h, oh)
 	if err != nil {
 		return hsm.BlobInfo{}, err
 	}

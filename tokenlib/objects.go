@@ -95,8 +95,10 @@ func (l *Library) CopyObject(h SessionHandle, oh ObjectHandle, attrs []Attribute
 	return t.insertLocked(ctx, s, na)
 }
 
-// DestroyObject destroys an object (C_DestroyObject).
-func (l *Library) DestroyObject(h SessionHandle, oh ObjectHandle) error {
+// writeObject runs fn for a change of object oh through session h: the
+// session and its token stay locked while fn runs, and o is the object as
+// the session sees it. fn checks the session may write it.
+func (l *Library) writeObject(h SessionHandle, oh ObjectHandle, fn func(ctx context.Context, s *session, t *token, o *object) error) error {
 	s, err := l.session(h)
 	if err != nil {
 		return err
@@ -110,17 +112,38 @@ func (l *Library) DestroyObject(h SessionHandle, oh ObjectHandle) error {
 	if err != nil {
 		return err
 	}
-	if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
-		return err
+	return fn(ctx, s, t, o)
+}
+
+// readObject returns object oh as session h sees it. The object is an
+// immutable snapshot, read without holding any lock afterwards.
+func (l *Library) readObject(h SessionHandle, oh ObjectHandle) (*object, error) {
+	s, err := l.session(h)
+	if err != nil {
+		return nil, err
 	}
-	if !o.attrs.boolOr(ck.CKA_DESTROYABLE, true) {
-		return newErr(ck.CKR_ACTION_PROHIBITED, errclass.FailedPrecondition, "object %d has CKA_DESTROYABLE false", oh)
-	}
-	if err := t.removeLocked(ctx, o); err != nil {
-		return err
-	}
-	t.log.Debug().Uint("object", uint(oh)).Msg("object destroyed")
-	return nil
+	defer s.mu.Unlock()
+	t := s.tok
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.objectLocked(context.Background(), oh)
+}
+
+// DestroyObject destroys an object (C_DestroyObject).
+func (l *Library) DestroyObject(h SessionHandle, oh ObjectHandle) error {
+	return l.writeObject(h, oh, func(ctx context.Context, s *session, t *token, o *object) error {
+		if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
+			return err
+		}
+		if !o.attrs.boolOr(ck.CKA_DESTROYABLE, true) {
+			return newErr(ck.CKR_ACTION_PROHIBITED, errclass.FailedPrecondition, "object %d has CKA_DESTROYABLE false", oh)
+		}
+		if err := t.removeLocked(ctx, o); err != nil {
+			return err
+		}
+		t.log.Debug().Uint("object", uint(oh)).Msg("object destroyed")
+		return nil
+	})
 }
 
 // AttrRequest is one entry of a C_GetAttributeValue template. Buf is the
@@ -137,15 +160,7 @@ type AttrRequest struct {
 // processed; the error is CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID
 // or CKR_BUFFER_TOO_SMALL if any entry had that problem.
 func (l *Library) GetAttributeValue(h SessionHandle, oh ObjectHandle, req []AttrRequest) error {
-	s, err := l.session(h)
-	if err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	t := s.tok
-	t.mu.Lock()
-	o, err := t.objectLocked(context.Background(), oh)
-	t.mu.Unlock()
+	o, err := l.readObject(h, oh)
 	if err != nil {
 		return err
 	}
@@ -212,31 +227,20 @@ func (l *Library) GetAttributes(h SessionHandle, oh ObjectHandle, types ...ck.At
 // attributes are refused; CKA_SENSITIVE can only become true and
 // CKA_EXTRACTABLE only false. Nothing changes unless every attribute can.
 func (l *Library) SetAttributeValue(h SessionHandle, oh ObjectHandle, attrs []Attribute) error {
-	s, err := l.session(h)
-	if err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	tmpl, err := parseTemplate(attrs)
-	if err != nil {
-		return err
-	}
-	t := s.tok
-	ctx := context.Background()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	o, err := t.objectLocked(ctx, oh)
-	if err != nil {
-		return err
-	}
-	if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
-		return err
-	}
-	na, err := setAttrs(o, tmpl, false)
-	if err != nil {
-		return err
-	}
-	return t.replaceLocked(ctx, o, na)
+	return l.writeObject(h, oh, func(ctx context.Context, s *session, t *token, o *object) error {
+		tmpl, err := parseTemplate(attrs)
+		if err != nil {
+			return err
+		}
+		if err := t.checkWrite(s, o.isToken(), o.isPrivate()); err != nil {
+			return err
+		}
+		na, err := setAttrs(o, tmpl, false)
+		if err != nil {
+			return err
+		}
+		return t.replaceLocked(ctx, o, na)
+	})
 }
 
 // findState is an active C_FindObjects search: the matching handles,

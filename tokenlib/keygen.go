@@ -237,6 +237,17 @@ func wrapLen(m ck.Mechanism, n int) int {
 	return n + 8
 }
 
+// wrapMech checks that the token offers m for flag (CKF_WRAP or
+// CKF_UNWRAP) and decodes its parameter.
+func (t *token) wrapMech(m Mechanism, flag ck.Flags, what string) (mechSpec, hsm.Params, error) {
+	spec, ok := t.mechs[m.Type]
+	if !ok || spec.info.Flags&flag == 0 {
+		return mechSpec{}, hsm.Params{}, errMechanism(m.Type, what)
+	}
+	p, err := hsmParams(m, spec)
+	return spec, p, err
+}
+
 // WrapKey wraps a secret key under an AES key (C_WrapKey with
 // CKM_AES_KEY_WRAP or CKM_AES_KEY_WRAP_PAD). The key must be extractable.
 // out nil returns the length.
@@ -247,11 +258,7 @@ func (l *Library) WrapKey(h SessionHandle, m Mechanism, wrapping, key ObjectHand
 	}
 	defer s.mu.Unlock()
 	t := s.tok
-	spec, ok := t.mechs[m.Type]
-	if !ok || spec.info.Flags&ck.CKF_WRAP == 0 {
-		return 0, errMechanism(m.Type, "wrap keys")
-	}
-	p, err := hsmParams(m, spec)
+	spec, p, err := t.wrapMech(m, ck.CKF_WRAP, "wrap keys")
 	if err != nil {
 		return 0, err
 	}
@@ -312,11 +319,7 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 	}
 	defer s.mu.Unlock()
 	t := s.tok
-	spec, ok := t.mechs[m.Type]
-	if !ok || spec.info.Flags&ck.CKF_UNWRAP == 0 {
-		return 0, errMechanism(m.Type, "unwrap keys")
-	}
-	p, err := hsmParams(m, spec)
+	spec, p, err := t.wrapMech(m, ck.CKF_UNWRAP, "unwrap keys")
 	if err != nil {
 		return 0, err
 	}

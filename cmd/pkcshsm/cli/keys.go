@@ -18,6 +18,21 @@ func newKeysCommand(g *globalOptions) *cobra.Command {
 
 // userSession opens a R/W session on slot and logs the USER in with a PIN
 // read from the prompter.
+// openUser opens the token library and a USER session on slot (asking for
+// the PIN). The caller closes the library.
+func (g *globalOptions) openUser(cmd *cobra.Command, slot uint) (*tokenlib.Library, tokenlib.SessionHandle, error) {
+	lib, err := g.open(cmd)
+	if err != nil {
+		return nil, 0, err
+	}
+	h, err := g.userSession(cmd, lib, slot)
+	if err != nil {
+		lib.Close()
+		return nil, 0, err
+	}
+	return lib, h, nil
+}
+
 func (g *globalOptions) userSession(cmd *cobra.Command, lib *tokenlib.Library, slot uint) (tokenlib.SessionHandle, error) {
 	h, err := lib.OpenSession(tokenlib.SlotID(slot), ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
 	if err != nil {

@@ -126,15 +126,11 @@ func (o *keysGenerateOptions) run(cmd *cobra.Command, _ []string) error {
 	default:
 		return errclass.Newh(errclass.InvalidArgument, "use --type aes, des3, hmac, ec or rsa", "unknown key type %q", o.keyType)
 	}
-	lib, err := o.open(cmd)
+	lib, h, err := o.openUser(cmd, o.slot)
 	if err != nil {
 		return err
 	}
 	defer lib.Close()
-	h, err := o.userSession(cmd, lib, o.slot)
-	if err != nil {
-		return err
-	}
 	what, err := gen(lib, h)
 	if err != nil {
 		return fmt.Errorf("slot %d: generate %s key: %w", o.slot, o.keyType, err)

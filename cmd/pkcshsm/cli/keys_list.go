@@ -40,15 +40,11 @@ holds that master key.`,
 }
 
 func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
-	lib, err := o.open(cmd)
+	lib, h, err := o.openUser(cmd, o.slot)
 	if err != nil {
 		return err
 	}
 	defer lib.Close()
-	h, err := o.userSession(cmd, lib, o.slot)
-	if err != nil {
-		return err
-	}
 	keys, err := findKeys(lib, h)
 	if err != nil {
 		return err

@@ -62,15 +62,11 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 		}
 		sel = []tokenlib.Attribute{tokenlib.Bytes(ck.CKA_ID, id)}
 	}
-	lib, err := o.open(cmd)
+	lib, h, err := o.openUser(cmd, o.slot)
 	if err != nil {
 		return err
 	}
 	defer lib.Close()
-	h, err := o.userSession(cmd, lib, o.slot)
-	if err != nil {
-		return err
-	}
 	keys, err := findKeys(lib, h, sel...)
 	if err != nil {
 		return err

@@ -31,7 +31,7 @@ func child(role, dir, arg string) int {
 	opts := Options{LockTimeout: 20 * time.Second}
 	point, hasPoint := strings.CutPrefix(role, "crash:")
 	if hasPoint {
-		opts.crash = func(p string) {
+		opts.hook = func(p string) {
 			if p == point {
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {} // wait for the signal

@@ -110,10 +110,13 @@ func Open(path string, opts Options) (*Dir, error) {
 			"refusing operation directory %s: not a plain directory (symlink?)", path)
 	}
 	if !opts.ReadOnly {
-		// Create the lock file now, so permission problems show at once.
-		if err := d.withLock(context.Background(), true, func() error { return nil }); err != nil {
+		// Create the lock file now, so permission problems show at once
+		// (without taking the lock: Open never waits).
+		f, err := openLockFile(d.lockPath(), true)
+		if err != nil {
 			return nil, err
 		}
+		f.Close()
 	}
 	return d, nil
 }
@@ -447,6 +450,7 @@ func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
 		}
+		d.opts.hook("create-checked")
 		for range maxIDTry {
 			id, err := NewID()
 			if err != nil {

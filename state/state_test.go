@@ -376,32 +376,3 @@ func TestReadOnly(t *testing.T) {
 	}
 }
 
-func TestLockTimeout(t *testing.T) {
-	path := t.TempDir()
-	d := openDir(t, path)
-	holder := openDir(t, path) // a second handle stands for another process
-	holder.opts.LockTimeout = time.Minute
-	locked := make(chan struct{})
-	release := make(chan struct{})
-	done := make(chan error)
-	go func() {
-		done <- holder.withLock(context.Background(), true, func() error {
-			close(locked)
-			<-release
-			return nil
-		})
-	}()
-	<-locked
-	d.opts.LockTimeout = 100 * time.Millisecond
-	_, err := d.Create(context.Background(), sampleOp(t, "01.0001", mkvp.CCAAES))
-	if errclass.Of(err) != errclass.DeadlineExceeded || errclass.Hint(err) == "" {
-		t.Fatalf("create while locked: %v", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Create(context.Background(), sampleOp(t, "01.0001", mkvp.CCAAES)); err != nil {
-		t.Fatalf("create after release: %v", err)
-	}
-}

@@ -375,4 +375,3 @@ func TestReadOnly(t *testing.T) {
 		t.Fatal("read-only update succeeded")
 	}
 }
-

@@ -134,6 +134,13 @@ func TestTaggedBinary(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+	t.Run("value knob", func(t *testing.T) {
+		r := runDemo(t, true, []string{EnvSpec + "=k=value:5"}, "int:k", "int:other", "k", "hit:k")
+		want := "enabled true|value k 5|value other 42|passed k|passed k"
+		if r.status != 0 || strings.Join(lines(r.stdout), "|") != want {
+			t.Fatalf("%+v; want %q", r, want)
+		}
+	})
 	t.Run("trace records every point in order", func(t *testing.T) {
 		trace := filepath.Join(t.TempDir(), "trace")
 		r := runDemo(t, true, []string{EnvTrace + "=" + trace}, "a", "hit:b", "a")
@@ -161,8 +168,8 @@ func TestTaggedBinary(t *testing.T) {
 	})
 	t.Run("untagged binary ignores the environment", func(t *testing.T) {
 		trace := filepath.Join(t.TempDir(), "trace")
-		r := runDemo(t, false, []string{EnvSpec + "=p=kill,q=error,r=explode", EnvTrace + "=" + trace}, "p", "q", "hit:p")
-		if r.killed || r.status != 0 || strings.Join(lines(r.stdout), "|") != "enabled false|passed p|passed q|passed p" {
+		r := runDemo(t, false, []string{EnvSpec + "=p=kill,q=error,k=value:5,r=explode", EnvTrace + "=" + trace}, "p", "q", "hit:p", "int:k")
+		if r.killed || r.status != 0 || strings.Join(lines(r.stdout), "|") != "enabled false|passed p|passed q|passed p|value k 42" {
 			t.Fatalf("%+v", r)
 		}
 		if _, err := os.Stat(trace); !os.IsNotExist(err) {

@@ -32,6 +32,9 @@
 //	sleep:DUR   the process sleeps for DUR (a Go duration, e.g. 200ms)
 //	error       Err returns an error wrapping ErrInjected; Hit ignores the rule
 //	exit:N      the process exits at once with status N (0-125)
+//	value:N     [Int] returns N (a number ≥ 0) instead of its default:
+//	            a knob, e.g. a smaller batch size so that few keys make
+//	            several batches; Hit and Err ignore the rule
 //
 // and @n (n ≥ 1) makes the rule fire only at the n-th time the point is
 // reached in this process; without it the rule fires every time. A name
@@ -80,6 +83,7 @@ const (
 	Sleep
 	Error
 	Exit
+	Value
 )
 
 func (a Action) String() string {
@@ -92,6 +96,8 @@ func (a Action) String() string {
 		return "error"
 	case Exit:
 		return "exit"
+	case Value:
+		return "value"
 	}
 	return "action(" + strconv.Itoa(int(a)) + ")"
 }
@@ -102,6 +108,7 @@ type Rule struct {
 	Action Action
 	Sleep  time.Duration // for Sleep
 	Status int           // for Exit
+	Value  int           // for Value
 	Nth    int           // fire only at the Nth hit; 0: every hit
 }
 
@@ -113,6 +120,8 @@ func (r Rule) String() string {
 		s += ":" + r.Sleep.String()
 	case Exit:
 		s += ":" + strconv.Itoa(r.Status)
+	case Value:
+		s += ":" + strconv.Itoa(r.Value)
 	}
 	if r.Nth > 0 {
 		s += "@" + strconv.Itoa(r.Nth)
@@ -197,8 +206,17 @@ func parseRule(elem string) (Rule, error) {
 			return Rule{}, fmt.Errorf("%s: %s: exit needs a status 0-125, e.g. exit:3", EnvSpec, name)
 		}
 		r.Action, r.Status = Exit, n
+	case "value":
+		n, err := strconv.Atoi(arg)
+		if !hasArg || err != nil || n < 0 || strconv.Itoa(n) != arg {
+			return Rule{}, fmt.Errorf("%s: %s: value needs a number ≥ 0, e.g. value:10", EnvSpec, name)
+		}
+		if r.Nth != 0 {
+			return Rule{}, fmt.Errorf("%s: %s: a value rule takes no hit count", EnvSpec, name)
+		}
+		r.Action, r.Value = Value, n
 	default:
-		return Rule{}, fmt.Errorf("%s: %s: unknown action %q (kill, sleep:DUR, error, exit:N)", EnvSpec, name, verb)
+		return Rule{}, fmt.Errorf("%s: %s: unknown action %q (kill, sleep:DUR, error, exit:N, value:N)", EnvSpec, name, verb)
 	}
 	return r, nil
 }

@@ -11,3 +11,6 @@ func Hit(string) {}
 // Err marks a durable step at which a test may inject an error. Without the
 // failpoints tag it returns nil.
 func Err(string) error { return nil }
+
+// Int returns def: without the failpoints tag no knob is ever turned.
+func Int(_ string, def int) int { return def }

@@ -61,7 +61,7 @@ func act(name string, canFail bool) error {
 	if r.Nth != 0 && r.Nth != n {
 		return nil
 	}
-	if r.Action == Error && !canFail {
+	if r.Action == Value || r.Action == Error && !canFail {
 		return nil
 	}
 	if logPath != "" {
@@ -81,6 +81,15 @@ func act(name string, canFail bool) error {
 		return fmt.Errorf("failpoint %s: %w", name, ErrInjected)
 	}
 	return nil
+}
+
+// Int returns the number a rule "name=value:N" sets, or def.
+func Int(name string, def int) int {
+	loadOnce.Do(load)
+	if r, ok := rules[name]; ok && r.Action == Value {
+		return r.Value
+	}
+	return def
 }
 
 // appendLine appends one line and fsyncs it, so the line survives the kill

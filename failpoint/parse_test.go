@@ -24,6 +24,11 @@ func TestParse(t *testing.T) {
 		}},
 		{spec: "cli.after-state-REENCIPHERING=exit:7", want: []Rule{{Name: "cli.after-state-REENCIPHERING", Action: Exit, Status: 7}}},
 		{spec: "cli.a=exit:0", want: []Rule{{Name: "cli.a", Action: Exit, Status: 0}}},
+		{spec: "mkchange.page-size=value:10", want: []Rule{{Name: "mkchange.page-size", Action: Value, Value: 10}}},
+		{spec: "k=value", err: "needs a number"},
+		{spec: "k=value:-1", err: "needs a number"},
+		{spec: "k=value:x", err: "needs a number"},
+		{spec: "k=value:3@2", err: "takes no hit count"},
 		{spec: "cli.a=kill,cli.a=error", err: "appears twice"},
 		{spec: "=kill", err: "not a failpoint name"},
 		{spec: "cli a=kill", err: "not a failpoint name"},
@@ -71,6 +76,8 @@ func TestRuleStringRoundTrip(t *testing.T) {
 		{Name: "agent.b", Action: Error},
 		{Name: "daemon.c", Action: Sleep, Sleep: 1500 * time.Millisecond, Nth: 1},
 		{Name: "cli.d", Action: Exit, Status: 125},
+		{Name: "k", Action: Value, Value: 0},
+		{Name: "k", Action: Value, Value: 4000},
 	} {
 		got, err := Parse(r.String())
 		if err != nil || len(got) != 1 || got[0] != r {

@@ -14,6 +14,10 @@ import (
 func main() {
 	fmt.Println("enabled", failpoint.Enabled)
 	for _, name := range os.Args[1:] {
+		if knob, ok := strings.CutPrefix(name, "int:"); ok {
+			fmt.Println("value", knob, failpoint.Int(knob, 42))
+			continue
+		}
 		if hit, ok := strings.CutPrefix(name, "hit:"); ok {
 			failpoint.Hit(hit)
 			fmt.Println("passed", hit)

@@ -12,7 +12,11 @@
 //	}
 //
 // In an ordinary build both calls compile to nothing: [Enabled] is false,
-// the functions are empty and inlined, and the environment is never read.
+// the functions are empty and inlined, and the environment is never read
+// (only the name argument is still evaluated, so keep names cheap: a
+// literal, or a literal joined with a state or action name). Points sit at
+// durable steps (a state write, a batch commit, a broadcast), never in a
+// per-key loop.
 // Only a binary built with the build tag "failpoints"
 //
 //	go build -tags failpoints ./cmd/pkcshsm_mk_change

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 )
 
 // File names inside the operation directory besides the operation files.
@@ -119,6 +120,14 @@ func Open(path string, opts Options) (*Dir, error) {
 		f.Close()
 	}
 	return d, nil
+}
+
+// point marks a durable step of the write path: a named failpoint
+// ("cli.state.<point>", see package failpoint; only the CLI writes) and
+// the tests' hook.
+func (d *Dir) point(name string) {
+	failpoint.Hit("cli.state." + name)
+	d.opts.hook(name)
 }
 
 // Path is the directory.
@@ -379,7 +388,7 @@ func (d *Dir) quarantine(name string) (string, error) {
 	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}
-	d.opts.hook("quarantine-before-dirsync")
+	d.point("quarantine-before-dirsync")
 	if err := d.syncDir(qdir); err != nil {
 		return "", err
 	}
@@ -427,7 +436,6 @@ func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *
 	var out *Op
 	var claim *Claim
 	err := d.withLock(ctx, true, func() error {
-		d.opts.hook("create-locked")
 		existing, broken, _, err := d.scan()
 		if err != nil {
 			return err
@@ -450,7 +458,7 @@ func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
 		}
-		d.opts.hook("create-checked")
+		d.point("create-checked")
 		for range maxIDTry {
 			id, err := NewID()
 			if err != nil {
@@ -565,14 +573,14 @@ func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 		if err := d.appendHistory(HistoryEntry{At: d.opts.Now().UTC(), Outcome: outcome, UID: os.Getuid(), Op: r.op}); err != nil {
 			return err
 		}
-		d.opts.hook("remove-after-history")
+		d.point("remove-after-history")
 		if err := os.Remove(d.copyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ioErr(err, "remove operation file copy %s", d.copyPath(id))
 		}
 		if err := d.syncDir(d.path); err != nil {
 			return err
 		}
-		d.opts.hook("remove-after-copy")
+		d.point("remove-after-copy")
 		if err := os.Remove(d.mainPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ioErr(err, "remove operation file %s", id)
 		}

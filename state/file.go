@@ -111,19 +111,19 @@ func (d *Dir) writeFile(name string, raw []byte, prefix string) error {
 	if _, err := f.Write(raw); err != nil {
 		return ioErr(err, "write %s", tmp)
 	}
-	d.opts.hook(prefix + "-before-fsync")
+	d.point(prefix + "-before-fsync")
 	if err := f.Sync(); err != nil {
 		return ioErr(err, "sync %s", tmp)
 	}
 	if err := f.Close(); err != nil {
 		return ioErr(err, "close %s", tmp)
 	}
-	d.opts.hook(prefix + "-before-rename")
+	d.point(prefix + "-before-rename")
 	if err := os.Rename(tmp, name); err != nil {
 		return ioErr(err, "rename %s", tmp)
 	}
 	ok = true
-	d.opts.hook(prefix + "-before-dirsync")
+	d.point(prefix + "-before-dirsync")
 	return d.syncDir(d.path)
 }
 

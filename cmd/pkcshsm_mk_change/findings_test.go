@@ -455,3 +455,36 @@ func TestFinding5CancelAgainAfterKilledCancel(t *testing.T) {
 		t.Fatalf("%d keys keep REENC", reenc)
 	}
 }
+
+// Intent before action, at the level of the write path: a cancel killed
+// just before the rename of its first save has changed nothing (the file
+// is REENCIPHERED and every key keeps its REENC blob); killed just after
+// it, the file says CANCELING before any key was touched.
+func TestIntentIsDurableBeforeAnyKeyChanges(t *testing.T) {
+	e := newCrashEnvKeys(t, 50)
+	p := e.loadNewAES()
+	e.mustRun("reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	id := e.op().ID
+	for _, tc := range []struct {
+		point string
+		want  state.State
+	}{
+		{"cli.state.write-before-rename", state.Reenciphered},
+		{"cli.state.write-before-dirsync", state.Canceling},
+	} {
+		r := e.runFP(tc.point+"=kill@1", "cancel", "-i", string(id))
+		if !r.killed {
+			t.Fatalf("%s: cancel not killed: exit %d\n%s", tc.point, r.code, r.out)
+		}
+		if op := e.op(); op.State != tc.want {
+			t.Fatalf("%s: state %s, want %s", tc.point, op.State, tc.want)
+		}
+		if reenc, _ := e.count(); reenc != 50 {
+			t.Fatalf("%s: %d of 50 keys keep REENC: a key changed before the intent was durable", tc.point, reenc)
+		}
+	}
+	e.mustRun("cancel", "-i", string(id))
+	if reenc, _ := e.count(); reenc != 0 {
+		t.Fatalf("%d keys keep REENC", reenc)
+	}
+}

@@ -214,11 +214,14 @@ func nextText(op *state.Op, running bool) string {
 	next := op.Completes()
 	switch {
 	case len(next) == 1:
-		why := "to complete it"
-		if op.State != state.Reenciphered && op.State != state.Error {
-			why = "to complete the interrupted " + map[state.State]string{
-				state.Initial: "reencipher (nothing was re-enciphered yet)", state.Reenciphering: "reencipher",
-				state.Finalizing: "finalize", state.Canceling: "cancel"}[op.State]
+		why := map[state.State]string{
+			state.Initial:       "to undo the interrupted reencipher (then start it again)",
+			state.Reenciphering: "to undo the interrupted reencipher (then start it again)",
+			state.Finalizing:    "to complete the interrupted finalize",
+			state.Canceling:     "to complete the interrupted cancel",
+		}[op.State]
+		if why == "" {
+			why = "to complete it"
 		}
 		return fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' %s", next[0], op.ID, why)
 	case op.State == state.Reenciphered:

@@ -355,3 +355,35 @@ func equalMaps(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// Of two valid files the newer generation wins, whichever of the two it
+// is (a file restored from an old backup does not roll the operation back).
+func TestNewerGenerationWins(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	d := openDir(t, path)
+	op, err := d.Create(ctx, sampleOp(t, "01.0033", mkvp.CCAAES))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen1 := read(t, d.mainPath(op.ID))
+	advanced, err := d.Update(ctx, op.ID, func(o *Op) error { return o.Move(Reenciphering, time.Now()) })
+	if err != nil || advanced.Gen != 2 {
+		t.Fatal(advanced, err)
+	}
+	gen2 := read(t, d.mainPath(op.ID))
+	for _, tc := range []struct{ main, copy []byte }{{gen1, gen2}, {gen2, gen1}} {
+		os.WriteFile(d.mainPath(op.ID), tc.main, 0o640)
+		os.WriteFile(d.copyPath(op.ID), tc.copy, 0o640)
+		got, err := d.Load(ctx, op.ID)
+		if err != nil || got.Gen != 2 || got.State != Reenciphering {
+			t.Fatalf("load: %+v %v; want generation 2", got, err)
+		}
+		if _, _, err := d.List(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(read(t, d.mainPath(op.ID)), gen2) || !bytes.Equal(read(t, d.copyPath(op.ID)), gen2) {
+			t.Fatal("the older generation was not rewritten")
+		}
+	}
+}

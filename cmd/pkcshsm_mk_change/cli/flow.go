@@ -316,11 +316,19 @@ func tokenTypes(op *state.Op) []event.TokenType {
 	return out
 }
 
-// save applies fn to the stored operation.
+// save applies fn to the stored operation and returns what was stored. On
+// failure it returns op unchanged (never nil), so a failure path can still
+// name the operation and record the error.
 func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(*state.Op) error) (*state.Op, error) {
 	next, err := d.Update(ctx, op.ID, fn)
 	if err != nil {
-		return nil, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
+		if errclass.Of(err) == errclass.NotFound {
+			err = errclass.Newh(errclass.NotFound,
+				"another program removed the operation file; key objects may still carry blobs of this operation "+
+					"('pkcshsm keys list' shows them): restore the file from a backup, then run the command 'pkcshsm_mk_change list' advises",
+				"the file of master key change operation '%s' vanished while this command was running: %w", op.ID, err)
+		}
+		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
 	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
 	return next, nil

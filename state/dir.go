@@ -51,6 +51,10 @@ type Options struct {
 	ReadOnly bool
 	// Now returns the time for transitions (default time.Now).
 	Now func() time.Time
+	// Waiting, if set, is called once per lock wait that lasts longer
+	// than a second, with a message naming the lock and its holders, so
+	// a person sees why the command does not go on.
+	Waiting func(msg string)
 
 	// hook is called at named points of the write path and the locking;
 	// tests kill the process or hold it there.

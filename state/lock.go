@@ -165,8 +165,13 @@ func (d *Dir) withLock(ctx context.Context, exclusive bool, fn func() error) err
 		d.opts.hook("lock-busy")
 		if !reported && time.Since(start) >= time.Second {
 			reported = true
-			d.log.Warn().Str("lock", name).Str("mode", what).Stringer("held_by", holderList(holders(f))).
+			held := holderList(holders(f))
+			d.log.Warn().Str("lock", name).Str("mode", what).Stringer("held_by", held).
 				Msg("waiting for the operation directory lock")
+			if d.opts.Waiting != nil {
+				d.opts.Waiting(fmt.Sprintf("waiting up to %s for the %s lock on %s, held by %s",
+					d.opts.LockTimeout, what, name, held))
+			}
 		}
 	})
 	switch {

@@ -125,6 +125,18 @@ func TestLockTimeoutNamesTheHolder(t *testing.T) {
 			t.Errorf("%q does not name %q", err, want)
 		}
 	}
+	// A wait longer than a second is reported once, naming the holder.
+	var waits []string
+	d.opts.LockTimeout = 1500 * time.Millisecond
+	d.opts.Waiting = func(msg string) { waits = append(waits, msg) }
+	if _, err := d.Load(context.Background(), "abcdef"); errclass.Of(err) != errclass.DeadlineExceeded {
+		t.Fatalf("load while locked: %v", err)
+	}
+	if len(waits) != 1 || !strings.Contains(waits[0], fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(waits[0], "shared lock") {
+		t.Fatalf("wait reports: %q", waits)
+	}
+	d.opts.Waiting = nil
+	d.opts.LockTimeout = 100 * time.Millisecond
 	// Readers wait for a writer too, bounded the same way.
 	if _, err := d.Load(context.Background(), "abcdef"); errclass.Of(err) != errclass.DeadlineExceeded {
 		t.Fatalf("load while locked: %v", err)

@@ -147,6 +147,12 @@ func readClaim(name string) (ClaimInfo, error) {
 	if err != nil {
 		return ClaimInfo{}, err
 	}
+	return parseClaim(raw), nil
+}
+
+// parseClaim reads the "key=value" lines of a claim file; unknown keys and
+// malformed values are ignored (the file is only informative).
+func parseClaim(raw []byte) ClaimInfo {
 	var info ClaimInfo
 	for _, line := range strings.Split(string(raw), "\n") {
 		k, v, _ := strings.Cut(line, "=")
@@ -159,7 +165,10 @@ func readClaim(name string) (ClaimInfo, error) {
 			info.Since, _ = time.Parse(time.RFC3339, v)
 		}
 	}
-	return info, nil
+	if info.PID < 0 {
+		info.PID = 0
+	}
+	return info
 }
 
 func sameFile(f *os.File, name string) (bool, error) {

@@ -135,11 +135,18 @@ func (d *Dir) Claimant(id ID) (ClaimInfo, bool) {
 		return ClaimInfo{}, false
 	}
 	defer f.Close()
-	if len(holders(f)) == 0 {
+	info, err := readClaim(name)
+	if err != nil {
 		return ClaimInfo{}, false
 	}
-	info, _ := readClaim(name)
-	return info, true
+	// The kernel's lock table names the process that took the flock,
+	// which is the one that wrote the file.
+	for _, h := range holders(f) {
+		if h.PID == info.PID {
+			return info, true
+		}
+	}
+	return ClaimInfo{}, false
 }
 
 func readClaim(name string) (ClaimInfo, error) {

@@ -102,8 +102,16 @@ func holders(f *os.File) []Holder {
 	if err != nil {
 		return nil
 	}
-	return parseLocks(raw, uint64(st.Dev), st.Ino)
+	if h := parseLocks(raw, uint64(st.Dev), st.Ino); len(h) > 0 {
+		return h
+	}
+	// Some file systems (btrfs subvolumes, overlays) report another
+	// device number in stat than in /proc/locks: match the inode alone.
+	return parseLocks(raw, anyDev, st.Ino)
 }
+
+// anyDev makes parseLocks ignore the device.
+const anyDev = ^uint64(0)
 
 // parseLocks picks the granted FLOCK entries of one inode from the text of
 // /proc/locks ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters
@@ -112,11 +120,14 @@ func parseLocks(raw []byte, dev, ino uint64) []Holder {
 	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
 	minor := dev&0xff | (dev>>12)&^0xff
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
+	if dev == anyDev {
+		want = fmt.Sprintf(":%d", ino)
+	}
 	var out []Holder
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || f[1] != "FLOCK" || f[5] != want {
+		if len(f) < 6 || f[1] != "FLOCK" || (f[5] != want && (dev != anyDev || !strings.HasSuffix(f[5], want))) {
 			continue
 		}
 		pid, err := strconv.Atoi(f[4])

@@ -162,4 +162,10 @@ func TestParseLocks(t *testing.T) {
 	if len(got) != 2 || got[0].PID != 1234 || !got[0].Write || got[1].PID != 1300 || got[1].Write {
 		t.Fatalf("parseLocks = %+v", got)
 	}
+	if got := parseLocks(raw, anyDev, 5678); len(got) != 3 {
+		t.Fatalf("parseLocks by inode alone = %+v", got)
+	}
+	if got := parseLocks(raw, anyDev, 678); len(got) != 0 {
+		t.Fatalf("inode 678 matched %+v", got)
+	}
 }

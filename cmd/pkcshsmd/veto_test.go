@@ -146,4 +146,3 @@ func checkKeys(t *testing.T, s *stack, slot, mkType, pattern string) {
 		t.Errorf("slot %s has no %s key", slot, mkType)
 	}
 }
-

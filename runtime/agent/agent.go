@@ -63,6 +63,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -383,7 +384,11 @@ func (a *Agent) work(ctx context.Context) {
 				continue
 			default:
 			}
-			j.reply(a.handle(ctx, j.ev))
+			failpoint.Hit("agent.event.before-handle")
+			r := a.handle(ctx, j.ev)
+			failpoint.Hit("agent.event.before-reply")
+			j.reply(r)
+			failpoint.Hit("agent.event.after-reply")
 		}
 	}
 }

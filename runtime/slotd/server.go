@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -486,7 +487,9 @@ func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, 
 			t.ExcludeCaller = false
 			ev.Target = &t
 		}
+		failpoint.Hit("daemon.broadcast.before-relay")
 		acct := s.hub.broadcast(ctx, ev)
+		failpoint.Hit("daemon.broadcast.before-reply")
 		return event.Wrap(&acct), nil
 	}
 	return event.Message{}, errclass.New(errclass.InvalidArgument, "%s is not an admin request", m.Kind)

@@ -160,9 +160,9 @@ func Open(opts Options) (*Library, error) {
 	return l, nil
 }
 
-// closeWait bounds how long Close waits for the runtime agent and for a
-// master key change reconcile in progress.
-const closeWait = 5 * time.Second
+// closeWait bounds how long Close waits for a master key change reconcile
+// in progress (the runtime agent has its own bound of the same length).
+var closeWait = 5 * time.Second
 
 // Close closes every session and token store (C_Finalize). It never waits
 // longer than closeWait for the runtime agent or a reconcile in progress

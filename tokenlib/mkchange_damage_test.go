@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -76,4 +77,27 @@ func TestMKDamagedFileKeepsLastState(t *testing.T) {
 		t.Fatalf("operations still active after their recorded end: %v", ids)
 	}
 	wantBlobs(t, l, h, k, cur, mkvp.Pattern{}, mkvp.Pattern{})
+}
+
+// TestCloseBoundedByStuckReconcile: a reconcile that never returns (held
+// here by taking its lock) does not keep Close from closing the stores.
+func TestCloseBoundedByStuckReconcile(t *testing.T) {
+	layout := writeTestRoot(t)
+	l, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, NoAgent: true})
+	must(t, err)
+	defer func(d time.Duration) { closeWait = d }(closeWait)
+	closeWait = 100 * time.Millisecond
+	l.mkMu.Lock() // a reconcile stuck in a read
+	done := make(chan error, 1)
+	go func() { done <- l.Close() }()
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited for the stuck reconcile")
+	}
+	if _, err := l.slots[slotCCA].db.info(); err == nil {
+		t.Error("the token store is still open after Close")
+	}
+	l.mkMu.Unlock()
 }

@@ -96,17 +96,29 @@ func newStack(t *testing.T, daemonArgs ...string) *stack {
 
 // run runs one of the stack's binaries with stdin and returns its exit
 // status and combined output.
+// A command of the stack that runs longer than this is blocked: the test
+// fails instead of hanging.
+const commandLimit = 90 * time.Second
+
 func (s *stack) run(stdin, name string, args ...string) (int, string) {
 	s.t.Helper()
-	cmd := exec.Command(stackBin(s.t, name), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), commandLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, stackBin(s.t, name), args...)
 	cmd.Env = s.sb.env()
 	cmd.Stdin = strings.NewReader(stdin)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
 	err := cmd.Run()
+	if ctx.Err() != nil {
+		s.t.Fatalf("%s %s blocked: killed after %s\n%s", name, strings.Join(args, " "), commandLimit, out.String())
+	}
 	if cmd.ProcessState == nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}
+	s.t.Logf("%s %s: exit %d after %s", name, strings.Join(args, " "), cmd.ProcessState.ExitCode(),
+		time.Since(start).Round(time.Millisecond))
 	return cmd.ProcessState.ExitCode(), out.String()
 }
 
@@ -164,12 +176,17 @@ type keyRow struct {
 
 func (s *stack) keys(slot string) []keyRow {
 	s.t.Helper()
-	cmd := exec.Command(stackBin(s.t, "pkcshsm"), "keys", "list", "--slot", slot, "--hsm-mkvp", "--json")
+	ctx, cancel := context.WithTimeout(context.Background(), commandLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, stackBin(s.t, "pkcshsm"), "keys", "list", "--slot", slot, "--hsm-mkvp", "--json")
 	cmd.Env = s.sb.env()
 	cmd.Stdin = strings.NewReader(userPIN + "\n")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		s.t.Fatalf("keys list --slot %s blocked: killed after %s", slot, commandLimit)
+	}
 	if err != nil {
 		s.t.Fatalf("keys list --slot %s: %v\n%s", slot, err, stderr.String())
 	}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
 	"github.com/pkcshsm/pkcshsm/state"
 )
 
@@ -100,4 +103,28 @@ func TestCloseBoundedByStuckReconcile(t *testing.T) {
 		t.Error("the token store is still open after Close")
 	}
 	l.mkMu.Unlock()
+}
+
+// TestReconcileWaitIsBounded: a reconcile waits for an earlier one that
+// does not return only until its context ends, and says why.
+func TestReconcileWaitIsBounded(t *testing.T) {
+	layout := writeTestRoot(t)
+	l := newMKLib(t, layout, slotCCA)
+	l.mkMu.Lock() // an earlier reconcile stuck in a read
+	defer l.mkMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := l.reconcile(ctx)
+	if errclass.Of(err) != errclass.DeadlineExceeded || !strings.Contains(err.Error(), "earlier reconcile") {
+		t.Fatalf("reconcile behind a stuck one: %v", err)
+	}
+	r := agentHandler{l}.HandleEvent(ctx, event.Event{ID: "e1", Type: "mkchange.reencipher", OpID: "AbCd12"})
+	for _, tr := range r.Tokens {
+		if tr.Result != event.Failed || tr.Class != errclass.DeadlineExceeded {
+			t.Errorf("slot %d answered %+v", tr.Slot, tr)
+		}
+	}
+	if len(r.Tokens) == 0 {
+		t.Error("no token answered")
+	}
 }

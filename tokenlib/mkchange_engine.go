@@ -7,6 +7,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -81,7 +82,9 @@ type reconcileResult struct {
 // reconcile brings every token in line with the operation files. It
 // returns, per operation id and slot, what it did.
 func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconcileResult, error) {
-	l.mkMu.Lock()
+	if err := l.lockMK(ctx); err != nil {
+		return nil, err
+	}
 	defer l.mkMu.Unlock()
 	ops, broken, err := l.listOps(ctx)
 	if err != nil {
@@ -128,6 +131,28 @@ func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconc
 		}
 	}
 	return out, nil
+}
+
+// lockMK takes l.mkMu, waiting at most until ctx ends (an event's
+// deadline): a reconcile that does not return never holds up the ones
+// after it for longer than their own deadline.
+func (l *Library) lockMK(ctx context.Context) error {
+	if l.mkMu.TryLock() {
+		return nil
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errclass.New(errclass.DeadlineExceeded,
+				"master key change: an earlier reconcile of this process is still running: %w", ctx.Err())
+		case <-tick.C:
+			if l.mkMu.TryLock() {
+				return nil
+			}
+		}
+	}
 }
 
 // listOps reads the operation files; a missing directory means none. It

@@ -13,9 +13,7 @@ const module = "github.com/pkcshsm/pkcshsm"
 // the token library or the HSM layer, and the runtime packages use only the
 // protocol and the leaf packages.
 func TestImportRules(t *testing.T) {
-	// failpoint is a leaf too: named crash points, inert unless built with
-	// the failpoints tag.
-	leaves := []string{"errclass", "paths", "apqn", "mkvp", "runtime/event", "failpoint"}
+	leaves := []string{"errclass", "paths", "failpoint", "apqn", "mkvp", "runtime/event"}
 	tests := []struct {
 		pkg     string
 		allowed []string

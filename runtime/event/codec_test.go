@@ -244,6 +244,7 @@ func TestTargetMatching(t *testing.T) {
 		{"serial and type disagree", &Target{Serials: []string{"C1"}, Types: []TokenType{EP11}}, 5, []Token{cca, ep}, false},
 		{"token serial and label", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep"}}}, 5, []Token{cca, ep}, true},
 		{"token label padded", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep   "}}}, 5, []Token{ep}, true},
+		{"token serial padded", &Target{Tokens: []TokenID{{Serial: "E1      ", Label: "ep"}}}, 5, []Token{ep}, true},
 		{"real serial, made-up label", &Target{Tokens: []TokenID{{Serial: "E1", Label: "other"}}}, 5, []Token{cca, ep}, false},
 		{"made-up serial, real label", &Target{Tokens: []TokenID{{Serial: "E2", Label: "ep"}}}, 5, []Token{ep}, false},
 		{"no claims", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep"}}}, 5, nil, false},

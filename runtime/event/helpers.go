@@ -62,7 +62,8 @@ func (t *Target) MatchToken(tok Token) bool {
 		return false
 	}
 	if len(t.Tokens) > 0 && !slices.ContainsFunc(t.Tokens, func(id TokenID) bool {
-		return id.Serial == tok.Serial && strings.TrimRight(id.Label, " ") == strings.TrimRight(tok.Label, " ")
+		return strings.TrimRight(id.Serial, " ") == strings.TrimRight(tok.Serial, " ") &&
+			strings.TrimRight(id.Label, " ") == strings.TrimRight(tok.Label, " ")
 	}) {
 		return false
 	}

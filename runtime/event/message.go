@@ -142,7 +142,7 @@ type Target struct {
 }
 
 // TokenID names an existing token by serial and label, as read from its
-// store. Labels compare without trailing blanks (PKCS#11 pads them).
+// store. Both compare without trailing blanks (PKCS#11 pads them).
 type TokenID struct {
 	Serial string `json:"serial"`
 	Label  string `json:"label"`

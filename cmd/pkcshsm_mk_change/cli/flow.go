@@ -55,6 +55,7 @@ type session struct {
 	ask    *pinentry.Reader
 	tokens Tokens
 	bc     Broadcaster // nil: event support disabled
+	silent []int32     // processes that did not answer a step of this run (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
@@ -257,7 +258,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		Type:     a.EventType(),
 		OpID:     string(op.ID),
 		Deadline: s.deps.Now().Add(s.opts.timeout),
-		Target:   &event.Target{ExcludeCaller: true, Types: tokenTypes(op)},
+		Target:   s.target(op, a),
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()
@@ -270,7 +271,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	var failed []string
 	replied := 0
 	for _, p := range acc.Processes {
-		who := fmt.Sprintf("process %d (%s)", p.PID, p.Program)
+		who := p.Who()
 		switch p.Outcome {
 		case event.Replied:
 			replied++
@@ -280,7 +281,9 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 				}
 			}
 		case event.TimedOut:
-			failed = append(failed, fmt.Sprintf("%s did not answer within %s", who, s.opts.timeout))
+			if f := s.silentProcess(p, a); f != "" {
+				failed = append(failed, f)
+			}
 		case event.Disconnected:
 			clierr.Warn(s.errw, Prog, "%s disconnected during the %s step; it catches up from the operation files when it reconnects", who, a)
 		default:
@@ -298,7 +301,11 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		if strings.Contains(strings.Join(failed, "\n"), "did not answer") {
 			class = errclass.DeadlineExceeded
 		}
-		return errclass.New(class, "%d process(es) failed the %s step: %s", len(failed), a, strings.Join(failed, "; "))
+		err := errclass.New(class, "%d process(es) failed the %s step: %s", len(failed), a, strings.Join(failed, "; "))
+		if h := s.silentHint(); h != "" && a == state.ActReencipher {
+			err = errclass.WithHint(err, h)
+		}
+		return err
 	}
 	return nil
 }

@@ -229,6 +229,14 @@ func (d *Dir) scan() (ops []*Op, broken []Broken, repairs bool, err error) {
 			for _, p := range r.problems() {
 				broken = append(broken, Broken{Name: p.name, ID: id, Recovered: true, Err: p.err})
 			}
+			// Writes create the file before the copy and removals drop the
+			// copy first, so a copy without its file means someone removed
+			// the file: say so rather than restore it silently.
+			if r.main.absent {
+				broken = append(broken, Broken{Name: string(id), ID: id, Recovered: true,
+					Err: errclass.Newh(errclass.DataLoss, "end an operation with finalize or cancel, never by removing its file",
+						"%s is missing; operation read from its copy", d.mainPath(id))})
+			}
 		case r.err != nil && errclass.Of(r.err) != errclass.NotFound:
 			broken = append(broken, Broken{Name: string(id), ID: id, Err: r.err})
 		}

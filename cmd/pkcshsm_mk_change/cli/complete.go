@@ -181,12 +181,12 @@ func warnBroken(w io.Writer, broken []state.Broken, id state.ID) error {
 			continue
 		}
 		if b.Recovered {
-			where := "it is rewritten by the next command that changes the operation"
+			kept := ""
 			if b.Quarantined != "" {
-				where = "the damaged file was moved to " + b.Quarantined
+				kept = "; the damaged file was moved to " + b.Quarantined
 			}
-			clierr.Warn(w, Prog, "the file %s of master key change operation '%s' was unusable and has been recovered from the other copy (%s): %v",
-				b.Name, b.ID, where, b.Err)
+			clierr.Warn(w, Prog, "the file %s of master key change operation '%s' was unusable; the operation was recovered from the other copy, nothing is lost: %v%s",
+				b.Name, b.ID, b.Err, kept)
 			continue
 		}
 		clierr.Print(w, Prog, b.Err)

@@ -345,3 +345,82 @@ func TestClassifyByResultCode(t *testing.T) {
 		t.Errorf("write against a held lock: class %v (%v), want Unavailable", errclass.Of(err), err)
 	}
 }
+
+// TestPartialReadUpdate: an object read with Filter.Only carries just the
+// named attributes; changing them and updating keeps every other
+// attribute exactly, for private and public objects; the set of types is
+// still authenticated on a partial read.
+func TestPartialReadUpdate(t *testing.T) {
+	ctx := context.Background()
+	s, dk := newToken(t)
+	for _, private := range []bool{true, false} {
+		o := labelled("partial", private, ckoSecret)
+		o.Attrs[ckaID] = []byte("id-1")
+		for i := range 20 {
+			o.Attrs[uint32(0x200+i)] = []byte(fmt.Sprintf("other-%d", i))
+		}
+		if err := s.Create(ctx, dk, o); err != nil {
+			t.Fatal(err)
+		}
+		full, err := s.Get(ctx, dk, o.Handle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := s.List(ctx, dk, Filter{UniqueID: o.UniqueID, Only: []uint32{ckaOpaque, 0x205}})
+		if err != nil || len(objs) != 1 {
+			t.Fatalf("partial list: %v", err)
+		}
+		p := objs[0]
+		if len(p.Attrs) != 2 || !bytes.Equal(p.Attrs[ckaOpaque], full.Attrs[ckaOpaque]) || string(p.Attrs[0x205]) != "other-5" {
+			t.Fatalf("partial attrs: %v", p.Attrs)
+		}
+		p.Attrs[ckaOpaque] = []byte("new blob")
+		p.Attrs[0x1000] = []byte("added")
+		delete(p.Attrs, 0x205)
+		if err := s.Update(ctx, dk, p); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, dk, o.Handle)
+		if err != nil {
+			t.Fatalf("read after partial update: %v", err)
+		}
+		want := full.Attrs
+		want[ckaOpaque], want[0x1000] = []byte("new blob"), []byte("added")
+		delete(want, 0x205)
+		if len(got.Attrs) != len(want) {
+			t.Fatalf("private=%v: %d attributes after update, want %d", private, len(got.Attrs), len(want))
+		}
+		for k, v := range want {
+			if !bytes.Equal(got.Attrs[k], v) {
+				t.Errorf("private=%v: attribute %#x = %q, want %q", private, k, got.Attrs[k], v)
+			}
+		}
+		if hs, err := s.Find(ctx, dk, Filter{Attrs: map[uint32][]byte{ckaLabel: []byte("partial"), ckaID: []byte("id-1")}}); err != nil || !slices.Contains(hs, o.Handle) {
+			t.Errorf("private=%v: the index lost the object after a partial update: %v %v", private, hs, err)
+		}
+		// Changing the private flag of a partial object is refused.
+		objs, _ = s.List(ctx, dk, Filter{UniqueID: o.UniqueID, Only: []uint32{ckaOpaque}})
+		objs[0].Private = !private
+		if err := s.Update(ctx, dk, objs[0]); errclass.Of(err) != errclass.InvalidArgument {
+			t.Errorf("private flag change of a partial object: %v", err)
+		}
+	}
+	// A dropped attribute is detected by a partial read too.
+	o := labelled("victim", true, ckoSecret)
+	o.Attrs[0x300] = []byte("x")
+	if err := s.Create(ctx, dk, o); err != nil {
+		t.Fatal(err)
+	}
+	editRaw(t, s, o.Handle, func(r *rawObject) {
+		for i := range r.attrs {
+			if r.attrs[i].typ == 0x300 {
+				r.attrs = append(r.attrs[:i], r.attrs[i+1:]...)
+				break
+			}
+		}
+	})
+	objs, err := s.List(ctx, dk, Filter{UniqueID: o.UniqueID, Only: []uint32{ckaOpaque}})
+	if len(objs) != 0 || errclass.Of(err) != errclass.DataLoss {
+		t.Fatalf("partial read of a tampered object: %d objects, %v", len(objs), err)
+	}
+}

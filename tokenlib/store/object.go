@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -40,6 +41,13 @@ type Object struct {
 	// ix remembers the index columns as stored (indexedAttrs order), so
 	// that an Update that leaves them alone does not rewrite the indexes.
 	ix [2][]byte
+	// partial is set for an object read with [Filter.Only]: Attrs holds
+	// only the types in only, keep the other values as stored (sealed or
+	// clear), which Update writes back unchanged.
+	partial     bool
+	readPrivate bool
+	only        []uint32
+	keep        map[uint32][]byte
 }
 
 type sealedValue struct {
@@ -60,6 +68,12 @@ type Filter struct {
 	// Private, if set, keeps only private (*Private true) or only public
 	// objects (the store's own column, no decoding).
 	Private *bool
+	// Only, if not empty, makes List decode just these attribute types of
+	// each match (and unseal only them); the other values stay as stored
+	// and an Update of the object writes them back unchanged. The set of
+	// attribute types is still authenticated. A master key change pass
+	// needs a key's blobs, not its two dozen other attributes.
+	Only []uint32
 	// After and Limit page through large tokens: only handles greater than
 	// After are considered, and at most Limit objects (0: no limit) are
 	// returned. Pass the last handle of one page as After of the next.
@@ -97,14 +111,22 @@ func checkObject(o *Object, dk *DataKey) error {
 
 // encodeObject produces the attrs column for o.
 func encodeObject(o *Object, dk *DataKey) []byte {
+	keep := o.keep
+	if !o.partial {
+		keep = nil
+	}
 	if !o.Private {
-		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs))}
-		for _, t := range sortedTypes(o.Attrs) {
-			r.attrs = append(r.attrs, rawAttr{typ: t, val: o.Attrs[t]})
+		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs)+len(keep))}
+		for _, t := range sortedTypes(o.Attrs, keep) {
+			v, ok := o.Attrs[t]
+			if !ok {
+				v = keep[t]
+			}
+			r.attrs = append(r.attrs, rawAttr{typ: t, val: v})
 		}
 		return encodeRaw(nil, &r)
 	}
-	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed)
+	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed, keep)
 	return encodeRaw(nil, r)
 }
 
@@ -117,10 +139,55 @@ func rememberSealed(o *Object, r *rawObject) {
 	}
 	m := make(map[uint32]sealedValue, len(r.attrs))
 	for _, a := range r.attrs {
-		v := o.Attrs[a.typ]
+		v, ok := o.Attrs[a.typ]
+		if !ok {
+			continue // kept as stored (partial object): no plain value
+		}
 		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: a.val}
 	}
 	o.sealed = m
+}
+
+// decodePartial is decodeObject for Filter.Only: it authenticates the set
+// of attribute types and opens only the types in only (sorted).
+func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uint32) error {
+	if err := decodeRaw(blob, r); err != nil {
+		return err
+	}
+	if r.sealed != o.Private {
+		return codecErr("object is private=%v but its attributes are sealed=%v", o.Private, r.sealed)
+	}
+	if r.sealed {
+		if err := dk.checkSet(o.UniqueID, uint64(o.Class), r); err != nil {
+			return err
+		}
+	}
+	o.Attrs = make(map[uint32][]byte, len(only))
+	o.keep = make(map[uint32][]byte, len(r.attrs))
+	o.partial, o.only, o.readPrivate = true, only, o.Private
+	m := map[uint32]sealedValue{}
+	var aad []byte
+	for _, a := range r.attrs {
+		if _, want := slices.BinarySearch(only, a.typ); !want {
+			o.keep[a.typ] = append([]byte{}, a.val...)
+			continue
+		}
+		if !r.sealed {
+			o.Attrs[a.typ] = append([]byte{}, a.val...)
+			continue
+		}
+		v, buf, err := dk.openAttr(aad, o.UniqueID, a.typ, a.val)
+		aad = buf
+		if err != nil {
+			return err
+		}
+		o.Attrs[a.typ] = v
+		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: append([]byte{}, a.val...)}
+	}
+	if r.sealed {
+		o.sealed = m
+	}
+	return nil
 }
 
 // decodeObject turns a stored row into an Object. A private object needs a
@@ -357,6 +424,10 @@ func (t *Tx) Update(o *Object) error {
 	}
 	if o.UniqueID == "" || o.Handle == 0 || o.Handle > math.MaxInt64 {
 		return errclass.New(errclass.InvalidArgument, "update object: handle %d / unique id %q do not name a stored object (use an Object from Create, Get or List)", o.Handle, o.UniqueID)
+	}
+	if o.partial && len(o.keep) > 0 && o.Private != o.readPrivate {
+		return errclass.Newh(errclass.InvalidArgument, "read the object in full (List without Only, or Get) to change its private flag",
+			"update object %d: it was read partially and its private flag changed", o.Handle)
 	}
 	blob := encodeObject(o, t.dk)
 	ix := t.s.indexColumns(o, t.dk)
@@ -650,6 +721,9 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 	}
 	defer rows.Close()
 	filterTypes := sortedTypes(f.Attrs)
+	only := slices.Clone(f.Only)
+	slices.Sort(only)
+	only = slices.Compact(only)
 	var (
 		n          int
 		bad        []uint64
@@ -735,7 +809,11 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver),
 			ix: [2][]byte{bytes.Clone(ix[0]), bytes.Clone(ix[1])}}
 		s.decoded.Add(1)
-		if err := decodeObject(o, blob, dk, &r); err != nil {
+		decode := decodeObject
+		if len(only) > 0 {
+			decode = func(o *Object, blob []byte, dk *DataKey, r *rawObject) error { return decodePartial(o, blob, dk, r, only) }
+		}
+		if err := decode(o, blob, dk, &r); err != nil {
 			if errors.Is(err, errOpen) {
 				openFailed = true
 			}
@@ -773,10 +851,16 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 }
 
 // indexColumns returns the index column values of o (indexedAttrs order).
+// A partial object keeps the stored value of a column whose attribute it
+// did not load.
 func (s *Store) indexColumns(o *Object, dk *DataKey) [2][]byte {
 	k := s.ixKeyFor(o.Private, dk)
 	var out [2][]byte
 	for i, ia := range indexedAttrs {
+		if _, loaded := slices.BinarySearch(o.only, ia.typ); o.partial && !loaded && o.ix[i] != nil {
+			out[i] = o.ix[i]
+			continue
+		}
 		out[i] = k.column(ia.typ, o.Attrs)
 	}
 	return out

@@ -229,11 +229,11 @@ func TestPassCancel(t *testing.T) {
 // would), with a short busy timeout. The first call runs hook.
 type lockProbe struct {
 	hsm.Backend
-	t      *testing.T
-	probe  *store.Store
-	calls  int
-	held   int
-	hook   func()
+	t     *testing.T
+	probe *store.Store
+	calls int
+	held  int
+	hook  func()
 }
 
 func (b *lockProbe) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {

@@ -811,7 +811,9 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		s.decoded.Add(1)
 		decode := decodeObject
 		if len(only) > 0 {
-			decode = func(o *Object, blob []byte, dk *DataKey, r *rawObject) error { return decodePartial(o, blob, dk, r, only) }
+			decode = func(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
+				return decodePartial(o, blob, dk, r, only)
+			}
 		}
 		if err := decode(o, blob, dk, &r); err != nil {
 			if errors.Is(err, errOpen) {

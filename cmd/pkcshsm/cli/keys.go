@@ -117,7 +117,9 @@ func attrBool(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.Object
 func describeKey(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.ObjectHandle, av keyAttrs) keyRecord {
 	// attr and attrBool read av here, not the library: one
 	// C_GetAttributeValue per key instead of one per attribute.
-	attr := func(_ *tokenlib.Library, _ tokenlib.SessionHandle, _ tokenlib.ObjectHandle, a ck.Attribute) []byte { return av[a] }
+	attr := func(_ *tokenlib.Library, _ tokenlib.SessionHandle, _ tokenlib.ObjectHandle, a ck.Attribute) []byte {
+		return av[a]
+	}
 	attrBool := func(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.ObjectHandle, a ck.Attribute) bool {
 		b, _ := tokenlib.DecodeBool(attr(lib, h, o, a))
 		return b

@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
@@ -222,5 +224,52 @@ func TestDamagedObjectIsolated(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSessionPassPages: the session-object pass takes the keys in pages of
+// sessionPage, in handle order, and transforms every one of them.
+func TestSessionPassPages(t *testing.T) {
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotCCA)
+	h := userSession(t, l, slotCCA)
+	var keys []ObjectHandle
+	for i := range 11 {
+		keys = append(keys, genAES(t, l, h, fmt.Sprint("s", i), false))
+	}
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	op := createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	old := sessionPage
+	sessionPage = 3
+	t.Cleanup(func() { sessionPage = old })
+	tok := l.slots[slotCCA]
+	var seen []ObjectHandle
+	for after := ObjectHandle(0); ; {
+		page := tok.sessionPageAfter(after, sessionPage)
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 3 {
+			t.Fatalf("page of %d", len(page))
+		}
+		for _, o := range page {
+			seen = append(seen, o.handle)
+		}
+		after = page[len(page)-1].handle
+	}
+	if !slices.Equal(seen, keys) {
+		t.Fatalf("pages gave %v, want %v", seen, keys)
+	}
+	view, err := tok.mkView(ctx)
+	must(t, err)
+	n, err := tok.sessionPass(ctx, view, op, state.ActReencipher)
+	if err != nil || n != len(keys) {
+		t.Fatalf("session pass: %d changed, %v", n, err)
+	}
+	for _, k := range keys {
+		wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})
 	}
 }

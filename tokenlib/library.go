@@ -17,6 +17,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/runtime/agent"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
@@ -234,7 +235,7 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 		maxPIN:   maxPIN,
 		sessions: map[SessionHandle]*session{},
 		sessObjs: map[ObjectHandle]*object{},
-		cache:    map[ObjectHandle]*object{},
+		cache:    objcache.New[*object](0),
 		mkOps:    map[state.ID]*state.Op{},
 	}
 	for _, ig := range sc.ignored {

@@ -41,6 +41,7 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	ctx = t.ep11Bind(ctx, s, tmpl)
 	switch c {
 	case ck.CKO_SECRET_KEY:
 		err = t.importSecret(ctx, tmpl)

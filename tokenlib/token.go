@@ -10,6 +10,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ep11sess"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
@@ -35,6 +36,8 @@ type token struct {
 	mkOps map[state.ID]*state.Op
 	// hsmErr is why the last HSM check failed (nil when it passed).
 	hsmErr error
+	// ep11 runs the EP11 session modes (nil: none; see ep11session.go).
+	ep11 *ep11sess.Manager
 
 	mu         sync.Mutex
 	login      ck.UserType // noUser, CKU_USER or CKU_SO
@@ -60,6 +63,7 @@ func (t *token) logoutLocked() {
 	if t.login == noUser {
 		return
 	}
+	t.ep11EndAll()
 	t.login = noUser
 	t.loginEpoch++
 	t.dataKey.Destroy()
@@ -105,7 +109,7 @@ func (t *token) refreshLocked(ctx context.Context) error {
 	}
 	next := make(map[ObjectHandle]*object, len(objs))
 	for _, o := range objs {
-		if o.isPrivate() && !t.userLoggedIn() {
+		if (o.isPrivate() && !t.userLoggedIn()) || o.isHidden() {
 			continue
 		}
 		next[o.handle] = o
@@ -209,7 +213,7 @@ func (t *token) revalidateLocked(ctx context.Context, h ObjectHandle) (*object, 
 		return nil, storeErr(err)
 	}
 	fresh := fromStore(so)
-	if fresh.isPrivate() && !t.userLoggedIn() {
+	if (fresh.isPrivate() && !t.userLoggedIn()) || fresh.isHidden() {
 		delete(t.cache, h)
 		return nil, errObjectHandle(h)
 	}

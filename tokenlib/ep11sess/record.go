@@ -37,15 +37,15 @@ func ParsePublicID(s string) (PublicID, error) {
 // it out with (the strict session's, and the VHSM session's it shares).
 type Record struct {
 	// Handle is the store handle of the object (not encoded).
-	Handle   uint64
-	ID       PublicID
-	PID      int
-	Created  time.Time
-	APQNs    []apqn.ID
-	Strict   []byte // nil, or the strict session's pin blob
-	VHSM     []byte // nil, or the VHSM session's pin blob
-	Slot     uint32
-	Program  string
+	Handle  uint64
+	ID      PublicID
+	PID     int
+	Created time.Time
+	APQNs   []apqn.ID
+	Strict  []byte // nil, or the strict session's pin blob
+	VHSM    []byte // nil, or the VHSM session's pin blob
+	Slot    uint32
+	Program string
 }
 
 // The record encoding, all integers big-endian:

@@ -396,3 +396,42 @@ func TestNewerGenerationWins(t *testing.T) {
 		}
 	}
 }
+
+// An operation file swapped for a FIFO between the lstat and the open:
+// the open does not wait for a writer and fstat refuses it.
+func TestFIFOSwappedInAfterLstat(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	d := openDir(t, path)
+	op := advance(t, d)
+	main := d.mainPath(op.ID)
+	swapped := false
+	afterLstat = func(name string) {
+		if name == main && !swapped {
+			swapped = true
+			os.Remove(name)
+			if err := syscall.Mkfifo(name, 0o640); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer func() { afterLstat = func(string) {} }()
+	done := make(chan error, 1)
+	var got *Op
+	go func() {
+		var err error
+		got, err = d.Load(ctx, op.ID)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil || got.Gen != 2 || !swapped {
+			t.Fatalf("load: %+v %v (swapped %v); want the copy's generation 2", got, err, swapped)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Load blocked opening a FIFO swapped in after the lstat")
+	}
+	if _, broken, _ := d.List(ctx); len(broken) != 1 || !strings.Contains(broken[0].Err.Error(), "a FIFO") {
+		t.Fatalf("broken = %+v", broken)
+	}
+}

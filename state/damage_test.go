@@ -416,17 +416,15 @@ func TestFIFOSwappedInAfterLstat(t *testing.T) {
 		}
 	}
 	defer func() { afterLstat = func(string) {} }()
-	done := make(chan error, 1)
-	var got *Op
-	go func() {
-		var err error
-		got, err = d.Load(ctx, op.ID)
-		done <- err
-	}()
+	done := make(chan opRead, 1)
+	go func() { done <- d.read(op.ID) }() // alone in the directory: no lock needed
 	select {
-	case err := <-done:
-		if err != nil || got.Gen != 2 || !swapped {
-			t.Fatalf("load: %+v %v (swapped %v); want the copy's generation 2", got, err, swapped)
+	case r := <-done:
+		if r.op == nil || r.op.Gen != 2 || !swapped {
+			t.Fatalf("read: %+v %v (swapped %v); want the copy's generation 2", r.op, r.err, swapped)
+		}
+		if r.main.err == nil || !strings.Contains(r.main.err.Error(), "a FIFO") {
+			t.Fatalf("the swapped-in FIFO was not refused by fstat: %v", r.main.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Load blocked opening a FIFO swapped in after the lstat")

@@ -57,7 +57,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		}
 		ops = []*state.Op{op}
 		if _, broken, err := d.List(ctx); err == nil {
-			warnBroken(cmd.ErrOrStderr(), broken, id)
+			warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
 		}
 	} else {
 		var broken []state.Broken

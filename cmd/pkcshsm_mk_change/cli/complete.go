@@ -58,7 +58,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	// Reading every operation repairs a damaged file from its copy and
 	// says so; an unrecoverable one is reported by Load below.
 	if _, broken, err := d.List(ctx); err == nil {
-		warnBroken(cmd.ErrOrStderr(), broken, id)
+		warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
 	}
 	op, err := d.Load(ctx, id)
 	if err != nil {
@@ -169,6 +169,18 @@ func completeHint(op *state.Op, a state.Action) string {
 	default:
 		return fmt.Sprintf("a finalizing operation can no longer be canceled; run 'pkcshsm_mk_change %s --id %s'", next[0], op.ID)
 	}
+}
+
+// recovered keeps the entries of operations recovered from their copy
+// (Load reports the others itself).
+func recovered(broken []state.Broken) []state.Broken {
+	var out []state.Broken
+	for _, b := range broken {
+		if b.Recovered {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // warnBroken reports damaged operation files (only those of id, if id is

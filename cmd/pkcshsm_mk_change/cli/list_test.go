@@ -125,8 +125,9 @@ func TestListReportsUnreadableOperation(t *testing.T) {
 	}
 	for _, cmd := range []string{"cancel", "finalize"} {
 		e.stdin = "1234\n"
-		if code, _, errs := e.run(cmd, "-i", string(id)); code != 8 || !strings.Contains(errs, "is unreadable") {
-			t.Fatalf("%s: exit %d: %s", cmd, code, errs)
+		code, _, errs := e.run(cmd, "-i", string(id))
+		if code != 8 || strings.Count(errs, "error: master key change operation '"+string(id)+"' is unreadable") != 1 {
+			t.Fatalf("%s: exit %d, want the error once: %s", cmd, code, errs)
 		}
 	}
 	if len(e.tokens.calls) != 0 {

@@ -433,3 +433,33 @@ func TestFIFOSwappedInAfterLstat(t *testing.T) {
 		t.Fatalf("broken = %+v", broken)
 	}
 }
+
+// Quarantined files never overwrite each other, even within one instant.
+func TestQuarantineKeepsEveryFile(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	fixed := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	d, err := Open(path, Options{Now: func() time.Time { return fixed }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := advance(t, d)
+	good := read(t, d.mainPath(op.ID))
+	for i := range 3 {
+		os.WriteFile(d.mainPath(op.ID), []byte(fmt.Sprint("damage ", i)), 0o640)
+		if _, _, err := d.List(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q, _ := filepath.Glob(filepath.Join(path, brokenDir, string(op.ID)+".*"))
+	if len(q) != 3 {
+		t.Fatalf("quarantined %v; want all three damaged versions", q)
+	}
+	seen := map[string]bool{}
+	for _, f := range q {
+		seen[string(read(t, f))] = true
+	}
+	if len(seen) != 3 || !bytes.Equal(read(t, d.mainPath(op.ID)), good) {
+		t.Fatalf("quarantined contents %v", seen)
+	}
+}

@@ -396,7 +396,16 @@ func (d *Dir) quarantine(name string) (string, error) {
 			return "", err
 		}
 	}
-	to := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	base := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	to := base
+	// Never overwrite an earlier quarantined file (the caller holds the
+	// exclusive lock, so nobody else picks a name meanwhile).
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		to = fmt.Sprintf("%s-%d", base, i)
+	}
 	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}

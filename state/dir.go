@@ -51,6 +51,10 @@ type Options struct {
 	ReadOnly bool
 	// Now returns the time for transitions (default time.Now).
 	Now func() time.Time
+	// Waiting, if set, is called once per lock wait that lasts longer
+	// than a second, with a message naming the lock and its holders, so
+	// a person sees why the command does not go on.
+	Waiting func(msg string)
 
 	// hook is called at named points of the write path and the locking;
 	// tests kill the process or hold it there.
@@ -225,6 +229,14 @@ func (d *Dir) scan() (ops []*Op, broken []Broken, repairs bool, err error) {
 			for _, p := range r.problems() {
 				broken = append(broken, Broken{Name: p.name, ID: id, Recovered: true, Err: p.err})
 			}
+			// Writes create the file before the copy and removals drop the
+			// copy first, so a copy without its file means someone removed
+			// the file: say so rather than restore it silently.
+			if r.main.absent {
+				broken = append(broken, Broken{Name: string(id), ID: id, Recovered: true,
+					Err: errclass.Newh(errclass.DataLoss, "end an operation with finalize or cancel, never by removing its file",
+						"%s is missing; operation read from its copy", d.mainPath(id))})
+			}
 		case r.err != nil && errclass.Of(r.err) != errclass.NotFound:
 			broken = append(broken, Broken{Name: string(id), ID: id, Err: r.err})
 		}
@@ -384,7 +396,16 @@ func (d *Dir) quarantine(name string) (string, error) {
 			return "", err
 		}
 	}
-	to := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	base := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	to := base
+	// Never overwrite an earlier quarantined file (the caller holds the
+	// exclusive lock, so nobody else picks a name meanwhile).
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		to = fmt.Sprintf("%s-%d", base, i)
+	}
 	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}

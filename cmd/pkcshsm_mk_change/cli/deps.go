@@ -11,12 +11,16 @@
 //
 // # Recovery
 //
-// Every step is idempotent and recorded before the next one starts, so a
-// command killed at any point can be completed: finalize resumes
-// REENCIPHERED, FINALIZING and ERROR; cancel resumes INITIAL,
-// REENCIPHERING, REENCIPHERED, CANCELING and ERROR. A failure during
-// reencipher cancels automatically and names the slot or process that
-// failed.
+// Intent before action: the state and the step about to be taken are
+// saved before any step that changes key objects (finalize and cancel move
+// to FINALIZING/CANCELING before their first pass), and every step is
+// idempotent, so a command killed at any point is completed by the one
+// command list names: finalize resumes FINALIZING and a failed finalize,
+// cancel resumes INITIAL, REENCIPHERING, CANCELING and a failed cancel,
+// and REENCIPHERED takes either. A failure during reencipher cancels
+// automatically and names the slot or process that failed. While a
+// reencipher, finalize or cancel runs it holds the operation's claim, so a
+// second command on the same operation is refused with its pid.
 package cli
 
 import (

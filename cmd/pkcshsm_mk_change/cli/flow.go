@@ -37,7 +37,12 @@ func noArgs(cmd *cobra.Command, args []string) error {
 }
 
 func (c *command) openDir(readOnly bool) (*state.Dir, error) {
-	return state.Open(c.opts.stateDir, state.Options{Logger: c.log, ReadOnly: readOnly, Now: c.deps.Now})
+	return state.Open(c.opts.stateDir, state.Options{Logger: c.log, ReadOnly: readOnly, Now: c.deps.Now,
+		Waiting: func(msg string) {
+			if c.deps.Stderr != nil {
+				clierr.Warn(c.deps.Stderr, Prog, "%s", msg)
+			}
+		}})
 }
 
 // session is one run of reencipher, finalize or cancel: the tokens, the

@@ -293,6 +293,14 @@ func (d *Dir) Load(ctx context.Context, id ID) (*Op, error) {
 // An unreadable existing file counts as a conflict of unknown extent: it is
 // quarantined and reported, and creation is refused.
 func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
+	return d.CreateChecked(ctx, op, nil)
+}
+
+// CreateChecked is Create with a last check: verify (if not nil) runs under
+// the same exclusive lock, after the conflict check and before the file is
+// written, so what it re-verifies (e.g. the adapters' registers) still
+// holds when the operation appears. An error from verify creates nothing.
+func (d *Dir) CreateChecked(ctx context.Context, op *Op, verify func() error) (*Op, error) {
 	op = op.Clone()
 	op.State = Initial
 	op.Transitions = nil
@@ -324,6 +332,11 @@ func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
 		}
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
+		}
+		if verify != nil {
+			if err := verify(); err != nil {
+				return err
+			}
 		}
 		for range maxIDTry {
 			id, err := NewID()
@@ -416,6 +429,28 @@ func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 			return err
 		}
 		d.opts.crash("remove-after-history")
+		if err := os.Remove(filepath.Join(d.path, string(id))); err != nil {
+			return ioErr(err, "remove operation file %s", id)
+		}
+		return syncDir(d.path)
+	})
+}
+
+// Discard removes an operation that never touched a key object (still
+// INITIAL): nothing happened that the history must record. Any other state
+// is refused; such an operation ends with Remove.
+func (d *Dir) Discard(ctx context.Context, id ID) error {
+	if _, err := ParseID(string(id)); err != nil {
+		return err
+	}
+	return d.withLock(ctx, true, func() error {
+		op, err := d.readOp(id)
+		if err != nil {
+			return err
+		}
+		if op.State != Initial {
+			return errclass.New(errclass.FailedPrecondition, "operation %s is %s, not INITIAL: it must be completed, not discarded", id, op.State)
+		}
 		if err := os.Remove(filepath.Join(d.path, string(id))); err != nil {
 			return ioErr(err, "remove operation file %s", id)
 		}

@@ -41,7 +41,7 @@ func TestReencipherFinalize(t *testing.T) {
 	op := ops[0]
 	for _, want := range []string{
 		"The following tokens are affected by this master key change:\n  Slot 2: Label: cca\n",
-		"Re-enciphering, please wait...\nCompleted.\n",
+		"Re-enciphering, please wait...\nSlot 2: 3 secure keys re-enciphered.\nCompleted.\n",
 		"Master key change operation '" + string(op.ID) + "' created.",
 		"Run 'pkcshsm_mk_change finalize --id " + string(op.ID) + "'",
 	} {

@@ -66,6 +66,9 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	defer s.close()
+	if err := s.checkAPQNs(ctx, op, a); err != nil {
+		return err
+	}
 	slots, err := s.slotsFor(ctx, false)
 	if err != nil {
 		return err
@@ -85,7 +88,17 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	fmt.Fprintf(s.out, "%s, please wait...\n", verb)
 
 	fail := func(cause error) error {
-		fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		cause = interrupted(cause)
+		// Recording the failure must not be stopped by the interrupt
+		// that caused it.
+		ctx := c.intr.Cleanup()
+		hint := fmt.Sprintf("fix the problem, then run 'pkcshsm_mk_change %s --id %s' again", a, id)
+		if c.intr.Signal() != nil {
+			fmt.Fprintf(s.errw, "Interrupted; the operation stays as recorded.\n")
+			hint = fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' to complete it", a, id)
+		} else {
+			fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		}
 		// A failure after the state change is an ERROR; before it, the
 		// operation keeps its state and records the failure.
 		if _, err := s.save(ctx, d, op, func(o *state.Op) error {
@@ -97,7 +110,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		}); err != nil {
 			s.log.Error().Err(err).Msg("failed to record the error state")
 		}
-		return errclass.WithHint(cause, fmt.Sprintf("fix the problem, then run 'pkcshsm_mk_change %s --id %s' again", a, id))
+		return errclass.WithHint(cause, hint)
 	}
 	// First pass over the token objects, then the state change that every
 	// process follows, then the broadcast for session objects, then a

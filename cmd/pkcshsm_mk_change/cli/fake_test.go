@@ -14,7 +14,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
@@ -32,6 +34,7 @@ type fakeTokens struct {
 	current  map[uint]map[mkvp.Type]mkvp.Pattern
 	passErr  map[state.Action]error // fail passes of this action
 	calls    []string               // "login 2", "pass reencipher 2" ...
+	queues   []hsm.QueueInfo        // the AP bus
 }
 
 func newFakeTokens() *fakeTokens {
@@ -45,8 +48,20 @@ func newFakeTokens() *fakeTokens {
 		affected: map[uint]bool{},
 		current:  map[uint]map[mkvp.Type]mkvp.Pattern{},
 		passErr:  map[state.Action]error{},
+		queues:   busOf("01.0033", "02.0033", "03.0033", "06.0033", "0e.0033"),
 	}
 }
+
+// busOf returns online queues.
+func busOf(ids ...string) []hsm.QueueInfo {
+	var out []hsm.QueueInfo
+	for _, s := range ids {
+		out = append(out, hsm.QueueInfo{ID: apqn.MustParse(s), Online: true})
+	}
+	return out
+}
+
+func (f *fakeTokens) Queues(context.Context) ([]hsm.QueueInfo, error) { return f.queues, nil }
 
 func (f *fakeTokens) record(format string, args ...any) {
 	f.mu.Lock()

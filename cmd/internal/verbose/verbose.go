@@ -49,4 +49,3 @@ func Logger(w io.Writer, name string) (zerolog.Logger, error) {
 // TimeFormat is the timestamp format of JSON logs: RFC 3339 with
 // milliseconds.
 const TimeFormat = "2006-01-02T15:04:05.000Z07:00"
-

@@ -11,7 +11,7 @@ import (
 	"os"
 	"strings"
 
-		"github.com/spf13/cobra"
+	"github.com/spf13/cobra"
 
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"

@@ -56,7 +56,7 @@ type session struct {
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
 	s := &session{command: c, cmd: cmd, out: cmd.OutOrStdout(), errw: cmd.ErrOrStderr(),
-		ask: pinentry.NewWith(cmd.InOrStdin(), cmd.ErrOrStderr(), pinentry.Options{Interrupt: c.intr.Done()}),
+		ask:         pinentry.NewWith(cmd.InOrStdin(), cmd.ErrOrStderr(), pinentry.Options{Interrupt: c.intr.Done()}),
 		errTerminal: isTerminal(cmd.ErrOrStderr())}
 	if c.deps.OpenTokens == nil {
 		return nil, errclass.New(errclass.Internal, "no token library configured")

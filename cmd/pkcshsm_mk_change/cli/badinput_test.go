@@ -2,6 +2,8 @@ package cli
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -105,6 +107,32 @@ func TestBadInput(t *testing.T) {
 		{name: "daemon not running", args: []string{"reencipher", "-a", "03.0033", "-A", ok16},
 			setup: func(e *env, id state.ID) { e.daemon.dialErr = errclass.New(errclass.Unavailable, "connection refused") },
 			code:  6, msg: "failed to connect to the pkcshsmd admin socket"},
+		// APQNs that do not exist, or cannot be checked.
+		{name: "apqn not on the bus", args: []string{"reencipher", "-a", "03.0033,2f.0033", "-A", ok16}, stdin: "1234\n", code: 2,
+			msg: "APQN 2F.0033 is not on the AP bus"},
+		{name: "apqns not on the bus", args: []string{"reencipher", "-a", "2f.33,30.1", "-A", ok16, "--dry-run"}, code: 2,
+			msg: "APQNs 2F.0033, 30.0001 are not on the AP bus"},
+		{name: "finalize with an offline apqn", args: []string{"finalize", "-i", "ID"}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { e.tokens.queues[1].Online = false }, code: 6,
+			msg: "APQN 02.0033 is offline or checkstopped: the new master key cannot be verified there"},
+		{name: "finalize with a vanished apqn", args: []string{"finalize", "-i", "ID"}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { e.tokens.queues = busOf("01.0033") }, code: 2,
+			msg: "APQN 02.0033 is not on the AP bus"},
+		// Checks that must hold again under the lock of the create.
+		{name: "registers changed while the PIN was typed", args: []string{"reencipher", "-a", "03.0033", "-A", ok16}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) {
+				e.tokens.queryHook = func(n int) error {
+					if n > 2 { // the second round of queries (two present slots)
+						return errclass.New(errclass.FailedPrecondition, "no NEW CCA AES master key is set on APQN 03.0033")
+					}
+					return nil
+				}
+			}, code: 4, msg: "Token in slot 2 is unable to perform the master key change: no NEW CCA AES master key is set"},
+		// The dry run refuses what the real run refuses.
+		{name: "dry run next to a corrupt operation file", args: []string{"reencipher", "-a", "03.0033", "-A", ok16, "--dry-run"},
+			setup: func(e *env, id state.ID) { corrupt(e, id) }, code: 8, msg: "refusing to start an operation next to unreadable ones"},
+		{name: "real run next to a corrupt operation file", args: []string{"reencipher", "-a", "03.0033", "-A", ok16}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { corrupt(e, id) }, code: 8, msg: "refusing to start an operation next to unreadable ones"},
 		{name: "no slots", args: []string{"reencipher", "-a", "03.0033", "-A", ok16},
 			setup: func(e *env, id state.ID) { e.tokens.slots = nil }, code: 4, msg: "no slots are configured"},
 	}
@@ -123,6 +151,17 @@ func TestBadInput(t *testing.T) {
 				args[i] = strings.ReplaceAll(a, "ID", string(id))
 			}
 			before := e.snapshot()
+			quarantined := func(after map[string]string) map[string]string {
+				// The real run moves an unreadable file aside, never deletes it.
+				out := maps.Clone(after)
+				for k, v := range after {
+					if strings.HasPrefix(k, "/.broken/"+string(id)+".") {
+						delete(out, k)
+						out["/"+string(id)] = v
+					}
+				}
+				return out
+			}
 			e.stdin = tt.stdin
 			code, out, errs := e.run(args...)
 			if code != tt.code {
@@ -134,11 +173,9 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(errs, "pkcshsm_mk_change: error: ") {
 				t.Errorf("no error line:\n%s", errs)
 			}
-			after := e.snapshot()
-			// Removing a rolled-back operation appends to the history;
-			// nothing else may change.
-			delete(after, "/history.jsonl")
-			delete(before, "/history.jsonl")
+			after := quarantined(e.snapshot())
+			// Nothing may change, not even the history: a refused command
+			// never created an operation.
 			if !maps.Equal(before, after) {
 				t.Errorf("state changed:\nbefore %v\nafter  %v", keys(before), keys(after))
 			}
@@ -146,6 +183,22 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("tokens changed: %v", m)
 			}
 		})
+	}
+}
+
+// corrupt damages the stored operation's file. The real run quarantines
+// it; a test that compares snapshots sees that as a change, so the case
+// that runs for real only checks the refusal. (The snapshot comparison
+// below accepts exactly that move.)
+func corrupt(e *env, id state.ID) {
+	p := filepath.Join(e.layout().MKChangeDir(), string(id))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x20
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		e.t.Fatal(err)
 	}
 }
 

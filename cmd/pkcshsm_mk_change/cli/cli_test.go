@@ -309,6 +309,27 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
+// TestDryRunAsksNothing: with a slot whose token is absent and standard
+// input closed, the dry run reports the slot instead of asking whether to
+// go on, and reaches the same verdict as the real run would.
+func TestDryRunAsksNothing(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.slots = append(e.tokens.slots, Slot{ID: 7, Reason: "token not initialized"})
+	e.stdin = "" // closed
+	code, out, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew, "--dry-run")
+	if code != 0 || strings.Contains(out+errs, "Continue") ||
+		!strings.Contains(out, "WARNING: This slot has no token present; the real run asks whether to go on without it:\n    Slot 7 (token not initialized)\n") ||
+		!strings.Contains(out, "Token that would be re-enciphered (a USER PIN is needed for each):\n    Slot 2: Label: cca") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	// The daemon must be reachable for the real run: the dry run checks it.
+	e.daemon.dialErr = errclass.New(errclass.Unavailable, "connection refused")
+	if code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew, "--dry-run"); code != 6 ||
+		!strings.Contains(errs, "failed to connect to the pkcshsmd admin socket") {
+		t.Fatalf("dry run without the daemon: exit %d\n%s", code, errs)
+	}
+}
+
 func TestDisjointOperationsSideBySide(t *testing.T) {
 	e := newEnv(t)
 	if code, _, errs := reencipherCCA(e); code != 0 {

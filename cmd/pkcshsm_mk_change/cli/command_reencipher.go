@@ -143,7 +143,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 			"no token is affected by this master key change, aborting")
 	}
 	if o.dryRun {
-		return s.dryRun(op, affected, results)
+		return s.dryRun(op, slots, affected, results)
 	}
 	fmt.Fprintln(s.out, "The following tokens are affected by this master key change:")
 	for _, sl := range affected {
@@ -323,7 +323,7 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 }
 
 // dryRun prints the plan once every check has passed.
-func (s *session) dryRun(op *state.Op, affected []Slot, results map[uint]QueryResult) error {
+func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]QueryResult) error {
 	var b strings.Builder
 	b.WriteString("Dry run: all checks passed, nothing was changed.\n")
 	b.WriteString("APQNs:\n")
@@ -341,6 +341,23 @@ func (s *session) dryRun(op *state.Op, affected []Slot, results map[uint]QueryRe
 			if p, ok := results[sl.ID].Current[t]; ok {
 				fmt.Fprintf(&b, "        %s: %s -> %s\n", t, p, op.New[t])
 			}
+		}
+	}
+	var missing []Slot
+	for _, sl := range slots {
+		if !sl.Present {
+			missing = append(missing, sl)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(&b, "WARNING: %s no token present; the real run asks whether to go on without %s:\n",
+			plural(len(missing), "This slot has", "These slots have"), plural(len(missing), "it", "them"))
+		for _, sl := range missing {
+			fmt.Fprintf(&b, "    Slot %d", sl.ID)
+			if sl.Reason != "" {
+				fmt.Fprintf(&b, " (%s)", sl.Reason)
+			}
+			b.WriteString("\n")
 		}
 	}
 	fmt.Fprint(s.out, b.String())

@@ -35,6 +35,10 @@ type fakeTokens struct {
 	passErr  map[state.Action]error // fail passes of this action
 	calls    []string               // "login 2", "pass reencipher 2" ...
 	queues   []hsm.QueueInfo        // the AP bus
+	// queryHook, if set, is called with the number of the Query call (from
+	// 1) and may fail it.
+	queryHook func(n int) error
+	queries   int
 }
 
 func newFakeTokens() *fakeTokens {
@@ -74,6 +78,15 @@ func (f *fakeTokens) Slots(context.Context) ([]Slot, error) { return f.slots, ni
 func (f *fakeTokens) Query(_ context.Context, slot uint, op *state.Op, a state.Action) (QueryResult, error) {
 	if err := f.queryErr[slot]; err != nil {
 		return QueryResult{}, err
+	}
+	f.mu.Lock()
+	f.queries++
+	n := f.queries
+	f.mu.Unlock()
+	if f.queryHook != nil {
+		if err := f.queryHook(n); err != nil {
+			return QueryResult{}, err
+		}
 	}
 	aff, set := f.affected[slot]
 	if !set {

@@ -27,11 +27,11 @@ var patternFlags = []struct {
 	long, short string
 	help        string
 }{
-	{mkvp.EP11WK, "ep11-wkvp", "e", "pattern of the new EP11 wrapping key (16 bytes hex; the 32-byte sysfs value is accepted)"},
-	{mkvp.CCASYM, "cca-sym-mkvp", "s", "pattern of the new CCA SYM master key (8 bytes hex, panel.exe [RND])"},
-	{mkvp.CCAASYM, "cca-asym-mkvp", "S", "pattern of the new CCA ASYM master key (8 bytes hex, panel.exe [RND])"},
-	{mkvp.CCAAES, "cca-aes-mkvp", "A", "pattern of the new CCA AES master key (8 bytes hex, panel.exe [VER] or sysfs)"},
-	{mkvp.CCAAPKA, "cca-apka-mkvp", "p", "pattern of the new CCA APKA master key (8 bytes hex, panel.exe [VER] or sysfs)"},
+	{mkvp.EP11WK, "ep11-wkvp", "e", "pattern of the new EP11 wrapping key, 16 bytes hex (WK NEW in sysfs mkvps, or ep11info; the 32-byte sysfs value is accepted)"},
+	{mkvp.CCASYM, "cca-sym-mkvp", "s", "pattern of the new CCA SYM master key, 8 bytes hex (TKE or panel.exe [RND]; SYM is not in sysfs)"},
+	{mkvp.CCAASYM, "cca-asym-mkvp", "S", "pattern of the new CCA ASYM master key, 8 bytes hex (TKE or panel.exe [RND]; the 16-byte sysfs value is accepted)"},
+	{mkvp.CCAAES, "cca-aes-mkvp", "A", "pattern of the new CCA AES master key, 8 bytes hex (AES NEW in sysfs mkvps, or panel.exe [VER])"},
+	{mkvp.CCAAPKA, "cca-apka-mkvp", "p", "pattern of the new CCA APKA master key, 8 bytes hex (APKA NEW in sysfs mkvps, or panel.exe [VER])"},
 }
 
 func (c *command) newReencipherCommand() *cobra.Command {

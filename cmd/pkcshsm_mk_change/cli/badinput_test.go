@@ -71,6 +71,9 @@ func TestBadInput(t *testing.T) {
 		{name: "id with path of six", args: []string{"finalize", "-i", "../etc"}, code: 2, msg: "is not a letter or digit"},
 		{name: "id with slash", args: []string{"list", "-i", "ab/cde"}, code: 2, msg: "is not a letter or digit"},
 		{name: "id with dot", args: []string{"cancel", "-i", ".lock0"}, code: 2, msg: "is not a letter or digit"},
+		// Characters, not bytes: five characters in six bytes, six in seven.
+		{name: "id of five characters in six bytes", args: []string{"list", "-i", "abcdé"}, code: 2, msg: "want 6 characters, got 5"},
+		{name: "id of six characters in seven bytes", args: []string{"cancel", "-i", "abcdeé"}, code: 2, msg: "character 'é' is not a letter or digit"},
 		{name: "unknown id finalize", args: []string{"finalize", "-i", "Zz0000"}, code: 3, msg: "operation 'Zz0000' not found"},
 		{name: "unknown id list", args: []string{"list", "-i", "Zz0000"}, code: 3, msg: "not found"},
 		// Wrong time.

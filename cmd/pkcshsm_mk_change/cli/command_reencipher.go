@@ -12,6 +12,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
 )
@@ -156,7 +157,8 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	// Claim the APQNs and types: the conflict check, a second look at the
 	// registers (the officer may have changed them while PINs were typed)
 	// and the creation happen under one lock.
-	op, err = d.CreateChecked(ctx, op, func() error {
+	var claim *state.Claim
+	op, claim, err = d.CreateClaimedChecked(ctx, op, "reencipher", func() error {
 		again, _, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
 		if err != nil {
 			return err
@@ -174,7 +176,11 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		}
 		return err
 	}
+	// The operation's claim is held from its creation on, so no finalize
+	// or cancel can run while this does.
+	defer claim.Release()
 	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
+	failpoint.Hit("cli.reencipher.after-create")
 	// Until the operation is REENCIPHERING nothing was touched: a failure
 	// or an interrupt discards it, and the history never saw it.
 	discard := func(cause error) error {
@@ -192,6 +198,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 			o.Slots = append(o.Slots, state.Slot{ID: sl.ID, Label: sl.Label, Serial: sl.Serial,
 				TokenType: sl.Type, Current: results[sl.ID].Current})
 		}
+		o.Step = state.StepBroadcast
 		return o.Move(state.Reenciphering, c.deps.Now())
 	})
 	if err != nil {
@@ -202,7 +209,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	fmt.Fprintln(s.out, "Re-enciphering, please wait...")
 	err = s.broadcast(ctx, op, state.ActReencipher)
 	if err == nil {
-		if next, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = "broadcast"; return nil }); err == nil {
+		if next, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil }); err == nil {
 			op = next
 		}
 	}
@@ -222,7 +229,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		return s.rollback(c.intr.Cleanup(), d, op, err)
 	}
 	next, err = s.save(ctx, d, op, func(o *state.Op) error {
-		o.Slots, o.Step = op.Slots, "token-pass"
+		o.Slots, o.Step = op.Slots, ""
 		return o.Move(state.Reenciphered, c.deps.Now())
 	})
 	if err != nil {
@@ -302,12 +309,15 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 // fails too, the operation stays in CANCELING and 'cancel' completes it.
 func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error) error {
 	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
-		o.LastError = cause.Error()
+		o.LastError, o.Step = cause.Error(), state.StepBroadcast
 		return o.Move(state.Canceling, s.deps.Now())
 	})
+	op = cur
 	if err == nil {
-		op = cur
 		err = s.broadcast(ctx, op, state.ActCancel)
+	}
+	if err == nil {
+		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil })
 	}
 	if err == nil {
 		err = s.passes(ctx, op, state.ActCancel)

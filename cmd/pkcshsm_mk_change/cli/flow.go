@@ -16,6 +16,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/pinentry"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -226,6 +227,7 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 		}()
 	}
 	wg.Wait()
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-pass-" + a.String())
 	if s.errTerminal && len(total) > 0 {
 		show(true)
 		fmt.Fprintln(s.errw)
@@ -264,7 +266,9 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()
+	failpoint.Hit("cli." + s.cmd.Name() + ".before-broadcast-" + a.String())
 	acc, err := s.bc.Broadcast(ctx, ev)
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-broadcast-" + a.String())
 	if err != nil {
 		return fmt.Errorf("failed to send the %s event through pkcshsmd: %w", a, err)
 	}
@@ -322,11 +326,20 @@ func tokenTypes(op *state.Op) []event.TokenType {
 	return out
 }
 
-// save applies fn to the stored operation.
+// save applies fn to the stored operation and returns what was stored. On
+// failure it returns op unchanged (never nil), so a failure path can still
+// name the operation and record the error.
 func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(*state.Op) error) (*state.Op, error) {
 	next, err := d.Update(ctx, op.ID, fn)
 	if err != nil {
-		return nil, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
+		if errclass.Of(err) == errclass.NotFound {
+			err = errclass.Newh(errclass.NotFound,
+				"another program removed the operation file; key objects may still carry blobs of this operation "+
+					"('pkcshsm keys list' shows them): restore the file from a backup, then run the command 'pkcshsm_mk_change list' advises",
+				"the file of master key change operation '%s' vanished while this command was running: %w", op.ID, err)
+		}
+		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
 	return next, nil
 }

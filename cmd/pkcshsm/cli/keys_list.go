@@ -101,7 +101,7 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%d keys\n", len(recs))
+	fmt.Fprintf(cmd.OutOrStdout(), "%d %s\n", len(recs), map[bool]string{true: "key", false: "keys"}[len(recs) == 1])
 	return nil
 }
 

@@ -280,18 +280,17 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 	if err != nil {
 		return err
 	}
-	if len(broken) > 0 {
-		var errs []error
-		for _, b := range broken {
-			if b.Quarantined != "" {
-				errs = append(errs, fmt.Errorf("%w (moved to %s)", b.Err, b.Quarantined))
-			} else {
-				errs = append(errs, b.Err)
-			}
+	// The same refusal, in the same words, as Create's under its lock.
+	var errs []error
+	for _, b := range broken {
+		if !b.Recovered {
+			errs = append(errs, b.Err)
 		}
+	}
+	if len(errs) > 0 {
 		return errclass.Newh(errclass.DataLoss,
-			"inspect the unreadable files; if they belonged to an unfinished operation, its keys may need 'pkcshsm keys restore-old'",
-			"refusing to start an operation next to unreadable ones: %w", errors.Join(errs...))
+			"repair the unreadable operation first (pkcshsm_mk_change list shows how)",
+			"refusing to start an operation next to an unreadable one: %w", errors.Join(errs...))
 	}
 	var conflicts []state.Conflict
 	for _, other := range existing {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,13 @@ type terminal struct {
 }
 
 func (e *crashEnv) startOnTerminal(args ...string) *terminal {
+	return e.startWith(nil, args...)
+}
+
+// startWith is startOnTerminal with some of the standard files replaced:
+// stdio gets the terminal and returns stdin, stdout and stderr (nil: the
+// terminal).
+func (e *crashEnv) startWith(stdio func(tty *os.File) (in io.Reader, out, errw *os.File), args ...string) *terminal {
 	t := e.t
 	master, tty, err := pty.Open()
 	if err != nil {
@@ -106,7 +114,22 @@ func (e *crashEnv) startOnTerminal(args ...string) *terminal {
 	term.cmd = exec.Command(tool(t), args...)
 	term.cmd.Env = append(os.Environ(), paths.EnvRoot+"="+e.layout.Root)
 	term.cmd.Stdin, term.cmd.Stdout, term.cmd.Stderr = tty, tty, tty
-	term.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if stdio != nil {
+		in, out, errw := stdio(tty)
+		if in != nil {
+			term.cmd.Stdin = in
+		}
+		if out != nil {
+			term.cmd.Stdout = out
+		}
+		if errw != nil {
+			term.cmd.Stderr = errw
+		}
+	}
+	// The terminal is also the child's fd 3, which makes it the
+	// controlling terminal whatever fds 0-2 are.
+	term.cmd.ExtraFiles = []*os.File{tty}
+	term.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 3}
 	if err := term.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -338,4 +361,53 @@ func TestInterruptAtEveryPrompt(t *testing.T) {
 			t.Fatalf("%d of %d keys keep REENC", reenc, nKeys)
 		}
 	})
+}
+
+// TestPromptsGoToTheTerminal: with standard output and standard error
+// redirected to files, the warning about absent tokens, the question and
+// the PIN prompt still reach the person at the terminal, and the files get
+// neither them nor \r progress. With answers from a pipe and standard
+// error on the terminal, progress is redrawn with \r there.
+func TestPromptsGoToTheTerminal(t *testing.T) {
+	e := newInterruptEnv(t, 10)
+	p := e.loadNewAES()
+	dir := t.TempDir()
+	outFile, err := os.Create(filepath.Join(dir, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errFile, err := os.Create(filepath.Join(dir, "err"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	term := e.startWith(func(*os.File) (io.Reader, *os.File, *os.File) { return nil, outFile, errFile },
+		"reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	term.waitFor("WARNING: The following slots have no token present:")
+	term.waitFor("Continue [y/N]? ")
+	term.typeIn("y\n")
+	term.waitFor("Enter the USER PIN for slot 2: ")
+	term.typeIn(userPIN + "\n")
+	code, shown := term.wait()
+	stdout, _ := os.ReadFile(outFile.Name())
+	stderr, _ := os.ReadFile(errFile.Name())
+	if code != 0 || !strings.Contains(string(stdout), "created") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nterminal: %s", code, stdout, stderr, shown)
+	}
+	for _, prompt := range []string{"WARNING: The following slots", "Continue [y/N]?", "Enter the USER PIN"} {
+		if strings.Contains(string(stderr), prompt) || strings.Contains(string(stdout), prompt) {
+			t.Errorf("%q went to a redirected file, not the terminal", prompt)
+		}
+	}
+	if strings.Contains(string(stderr), "\r") || strings.Contains(string(stderr), "key objects checked") || strings.Contains(shown, userPIN) {
+		t.Errorf("progress in a file without --progress, or PIN shown:\nstderr %q\nterminal %q", stderr, shown)
+	}
+
+	// Cancel with the PIN from a pipe: progress on the terminal (stderr).
+	id := e.opIDs()[0]
+	term = e.startWith(func(*os.File) (io.Reader, *os.File, *os.File) { return strings.NewReader(userPIN + "\n"), nil, nil },
+		"cancel", "-i", id)
+	code, shown = term.wait()
+	if code != 0 || !strings.Contains(shown, "\r10 of 10 key objects checked") {
+		t.Fatalf("cancel: exit %d, terminal:\n%q", code, shown)
+	}
 }

@@ -112,8 +112,7 @@ func (r *Reader) PIN(prompt string) ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for range 3 {
-		fmt.Fprint(r.prompts, prompt)
-		pin, err := r.readSecret()
+		pin, err := r.readSecret(prompt)
 		if r.fd >= 0 {
 			fmt.Fprintln(r.prompts)
 		}
@@ -164,8 +163,11 @@ func (r *Reader) Confirm(prompt string) (bool, error) {
 	return strings.HasPrefix(s, "y") || strings.HasPrefix(s, "Y"), nil
 }
 
-func (r *Reader) readSecret() ([]byte, error) {
+// readSecret prints prompt and reads a PIN. On a terminal the echo is off
+// before the prompt appears, so nothing typed after it is shown.
+func (r *Reader) readSecret(prompt string) ([]byte, error) {
 	if r.fd < 0 {
+		fmt.Fprint(r.prompts, prompt)
 		pin, err := r.await(r.lines.line)
 		if pin != nil && r.seen != nil {
 			r.seen(pin)
@@ -185,6 +187,7 @@ func (r *Reader) readSecret() ([]byte, error) {
 	// Echo is restored here on every path, also when an interrupt
 	// abandons the read below.
 	defer unix.IoctlSetTermios(r.fd, unix.TCSETS, old)
+	fmt.Fprint(r.prompts, prompt)
 	fd := r.fd
 	pin, err := r.await(func() ([]byte, error) { return readTerminalLine(fd) })
 	if pin != nil && r.seen != nil {

@@ -24,7 +24,7 @@ var pages = []struct {
 }{
 	{"pkcshsm_mk_change.1", "pkcshsm_mk_change", []string{"mk-query", "mktype", "mkregister"}},
 	{"pkcshsm.1", "pkcshsm", nil},
-	{"pkcshsmd.8", "pkcshsmd", nil},
+	{"pkcshsmd.8", "pkcshsmd", []string{"exclude-pid"}}, // pkcshsm_mk_change's
 	{"hsmsim.1", "hsmsim", nil},
 }
 

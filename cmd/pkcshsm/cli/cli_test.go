@@ -262,13 +262,15 @@ func TestRestoreOld(t *testing.T) {
 		t.Fatalf("declined restore: exit %d %s", r.code, r.stderr)
 	}
 	for _, want := range []string{
-		"1 key cannot be used and has no old secure key to restore:\n  key ",
+		`  LOST          key `,
 		`"lost": no old secure key, and the current one (CCA AES `,
-		"have the security officer set that\n  master key again",
-		"Will restore the old secure key of 1 key:\n  key ",
+		"1 key cannot be used and has no old secure key to restore (LOST above)",
+		"have the security officer set that master key again",
+		`  restore       key `,
 		`"stale": current secure key (CCA AES `,
-		"Will not restore 1 key:\n  key ",
+		`  keep          key `,
 		`"fine": the current secure key (CCA AES `,
+		"Will restore the old secure key of 1 key; 2 other keys are not restored.",
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("restore --all plan lacks %q:\n%s", want, r.stdout)

@@ -57,16 +57,13 @@ Asks for the USER PIN and, unless --yes, for a confirmation.`,
 	return c
 }
 
-// restoreItem is one key and what restore-old does with it.
-type restoreItem struct {
-	r       keyRecord
+// verdict is what restore-old does with one key, and why.
+type verdict struct {
 	restore bool
 	forced  bool   // restored although its current secure key is usable
+	lost    bool   // no old blob and the current one is not usable
+	skip    bool   // nothing to say (--all: a usable key without an old blob)
 	why     string // why it is (not) restored
-}
-
-func (it restoreItem) String() string {
-	return fmt.Sprintf("key %d %s %q: %s", it.r.Handle, it.r.KeyType, it.r.Label, it.why)
 }
 
 // usable reports whether a blob's master key is set on every one of the
@@ -85,6 +82,44 @@ func usable(info hsm.BlobInfo, queues []hsm.QueueInfo) bool {
 		}
 	}
 	return true
+}
+
+// judge decides for one key from its blobs and the APQNs' registers.
+func (o *keysRestoreOldOptions) judge(av keyAttrs, queues []hsm.QueueInfo) verdict {
+	cur, curErr := hsm.Inspect(av[ck.CKA_IBM_OPAQUE])
+	curOK := curErr == nil && usable(cur, queues)
+	curDesc := "unreadable"
+	if curErr == nil {
+		curDesc = cur.MKType.LongName() + " " + cur.Pattern.String()
+	}
+	if len(av[ck.CKA_IBM_OPAQUE_OLD]) == 0 {
+		if !curOK {
+			return verdict{lost: true, why: fmt.Sprintf("no old secure key, and the current one (%s) is not usable on the token's APQNs", curDesc)}
+		}
+		return verdict{skip: o.all, why: "has no CKA_IBM_OPAQUE_OLD (only keys of a finalized master key change keep one); its current secure key is usable"}
+	}
+	old, oldErr := hsm.Inspect(av[ck.CKA_IBM_OPAQUE_OLD])
+	oldOK := oldErr == nil && usable(old, queues)
+	oldDesc := "unreadable"
+	if oldErr == nil {
+		oldDesc = old.Pattern.String()
+	}
+	switch {
+	case !curOK && oldOK:
+		return verdict{restore: true, why: fmt.Sprintf("current secure key (%s) is not usable, the old one (%s) is", curDesc, oldDesc)}
+	case !curOK:
+		return verdict{why: fmt.Sprintf("neither the current secure key (%s) nor the old one (%s) is usable on the token's APQNs", curDesc, oldDesc)}
+	case o.force:
+		return verdict{restore: true, forced: true, why: fmt.Sprintf("forced: the current secure key (%s) is usable; the old one (%s) will be usable only where that master key is set", curDesc, oldDesc)}
+	}
+	return verdict{why: fmt.Sprintf("the current secure key (%s) is usable; restoring would only help after a rollback of the master key (use --force to restore anyway)", curDesc)}
+}
+
+func keysWord(n int) string {
+	if n == 1 {
+		return "1 key"
+	}
+	return fmt.Sprintf("%d keys", n)
 }
 
 func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
@@ -113,123 +148,85 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer lib.Close()
-	keys, err := findKeys(lib, h, sel...)
-	if err != nil {
-		return err
-	}
-	if len(keys) == 0 {
-		return errclass.Newh(errclass.NotFound, "list the keys with 'pkcshsm keys list'", "no key in slot %d matches the selection", o.slot)
-	}
 	queues, err := lib.TokenAPQNs(tokenlib.SlotID(o.slot))
 	if err != nil {
 		return fmt.Errorf("slot %d: cannot read the registers of the token's APQNs: %w", o.slot, err)
 	}
-	var items []restoreItem
-	var lost []restoreItem // no old blob, current not usable
-	withOld := 0
-	for _, k := range keys {
-		r := describeKey(lib, h, k)
-		if r.Class == "PUBLIC_KEY" {
-			continue
-		}
-		it := restoreItem{r: r}
-		cur, curErr := lib.KeyBlobInfo(h, k)
-		curOK := curErr == nil && usable(cur, queues)
-		oldBlob := attr(lib, h, k, ck.CKA_IBM_OPAQUE_OLD)
-		if len(oldBlob) == 0 {
-			if !curOK {
-				it.why = fmt.Sprintf("no old secure key, and the current one (%s %s) is not usable on the token's APQNs", cur.MKType.LongName(), cur.Pattern)
-				lost = append(lost, it)
-			} else if !o.all {
-				it.why = "has no CKA_IBM_OPAQUE_OLD (only keys of a finalized master key change keep one); its current secure key is usable"
-				items = append(items, it)
-			}
-			continue
-		}
-		withOld++
-		old, oldErr := hsm.Inspect(oldBlob)
-		oldOK := oldErr == nil && usable(old, queues)
-		switch {
-		case !curOK && oldOK:
-			it.restore = true
-			it.why = fmt.Sprintf("current secure key (%s %s) is not usable, the old one (%s) is", cur.MKType.LongName(), cur.Pattern, old.Pattern)
-		case !curOK:
-			it.why = fmt.Sprintf("neither the current secure key (%s) nor the old one (%s) is usable on the token's APQNs", cur.Pattern, old.Pattern)
-		case o.force:
-			it.restore, it.forced = true, true
-			it.why = fmt.Sprintf("forced: the current secure key (%s %s) is usable; the old one (%s) will be usable only where that master key is set", cur.MKType.LongName(), cur.Pattern, old.Pattern)
-		default:
-			it.why = fmt.Sprintf("the current secure key (%s %s) is usable; restoring would only help after a rollback of the master key (use --force to restore anyway)", cur.MKType.LongName(), cur.Pattern)
-		}
-		items = append(items, it)
-	}
-	var todo, skip []restoreItem
-	for _, it := range items {
-		if it.restore {
-			todo = append(todo, it)
-		} else {
-			skip = append(skip, it)
-		}
-	}
+	// Two streaming passes over the selected keys, one page of handles at
+	// a time: the first judges and shows every key, the second (after the
+	// confirmation) judges each again and restores. A token of a million
+	// keys is never in memory at once.
 	out := cmd.OutOrStdout()
-	keysWord := func(n int) string {
-		if n == 1 {
-			return "1 key"
+	matched, withOld, todo, forced, lost := 0, 0, 0, 0, 0
+	var refused []error
+	var unreadable []string
+	err = eachKey(lib, h, sel, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+		if err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("key %d: %v", k, err))
+			return nil
 		}
-		return fmt.Sprintf("%d keys", n)
+		r := describeKey(lib, h, k, av)
+		if r.Class == "PUBLIC_KEY" {
+			return nil
+		}
+		matched++
+		if r.HasOld {
+			withOld++
+		}
+		v := o.judge(av, queues)
+		what := fmt.Sprintf("key %d %s %q: %s", r.Handle, r.KeyType, r.Label, v.why)
+		switch {
+		case v.restore:
+			todo++
+			if v.forced {
+				forced++
+			}
+			fmt.Fprintf(out, "  restore       %s\n", what)
+		case v.lost:
+			lost++
+			fmt.Fprintf(out, "  LOST          %s\n", what)
+			if !o.all {
+				refused = append(refused, errors.New(what))
+			}
+		case !v.skip:
+			fmt.Fprintf(out, "  keep          %s\n", what)
+			if !o.all {
+				refused = append(refused, errors.New(what))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	if len(lost) > 0 {
-		fmt.Fprintf(out, "%s cannot be used and %s no old secure key to restore:\n", keysWord(len(lost)), map[bool]string{true: "has", false: "have"}[len(lost) == 1])
-		for _, it := range lost {
-			fmt.Fprintf(out, "  %s\n", it)
-		}
-		fmt.Fprintln(out, "  They were made under a master key that is no longer set on the token's APQNs (for example")
-		fmt.Fprintln(out, "  while the adapters were rolled back). To recover them, have the security officer set that")
-		fmt.Fprintln(out, "  master key again (its pattern is shown above), or re-create or re-import the keys.")
+	if lost > 0 {
+		fmt.Fprintf(out, "%s cannot be used and %s no old secure key to restore (LOST above): made under a master\n"+
+			"key that is no longer set on the token's APQNs (for example while the adapters were rolled back).\n"+
+			"To recover %s, have the security officer set that master key again (its pattern is shown\n"+
+			"above), or re-create or re-import %s.\n",
+			keysWord(lost), map[bool]string{true: "has", false: "have"}[lost == 1],
+			map[bool]string{true: "it", false: "them"}[lost == 1], map[bool]string{true: "the key", false: "the keys"}[lost == 1])
 	}
-	if !o.all && len(todo) == 0 {
-		// An explicit selection that restores nothing is an error, and
-		// names why for each key.
-		reasons := make([]error, 0, len(skip)+len(lost))
-		for _, it := range append(skip, lost...) {
-			reasons = append(reasons, errors.New(it.String()))
-		}
+	switch {
+	case len(unreadable) > 0:
+		return fmt.Errorf("nothing was changed: %w", unreadableKeys(unreadable))
+	case matched == 0:
+		return errclass.Newh(errclass.NotFound, "list the keys with 'pkcshsm keys list'", "no key in slot %d matches the selection", o.slot)
+	case o.all && withOld == 0 && todo == 0:
+		return errclass.Newh(errclass.FailedPrecondition,
+			"only keys of a finalized master key change keep an old secure key; nothing was changed",
+			"no key in slot %d has CKA_IBM_OPAQUE_OLD", o.slot)
+	case todo == 0 && o.all:
+		return errclass.Newh(errclass.FailedPrecondition, "nothing was changed; --force restores keys whose current secure key is usable",
+			"no key in slot %d needs its old secure key", o.slot)
+	case todo == 0:
+		// An explicit selection that restores nothing is an error that
+		// names the reason for each key.
 		return errclass.Newh(errclass.FailedPrecondition, "nothing was changed; 'pkcshsm keys list --slot N --hsm-mkvp' shows each key's master key",
-			"no selected key in slot %d can be restored: %w", o.slot, errors.Join(reasons...))
+			"no selected key in slot %d can be restored: %w", o.slot, errors.Join(refused...))
 	}
-	if o.all {
-		if withOld == 0 && len(todo) == 0 {
-			return errclass.Newh(errclass.FailedPrecondition,
-				"only keys of a finalized master key change keep an old secure key; nothing was changed",
-				"no key in slot %d has CKA_IBM_OPAQUE_OLD", o.slot)
-		}
-		if len(todo) > 0 {
-			fmt.Fprintf(out, "Will restore the old secure key of %s:\n", keysWord(len(todo)))
-			for _, it := range todo {
-				fmt.Fprintf(out, "  %s\n", it)
-			}
-		}
-		if len(skip) > 0 {
-			fmt.Fprintf(out, "Will not restore %s:\n", keysWord(len(skip)))
-			for _, it := range skip {
-				fmt.Fprintf(out, "  %s\n", it)
-			}
-		}
-		if len(todo) == 0 {
-			return errclass.Newh(errclass.FailedPrecondition, "nothing was changed; --force restores keys whose current secure key is usable",
-				"no key in slot %d needs its old secure key", o.slot)
-		}
-	} else {
-		for _, it := range todo {
-			fmt.Fprintf(out, "  %s\n", it)
-		}
-	}
-	forced := 0
-	for _, it := range todo {
-		if it.forced {
-			forced++
-		}
-	}
+	fmt.Fprintf(out, "Will restore the old secure key of %s; %d other %s not restored.\n", keysWord(todo),
+		matched-todo, map[bool]string{true: "key is", false: "keys are"}[matched-todo == 1])
 	pr := o.prompter(cmd)
 	if forced > 0 {
 		fmt.Fprintf(pr.Prompts(), "WARNING: --force restores %s whose current secure key works on this token's APQNs.\n"+
@@ -237,7 +234,7 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 			"the current secure key is kept in no other attribute.\n", keysWord(forced), map[bool]string{true: "it works", false: "they work"}[forced == 1])
 	}
 	if !o.yes {
-		ok, err := pr.Confirm(fmt.Sprintf("Restore the old secure key of %s? [y/N] ", keysWord(len(todo))))
+		ok, err := pr.Confirm(fmt.Sprintf("Restore the old secure key of %s? [y/N] ", keysWord(todo)))
 		if err != nil {
 			return err
 		}
@@ -245,11 +242,23 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 			return errclass.New(errclass.Aborted, "aborted; no key was changed")
 		}
 	}
-	for i, it := range todo {
-		if err := lib.RestoreOldBlob(h, tokenlib.ObjectHandle(it.r.Handle)); err != nil {
-			return fmt.Errorf("key %d: %w (%d of %d keys restored before)", it.r.Handle, err, i, len(todo))
+	restored := 0
+	err = eachKey(lib, h, sel, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+		if err != nil {
+			return fmt.Errorf("key %d: %w (%s restored before)", k, err, keysWord(restored))
 		}
+		if r := describeKey(lib, h, k, av); r.Class == "PUBLIC_KEY" || !o.judge(av, queues).restore {
+			return nil
+		}
+		if err := lib.RestoreOldBlob(h, k); err != nil {
+			return fmt.Errorf("key %d: %w (%s restored before)", k, err, keysWord(restored))
+		}
+		restored++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "Restored the old secure key of %s in slot %d.\n", keysWord(len(todo)), o.slot)
+	fmt.Fprintf(out, "Restored the old secure key of %s in slot %d.\n", keysWord(restored), o.slot)
 	return nil
 }

@@ -57,6 +57,7 @@ cancel.`,
 		o.patterns[pf.typ] = f.StringP(pf.long, pf.short, "", pf.help)
 	}
 	f.BoolVar(&o.dryRun, "dry-run", false, "run every check and print the plan, change nothing")
+	c.addExcludeFlag(cmd)
 	return cmd
 }
 

@@ -53,6 +53,7 @@ type session struct {
 	// errTerminal: standard error is a terminal, so progress may redraw
 	// one line with \r.
 	errTerminal bool
+	silent      []int32 // processes that did not answer a step of this run (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
@@ -262,7 +263,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		Type:     a.EventType(),
 		OpID:     string(op.ID),
 		Deadline: s.deps.Now().Add(s.opts.timeout),
-		Target:   &event.Target{ExcludeCaller: true, Types: tokenTypes(op)},
+		Target:   s.target(op, a),
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()
@@ -275,7 +276,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	var failed []string
 	replied := 0
 	for _, p := range acc.Processes {
-		who := fmt.Sprintf("process %d (%s)", p.PID, p.Program)
+		who := p.Who()
 		switch p.Outcome {
 		case event.Replied:
 			replied++
@@ -285,7 +286,9 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 				}
 			}
 		case event.TimedOut:
-			failed = append(failed, fmt.Sprintf("%s did not answer within %s", who, s.opts.timeout))
+			if f := s.silentProcess(p, a); f != "" {
+				failed = append(failed, f)
+			}
 		case event.Disconnected:
 			clierr.Warn(s.errw, Prog, "%s disconnected during the %s step; it catches up from the operation files when it reconnects", who, a)
 		default:
@@ -303,7 +306,12 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		if strings.Contains(strings.Join(failed, "\n"), "did not answer") {
 			class = errclass.DeadlineExceeded
 		}
-		return errclass.New(class, "%d %s failed the %s step", len(failed), plural(len(failed), "process", "processes"), a)
+		// The failures are listed above, once; the error sums them up.
+		err := errclass.New(class, "%d %s failed the %s step", len(failed), plural(len(failed), "process", "processes"), a)
+		if h := s.silentHint(); h != "" && a == state.ActReencipher {
+			err = errclass.WithHint(err, h)
+		}
+		return err
 	}
 	return nil
 }

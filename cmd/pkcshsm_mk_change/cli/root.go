@@ -36,6 +36,9 @@ type command struct {
 	opts globalOptions
 	log  zerolog.Logger
 	intr *interrupt.Handler // SIGINT/SIGTERM: Context for the work, Cleanup for undoing it
+	// exclude is --exclude-pid as given, excludePIDs parsed (stuck.go).
+	exclude     []string
+	excludePIDs []int32
 }
 
 // NewRootCommand builds the command tree.
@@ -97,6 +100,7 @@ var onlyFor = map[string]string{
 	"apqns": "'reencipher'", "ep11-wkvp": "'reencipher'", "cca-sym-mkvp": "'reencipher'",
 	"cca-asym-mkvp": "'reencipher'", "cca-aes-mkvp": "'reencipher'", "cca-apka-mkvp": "'reencipher'",
 	"dry-run": "'reencipher'", "id": "'finalize', 'cancel' or 'list'", "json": "'list'",
+	"exclude-pid": "'reencipher', 'finalize' or 'cancel'",
 }
 
 var shortNames = map[string]string{"a": "apqns", "e": "ep11-wkvp", "s": "cca-sym-mkvp",

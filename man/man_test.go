@@ -118,6 +118,13 @@ func TestManPagesMatchHelp(t *testing.T) {
 			}
 			page := unroff(string(raw))
 			cmds := walk(t, build(t, dir, p.cmd), root, nil)
+			// -v means the same everywhere: --verbose LEVEL, never --version.
+			if short, ok := cmds[0].flags["verbose"]; !ok || short != 'v' {
+				t.Errorf("%s has no -v/--verbose", p.cmd)
+			}
+			if short := cmds[0].flags["version"]; short != 0 {
+				t.Errorf("%s --version has the short form -%c", p.cmd, short)
+			}
 			own := map[string]bool{}
 			for _, c := range cmds {
 				if c.path != "" && !strings.Contains(page, c.path) {

@@ -367,3 +367,32 @@ func TestDisjointOperationsSideBySide(t *testing.T) {
 		t.Fatalf("%d operations", n)
 	}
 }
+
+// TestOfflineAPQNWarnsAtReencipher: an APQN of --apqns that is offline
+// (and used by no affected token) is named in a warning; the change goes
+// ahead, and the operation records the APQN in canonical form.
+func TestOfflineAPQNWarnsAtReencipher(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.queues[2].Online = false // 03.0033
+	e.stdin = "1234\n"
+	code, out, errs := e.run("reencipher", "-a", "1.33,2.33,3.33", "-A", aesNew)
+	if code != 0 || !strings.Contains(errs, "pkcshsm_mk_change: warning: APQN 03.0033 is offline or checkstopped; tokens that use it cannot take part") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	ops := e.ops()
+	if len(ops) != 1 || ops[0].APQNs.String() != "01.0033,02.0033,03.0033" {
+		t.Fatalf("operations %+v", ops)
+	}
+}
+
+// TestQueryErrorPrintedOnce: a token's refusal appears once, in the error,
+// not also as a line of its own before it.
+func TestQueryErrorPrintedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.queryErr[2] = errclass.Newh(errclass.FailedPrecondition, "ask the officer", "no NEW CCA AES master key is set on APQN 01.0033")
+	code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew)
+	if code != 4 || strings.Count(errs, "no NEW CCA AES master key is set") != 1 || strings.Count(errs, "hint: ask the officer") != 1 ||
+		!strings.Contains(errs, "error: at least one token is unable to perform the master key change, aborting:\n  Token in slot 2 is unable") {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+}

@@ -447,6 +447,15 @@ func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
 // for command before the operation becomes visible, so no other command
 // can start on it in between.
 func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *Claim, error) {
+	return d.CreateClaimedChecked(ctx, op, command, nil)
+}
+
+// CreateClaimedChecked is CreateClaimed with a last check: verify (if not
+// nil) runs under the same exclusive lock, after the conflict check and
+// before the file is written, so what it re-verifies (e.g. the adapters'
+// registers) still holds when the operation appears. An error from verify
+// creates nothing.
+func (d *Dir) CreateClaimedChecked(ctx context.Context, op *Op, command string, verify func() error) (*Op, *Claim, error) {
 	op = op.Clone()
 	op.State = Initial
 	op.Transitions = nil
@@ -478,6 +487,11 @@ func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *
 		}
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
+		}
+		if verify != nil {
+			if err := verify(); err != nil {
+				return err
+			}
 		}
 		d.point("create-checked")
 		for range maxIDTry {
@@ -607,6 +621,31 @@ func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 		}
 		// The claim file goes last; its holder (if any) keeps its flock on
 		// the removed inode until it exits.
+		os.Remove(d.claimPath(id))
+		return d.syncDir(d.path)
+	})
+}
+
+// Discard removes an operation that never touched a key object (still
+// INITIAL): nothing happened that the history must record. Any other state
+// is refused; such an operation ends with Remove.
+func (d *Dir) Discard(ctx context.Context, id ID) error {
+	if _, err := ParseID(string(id)); err != nil {
+		return err
+	}
+	return d.withLock(ctx, true, func() error {
+		r := d.read(id)
+		if r.err != nil {
+			return r.err
+		}
+		if r.op.State != Initial {
+			return errclass.New(errclass.FailedPrecondition, "operation %s is %s, not INITIAL: it must be completed, not discarded", id, r.op.State)
+		}
+		for _, p := range []string{d.copyPath(id), d.mainPath(id)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return ioErr(err, "remove operation file %s", p)
+			}
+		}
 		os.Remove(d.claimPath(id))
 		return d.syncDir(d.path)
 	})

@@ -74,6 +74,9 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	defer s.close()
+	if err := s.checkAPQNs(ctx, op, a); err != nil {
+		return err
+	}
 	slots, err := s.slotsFor(ctx, false)
 	if err != nil {
 		return err
@@ -107,7 +110,17 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	fail := func(cause error) error {
-		fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		cause = interrupted(cause)
+		// Recording the failure must not be stopped by the interrupt
+		// that caused it.
+		ctx := c.intr.Cleanup()
+		hint := "fix the problem, then " + again
+		if c.intr.Signal() != nil {
+			fmt.Fprintf(s.errw, "Interrupted; the operation stays as recorded.\n")
+			hint = fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' to complete it", a, id)
+		} else {
+			fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		}
 		// The operation is in the target state by now: record the
 		// failure as ERROR, which only this command completes.
 		if _, err := s.save(ctx, d, op, func(o *state.Op) error {
@@ -120,7 +133,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 			s.log.Error().Err(err).Msg("failed to record the error state")
 			cause = errors.Join(cause, err)
 		}
-		return errclass.WithHint(cause, "fix the problem, then "+again)
+		return errclass.WithHint(cause, hint)
 	}
 	// Nothing has changed yet: a failure to record the intent leaves the
 	// operation as it was.

@@ -26,10 +26,12 @@ package cli
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
@@ -71,6 +73,8 @@ type Tokens interface {
 	// Pass applies action a of op to every token object of slot and
 	// returns how many key objects it changed. It is idempotent.
 	Pass(ctx context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error)
+	// Queues lists the APQNs on the AP bus with their state.
+	Queues(ctx context.Context) ([]hsm.QueueInfo, error)
 	// Close logs out and releases the tokens.
 	Close() error
 }
@@ -97,4 +101,6 @@ type Deps struct {
 	Now func() time.Time
 	// UserName names the invoking user in the missing-token warning.
 	UserName string
+	// Signals delivers SIGINT and SIGTERM (nil: never interrupted).
+	Signals <-chan os.Signal
 }

@@ -80,7 +80,8 @@ func TestHostileProcessCannotVeto(t *testing.T) {
 	code, out, _ = s.reencipher(true, wk, "--timeout", "5s")
 	rpid := strconv.Itoa(int(refuser.pid()))
 	if code != 9 || !strings.Contains(out, "process "+rpid+" (fakeapp), slot 4: refused by fakeapp -fail") ||
-		!strings.Contains(out, "master key change rolled back") || strings.Contains(out, "failed the cancel step") {
+		!strings.Contains(out, "master key change rolled back") || strings.Contains(out, "failed the cancel step") ||
+		!strings.Contains(out, "--exclude-pid "+rpid) {
 		t.Fatalf("EP11 reencipher with a process refusing it: exit %d, want 9 and a completed automatic cancel\n%s", code, out)
 	}
 	if ops := s.listOps(); len(ops) != 1 {

@@ -108,15 +108,16 @@ func (s *session) repliedProcess(p event.ProcessResult, a state.Action) {
 }
 
 // silentHint is the way forward after a reencipher step that processes did
-// not answer.
+// not answer or failed.
 func (s *session) silentHint() string {
-	if len(s.silent) == 0 {
+	pids := slices.Concat(s.silent, s.failed)
+	if len(pids) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("a process that does not answer keeps session keys without a blob under the new master key: "+
-		"make it answer or stop it, or, accepting that its session keys fail once the new master key is set, "+
+	return fmt.Sprintf("a process that does not answer or fails the step keeps session keys without a blob under the new master key: "+
+		"make it answer (fix what it reports) or stop it, or, accepting that its session keys fail once the new master key is set, "+
 		"run reencipher again with --%s %s (see STUCK PROCESSES in pkcshsm_mk_change(1))",
-		excludeFlag, pidList(s.silent))
+		excludeFlag, pidList(pids))
 }
 
 func pidList(pids []int32) string {

@@ -46,7 +46,7 @@ func TestStuckProcessPolicy(t *testing.T) {
 		// target is checked below.
 		e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": hostile}
 		code, out, errs := reencipherCCA(e)
-		if code != 9 || !strings.Contains(errs, "rolled back") {
+		if code != 9 || !strings.Contains(errs, "rolled back") || !strings.Contains(errs, "--exclude-pid 77") {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 		}
 		if len(e.ops()) != 0 {

@@ -59,6 +59,7 @@ type session struct {
 	// one line with \r.
 	errTerminal bool
 	silent      []int32 // processes that did not answer a step of this run (stuck.go)
+	failed      []int32 // processes that answered a reencipher step with a failure (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
@@ -290,6 +291,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 					failed = append(failed, fmt.Sprintf("%s, slot %d: %s", who, r.Slot, r.Error))
 				}
 			}
+			s.repliedProcess(p, a)
 		case event.TimedOut:
 			if f := s.silentProcess(p, a); f != "" {
 				failed = append(failed, f)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,6 +123,36 @@ func newCrashEnv(t *testing.T) *crashEnv {
 	}
 	t.Cleanup(func() { h.Close() })
 	return &crashEnv{t: t, layout: layout, hsm: h}
+}
+
+// patterns returns, per token key, the master key patterns of its
+// CKA_IBM_OPAQUE and CKA_IBM_OPAQUE_OLD blobs (zero when absent), read
+// from the blobs themselves.
+func (e *crashEnv) patterns() map[uint64][2]mkvp.Pattern {
+	st, err := store.Open(e.layout.TokenDir("cca"), store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	objs, err := st.List(context.Background(), nil, store.Filter{Classes: []uint{uint(ck.CKO_SECRET_KEY)}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[uint64][2]mkvp.Pattern{}
+	for _, o := range objs {
+		var ps [2]mkvp.Pattern
+		for i, a := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_OLD} {
+			if b, ok := o.Attrs[uint32(a)]; ok {
+				info, err := hsm.Inspect(b)
+				if err != nil {
+					e.t.Fatalf("key %d: %v: %v", o.Handle, a, err)
+				}
+				ps[i] = info.Pattern
+			}
+		}
+		out[o.Handle] = ps
+	}
+	return out
 }
 
 // count returns how many token keys have each blob attribute.
@@ -244,6 +275,7 @@ func (e *crashEnv) loadNewAES() mkvp.Pattern {
 
 func TestKillDuringReencipherThenCancel(t *testing.T) {
 	e := newCrashEnv(t)
+	before := e.patterns()
 	p := e.loadNewAES()
 	e.latency(2 * time.Millisecond)
 	e.killMidPass("reencipher", "-a", "01.0033,02.0033", "-A", p.String())
@@ -266,6 +298,10 @@ func TestKillDuringReencipherThenCancel(t *testing.T) {
 	if reenc, old := e.count(); reenc != 0 || old != 0 {
 		t.Fatalf("after cancel: %d keys with REENC, %d with OLD", reenc, old)
 	}
+	// Each key's blobs are as before the change.
+	if after := e.patterns(); len(after) != nKeys || !maps.Equal(after, before) {
+		t.Fatalf("after cancel: %d keys, blobs as before: %v", len(after), maps.Equal(after, before))
+	}
 	if code, out := e.run("list"); code != 0 || out != "" {
 		t.Fatalf("list after cancel: %d %q", code, out)
 	}
@@ -273,6 +309,10 @@ func TestKillDuringReencipherThenCancel(t *testing.T) {
 
 func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	e := newCrashEnv(t)
+	before := e.patterns()
+	if len(before) != nKeys {
+		t.Fatalf("%d keys, want %d", len(before), nKeys)
+	}
 	p := e.loadNewAES()
 	if code, out := e.run("reencipher", "-a", "01.0033,02.0033", "-A", p.String()); code != 0 {
 		t.Fatalf("reencipher: exit %d\n%s", code, out)
@@ -299,5 +339,18 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	}
 	if reenc, old := e.count(); reenc != 0 || old != nKeys {
 		t.Fatalf("after finalize: %d keys with REENC, %d of %d with OLD", reenc, old, nKeys)
+	}
+	// The backup is the old blob: every key's OLD carries the pattern its
+	// CURRENT had before the change, whether the first or the second run
+	// finalized it; CURRENT carries the new one.
+	after := e.patterns()
+	for h, was := range before {
+		now, ok := after[h]
+		if !ok || now[0] != p || now[1] != was[0] {
+			t.Fatalf("key %d: CURRENT %s, OLD %s; want CURRENT %s (new), OLD %s (before the change)", h, now[0], now[1], p, was[0])
+		}
+	}
+	if len(after) != len(before) {
+		t.Fatalf("%d keys after finalize, %d before", len(after), len(before))
 	}
 }

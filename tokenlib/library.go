@@ -17,6 +17,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/runtime/agent"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
@@ -62,6 +63,10 @@ type Options struct {
 	// tools set it; they still follow master key change operations from
 	// the operation files at Open.
 	NoAgent bool
+	// NoEP11Sessions keeps the EP11 session modes (STRICT_MODE,
+	// VHSM_MODE) from logging in EP11 sessions: the session tool sets it,
+	// so it can set a card PIN and clean up without sessions of its own.
+	NoEP11Sessions bool
 
 	// kdf overrides the store's PIN derivation (tests use a cheap one).
 	kdf store.KDF
@@ -86,6 +91,9 @@ type Library struct {
 	mkMu   sync.Mutex
 	opsDir *state.Dir
 	agent  *agent.Agent
+
+	noEP11Sessions bool
+	program        string
 
 	mu          sync.Mutex // guards sessions and nextSession
 	sessions    map[SessionHandle]*session
@@ -115,6 +123,9 @@ func Open(opts Options) (*Library, error) {
 		backend:  opts.Backend,
 		slots:    map[SlotID]*token{},
 		sessions: map[SessionHandle]*session{},
+
+		noEP11Sessions: opts.NoEP11Sessions,
+		program:        opts.Program,
 	}
 	if l.backend == nil {
 		b, closer, err := openBackend(gc, opts.Layout, opts.Logger)
@@ -234,11 +245,15 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 		maxPIN:   maxPIN,
 		sessions: map[SessionHandle]*session{},
 		sessObjs: map[ObjectHandle]*object{},
-		cache:    map[ObjectHandle]*object{},
+		cache:    objcache.New[*object](0),
 		mkOps:    map[state.ID]*state.Op{},
 	}
 	for _, ig := range sc.ignored {
 		t.log.Warn().Str("setting", ig).Msg("token configuration setting is not supported and has no effect")
+	}
+	if err := l.newEP11Manager(t, l.program); err != nil {
+		st.Close()
+		return nil, err
 	}
 	return t, nil
 }

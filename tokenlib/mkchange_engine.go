@@ -1,6 +1,7 @@
 package tokenlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -307,31 +308,72 @@ func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
 
 // sessionPass applies action a to the session keys of the token. Each key
 // is transformed outside t.mu and swapped in only if nobody replaced it
-// meanwhile.
+// meanwhile. The keys are taken a page at a time, in handle order
+// (sessionPageAfter): t.mu is held only to pick a page, and the pass holds
+// one page, not a copy of every session object. Keys made during the pass
+// get their REENC blob when they are made (withReenc).
 func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.Op, a state.Action) (int, error) {
-	t.mu.Lock()
-	objs := slices.Collect(maps.Values(t.sessObjs))
-	t.mu.Unlock()
 	qs := view.APQNsFor(op)
 	if a == state.ActReencipher && len(qs) == 0 {
 		return 0, errclass.New(errclass.FailedPrecondition, "slot %d uses no APQN of operation %s", t.slot, op.ID)
 	}
-	changed := 0
+	changed, failed, i := 0, 0, 0
 	var errs []error
-	for i, o := range objs {
-		var q apqn.ID
-		if len(qs) > 0 {
-			q = qs[i%len(qs)]
+	var after ObjectHandle
+	for {
+		page := t.sessionPageAfter(after, sessionPage)
+		if len(page) == 0 {
+			break
 		}
-		ok, err := t.sessionTransform(ctx, q, o, op, a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
+		for _, o := range page {
+			var q apqn.ID
+			if len(qs) > 0 {
+				q = qs[i%len(qs)]
+			}
+			i++
+			ok, err := t.sessionTransform(ctx, q, o, op, a)
+			if err != nil {
+				if failed++; len(errs) < 10 {
+					errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
+				}
+			}
+			if ok {
+				changed++
+			}
 		}
-		if ok {
-			changed++
-		}
+		after = page[len(page)-1].handle
+	}
+	if failed > len(errs) {
+		errs = append(errs, fmt.Errorf("%d more session objects failed", failed-len(errs)))
 	}
 	return changed, errors.Join(errs...)
+}
+
+// sessionPage is how many session objects sessionPass takes at a time.
+var sessionPage = 1024
+
+// sessionPageAfter returns up to n session objects with handles above
+// after, in handle order. It keeps at most 2n candidates while it looks.
+func (t *token) sessionPageAfter(after ObjectHandle, n int) []*object {
+	byHandle := func(a, b *object) int { return cmp.Compare(a.handle, b.handle) }
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	page := make([]*object, 0, 2*n)
+	for h, o := range t.sessObjs {
+		if h <= after {
+			continue
+		}
+		if len(page) == 2*n {
+			slices.SortFunc(page, byHandle)
+			page = page[:n]
+		}
+		page = append(page, o)
+	}
+	slices.SortFunc(page, byHandle)
+	if len(page) > n {
+		page = page[:n]
+	}
+	return page
 }
 
 // sessionTransform applies action a to one session key and swaps the

@@ -2,6 +2,7 @@ package crashmatrix
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -47,9 +48,9 @@ var scenarioOrder = []string{"finalize", "cancel", "rollback"}
 // rollbackRule makes the reencipher pass fail at its second page.
 const rollbackRule = "cli.pass.reencipher.list=error@2"
 
-// pageRule makes the passes commit two key objects per batch, so that a
-// few keys make several batches.
-const pageRule = "mkchange.page-size=value:2"
+// pageRule makes the passes commit two key objects per batch
+// (CRASH_PAGE), so that a few keys make several batches.
+var pageRule = "mkchange.page-size=value:" + cmp.Or(os.Getenv("CRASH_PAGE"), "2")
 
 // point is one kill of the matrix: the n-th hit of a named failpoint in
 // one process of one scenario. For the CLI, step is the index of the

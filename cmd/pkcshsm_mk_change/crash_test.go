@@ -333,8 +333,14 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	if _, old := e.count(); old == 0 || old == nKeys {
 		t.Fatalf("%d of %d keys finalized at the kill: not in the middle", old, nKeys)
 	}
-	if st := e.op().State; st != state.Reenciphered && st != state.Finalizing {
-		t.Fatalf("state after the kill = %s", st)
+	// The intent was recorded before the pass began: FINALIZING, first
+	// pass, and list names finalize as the one command that completes it.
+	if o := e.op(); o.State != state.Finalizing || o.Step != state.StepFirstPass {
+		t.Fatalf("after the kill: state %s, step %q; want FINALIZING, %q", o.State, o.Step, state.StepFirstPass)
+	}
+	if code, out := e.run("list"); code != 0 || !strings.Contains(out, "run 'pkcshsm_mk_change finalize --id "+string(op.ID)+"'") ||
+		strings.Contains(out, "pkcshsm_mk_change cancel") {
+		t.Fatalf("list after the kill: exit %d\n%s", code, out)
 	}
 	code, out := e.run("finalize", "-i", string(op.ID))
 	if code != 0 || !strings.Contains(out, "successfully finalized") {

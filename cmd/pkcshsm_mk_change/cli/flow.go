@@ -355,6 +355,6 @@ func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(
 		}
 		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
-	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
+	failpoint.Hit(strings.TrimSuffix("cli."+s.cmd.Name()+".after-save-"+next.State.String()+"."+next.Step, "."))
 	return next, nil
 }

@@ -42,6 +42,7 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	ctx = t.ep11Bind(ctx, s, tmpl)
 	switch c {
 	case ck.CKO_SECRET_KEY:
 		err = t.importSecret(ctx, tmpl)
@@ -381,6 +382,14 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 			return nil, storeErr(err)
 		}
 		for _, h := range hs {
+			// Hidden objects (EP11 session and card-PIN records) are
+			// CKO_HW_FEATURE objects; a search that may match that class
+			// looks at each match, which objectLocked refuses for them.
+			if mayMatchHidden(f) {
+				if _, err := t.objectLocked(context.Background(), ObjectHandle(h)); errclass.Of(err) == errclass.NotFound {
+					continue
+				}
+			}
 			out = append(out, ObjectHandle(h))
 		}
 		if len(hs) < max {
@@ -393,6 +402,12 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 	out = append(out, fs.session[:n]...)
 	fs.session = fs.session[n:]
 	return out, nil
+}
+
+// mayMatchHidden says whether a search can find CKO_HW_FEATURE objects,
+// the class of the token's hidden objects.
+func mayMatchHidden(f store.Filter) bool {
+	return len(f.Classes) == 0 || slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
 }
 
 // FindObjectsFinal ends the active search.

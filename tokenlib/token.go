@@ -11,6 +11,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ep11sess"
 	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
@@ -37,6 +38,8 @@ type token struct {
 	mkOps map[state.ID]*state.Op
 	// hsmErr is why the last HSM check failed (nil when it passed).
 	hsmErr error
+	// ep11 runs the EP11 session modes (nil: none; see ep11session.go).
+	ep11 *ep11sess.Manager
 
 	mu         sync.Mutex
 	login      ck.UserType // noUser, CKU_USER or CKU_SO
@@ -61,6 +64,7 @@ func (t *token) logoutLocked() {
 	if t.login == noUser {
 		return
 	}
+	t.ep11EndAll()
 	t.login = noUser
 	t.loginEpoch++
 	t.dataKey.Destroy()
@@ -135,7 +139,7 @@ func (t *token) objectLocked(ctx context.Context, h ObjectHandle) (*object, erro
 		return nil, storeErr(fmt.Errorf("object handle %d: %w", h, err))
 	}
 	o := fromStore(so)
-	if o.isPrivate() && !t.userLoggedIn() {
+	if (o.isPrivate() && !t.userLoggedIn()) || o.isHidden() {
 		t.cache.Delete(uint64(h))
 		return nil, errObjectHandle(h)
 	}

@@ -60,6 +60,9 @@ type sealedValue struct {
 type Filter struct {
 	// Classes, if not empty, keeps objects whose Class is one of them.
 	Classes []uint
+	// ExcludeClasses drops objects whose Class is one of them (from the
+	// column, no decoding).
+	ExcludeClasses []uint
 	// UniqueID, if set, keeps only that object.
 	UniqueID string
 	// Attrs keeps objects that have every listed attribute with exactly the
@@ -656,6 +659,18 @@ func (s *Store) buildQuery(dk *DataKey, f Filter, cols string) (query, error) {
 			where = append(where, "+class IN ("+strings.Join(ph, ",")+")")
 		default:
 			where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+		}
+	}
+	if len(f.ExcludeClasses) > 0 {
+		ph := make([]string, 0, len(f.ExcludeClasses))
+		for _, c := range f.ExcludeClasses {
+			if uint64(c) <= math.MaxInt64 {
+				ph = append(ph, "?")
+				args = append(args, int64(c))
+			}
+		}
+		if len(ph) > 0 {
+			where = append(where, "+class NOT IN ("+strings.Join(ph, ",")+")")
 		}
 	}
 	if f.UniqueID != "" {

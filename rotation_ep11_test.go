@@ -219,4 +219,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
-

@@ -151,9 +151,10 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 		l.m.cfg.Logger.Error().Str("apqn", q.String()).Str("session", l.what).
 			Msg("pin blob of the adapter is not equal to other adapters for the same session")
 		_ = l.m.sess.Logout(ctx, q, pb)
-		return nil, ck.Errorf(ck.CKR_DEVICE_ERROR,
-			"slot %d: APQN %s returned another pin blob for the %s than the other APQNs with wrapping key %s; check the APQNs' wrapping keys",
-			l.m.cfg.Slot, q, l.what, wk)
+		return nil, ck.WithRV(ck.CKR_DEVICE_ERROR, errclass.Newh(errclass.FailedPrecondition,
+			"check the adapters of the token; take the APQN out of the token's APQN_ALLOWLIST until it is fixed",
+			"slot %d: APQN %s returned another pin blob for the %s than the other APQNs with wrapping key %s",
+			l.m.cfg.Slot, q, l.what, wk))
 	}
 	if _, ok := l.byWK[wk]; !ok {
 		l.byWK[wk] = pb

@@ -142,6 +142,11 @@ func TestEP11SessionModesTable(t *testing.T) {
 			if want := map[bool]int{true: 2, false: 0}[row.strict || row.vhsm]; len(recs) != want {
 				t.Fatalf("%d EP11 session objects for two user sessions, want %d", len(recs), want)
 			}
+			// The session records are hidden: a search for everything
+			// finds the three keys only.
+			if got := find(t, l, a); len(got) != 3 {
+				t.Fatalf("a search with an empty template found %d objects %v, want the 3 keys", len(got), got)
+			}
 			var strictA, vhsmF [hsm.SessionIDSize]byte
 			for _, r := range recs {
 				if r.PID != os.Getpid() || len(r.APQNs) != 2 || (r.Strict != nil) != row.strict || (r.VHSM != nil) != row.vhsm {

@@ -191,6 +191,17 @@ func TestEP11SessionModesTable(t *testing.T) {
 					t.Errorf("%s bound to %x, want %x", c.name, info.Session[:4], c.want[:4])
 				}
 			}
+			// The session objects are hidden from every search.
+			must(t, l.FindObjectsInit(a, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_HW_FEATURE))}))
+			if found, err := l.FindObjects(a, 10); err != nil || len(found) != 0 {
+				t.Fatalf("a search for CKO_HW_FEATURE found %d objects (%v)", len(found), err)
+			}
+			must(t, l.FindObjectsFinal(a))
+			must(t, l.FindObjectsInit(a, nil))
+			if found, err := l.FindObjects(a, 100); err != nil || len(found) != 3 {
+				t.Fatalf("a search for everything found %d objects (%v), want the 3 keys", len(found), err)
+			}
+			must(t, l.FindObjectsFinal(a))
 			// Use from the generating session and from another one.
 			must(t, encryptWith(l, a, sessKey))
 			must(t, encryptWith(l, a, tokKey))

@@ -27,10 +27,10 @@ import (
 
 // Vendor constants of the hidden objects (openCryptoki's values).
 const (
-	CKH_IBM_EP11_SESSION = 0x80000001
-	CKH_IBM_EP11_VHSMPIN = 0x80000002
+	CKH_IBM_EP11_SESSION = uint(ck.CKH_IBM_EP11_SESSION)
+	CKH_IBM_EP11_VHSMPIN = uint(ck.CKH_IBM_EP11_VHSMPIN)
 	// CKA_HIDDEN marks objects the PKCS#11 functions never show.
-	CKA_HIDDEN ck.Attribute = 0x81000000
+	CKA_HIDDEN = ck.CKA_HIDDEN
 )
 
 // Card PIN limits (XCP_MIN_PINBYTES, XCP_MAX_PINBYTES).

@@ -384,11 +384,24 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 		if err != nil {
 			return nil, storeErr(err)
 		}
+		// Hidden objects (EP11 session and card-PIN records) are
+		// CKO_HW_FEATURE objects: a search that may match that class
+		// looks up the token's few objects of it (the class is a store
+		// column, nothing is decoded) and checks only those matches,
+		// which objectLocked refuses when hidden.
+		var hw map[uint64]bool
+		if len(hs) > 0 && mayMatchHidden(f) {
+			all, err := t.db.st.Find(context.Background(), t.readKey(), store.Filter{Classes: []uint{uint(ck.CKO_HW_FEATURE)}})
+			if err != nil {
+				return nil, storeErr(err)
+			}
+			hw = make(map[uint64]bool, len(all))
+			for _, h := range all {
+				hw[h] = true
+			}
+		}
 		for _, h := range hs {
-			// Hidden objects (EP11 session and card-PIN records) are
-			// CKO_HW_FEATURE objects; a search that may match that class
-			// looks at each match, which objectLocked refuses for them.
-			if mayMatchHidden(f) {
+			if hw[h] {
 				if _, err := t.objectLocked(context.Background(), ObjectHandle(h)); errclass.Of(err) == errclass.NotFound {
 					continue
 				}

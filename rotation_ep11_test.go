@@ -130,18 +130,23 @@ func TestRotationEP11SessionModes(t *testing.T) {
 		t.Fatalf("%d EP11 sessions on the adapters with two applications, want 12", n)
 	}
 
-	loaded := run("", "hsmsim", "load-new", "--apqns", apqns, "--type", "WK")
-	newWK := strings.TrimPrefix(strings.Fields(strings.SplitN(loaded, "\n", 2)[0])[4], "0x")
-	run("", "hsmsim", "commit", "--apqns", apqns)
-	out := run(lines(user, user, user), "pkcshsm_mk_change", "reencipher", "-a", apqns, "-e", newWK)
-	m := regexp.MustCompile(`Master key change operation '(\w+)' created.`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("reencipher output:\n%s", out)
+	rotate := func() string {
+		t.Helper()
+		loaded := run("", "hsmsim", "load-new", "--apqns", apqns, "--type", "WK")
+		wk := strings.TrimPrefix(strings.Fields(strings.SplitN(loaded, "\n", 2)[0])[4], "0x")
+		run("", "hsmsim", "commit", "--apqns", apqns)
+		out := run(lines(user, user, user), "pkcshsm_mk_change", "reencipher", "-a", apqns, "-e", wk)
+		m := regexp.MustCompile(`Master key change operation '(\w+)' created.`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("reencipher output:\n%s", out)
+		}
+		for _, q := range strings.Split(apqns, ",") {
+			run("", "hsmsim", "set", "--apqns", q, "--type", "WK")
+		}
+		run(lines(user, user, user), "pkcshsm_mk_change", "finalize", "-i", m[1])
+		return wk
 	}
-	for _, q := range strings.Split(apqns, ",") {
-		run("", "hsmsim", "set", "--apqns", q, "--type", "WK")
-	}
-	run(lines(user, user, user), "pkcshsm_mk_change", "finalize", "-i", m[1])
+	newWK := rotate()
 
 	for i, app := range apps {
 		app.Process.Signal(syscall.SIGTERM)
@@ -156,35 +161,50 @@ func TestRotationEP11SessionModes(t *testing.T) {
 		}
 		t.Logf("application %d: %d operations, 0 failed", i, r.Ops)
 	}
-	for _, s := range []string{"5", "6", "7"} {
-		var keys []struct {
-			Label string
-			Blobs *struct{ Current, Old, Reenc *struct{ MKVP string } }
-		}
-		if err := json.Unmarshal([]byte(run(lines(user), "pkcshsm", "keys", "list", "--slot", s, "--json")), &keys); err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, k := range keys {
-			if k.Blobs == nil || k.Blobs.Current == nil {
-				continue
+	checkKeys := func(wk string) {
+		t.Helper()
+		for _, s := range []string{"5", "6", "7"} {
+			var keys []struct {
+				Label string
+				Blobs *struct{ Current, Old, Reenc *struct{ MKVP string } }
 			}
-			n++
-			if !strings.EqualFold(k.Blobs.Current.MKVP, newWK[:32]) || k.Blobs.Reenc != nil ||
-				(strings.HasSuffix(k.Label, "-"+s) && k.Blobs.Old == nil) {
-				t.Errorf("slot %s key %s: blobs %+v, want CURRENT under the new WK %s (and the old blob kept)", s, k.Label, *k.Blobs, newWK[:32])
+			if err := json.Unmarshal([]byte(run(lines(user), "pkcshsm", "keys", "list", "--slot", s, "--json")), &keys); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, k := range keys {
+				if k.Blobs == nil || k.Blobs.Current == nil {
+					continue
+				}
+				n++
+				if !strings.EqualFold(k.Blobs.Current.MKVP, wk[:32]) || k.Blobs.Reenc != nil ||
+					(strings.HasSuffix(k.Label, "-"+s) && k.Blobs.Old == nil) {
+					t.Errorf("slot %s key %s: blobs %+v, want CURRENT under the new WK %s (and the old blob kept)", s, k.Label, *k.Blobs, wk[:32])
+				}
+			}
+			if n < 4 {
+				t.Errorf("slot %s: %d secure keys, want the 2 made before and the applications' token keys", s, n)
+			}
+			var sess []json.RawMessage
+			if err := json.Unmarshal([]byte(run(lines(user), "pkcshsm", "ep11-session", "show", "--slot", s, "--json")), &sess); err != nil || len(sess) != 0 {
+				t.Errorf("slot %s: EP11 sessions left after the applications ended: %d (%v)", s, len(sess), err)
 			}
 		}
-		if n < 4 {
-			t.Errorf("slot %s: %d secure keys, want the 2 made before and the applications' token keys", s, n)
-		}
-		var sess []json.RawMessage
-		if err := json.Unmarshal([]byte(run(lines(user), "pkcshsm", "ep11-session", "show", "--slot", s, "--json")), &sess); err != nil || len(sess) != 0 {
-			t.Errorf("slot %s: EP11 sessions left after the applications ended: %d (%v)", s, len(sess), err)
+		if n := simSessions(t, run); n != 0 {
+			t.Errorf("%d EP11 sessions left on the adapters", n)
 		}
 	}
-	if n := simSessions(t, run); n != 0 {
-		t.Errorf("%d EP11 sessions left on the adapters", n)
+	checkKeys(newWK)
+
+	// A second rotation with no application running: the tools' own USER
+	// logins log in the EP11 sessions the passes need (VHSM token keys are
+	// bound to the card PIN's session), and everything still works after.
+	wk2 := rotate()
+	checkKeys(wk2)
+	app := exec.Command(filepath.Join(bin, "p11load"), "-slots", "5,6,7", "-duration", "1s")
+	app.Env, app.Stdin = env, strings.NewReader(lines(user))
+	if out, err := app.CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 failed") {
+		t.Fatalf("application after the second rotation: %v\n%s", err, out)
 	}
 }
 

@@ -343,6 +343,10 @@ func findFilter(q template) (f store.Filter, ok bool) {
 			f.Attrs[uint32(a)] = v
 		}
 	}
+	if len(f.Classes) == 0 {
+		// The token's hidden records are its only CKO_HW_FEATURE objects.
+		f.NotClasses = []uint{uint(ck.CKO_HW_FEATURE)}
+	}
 	return f, true
 }
 
@@ -384,24 +388,12 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 		if err != nil {
 			return nil, storeErr(err)
 		}
-		// Hidden objects (EP11 session and card-PIN records) are
-		// CKO_HW_FEATURE objects: a search that may match that class
-		// looks up the token's few objects of it (the class is a store
-		// column, nothing is decoded) and checks only those matches,
-		// which objectLocked refuses when hidden.
-		var hw map[uint64]bool
-		if len(hs) > 0 && mayMatchHidden(f) {
-			all, err := t.db.st.Find(context.Background(), t.readKey(), store.Filter{Classes: []uint{uint(ck.CKO_HW_FEATURE)}})
-			if err != nil {
-				return nil, storeErr(err)
-			}
-			hw = make(map[uint64]bool, len(all))
-			for _, h := range all {
-				hw[h] = true
-			}
-		}
 		for _, h := range hs {
-			if hw[h] {
+			// Hidden objects (EP11 session and card-PIN records) are
+			// CKO_HW_FEATURE objects: a search without a class leaves
+			// that class out in SQL (findFilter); one that names it looks
+			// at each match, which objectLocked refuses for hidden ones.
+			if slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE)) {
 				if _, err := t.objectLocked(context.Background(), ObjectHandle(h)); errclass.Of(err) == errclass.NotFound {
 					continue
 				}
@@ -418,12 +410,6 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 	out = append(out, fs.session[:n]...)
 	fs.session = fs.session[n:]
 	return out, nil
-}
-
-// mayMatchHidden says whether a search can find CKO_HW_FEATURE objects,
-// the class of the token's hidden objects.
-func mayMatchHidden(f store.Filter) bool {
-	return len(f.Classes) == 0 || slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
 }
 
 // FindObjectsFinal ends the active search.

@@ -60,6 +60,9 @@ type sealedValue struct {
 type Filter struct {
 	// Classes, if not empty, keeps objects whose Class is one of them.
 	Classes []uint
+	// NotClasses drops objects whose Class is one of them (the column, no
+	// decoding), e.g. a token's hidden CKO_HW_FEATURE records.
+	NotClasses []uint
 	// UniqueID, if set, keeps only that object.
 	UniqueID string
 	// Attrs keeps objects that have every listed attribute with exactly the
@@ -648,6 +651,20 @@ func (s *Store) buildQuery(dk *DataKey, f Filter, cols string) (query, error) {
 			where = append(where, "+class IN ("+strings.Join(ph, ",")+")")
 		default:
 			where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+		}
+	}
+	if len(f.NotClasses) > 0 {
+		ph := make([]string, 0, len(f.NotClasses))
+		for _, c := range f.NotClasses {
+			if uint64(c) > math.MaxInt64 {
+				continue // no object has that class
+			}
+			ph = append(ph, "?")
+			args = append(args, int64(c))
+		}
+		if len(ph) > 0 {
+			// Unary +: an exclusion never chooses the plan.
+			where = append(where, "+class NOT IN ("+strings.Join(ph, ",")+")")
 		}
 	}
 	if f.UniqueID != "" {

@@ -3,6 +3,7 @@ package cabi_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,15 +236,12 @@ func wantRV(t testing.TB, what string, got uint, want ck.RV) {
 	}
 }
 
-// logLines returns the module's log entries.
+// logLines returns the module's log entries (lines that are not JSON
+// are returned as {"unparsed": line}).
 func (m *module) logLines() []map[string]any {
-	m.t.Helper()
 	f, err := os.Open(m.log)
 	if err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		m.t.Fatal(err)
+		return nil
 	}
 	defer f.Close()
 	var out []map[string]any
@@ -252,9 +250,33 @@ func (m *module) logLines() []map[string]any {
 	for sc.Scan() {
 		var e map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			m.t.Fatalf("log line %q: %v", sc.Text(), err)
+			e = map[string]any{"unparsed": sc.Text()}
 		}
 		out = append(out, e)
 	}
 	return out
+}
+
+// p256 is the DER OID of the NIST P-256 curve (CKA_EC_PARAMS).
+var p256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
+
+// ecKeyPair generates a P-256 session key pair for signing.
+func (m *module) ecKeyPair(h uintptr) (pub, priv uintptr) {
+	m.t.Helper()
+	pt, pn := m.attrs(ck.CKA_EC_PARAMS, p256, ck.CKA_VERIFY, true, ck.CKA_TOKEN, false)
+	st, sn := m.attrs(ck.CKA_SIGN, true, ck.CKA_TOKEN, false)
+	ph, ps := m.alloc(ctest.SizeofULong), m.alloc(ctest.SizeofULong)
+	m.ok("C_GenerateKeyPair", m.f.C_GenerateKeyPair(h, m.mech(ck.CKM_EC_KEY_PAIR_GEN, nil).P, pt.P, uintptr(pn), st.P, uintptr(sn), ph.P, ps.P))
+	return uintptr(ctest.ULong(ph.P)), uintptr(ctest.ULong(ps.P))
+}
+
+// panics returns the panics the module logged, for failure messages.
+func (m *module) panics() string {
+	var b strings.Builder
+	for _, e := range m.logLines() {
+		if p, ok := e["panic"]; ok {
+			fmt.Fprintf(&b, "\npanic in %v: %v\n%v", e["function"], p, e["stack"])
+		}
+	}
+	return b.String()
 }

@@ -93,7 +93,14 @@ func go_C_GetAttributeValue(hSession C.CK_SESSION_HANDLE, hObject C.CK_OBJECT_HA
 		for i, a := range ca {
 			req[i] = tokenlib.AttrRequest{Type: ck.Attribute(a._type), Len: untouched}
 			if a.pValue != nil {
-				req[i].Buf = unsafe.Slice((*byte)(a.pValue), min(a.ulValueLen, maxData))
+				// A length no buffer has (CK_UNAVAILABLE_INFORMATION left
+				// over from an earlier call that reused the template) is
+				// treated as no room at all: never written through.
+				n := a.ulValueLen
+				if n > maxValue {
+					n = 0
+				}
+				req[i].Buf = unsafe.Slice((*byte)(a.pValue), n)
 			}
 		}
 		err = l.GetAttributeValue(tokenlib.SessionHandle(hSession), tokenlib.ObjectHandle(hObject), req)

@@ -104,11 +104,28 @@ type Mem struct {
 	N int
 }
 
-// Alloc returns n zeroed bytes of C memory (at least one byte, so that P
-// is never NULL).
+// guard is the number of canary bytes after each allocation.
+const guard = 16
+
+// Alloc returns n zeroed bytes of C memory, followed by canary bytes that
+// Overrun checks (P is never NULL, even for n = 0).
 func Alloc(n int) Mem {
-	p := C.calloc(C.size_t(max(n, 1)), 1)
-	return Mem{uintptr(p), n}
+	p := C.calloc(C.size_t(n+guard), 1)
+	m := Mem{uintptr(p), n}
+	for i := range guard {
+		*(*byte)(ptr(m.P + uintptr(n+i))) = 0xA5
+	}
+	return m
+}
+
+// Overrun reports whether something wrote past the end of m.
+func (m Mem) Overrun() bool {
+	for i := range guard {
+		if *(*byte)(ptr(m.P + uintptr(m.N+i))) != 0xA5 {
+			return true
+		}
+	}
+	return false
 }
 
 // Free releases m.
@@ -131,7 +148,7 @@ func CBytes(b []byte) Mem {
 func CString(s string) Mem {
 	m := Alloc(len(s) + 1)
 	copy(m.Bytes(), s)
-	return Mem{m.P, len(s)}
+	return m
 }
 
 // ULong reads the CK_ULONG at address p.

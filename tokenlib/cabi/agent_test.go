@@ -48,6 +48,9 @@ func TestAgentWithoutDaemon(t *testing.T) {
 	m.ok("C_EncryptInit", m.f.C_EncryptInit(h, m.mech(ck.CKM_AES_ECB, nil).P, key))
 	buf, n := m.alloc(16), m.ulong(16)
 	m.ok("C_Encrypt", m.f.C_Encrypt(h, buf.P, 16, buf.P, n.P))
+	// The agent dials in the background: its first failure is logged
+	// when it happens, maybe after these calls.
+	m.waitAgentWarning()
 	m.ok("C_Finalize", m.f.C_Finalize(0))
 	if g := agentGoroutines(); g != 0 {
 		t.Errorf("%d runtime agent goroutines after C_Finalize", g)
@@ -64,6 +67,19 @@ func TestAgentWithoutDaemon(t *testing.T) {
 	if warnings != 1 {
 		t.Errorf("%d warnings, want exactly one (no daemon)", warnings)
 	}
+}
+
+// waitAgentWarning waits until the agent logged that pkcshsmd is absent.
+func (m *module) waitAgentWarning() {
+	m.t.Helper()
+	waitFor(m.t, "the agent's warning about pkcshsmd", func() bool {
+		for _, e := range m.logLines() {
+			if e["level"] == "warn" && e["message"] == "cannot reach pkcshsmd" {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // buildBinaries builds commands of this module into dir.
@@ -153,8 +169,7 @@ func TestMasterKeyChangeThroughModule(t *testing.T) {
 	h := m.user()
 	sessKey := m.aesKey(h, false)
 	reenc := func() []byte {
-		buf, n := m.alloc(4096), m.ulong(4096)
-		_ = n
+		buf := m.alloc(4096)
 		tmpl := m.keep(ctest.PutAttrs([]ctest.Attr{{Type: uint(ck.CKA_IBM_OPAQUE_REENC), Value: buf.P, Len: 4096}}))
 		rv := ck.RV(m.f.C_GetAttributeValue(h, sessKey, tmpl.P, 1))
 		if rv == ck.CKR_ATTRIBUTE_TYPE_INVALID {

@@ -328,3 +328,23 @@ func sha256Sum(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
+
+// TestLogFile: the log goes where PKCSHSM_LOG says at the level
+// PKCSHSM_LOG_LEVEL says; a log file that cannot be opened fails
+// C_Initialize (CKR_FUNCTION_FAILED) rather than losing the log silently.
+func TestLogFile(t *testing.T) {
+	m := newModule(t)
+	setenv(t, "PKCSHSM_LOG", m.layout.Root+"/no/such/dir/p11.log")
+	wantRV(t, "C_Initialize with an unwritable log", m.f.C_Initialize(0), ck.CKR_FUNCTION_FAILED)
+	wantRV(t, "C_GetInfo", m.f.C_GetInfo(m.alloc(ctest.SizeofInfo).P), ck.CKR_CRYPTOKI_NOT_INITIALIZED)
+	setenv(t, "PKCSHSM_LOG", m.log)
+	setenv(t, "PKCSHSM_LOG_LEVEL", "warn")
+	m.ok("C_Initialize", m.f.C_Initialize(0))
+	m.waitAgentWarning()
+	m.ok("C_Finalize", m.f.C_Finalize(0))
+	for _, e := range m.logLines() {
+		if e["level"] != "warn" && e["level"] != "error" {
+			t.Errorf("%v logged at level warn", e)
+		}
+	}
+}

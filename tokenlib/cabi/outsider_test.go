@@ -120,6 +120,12 @@ func TestForkGuard(t *testing.T) {
 		t.Fatalf("forkclient: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	t.Logf("forkclient direct (3 children, 2 busy threads) in %v:\n%s", time.Since(start), stdout.String())
+	// Nothing but the program's own lines: the module never prints.
+	for _, line := range strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n") {
+		if !regexp.MustCompile(`^(child \d ok [0-9.]+ ms|ok)$`).MatchString(line) {
+			t.Errorf("unexpected output line %q", line)
+		}
+	}
 	times := regexp.MustCompile(`child (\d) ok ([0-9.]+) ms`).FindAllStringSubmatch(stdout.String(), -1)
 	if len(times) != 3 || !strings.HasSuffix(stdout.String(), "ok\n") {
 		t.Fatalf("forkclient output:\n%s", stdout.String())
@@ -143,6 +149,17 @@ func TestForkGuard(t *testing.T) {
 		if r[2] != fmt.Sprint(cmd.Process.Pid) || r[1] == r[2] {
 			t.Errorf("refusal names pid %s, parent %s; the parent was %d", r[1], r[2], cmd.Process.Pid)
 		}
+	}
+
+	// Without PKCSHSM_LOG (and without pkcshsmd, whose absence the agent
+	// notes) the module is silent.
+	cmd = exec.Command(prog, lib, "direct", "1", "0")
+	cmd.Env = append(os.Environ(), "CABI_PIN="+userPIN, "PKCSHSM_LOG=")
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() != 0 || !regexp.MustCompile(`^child 0 ok [0-9.]+ ms\nok\n$`).MatchString(stdout.String()) {
+		t.Errorf("without a log: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 }
 

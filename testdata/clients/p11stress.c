@@ -5,7 +5,7 @@
  *
  *   p11stress load  --module SO --token LABEL[,LABEL...] [--threads N]
  *                   [--duration SEC] [--ready FILE] [--report FILE]
- *                   [--phases FILE]                              < pin
+ *                   [--phases FILE] [--progress FILE]            < pin
  *   p11stress save  --module SO --token LABEL[,...] --file FILE   < pin
  *   p11stress check --module SO --token LABEL[,...] --file FILE   < pin
  *   p11stress bench --module SO --token LABEL [--seconds SEC]
@@ -20,7 +20,8 @@
  * --duration) the data encrypted at start is decrypted again, and if
  * --phases names a file of "NAME EPOCH_NS" lines (written by whoever drives
  * the run, e.g. the rotation demo), operations and latencies are reported
- * per phase. Exit status 0 only when no operation failed.
+ * per phase; --progress names a file rewritten every 200 ms with the number
+ * of operations done so far. Exit status 0 only when no operation failed.
  *
  * save/check: save creates token keys (AES, EC) on each token, encrypts and
  * signs with them and writes the results; check, run later by another
@@ -63,7 +64,7 @@ static const unsigned char rsa_e[] = {0x01, 0x00, 0x01};
 static unsigned char plain[PLAIN_LEN];
 
 static struct {
-	const char *mode, *module, *ready, *report, *phases, *file, *only;
+	const char *mode, *module, *ready, *report, *phases, *file, *only, *progress;
 	const char *labels[MAXTOK];
 	int ntok, threads, keys_every, objects;
 	double duration, seconds;
@@ -207,6 +208,7 @@ struct worker {
 	int nring, next;
 	unsigned long rounds;
 	uint64_t ops[NOPS], fails[NOPS], verified;
+	uint64_t done; /* operations so far, read by the main thread (atomic) */
 	struct rec *recs;
 	size_t nrecs, caprecs;
 };
@@ -215,6 +217,7 @@ static void record(struct worker *w, int op, int64_t wall, int64_t t0, int ok)
 {
 	int64_t lat = mono_ns() - t0;
 	w->ops[op]++;
+	__atomic_add_fetch(&w->done, 1, __ATOMIC_RELAXED);
 	if (!ok)
 		w->fails[op]++;
 	if (w->nrecs == w->caprecs) {
@@ -651,18 +654,29 @@ static int run_load(void)
 		fprintf(f, "%d\n", (int)getpid());
 		fclose(f);
 	}
-	if (opt.duration > 0) {
+	/* Wait for a signal or the end of --duration, reporting progress. */
+	int64_t end = opt.duration > 0 ? started + (int64_t)(opt.duration * 1e9) : INT64_MAX;
+	while (!stopping && mono_ns() < end) {
 		struct timespec dl;
 		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += (time_t)opt.duration;
-		dl.tv_nsec += (long)((opt.duration - (double)(time_t)opt.duration) * 1e9);
+		dl.tv_nsec += 200000000;
 		if (dl.tv_nsec >= 1000000000)
 			dl.tv_sec++, dl.tv_nsec -= 1000000000;
-		while (sem_timedwait(&stopsem, &dl) != 0 && errno == EINTR)
-			;
-	} else {
-		while (sem_wait(&stopsem) != 0 && errno == EINTR)
-			;
+		if (sem_timedwait(&stopsem, &dl) == 0)
+			break;
+		if (opt.progress) {
+			uint64_t n = 0;
+			for (int i = 0; i < opt.threads; i++)
+				n += __atomic_load_n(&ws[i].done, __ATOMIC_RELAXED);
+			char tmp[4096];
+			snprintf(tmp, sizeof tmp, "%s.tmp", opt.progress);
+			FILE *f = fopen(tmp, "w");
+			if (f) {
+				fprintf(f, "%llu\n", (unsigned long long)n);
+				fclose(f);
+				rename(tmp, opt.progress);
+			}
+		}
 	}
 	stopping = 1;
 	for (int i = 0; i < opt.threads; i++)
@@ -1184,6 +1198,7 @@ int main(int argc, char **argv)
 		{"module", 1, 0, 'm'}, {"token", 1, 0, 't'},  {"threads", 1, 0, 'n'}, {"duration", 1, 0, 'd'},
 		{"ready", 1, 0, 'r'},  {"report", 1, 0, 'o'}, {"phases", 1, 0, 'p'},  {"file", 1, 0, 'f'},
 		{"seconds", 1, 0, 's'}, {"objects", 1, 0, 'N'}, {"only", 1, 0, 'O'}, {"keys-every", 1, 0, 'k'},
+		{"progress", 1, 0, 'P'},
 		{0, 0, 0, 0},
 	};
 	if (argc < 2)
@@ -1208,6 +1223,7 @@ int main(int argc, char **argv)
 		case 'N': opt.objects = atoi(optarg); break;
 		case 'O': opt.only = optarg; break;
 		case 'k': opt.keys_every = atoi(optarg); break;
+		case 'P': opt.progress = optarg; break;
 		default: usage();
 		}
 	}

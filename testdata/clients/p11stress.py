@@ -5,7 +5,7 @@ without pause, like testdata/clients/p11stress.c does from C:
 
   /usr/bin/python3 p11stress.py --module SO --token LABEL[,LABEL...]
       --stop FILE [--ready FILE] [--report FILE] [--phases FILE]
-      [--duration SEC] < pin
+      [--progress FILE] [--duration SEC] < pin
 
 Each round, on each token: AES-CBC-PAD and AES-GCM round trips (the
 decrypted data must equal the input), an ECDSA P-256 signature verified
@@ -192,6 +192,7 @@ def main():
     ap.add_argument("--ready")
     ap.add_argument("--report")
     ap.add_argument("--phases")
+    ap.add_argument("--progress", help="rewritten every 200 ms with the number of operations so far")
     ap.add_argument("--duration", type=float, default=0)
     args = ap.parse_args()
     if not args.stop and args.duration <= 0:
@@ -215,7 +216,14 @@ def main():
     if args.ready:
         with open(args.ready, "w") as f:
             f.write("%d\n" % os.getpid())
+    last = 0.0
     while True:
+        now = time.monotonic()
+        if args.progress and now - last >= 0.2:
+            last = now
+            with open(args.progress + ".tmp", "w") as f:
+                f.write("%d\n" % len(ld.recs))
+            os.replace(args.progress + ".tmp", args.progress)
         if args.stop and os.path.exists(args.stop):
             break
         if args.duration > 0 and time.monotonic() - start >= args.duration:

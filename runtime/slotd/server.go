@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -127,9 +129,33 @@ func New(cfg Config) (*Server, error) {
 			log.Warn().Str("group", g.name).Msg("group does not exist; sandbox mode continues without it")
 			continue
 		}
+		// An unprivileged daemon can give its sockets only a group it is a
+		// member of (chown(2)); in sandbox mode another group is skipped.
+		if cfg.Sandbox && !canChownTo(gid) {
+			log.Warn().Str("group", g.name).Msg("not a member of the group; sandbox mode continues without it")
+			continue
+		}
 		*g.gid = gid
 	}
 	return &Server{cfg: cfg, policy: p, log: log, hub: newHub(log), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// canChownTo reports whether this process may set a file's group to gid:
+// root may, others only to their own groups.
+func canChownTo(gid int64) bool {
+	if os.Geteuid() == 0 || int64(os.Getegid()) == gid {
+		return true
+	}
+	groups, err := os.Getgroups()
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if int64(g) == gid {
+			return true
+		}
+	}
+	return false
 }
 
 func lookupGroup(name string) (int64, error) {
@@ -252,6 +278,7 @@ func refuse(c net.Conn, err error) {
 type appConn struct {
 	id         uint64
 	actor      Actor
+	command    string // the kernel's name for the peer, read at connect
 	hello      event.Hello
 	nc         net.Conn
 	outbox     chan event.Message
@@ -351,13 +378,13 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
-	c := &appConn{id: id, actor: actor, hello: h, nc: nc, outbox: make(chan event.Message, outboxSize),
+	c := &appConn{id: id, actor: actor, command: procComm(actor.PID), hello: h, nc: nc, outbox: make(chan event.Message, outboxSize),
 		gone: make(chan struct{}), writerDone: make(chan struct{}), log: log.With().Str("program", h.Program).Logger()}
 	defer c.close()
 	go c.writeLoop()
 	s.hub.register(c, event.Wrap(&event.Welcome{Conn: id, PID: actor.PID}))
 	defer s.hub.unregister(c)
-	c.log.Info().Int("tokens", len(h.Tokens)).Msg("process connected")
+	c.log.Info().Int("tokens", len(h.Tokens)).Str("command", c.command).Msg("process connected")
 
 	for {
 		m, err := event.ReadMessage(nc)
@@ -438,6 +465,21 @@ func (s *Server) serveAdmin(ctx context.Context, nc *net.UnixConn) {
 	}
 }
 
+// procComm is the kernel's command name of pid (/proc/PID/comm), or "" if
+// it cannot be read. It names a process in accounts beside what the
+// process claims about itself. The read is bounded: comm is a proc file of
+// at most 16 bytes, never a FIFO.
+func procComm(pid int32) string {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var b [64]byte
+	n, _ := f.Read(b[:])
+	return strings.TrimSpace(string(b[:n]))
+}
+
 // handleAdmin decides and runs one admin request.
 func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, log zerolog.Logger) (event.Message, error) {
 	switch m.Kind {
@@ -469,7 +511,9 @@ func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, 
 			t.ExcludeCaller = false
 			ev.Target = &t
 		}
+		failpoint.Hit("daemon.broadcast.before-relay")
 		acct := s.hub.broadcast(ctx, ev)
+		failpoint.Hit("daemon.broadcast.before-reply")
 		return event.Wrap(&acct), nil
 	}
 	return event.Message{}, errclass.New(errclass.InvalidArgument, "%s is not an admin request", m.Kind)

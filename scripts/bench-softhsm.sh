@@ -68,7 +68,7 @@ median() { # name test
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "-" }'; }
 tests=$(awk -F'\t' 'NR > 1 {print $1}' "$work/pkcshsm.1")
 {
-	echo "Command: \`RUNS=$RUNS SECONDS_PER_TEST=$SECS OBJECTS=$OBJECTS${OCK_TOKEN:+ OCK_TOKEN=$OCK_TOKEN} bash scripts/bench-softhsm.sh\` ($(date -u +%Y-%m-%d), $(nproc) CPUs, medians of $RUNS runs, operations per second)"
+	echo "Command: \`RUNS=$RUNS SECONDS_PER_TEST=$SECS OBJECTS=$OBJECTS${OCK_TOKEN:+ OCK_TOKEN=$OCK_TOKEN} bash scripts/bench-softhsm.sh\` ($(date -u +%Y-%m-%d), $(nproc) CPUs, load average at the end $(cut -d" " -f1-3 /proc/loadavg), medians of $RUNS runs, operations per second)"
 	echo
 	if [ -n "${OCK_TOKEN:-}" ]; then
 		echo "| test | libpkcshsm | SoftHSMv2 | ratio | openCryptoki soft token | ratio |"

@@ -16,18 +16,21 @@ const module = "github.com/pkcshsm/pkcshsm"
 
 // allowed maps a package (or a folder of packages, by prefix) to the module
 // packages its non-test code may import, by prefix. errclass and paths are
-// below everything, like the standard library's errors and path packages.
-// The first matching rule (longest prefix) applies.
+// below everything, like the standard library's errors and path packages;
+// so is failpoint, which every package may import to name its durable steps
+// (inert unless built with the failpoints tag). The first matching rule
+// (longest prefix) applies.
 var allowed = map[string][]string{
-	"errclass": {},
-	"paths":    {},
-	"apqn":     {"errclass"},
-	"mkvp":     {"errclass"},
-	"hsm":      {"hsm", "apqn", "mkvp", "errclass", "paths"},
-	"state":    {"state", "apqn", "mkvp", "errclass", "paths"},
+	"errclass":  {},
+	"paths":     {},
+	"failpoint": {},
+	"apqn":      {"errclass", "failpoint"},
+	"mkvp":      {"errclass", "failpoint"},
+	"hsm":       {"hsm", "apqn", "mkvp", "errclass", "paths", "failpoint"},
+	"state":     {"state", "apqn", "mkvp", "errclass", "paths", "failpoint"},
 	// The daemon and the agent never see keys: no tokenlib, no hsm.
-	"runtime":  {"runtime/event", "runtime/agent", "runtime/admin", "runtime/slotd", "runtime/internal", "state", "apqn", "mkvp", "errclass", "paths"},
-	"tokenlib": {"tokenlib", "hsm", "state", "runtime/agent", "runtime/event", "apqn", "mkvp", "errclass", "paths"},
+	"runtime":  {"runtime/event", "runtime/agent", "runtime/admin", "runtime/slotd", "runtime/internal", "state", "apqn", "mkvp", "errclass", "paths", "failpoint"},
+	"tokenlib": {"tokenlib", "hsm", "state", "runtime/agent", "runtime/event", "apqn", "mkvp", "errclass", "paths", "failpoint"},
 	// Binaries may import anything except what their role forbids below.
 	"cmd": {""},
 }
@@ -49,6 +52,7 @@ var forbidden = map[string][]string{
 	"mkvp":                  {thirdParty},
 	"errclass":              {thirdParty},
 	"paths":                 {thirdParty},
+	"failpoint":             {thirdParty},
 }
 
 func longestRule[T any](rules map[string]T, pkg string) (T, bool) {
@@ -152,6 +156,19 @@ func hasIgnoreTag(p string) bool {
 }
 
 func TestImportRulesTable(t *testing.T) {
+	// failpoint is a leaf that every package may import.
+	if r, _ := longestRule(allowed, "failpoint"); len(r) != 0 {
+		t.Fatalf("failpoint may import %v; it must import nothing of ours", r)
+	}
+	for prefix, r := range allowed {
+		ok := prefix == "failpoint" || prefix == "errclass" || prefix == "paths"
+		for _, a := range r {
+			ok = ok || a == "failpoint" || a == ""
+		}
+		if !ok {
+			t.Errorf("%s may not import failpoint; every package must be able to name its durable steps", prefix)
+		}
+	}
 	// The rule for a nested package is the longest prefix.
 	if r, _ := longestRule(allowed, "hsm/sim"); len(r) == 0 || r[0] != "hsm" {
 		t.Fatalf("hsm/sim rule = %v", r)

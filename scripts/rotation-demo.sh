@@ -87,10 +87,20 @@ for t in aes ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 4 --t
 printf '%s\n' $USER | pkcshsm keys list --slot 2 --hsm-mkvp
 printf '%s\n' $USER | pkcshsm keys list --slot 4 --hsm-mkvp
 
-# One line per secure key: "handle mkvp has_old_blob".
+# One line per secure key: "handle current old reenc", the master key
+# patterns (upper case) of its CKA_IBM_OPAQUE, CKA_IBM_OPAQUE_OLD and
+# CKA_IBM_OPAQUE_REENC blobs as "keys list --json" reads them from each blob,
+# "-" for an absent blob. keys list indents its JSON one field per line.
 keyrows() {
-	printf '%s\n' $USER | pkcshsm keys list --slot "$1" --hsm-mkvp --json | tr -d ' \n' | sed 's/},{/}\n{/g' |
-		grep '"mk_type"' | sed 's/.*"handle":\([0-9]*\).*"has_old_blob":\([a-z]*\).*"mkvp":"\([0-9A-F]*\)".*/\1 \3 \2/'
+	printf '%s\n' $USER | pkcshsm keys list --slot "$1" --json | awk '
+		function flush() { if (h != "" && cur != "-") print h, cur, old, reenc; h = ""; cur = old = reenc = "-" }
+		BEGIN { h = ""; cur = old = reenc = "-" }
+		/^  \{/ { flush() }
+		/^    "handle":/ { h = $2; sub(/,$/, "", h) }
+		/^      "(current|old|reenc)": \{/ { blob = $1; gsub(/[":]/, "", blob) }
+		/^        "mkvp":/ { p = toupper($2); gsub(/[",]/, "", p); if (blob == "current") cur = p; else if (blob == "old") old = p; else if (blob == "reenc") reenc = p }
+		/^        "error":/ { print "unreadable blob in key " h ": " $0 > "/dev/stderr"; exit 1 }
+		END { flush() }'
 }
 
 step "an application encrypts data with its keys before the rotation"
@@ -188,28 +198,31 @@ check_slot() { # slot, expected patterns...
 	for p in "$@"; do rotated=$((rotated + $(echo "$rows" | awk -v p="$p" 'toupper($2)==toupper(p)' | grep -c . || true))); done
 	before=$(grep -c . "$root/keys$slot.before" || true)
 	kept=0
-	while read -r h p o; do
+	while read -r h p o r; do
+		# The backup is the old blob: after a finalize, CKA_IBM_OPAQUE_OLD of
+		# every key from before carries the pattern its CKA_IBM_OPAQUE had
+		# then; after a cancel the key's blobs are as they were. No REENC.
+		if [ "$MODE" = finalize ]; then want="$h [0-9A-F]* $p -"; else want="$h $p $o -"; fi
 		# Here-strings, not pipes: with pipefail, "echo | grep -q" fails when
 		# grep exits at the first match before echo has written everything.
-		if grep -q "^$h [0-9A-F]* $want_old$" <<<"$rows"; then
+		if grep -qx "$want" <<<"$rows"; then
 			kept=$((kept + 1))
 		else
-			echo "  key $h: before \"$h $p $o\", now \"$(grep "^$h " <<<"$rows" || echo missing)\"" >&2
+			echo "  key $h: before \"$h $p $o $r\", now \"$(grep "^$h " <<<"$rows" || echo missing)\", want \"$want\"" >&2
 		fi
 	done <"$root/keys$slot.before"
-	echo "slot $slot: $total secure keys, $rotated under the expected master keys; $kept of the $before keys from before the change have old blob = $want_old"
+	echo "slot $slot: $total secure keys, $rotated under the expected master keys; $kept of the $before keys from before the change have $want_what"
 	[ "$total" -gt 0 ] && [ "$rotated" = "$total" ] && [ "$kept" = "$before" ] || fail "slot $slot keys not as expected after $MODE"
-	json=$(printf '%s\n' $USER | pkcshsm keys list --slot "$slot" --hsm-mkvp --json)
-	if grep -q '"has_reenc_blob": true' <<<"$json"; then fail "slot $slot: REENC blobs left"; fi
+	if awk '$4 != "-"' <<<"$rows" | grep -q .; then fail "slot $slot: REENC blobs left"; fi
 	return 0
 }
 if [ "$MODE" = finalize ]; then
-	want_old=true
+	want_what="their pre-change blob pattern in CKA_IBM_OPAQUE_OLD"
 	check_slot 2 "$new_sym" "$new_aes" "$new_apka"
 	check_slot 3 "$new_sym" "$new_aes" "$new_apka"
 	check_slot 4 "${new_wk:0:32}"
 else
-	want_old=false
+	want_what="their blobs unchanged"
 	check_slot 2 "$old_sym" "$old_aes" "$old_apka"
 	check_slot 3 "$old_sym" "$old_aes" "$old_apka"
 	check_slot 4 "$old_wk"

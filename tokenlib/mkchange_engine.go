@@ -9,6 +9,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
@@ -398,6 +399,7 @@ func (h agentHandler) HandleEvent(ctx context.Context, ev event.Event) event.Rep
 		return reply // not ours: every token not affected
 	}
 	res, err := h.l.reconcile(ctx)
+	failpoint.Hit("agent.event.after-session-pass")
 	for _, tok := range h.Tokens() {
 		tr := event.TokenResult{Slot: tok.Slot, Serial: tok.Serial, Result: event.NotAffected}
 		if err != nil {

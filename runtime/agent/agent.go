@@ -60,6 +60,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -360,7 +361,11 @@ func (a *Agent) work(ctx context.Context) {
 				continue
 			default:
 			}
-			j.reply(a.handle(ctx, j.ev))
+			failpoint.Hit("agent.event.before-handle")
+			r := a.handle(ctx, j.ev)
+			failpoint.Hit("agent.event.before-reply")
+			j.reply(r)
+			failpoint.Hit("agent.event.after-reply")
 		}
 	}
 }

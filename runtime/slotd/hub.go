@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -164,6 +165,7 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 	}
 	addressed := len(pe.results)
 	h.mu.Unlock()
+	failpoint.Hit("daemon.broadcast.after-send")
 
 	log := h.log.With().Str("event", ev.ID).Str("type", ev.Type).Str("op", ev.OpID).Logger()
 	log.Info().Int("processes", addressed).Time("deadline", ev.Deadline).Msg("broadcasting event")

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
@@ -127,9 +128,33 @@ func New(cfg Config) (*Server, error) {
 			log.Warn().Str("group", g.name).Msg("group does not exist; sandbox mode continues without it")
 			continue
 		}
+		// An unprivileged daemon can give its sockets only a group it is a
+		// member of (chown(2)); in sandbox mode another group is skipped.
+		if cfg.Sandbox && !canChownTo(gid) {
+			log.Warn().Str("group", g.name).Msg("not a member of the group; sandbox mode continues without it")
+			continue
+		}
 		*g.gid = gid
 	}
 	return &Server{cfg: cfg, policy: p, log: log, hub: newHub(log), conns: map[net.Conn]struct{}{}}, nil
+}
+
+// canChownTo reports whether this process may set a file's group to gid:
+// root may, others only to their own groups.
+func canChownTo(gid int64) bool {
+	if os.Geteuid() == 0 || int64(os.Getegid()) == gid {
+		return true
+	}
+	groups, err := os.Getgroups()
+	if err != nil {
+		return false
+	}
+	for _, g := range groups {
+		if int64(g) == gid {
+			return true
+		}
+	}
+	return false
 }
 
 func lookupGroup(name string) (int64, error) {
@@ -469,7 +494,9 @@ func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, 
 			t.ExcludeCaller = false
 			ev.Target = &t
 		}
+		failpoint.Hit("daemon.broadcast.before-relay")
 		acct := s.hub.broadcast(ctx, ev)
+		failpoint.Hit("daemon.broadcast.before-reply")
 		return event.Wrap(&acct), nil
 	}
 	return event.Message{}, errclass.New(errclass.InvalidArgument, "%s is not an admin request", m.Kind)

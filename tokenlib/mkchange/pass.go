@@ -7,6 +7,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
@@ -100,6 +101,7 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 				continue
 			}
 		}
+		failpoint.Hit("cli.pass." + a.String() + ".after-batch-commit")
 		changed += n
 		done += p.listed
 		if progress != nil {
@@ -134,6 +136,7 @@ type page struct {
 // first error (sent as the last page) or when ctx ends.
 func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, pages chan<- page) {
 	defer close(pages)
+	pageSize := failpoint.Int("mkchange.page-size", pageSize)
 	send := func(p page) bool {
 		select {
 		case pages <- p:

@@ -67,6 +67,8 @@ type keyRecord struct {
 	MKType string `json:"mk_type,omitempty"`
 	MKVP   string `json:"mkvp,omitempty"`
 	Match  string `json:"mkvp_match,omitempty"`
+	// What each blob attribute's header says (keys_list.go).
+	Blobs *keyBlobs `json:"blobs,omitempty"`
 }
 
 var keyClasses = []ck.ObjectClass{ck.CKO_SECRET_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_PUBLIC_KEY}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 )
 
 type keysListOptions struct {
@@ -28,7 +29,12 @@ func newKeysListCommand(g *globalOptions) *cobra.Command {
 		Long: `List the key objects the USER sees. With --hsm-mkvp, show for every secure
 key the master key type and verification pattern its CKA_IBM_OPAQUE blob is
 enciphered under, and which register (CURRENT, OLD, NEW) of the token's APQNs
-holds that master key.`,
+holds that master key.
+
+With --json, every secure key also carries "blobs": the master key type and
+verification pattern of each of its blobs, as the blob headers say (no HSM
+call): "current" (CKA_IBM_OPAQUE), "old" (CKA_IBM_OPAQUE_OLD, the backup a
+finalize keeps) and "reenc" (CKA_IBM_OPAQUE_REENC, present during a change).`,
 		Args: cobra.NoArgs,
 		RunE: o.run,
 	}
@@ -59,6 +65,9 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 	recs := make([]keyRecord, 0, len(keys))
 	for _, k := range keys {
 		r := describeKey(lib, h, k)
+		if o.json {
+			r.Blobs = inspectBlobs(lib, h, k)
+		}
 		if o.hsmMKVP && r.Class != "PUBLIC_KEY" {
 			info, err := lib.KeyBlobInfo(h, k)
 			if err != nil {
@@ -94,6 +103,42 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%d keys\n", len(recs))
 	return nil
+}
+
+// keyBlobs describes the blob attributes of one key; an absent attribute
+// is omitted.
+type keyBlobs struct {
+	Current *blobPattern `json:"current,omitempty"`
+	Old     *blobPattern `json:"old,omitempty"`
+	Reenc   *blobPattern `json:"reenc,omitempty"`
+}
+
+// blobPattern is what a blob's header says, or why it could not be read.
+type blobPattern struct {
+	MKType string `json:"mk_type,omitempty"`
+	MKVP   string `json:"mkvp,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// inspectBlobs reads the three blob attributes of key k; nil for a key
+// without a secure key.
+func inspectBlobs(lib *tokenlib.Library, h tokenlib.SessionHandle, k tokenlib.ObjectHandle) *keyBlobs {
+	one := func(a ck.Attribute) *blobPattern {
+		b := attr(lib, h, k, a)
+		if len(b) == 0 {
+			return nil
+		}
+		info, err := hsm.Inspect(b)
+		if err != nil {
+			return &blobPattern{Error: err.Error()}
+		}
+		return &blobPattern{MKType: info.MKType.LongName(), MKVP: info.Pattern.String()}
+	}
+	kb := &keyBlobs{Current: one(ck.CKA_IBM_OPAQUE), Old: one(ck.CKA_IBM_OPAQUE_OLD), Reenc: one(ck.CKA_IBM_OPAQUE_REENC)}
+	if *kb == (keyBlobs{}) {
+		return nil
+	}
+	return kb
 }
 
 func flags(r keyRecord) string {

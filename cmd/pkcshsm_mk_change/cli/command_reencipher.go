@@ -11,6 +11,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
 )
@@ -133,6 +134,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		return err
 	}
 	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
+	failpoint.Hit("cli.reencipher.after-create")
 	// Until the key objects are touched, a failure only removes the file.
 	undo := func(cause error) error {
 		if rmErr := d.Remove(ctx, op.ID, state.RolledBack); rmErr != nil {

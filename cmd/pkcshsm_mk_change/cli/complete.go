@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/state"
 )
 
@@ -121,6 +122,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	if err := d.Remove(ctx, op.ID, outcome); err != nil {
 		return fail(fmt.Errorf("failed to remove master key change operation '%s': %w", id, err))
 	}
+	failpoint.Hit("cli." + a.String() + ".after-remove")
 	fmt.Fprintf(s.out, "\nMaster key change operation '%s' successfully %s.\n", id, past)
 	return nil
 }

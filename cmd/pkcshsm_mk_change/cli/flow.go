@@ -16,6 +16,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/pinentry"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -222,6 +223,7 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 		}()
 	}
 	wg.Wait()
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-pass-" + a.String())
 	if s.ask.Interactive() && len(total) > 0 {
 		show(true)
 		fmt.Fprintln(s.errw)
@@ -254,7 +256,9 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()
+	failpoint.Hit("cli." + s.cmd.Name() + ".before-broadcast-" + a.String())
 	acc, err := s.bc.Broadcast(ctx, ev)
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-broadcast-" + a.String())
 	if err != nil {
 		return fmt.Errorf("failed to send the %s event through pkcshsmd: %w", a, err)
 	}
@@ -318,5 +322,6 @@ func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(
 	if err != nil {
 		return nil, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
+	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
 	return next, nil
 }

@@ -27,8 +27,13 @@ rt_stop_apps
 verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
 verify_slot 4 "$wk" rotated
 # The backups are under the first new keys (verify_slot compared them with
-# the snapshot taken after the first rotation; this names the patterns).
-awk -F'\t' '$4 != "-" && $4 != "?" {print $4}' <(rt_keys 4) | grep -qvi "^$wk1$" &&
-	rt_fail "an EP11 backup is not under the first new wrapping key $wk1"
+# the snapshot taken after the first rotation; this names the pattern).
+backups=0
+while IFS=$'\t' read -r h label _ o _; do
+	grep -q "^$h"$'\t' "$RT_ROOT/keys.before.4" || continue # made during the second window
+	[ "${o,,}" = "${wk1,,}" ] || rt_fail "EP11 key $h ($label): backup under $o, want the first new wrapping key $wk1"
+	backups=$((backups + 1))
+done < <(rt_keys 4)
+[ "$backups" -gt 0 ] || rt_fail "no EP11 key has a backup"
 verify_data
 rt_pass

@@ -31,6 +31,9 @@ var allowed = map[string][]string{
 	// The daemon and the agent never see keys: no tokenlib, no hsm.
 	"runtime":  {"runtime/event", "runtime/agent", "runtime/admin", "runtime/slotd", "runtime/internal", "state", "apqn", "mkvp", "errclass", "paths", "failpoint"},
 	"tokenlib": {"tokenlib", "hsm", "state", "runtime/agent", "runtime/event", "apqn", "mkvp", "errclass", "paths", "failpoint"},
+	// The EP11 session modes see the adapters' sessions and the store,
+	// never the engine (which calls them) nor the master key change.
+	"tokenlib/ep11sess": {"tokenlib/ck", "tokenlib/store", "hsm", "apqn", "mkvp", "errclass", "failpoint"},
 	// Binaries may import anything except what their role forbids below.
 	"cmd": {""},
 }

@@ -43,7 +43,7 @@ import (
 //
 // EP11 layout:
 //
-//	0:session id[32] (zero) 32:WKVP[16] 48:attribute bits[8] 56:mode[8]
+//	0:session field[32] (zero: not session-bound) 32:WKVP[16] 48:attribute bits[8] 56:mode[8]
 //	64:0x1234 66:key type 67:0 68:bits 70:sealed length | sealed
 
 // Layout is the secure key token format of a blob.
@@ -82,7 +82,14 @@ type BlobInfo struct {
 	Pattern mkvp.Pattern
 	KeyType KeyType
 	Bits    int
+	// Session is the EP11 session field: zero for keys not bound to an
+	// EP11 session, else the first 32 bytes of the pin blob of the
+	// session the key is bound to (see Sessions). Always zero for CCA.
+	Session [SessionIDSize]byte
 }
+
+// Bound says whether the key is bound to an EP11 session.
+func (i BlobInfo) Bound() bool { return i.Session != [SessionIDSize]byte{} }
 
 // Blob is a decoded secure key: its header fields and the sealed payload,
 // which only the backend holding the master key can open.
@@ -166,6 +173,12 @@ func (b Blob) check() error {
 	}
 	if !okType {
 		return bad("%s cannot hold %s keys", b.Layout, b.KeyType)
+	}
+	if b.Bound() && b.Layout != LayoutEP11 {
+		return bad("only EP11 keys can be bound to an EP11 session")
+	}
+	if b.Session[0] == 0x30 {
+		return bad("an EP11 session field cannot start with 0x30")
 	}
 	if b.Pattern.Len() != b.MKType.Size() {
 		return bad("%s pattern has %d bytes, want %d", b.MKType, b.Pattern.Len(), b.MKType.Size())
@@ -285,6 +298,7 @@ func encodeFrame(b Blob) (raw []byte, sealedAt int) {
 		return raw, fixed + 2
 	case LayoutEP11:
 		raw = make([]byte, ep11Header+n)
+		copy(raw[:32], b.Session[:])
 		copy(raw[32:48], pat)
 		be.PutUint64(raw[48:], ep11Attrs(b.KeyType))
 		be.PutUint16(raw[64:], ep11Magic)
@@ -350,8 +364,11 @@ func decodeFrame(raw []byte) (Blob, int, error) {
 	var b Blob
 	var at int
 	switch {
-	case len(raw) >= ep11Header && be.Uint16(raw[64:]) == ep11Magic && raw[0] != 0x30 && allZero(raw[:32]):
+	case len(raw) >= ep11Header && be.Uint16(raw[64:]) == ep11Magic && raw[0] != 0x30 && (allZero(raw[:32]) || ep11HeaderOK(raw)):
+		// A bound blob's session field can look like the start of a CCA
+		// token, so a non-zero one counts only with a consistent header.
 		b.Layout, b.Mode, b.MKType = LayoutEP11, apqn.ModeEP11, mkvp.EP11WK
+		copy(b.Session[:], raw[:32])
 		b.KeyType = KeyType(raw[66])
 		b.Bits = int(be.Uint16(raw[68:]))
 		if int(be.Uint16(raw[70:])) != len(raw)-ep11Header {
@@ -455,6 +472,14 @@ func decodeFrame(raw []byte) (Blob, int, error) {
 		return Blob{}, 0, badBlob("%v", err)
 	}
 	return b, at, nil
+}
+
+// ep11HeaderOK says whether the EP11 header fields after the session
+// field are consistent (length, attribute and mode bits).
+func ep11HeaderOK(raw []byte) bool {
+	be := binary.BigEndian
+	return int(be.Uint16(raw[70:])) == len(raw)-ep11Header && raw[67] == 0 && allZero(raw[56:64]) &&
+		be.Uint64(raw[48:]) == ep11Attrs(KeyType(raw[66])) && ep11Attrs(KeyType(raw[66])) != 0
 }
 
 func allZero(b []byte) bool {

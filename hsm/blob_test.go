@@ -51,15 +51,15 @@ func blobCases(t testing.TB) []struct {
 		patAt     int
 		firstByte byte
 	}{
-		{"des-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCASYM, cca, KeyDES3, 192}, LayoutCCADESData, nil}, 8, 0x01},
-		{"aes-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256}, LayoutCCAAESData, nil}, 8, 0x01},
-		{"aes-cipher", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 128}, LayoutCCAAESCipher, nil}, 10, 0x01},
-		{"hmac", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyHMAC, 2432}, LayoutCCAHMAC, nil}, 10, 0x01},
-		{"ecc", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyEC, 384}, LayoutCCAECC, nil}, 24, 0x1f},
-		{"rsa-me", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 2048}, LayoutCCARSAME, nil}, 112, 0x1f},
-		{"rsa-crt", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 4096}, LayoutCCARSACRT, nil}, 124, 0x1f},
-		{"ep11-aes", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyAES, 256}, LayoutEP11, nil}, 32, 0x00},
-		{"ep11-rsa", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyRSA, 3072}, LayoutEP11, nil}, 32, 0x00},
+		{"des-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCASYM, cca, KeyDES3, 192, [SessionIDSize]byte{}}, LayoutCCADESData, nil}, 8, 0x01},
+		{"aes-data", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256, [SessionIDSize]byte{}}, LayoutCCAAESData, nil}, 8, 0x01},
+		{"aes-cipher", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 128, [SessionIDSize]byte{}}, LayoutCCAAESCipher, nil}, 10, 0x01},
+		{"hmac", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyHMAC, 2432, [SessionIDSize]byte{}}, LayoutCCAHMAC, nil}, 10, 0x01},
+		{"ecc", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyEC, 384, [SessionIDSize]byte{}}, LayoutCCAECC, nil}, 24, 0x1f},
+		{"rsa-me", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 2048, [SessionIDSize]byte{}}, LayoutCCARSAME, nil}, 112, 0x1f},
+		{"rsa-crt", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 4096, [SessionIDSize]byte{}}, LayoutCCARSACRT, nil}, 124, 0x1f},
+		{"ep11-aes", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyAES, 256, [SessionIDSize]byte{}}, LayoutEP11, nil}, 32, 0x00},
+		{"ep11-rsa", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyRSA, 3072, [SessionIDSize]byte{}}, LayoutEP11, nil}, 32, 0x00},
 	}
 }
 
@@ -177,11 +177,11 @@ func TestDecodeRejects(t *testing.T) {
 func TestEncodeRejectsMismatch(t *testing.T) {
 	cca := pat(t, 8, 1)
 	for _, b := range []Blob{
-		{BlobInfo{apqn.ModeEP11, mkvp.CCAAES, cca, KeyAES, 256}, LayoutCCAAESData, nil},
-		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 100}, LayoutCCAAESData, nil},
-		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyEC, 256}, LayoutCCAAESData, nil},
-		{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, cca, KeyAES, 256}, LayoutEP11, nil},
-		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256}, Layout(99), nil},
+		{BlobInfo{apqn.ModeEP11, mkvp.CCAAES, cca, KeyAES, 256, [SessionIDSize]byte{}}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 100, [SessionIDSize]byte{}}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyEC, 256, [SessionIDSize]byte{}}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, cca, KeyAES, 256, [SessionIDSize]byte{}}, LayoutEP11, nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256, [SessionIDSize]byte{}}, Layout(99), nil},
 	} {
 		if _, err := EncodeBlob(b); errclass.Of(err) != errclass.InvalidArgument {
 			t.Errorf("EncodeBlob(%+v) err = %v, want invalid argument", b, err)

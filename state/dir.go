@@ -2,11 +2,13 @@ package state
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gofrs/flock"
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/failpoint"
 )
 
 // File names inside the operation directory besides the operation files.
@@ -27,6 +29,8 @@ const (
 	historyName = "history.jsonl"
 	brokenDir   = ".broken"
 	tmpPrefix   = ".tmp-"
+	// copySuffix names the copy kept beside every operation file.
+	copySuffix = ".copy"
 )
 
 // Modes. The directory and files are readable by the token group, so every
@@ -48,9 +52,12 @@ type Options struct {
 	// Now returns the time for transitions (default time.Now).
 	Now func() time.Time
 
-	// crash is called at named points of the write path; tests kill the
-	// process there.
-	crash func(point string)
+	// hook is called at named points of the write path and the locking;
+	// tests kill the process or hold it there.
+	hook func(point string)
+	// fsyncDir replaces the directory fsync, so tests see which
+	// directories were synced.
+	fsyncDir func(path string) error
 }
 
 // Dir is the operation directory. Methods are safe for concurrent use by
@@ -59,12 +66,12 @@ type Dir struct {
 	path string
 	opts Options
 	log  zerolog.Logger
-	mu   sync.Mutex // serialises this process's users of lk
-	lk   *flock.Flock
+	mu   sync.Mutex // serialises this process's users of the lock file
 }
 
 // Open opens (and, unless read-only, creates) the operation directory.
-// Symlinks are refused for the directory and everything in it.
+// Symlinks are refused for the directory and everything in it. Creating
+// the directory fsyncs its parent, so the directory survives a crash.
 func Open(path string, opts Options) (*Dir, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 30 * time.Second
@@ -72,16 +79,27 @@ func Open(path string, opts Options) (*Dir, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.crash == nil {
-		opts.crash = func(string) {}
+	if opts.hook == nil {
+		opts.hook = func(string) {}
 	}
 	path = filepath.Clean(path)
+	d := &Dir{
+		path: path,
+		opts: opts,
+		log:  opts.Logger.With().Str("component", "state").Logger(),
+	}
 	if !opts.ReadOnly {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, ioErr(err, "create %s", filepath.Dir(path))
 		}
-		if err := os.Mkdir(path, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		err := os.Mkdir(path, dirMode)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, ioErr(err, "create operation directory %s", path)
+		}
+		if err == nil {
+			if err := d.syncDir(filepath.Dir(path)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	fi, err := os.Lstat(path)
@@ -92,130 +110,124 @@ func Open(path string, opts Options) (*Dir, error) {
 		return nil, errclass.Newh(errclass.PermissionDenied, "remove the link and let pkcshsm_mk_change create the directory",
 			"refusing operation directory %s: not a plain directory (symlink?)", path)
 	}
-	lockPath := filepath.Join(path, lockName)
-	flag := os.O_CREATE | os.O_RDWR | syscall.O_NOFOLLOW
-	if opts.ReadOnly {
-		flag = os.O_RDONLY | syscall.O_NOFOLLOW
-	}
-	d := &Dir{
-		path: path,
-		opts: opts,
-		log:  opts.Logger.With().Str("component", "state").Logger(),
-		lk:   flock.New(lockPath, flock.SetFlag(flag), flock.SetPermissions(fileMode)),
-	}
 	if !opts.ReadOnly {
-		// Create the lock file now, so permission problems show at once.
-		if err := d.withLock(context.Background(), true, func() error { return nil }); err != nil {
+		// Create the lock file now, so permission problems show at once
+		// (without taking the lock: Open never waits).
+		f, err := openLockFile(d.lockPath(), true)
+		if err != nil {
 			return nil, err
 		}
+		f.Close()
 	}
 	return d, nil
+}
+
+// point marks a durable step of the write path: a named failpoint
+// ("cli.state.<point>", see package failpoint; only the CLI writes) and
+// the tests' hook.
+func (d *Dir) point(name string) {
+	failpoint.Hit("cli.state." + name)
+	d.opts.hook(name)
 }
 
 // Path is the directory.
 func (d *Dir) Path() string { return d.path }
 
-// Close releases the lock file.
-func (d *Dir) Close() error { return d.lk.Close() }
+// Close releases the Dir. Locks are only held during calls, so there is
+// nothing left to release; Close exists for symmetry with Open.
+func (d *Dir) Close() error { return nil }
 
-// withLock runs fn under the directory lock: exclusive for writers, shared
-// for readers. A read-only Dir whose lock file does not exist yet reads
-// without it: writes are atomic renames, so a reader still sees whole files.
-func (d *Dir) withLock(ctx context.Context, exclusive bool, fn func() error) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, d.opts.LockTimeout)
-	defer cancel()
-	try := d.lk.TryRLockContext
-	if exclusive {
-		if d.opts.ReadOnly {
-			return errclass.New(errclass.Internal, "write to a read-only operation directory")
-		}
-		try = d.lk.TryLockContext
-	}
-	ok, err := try(ctx, 20*time.Millisecond)
-	switch {
-	case err != nil && d.opts.ReadOnly && errors.Is(err, fs.ErrNotExist):
-		return fn()
-	case err != nil && errors.Is(err, syscall.ELOOP):
-		return errclass.New(errclass.PermissionDenied, "refusing lock file %s: it is a symlink", d.lk.Path())
-	case errors.Is(err, context.DeadlineExceeded) || (err == nil && !ok):
-		return errclass.Newh(errclass.DeadlineExceeded,
-			"another pkcshsm_mk_change may be running; try again when it is done",
-			"timed out after %s waiting for the lock on %s", d.opts.LockTimeout, d.lk.Path())
-	case err != nil:
-		return ioErr(err, "lock %s", d.lk.Path())
-	}
-	defer func() {
-		if err := d.lk.Unlock(); err != nil {
-			d.log.Error().Err(err).Msg("failed to release the operation directory lock")
-		}
-	}()
-	return fn()
-}
+func (d *Dir) lockPath() string { return filepath.Join(d.path, lockName) }
 
-// Broken describes a file that could not be read as an operation and was
-// moved aside.
+func (d *Dir) mainPath(id ID) string { return filepath.Join(d.path, string(id)) }
+
+func (d *Dir) copyPath(id ID) string { return filepath.Join(d.path, string(id)+copySuffix) }
+
+// Broken describes an operation whose file or copy could not be read.
 type Broken struct {
-	Name        string // the original name
-	Quarantined string // where it is now ("" in a read-only Dir)
-	Err         error
+	Name string // the file's name in the directory
+	ID   ID     // the operation it belongs to
+	// Recovered is true when the operation was read from its other file
+	// (and, in a writable Dir, that file was rewritten): the operation is
+	// in the list and nothing is lost.
+	Recovered bool
+	// Quarantined is where the unusable file was moved ("" if it was left
+	// in place: always for an unrecoverable operation, and in a read-only
+	// Dir).
+	Quarantined string
+	// Err says what is wrong. For an unrecovered operation it is a
+	// *DamagedError (errors.As) with the operation's id.
+	Err error
 }
 
 // List returns every operation, sorted by creation time, and the files that
-// could not be read. Unreadable files are moved to .broken/ (never deleted)
-// and reported; they never hide the other operations.
+// could not be read. An operation whose file or copy is damaged is read
+// from the other one; a writable Dir then moves the damaged file to
+// .broken/ and rewrites it. An operation whose file and copy are both
+// unusable is reported with a *DamagedError and left in place: it is never
+// treated as ended, and it never hides the other operations.
 func (d *Dir) List(ctx context.Context) ([]*Op, []Broken, error) {
 	var ops []*Op
 	var broken []Broken
+	var repairs bool
 	err := d.withLock(ctx, false, func() error {
 		var err error
-		ops, broken, err = d.scan()
+		ops, broken, repairs, err = d.scan()
 		return err
 	})
-	if err != nil || len(broken) == 0 || d.opts.ReadOnly {
+	if err != nil || !repairs || d.opts.ReadOnly {
 		return ops, broken, err
 	}
-	// Quarantine needs the exclusive lock; re-scan under it, since the
-	// files may have been repaired or removed in between.
+	// Repairs need the exclusive lock; re-scan under it, since the files
+	// may have been repaired or removed in between.
 	err = d.withLock(ctx, true, func() error {
 		var err error
-		ops, broken, err = d.scan()
+		ops, broken, _, err = d.scan()
 		if err != nil {
 			return err
 		}
-		for i := range broken {
-			broken[i].Quarantined, err = d.quarantine(broken[i].Name)
+		for _, op := range ops {
+			r, err := d.repair(op.ID)
 			if err != nil {
 				return err
 			}
-			d.log.Error().Err(broken[i].Err).Str("file", broken[i].Name).
-				Str("moved_to", broken[i].Quarantined).Msg("unreadable operation file quarantined")
+			for i := range broken {
+				if broken[i].ID == op.ID && r[broken[i].Name] != "" {
+					broken[i].Quarantined = r[broken[i].Name]
+				}
+			}
 		}
 		return nil
 	})
 	return ops, broken, err
 }
 
-// scan reads every operation file. The caller holds the lock.
-func (d *Dir) scan() ([]*Op, []Broken, error) {
+// scan reads every operation. The caller holds the lock. repairs says
+// whether some operation's file or copy needs rewriting.
+func (d *Dir) scan() (ops []*Op, broken []Broken, repairs bool, err error) {
 	ents, err := os.ReadDir(d.path)
 	if err != nil {
-		return nil, nil, ioErr(err, "read operation directory %s", d.path)
+		return nil, nil, false, ioErr(err, "read operation directory %s", d.path)
 	}
-	var ops []*Op
-	var broken []Broken
+	ids := map[ID]bool{}
 	for _, e := range ents {
-		name := e.Name()
-		if _, err := ParseID(name); err != nil {
-			continue // lock, history, temp and quarantined files
+		name := strings.TrimSuffix(e.Name(), copySuffix)
+		if id, err := ParseID(name); err == nil {
+			ids[id] = true
 		}
-		op, err := d.readOp(ID(name))
-		if err != nil {
-			broken = append(broken, Broken{Name: name, Err: err})
-			continue
+	}
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		r := d.read(id)
+		switch {
+		case r.op != nil:
+			ops = append(ops, r.op)
+			repairs = repairs || r.needsRepair()
+			for _, p := range r.problems() {
+				broken = append(broken, Broken{Name: p.name, ID: id, Recovered: true, Err: p.err})
+			}
+		case r.err != nil && errclass.Of(r.err) != errclass.NotFound:
+			broken = append(broken, Broken{Name: string(id), ID: id, Err: r.err})
 		}
-		ops = append(ops, op)
 	}
 	slices.SortFunc(ops, func(a, b *Op) int {
 		if c := a.Created().Compare(b.Created()); c != 0 {
@@ -223,57 +235,169 @@ func (d *Dir) scan() ([]*Op, []Broken, error) {
 		}
 		return strings.Compare(string(a.ID), string(b.ID))
 	})
-	return ops, broken, nil
+	return ops, broken, repairs, nil
 }
 
-func (d *Dir) readOp(id ID) (*Op, error) {
-	name := filepath.Join(d.path, string(id))
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, errclass.New(errclass.DataLoss, "operation file %s is a symlink", name)
+// fileRead is the outcome of reading one of an operation's two files.
+type fileRead struct {
+	name   string // base name
+	op     *Op
+	err    error // nil if op is set
+	absent bool
+}
+
+// opRead is the outcome of reading an operation: the op (from whichever
+// file is valid and newest) or the error, and what each file held.
+type opRead struct {
+	op         *Op
+	err        error
+	main, copy fileRead
+}
+
+// problems lists the files that are present but unusable.
+func (r opRead) problems() []fileRead {
+	var out []fileRead
+	for _, f := range []fileRead{r.main, r.copy} {
+		if f.err != nil && !f.absent {
+			out = append(out, f)
 		}
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, errclass.Newh(errclass.NotFound, "'pkcshsm_mk_change list' shows the active operations",
-				"HSM master key change operation '%s' not found", id)
+	}
+	return out
+}
+
+// needsRepair says whether a file is missing, unusable or older than the
+// other.
+func (r opRead) needsRepair() bool {
+	return r.op != nil && (r.main.op == nil || r.copy.op == nil || r.main.op.Gen != r.copy.op.Gen)
+}
+
+// read reads an operation from its file and its copy. The caller holds
+// the lock. The valid one with the higher generation wins: a write
+// replaces the file, then the copy, so the two differ only between those
+// renames, and then the file is the newer.
+func (d *Dir) read(id ID) opRead {
+	r := opRead{main: d.readOne(id, d.mainPath(id)), copy: d.readOne(id, d.copyPath(id))}
+	switch m, c := r.main.op, r.copy.op; {
+	case m != nil && c != nil && c.Gen > m.Gen:
+		r.op = c
+	case m != nil:
+		r.op = m
+	case c != nil:
+		r.op = c
+	case r.main.absent && r.copy.absent:
+		r.err = errclass.Newh(errclass.NotFound, "'pkcshsm_mk_change list' shows the active operations",
+			"HSM master key change operation '%s' not found", id)
+	default:
+		var errs []error
+		for _, f := range r.problems() {
+			errs = append(errs, f.err)
 		}
-		return nil, ioErr(err, "open %s", name)
+		if r.copy.absent {
+			errs = append(errs, fmt.Errorf("%s: missing", d.copyPath(id)))
+		}
+		if r.main.absent {
+			errs = append(errs, fmt.Errorf("%s: missing", d.mainPath(id)))
+		}
+		r.err = errclass.WithHint(&DamagedError{ID: id, Problems: errs}, damagedHint(d.path, id))
 	}
-	defer f.Close()
-	fi, err := f.Stat()
+	if r.op != nil && len(r.problems()) > 0 {
+		for _, p := range r.problems() {
+			d.log.Warn().Err(p.err).Str("op", string(id)).Msg("operation file unusable; read its other copy")
+		}
+	}
+	return r
+}
+
+func (d *Dir) readOne(id ID, name string) fileRead {
+	f := fileRead{name: filepath.Base(name)}
+	raw, err := readRegular(name)
 	if err != nil {
-		return nil, ioErr(err, "stat %s", name)
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > 1<<20 {
-		return nil, errclass.New(errclass.DataLoss, "operation file %s is not a regular file of at most 1 MiB", name)
-	}
-	raw := make([]byte, fi.Size())
-	if _, err := f.ReadAt(raw, 0); err != nil && fi.Size() > 0 {
-		return nil, ioErr(err, "read %s", name)
+		f.err, f.absent = err, errclass.Of(err) == errclass.NotFound
+		return f
 	}
 	op, err := Decode(raw)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		f.err = fmt.Errorf("%s: %w", name, err)
+		return f
 	}
 	if op.ID != id {
-		return nil, errclass.New(errclass.DataLoss, "%s: holds operation %q under another name", name, op.ID)
+		f.err = errclass.New(errclass.DataLoss, "%s: holds operation %q under another name", name, op.ID)
+		return f
 	}
-	return op, nil
+	f.op = op
+	return f
 }
 
+// readOp returns the operation or the error of read.
+func (d *Dir) readOp(id ID) (*Op, error) {
+	r := d.read(id)
+	return r.op, r.err
+}
+
+// repair makes an operation's file and copy both hold its newest valid
+// generation: an unusable file is moved to .broken/ first (never
+// deleted), then the missing or stale ones are rewritten. It returns where
+// each quarantined file went. The caller holds the exclusive lock.
+func (d *Dir) repair(id ID) (map[string]string, error) {
+	r := d.read(id)
+	if r.op == nil || !r.needsRepair() {
+		return nil, nil
+	}
+	moved := map[string]string{}
+	for _, p := range r.problems() {
+		q, err := d.quarantine(p.name)
+		if err != nil {
+			return nil, err
+		}
+		moved[p.name] = q
+		d.log.Error().Err(p.err).Str("file", p.name).Str("moved_to", q).Msg("damaged operation file quarantined and rewritten from its copy")
+	}
+	raw, err := Encode(r.op)
+	if err != nil {
+		return nil, err
+	}
+	d.cleanTemps()
+	if r.main.op == nil || r.main.op.Gen != r.op.Gen {
+		if err := d.writeFile(d.mainPath(id), raw, "repair"); err != nil {
+			return nil, err
+		}
+	}
+	if r.copy.op == nil || r.copy.op.Gen != r.op.Gen {
+		if err := d.writeFile(d.copyPath(id), raw, "repair"); err != nil {
+			return nil, err
+		}
+	}
+	return moved, nil
+}
+
+// quarantine moves a file of the directory to .broken/ with a timestamp.
+// Both directories are fsynced: the entry leaves one and enters the other,
+// and a crash must not lose the file from both.
 func (d *Dir) quarantine(name string) (string, error) {
 	qdir := filepath.Join(d.path, brokenDir)
-	if err := os.Mkdir(qdir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+	err := os.Mkdir(qdir, dirMode)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", ioErr(err, "create %s", qdir)
+	}
+	if err == nil {
+		if err := d.syncDir(d.path); err != nil {
+			return "", err
+		}
 	}
 	to := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
 	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}
-	return to, syncDir(d.path)
+	d.point("quarantine-before-dirsync")
+	if err := d.syncDir(qdir); err != nil {
+		return "", err
+	}
+	return to, d.syncDir(d.path)
 }
 
-// Load reads one operation.
+// Load reads one operation. A damaged file is read from its copy (and
+// left for a writer to repair); if both are unusable, the error is a
+// *DamagedError.
 func (d *Dir) Load(ctx context.Context, id ID) (*Op, error) {
 	if _, err := ParseID(string(id)); err != nil {
 		return nil, err
@@ -290,33 +414,42 @@ func (d *Dir) Load(ctx context.Context, id ID) (*Op, error) {
 // Create stores a new operation in state INITIAL under a fresh id. The
 // conflict check against every existing operation and the creation happen
 // under one exclusive lock, so two concurrent creators cannot both pass.
-// An unreadable existing file counts as a conflict of unknown extent: it is
-// quarantined and reported, and creation is refused.
+// An unreadable existing operation counts as a conflict of unknown extent:
+// creation is refused.
 func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
+	out, c, err := d.CreateClaimed(ctx, op, "")
+	c.Release()
+	return out, err
+}
+
+// CreateClaimed is [Dir.Create] that also takes the new operation's claim
+// for command before the operation becomes visible, so no other command
+// can start on it in between.
+func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *Claim, error) {
 	op = op.Clone()
 	op.State = Initial
 	op.Transitions = nil
+	op.Gen = 0
 	if op.UID == 0 {
 		op.UID = os.Getuid()
 	}
 	var out *Op
+	var claim *Claim
 	err := d.withLock(ctx, true, func() error {
-		existing, broken, err := d.scan()
+		existing, broken, _, err := d.scan()
 		if err != nil {
 			return err
 		}
-		if len(broken) > 0 {
-			var errs []error
-			for _, b := range broken {
-				q, qerr := d.quarantine(b.Name)
-				if qerr != nil {
-					return qerr
-				}
-				errs = append(errs, fmt.Errorf("%w (moved to %s)", b.Err, q))
+		var errs []error
+		for _, b := range broken {
+			if !b.Recovered {
+				errs = append(errs, b.Err)
 			}
+		}
+		if len(errs) > 0 {
 			return errclass.Newh(errclass.DataLoss,
-				"inspect the quarantined files; if they belonged to an unfinished operation, its keys may need 'pkcshsm keys restore-old'",
-				"refusing to start an operation next to unreadable ones: %w", errors.Join(errs...))
+				"repair the unreadable operation first (pkcshsm_mk_change list shows how)",
+				"refusing to start an operation next to an unreadable one: %w", errors.Join(errs...))
 		}
 		var conflicts []Conflict
 		for _, other := range existing {
@@ -325,19 +458,30 @@ func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
 		}
+		d.point("create-checked")
 		for range maxIDTry {
 			id, err := NewID()
 			if err != nil {
 				return err
 			}
-			if _, err := os.Lstat(filepath.Join(d.path, string(id))); err == nil {
+			if _, err := os.Lstat(d.mainPath(id)); err == nil {
+				continue
+			}
+			if _, err := os.Lstat(d.copyPath(id)); err == nil {
 				continue
 			}
 			op.ID = id
 			if err := op.Move(Initial, d.opts.Now()); err != nil {
 				return err
 			}
+			if command != "" {
+				if claim, err = d.Claim(ctx, id, command); err != nil {
+					return err
+				}
+			}
 			if err := d.write(op); err != nil {
+				claim.Release()
+				claim = nil
 				return err
 			}
 			out = op
@@ -345,21 +489,28 @@ func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
 		}
 		return errclass.New(errclass.Internal, "could not find a free operation id")
 	})
-	return out, err
+	return out, claim, err
 }
 
 // Update applies fn to the stored operation and saves the result, all under
 // the exclusive lock (read-modify-write). fn may change anything but the id;
-// state changes must follow the state machine.
+// state changes must follow the state machine. An operation that no longer
+// exists is an error of class NotFound.
 func (d *Dir) Update(ctx context.Context, id ID, fn func(*Op) error) (*Op, error) {
 	if _, err := ParseID(string(id)); err != nil {
 		return nil, err
 	}
 	var out *Op
 	err := d.withLock(ctx, true, func() error {
-		cur, err := d.readOp(id)
-		if err != nil {
-			return err
+		r := d.read(id)
+		if r.err != nil {
+			return r.err
+		}
+		cur := r.op
+		for _, p := range r.problems() {
+			if _, err := d.quarantine(p.name); err != nil {
+				return err
+			}
 		}
 		next := cur.Clone()
 		if err := fn(next); err != nil {
@@ -368,10 +519,11 @@ func (d *Dir) Update(ctx context.Context, id ID, fn func(*Op) error) (*Op, error
 		if next.ID != cur.ID {
 			return errclass.New(errclass.Internal, "operation id changed from %s to %s", cur.ID, next.ID)
 		}
-		if !CanMove(cur.State, next.State) {
+		if !cur.CanMove(next.State) {
 			return errclass.New(errclass.FailedPrecondition,
 				"operation %s cannot move from %s to %s", id, cur.State, next.State)
 		}
+		next.Gen = cur.Gen + 1
 		if err := d.write(next); err != nil {
 			return err
 		}
@@ -400,26 +552,42 @@ type HistoryEntry struct {
 }
 
 // Remove ends an operation: it appends the operation and its outcome to the
-// history (durably), then removes the operation file. A crash in between
-// leaves the file, so the ending can be repeated; the history may then hold
-// the entry twice, which readers tolerate.
+// history (durably), then removes the copy, then the operation file. A
+// crash in between leaves the file, so the ending can be repeated; the
+// history may then hold the entry twice, which readers tolerate. The copy
+// goes first: a copy alone would bring an ended operation back.
 func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 	if _, err := ParseID(string(id)); err != nil {
 		return err
 	}
 	return d.withLock(ctx, true, func() error {
-		op, err := d.readOp(id)
-		if err != nil {
+		r := d.read(id)
+		if r.err != nil {
+			return r.err
+		}
+		for _, p := range r.problems() {
+			if _, err := d.quarantine(p.name); err != nil {
+				return err
+			}
+		}
+		if err := d.appendHistory(HistoryEntry{At: d.opts.Now().UTC(), Outcome: outcome, UID: os.Getuid(), Op: r.op}); err != nil {
 			return err
 		}
-		if err := d.appendHistory(HistoryEntry{At: d.opts.Now().UTC(), Outcome: outcome, UID: os.Getuid(), Op: op}); err != nil {
+		d.point("remove-after-history")
+		if err := os.Remove(d.copyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return ioErr(err, "remove operation file copy %s", d.copyPath(id))
+		}
+		if err := d.syncDir(d.path); err != nil {
 			return err
 		}
-		d.opts.crash("remove-after-history")
-		if err := os.Remove(filepath.Join(d.path, string(id))); err != nil {
+		d.point("remove-after-copy")
+		if err := os.Remove(d.mainPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ioErr(err, "remove operation file %s", id)
 		}
-		return syncDir(d.path)
+		// The claim file goes last; its holder (if any) keeps its flock on
+		// the removed inode until it exits.
+		os.Remove(d.claimPath(id))
+		return d.syncDir(d.path)
 	})
 }
 
@@ -429,11 +597,20 @@ func (d *Dir) appendHistory(e HistoryEntry) error {
 		return errclass.New(errclass.Internal, "failed to encode history entry: %w", err)
 	}
 	name := filepath.Join(d.path, historyName)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, fileMode)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, fileMode)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return notRegular(name, fs.ModeSymlink)
+		}
 		return ioErr(err, "open history %s", name)
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		if err != nil {
+			return ioErr(err, "stat %s", name)
+		}
+		return notRegular(name, fi.Mode())
+	}
 	if _, err := f.Write(append(line, '\n')); err != nil {
 		return ioErr(err, "append to history %s", name)
 	}
@@ -444,18 +621,18 @@ func (d *Dir) appendHistory(e HistoryEntry) error {
 }
 
 // History returns the ended operations, oldest first. Lines that do not
-// parse (a torn last line after a crash) are skipped and counted.
+// parse (a torn last line after a crash) are skipped and counted. The
+// history is read whole; a history larger than 64 MiB is refused.
 func (d *Dir) History(ctx context.Context) (entries []HistoryEntry, skipped int, err error) {
 	err = d.withLock(ctx, false, func() error {
-		f, err := os.OpenFile(filepath.Join(d.path, historyName), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if errors.Is(err, fs.ErrNotExist) {
+		raw, err := readHistory(filepath.Join(d.path, historyName))
+		if errclass.Of(err) == errclass.NotFound {
 			return nil
 		}
 		if err != nil {
-			return ioErr(err, "open history")
+			return err
 		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
+		sc := bufio.NewScanner(bytes.NewReader(raw))
 		sc.Buffer(make([]byte, 64<<10), 4<<20)
 		for sc.Scan() {
 			var e HistoryEntry
@@ -473,83 +650,56 @@ func (d *Dir) History(ctx context.Context) (entries []HistoryEntry, skipped int,
 	return entries, skipped, err
 }
 
-// write stores op atomically and durably: temp file, fsync, rename, fsync
-// of the directory. The caller holds the exclusive lock. After a crash at
-// any point the file holds the old or the new content; a leftover temp file
-// is ignored by readers and removed by the next write.
+// readHistory reads the history like readRegular reads an operation file
+// (never blocking, never following a link), with a larger bound.
+func readHistory(name string) ([]byte, error) {
+	fi, err := os.Lstat(name)
+	if err != nil {
+		return nil, ioErr(err, "stat %s", name)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, notRegular(name, fi.Mode())
+	}
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, ioErr(err, "open %s", name)
+	}
+	defer f.Close()
+	if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		if err != nil {
+			return nil, ioErr(err, "stat %s", name)
+		}
+		return nil, notRegular(name, fi.Mode())
+	}
+	const maxHistory = 64 << 20
+	if fi.Size() > maxHistory {
+		return nil, errclass.New(errclass.DataLoss, "%s has %d bytes, more than %d", name, fi.Size(), maxHistory)
+	}
+	buf := make([]byte, fi.Size())
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && n != len(buf) {
+		return nil, ioErr(err, "read %s", name)
+	}
+	return buf[:n], nil
+}
+
+// write stores op atomically and durably, first as the operation file,
+// then as its copy, each by temp file, fsync, rename and fsync of the
+// directory. The caller holds the exclusive lock. After a crash at any
+// point each file holds exactly its old or its new content, and at least
+// one holds the new content once the first rename is done; a leftover temp
+// file is ignored by readers and removed by the next write.
 func (d *Dir) write(op *Op) error {
+	if op.Gen == 0 {
+		op.Gen = 1
+	}
 	raw, err := Encode(op)
 	if err != nil {
 		return err
 	}
 	d.cleanTemps()
-	f, err := os.CreateTemp(d.path, tmpPrefix+string(op.ID)+"-")
-	if err != nil {
-		return ioErr(err, "create temporary file in %s", d.path)
+	if err := d.writeFile(d.mainPath(op.ID), raw, "write"); err != nil {
+		return err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(fileMode); err != nil {
-		return ioErr(err, "chmod %s", tmp)
-	}
-	if _, err := f.Write(raw); err != nil {
-		return ioErr(err, "write %s", tmp)
-	}
-	d.opts.crash("write-before-fsync")
-	if err := f.Sync(); err != nil {
-		return ioErr(err, "sync %s", tmp)
-	}
-	if err := f.Close(); err != nil {
-		return ioErr(err, "close %s", tmp)
-	}
-	d.opts.crash("write-before-rename")
-	if err := os.Rename(tmp, filepath.Join(d.path, string(op.ID))); err != nil {
-		return ioErr(err, "rename %s", tmp)
-	}
-	ok = true
-	d.opts.crash("write-before-dirsync")
-	return syncDir(d.path)
-}
-
-// cleanTemps removes temp files left by a crashed writer. The caller holds
-// the exclusive lock, so no live writer owns them.
-func (d *Dir) cleanTemps() {
-	ents, err := os.ReadDir(d.path)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			if err := os.Remove(filepath.Join(d.path, e.Name())); err == nil {
-				d.log.Warn().Str("file", e.Name()).Msg("removed temporary file left by an interrupted write")
-			}
-		}
-	}
-}
-
-func syncDir(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return ioErr(err, "open directory %s", path)
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return ioErr(err, "sync directory %s", path)
-	}
-	return nil
-}
-
-// ioErr classifies a failed file-system call; a refused one gets a hint.
-func ioErr(err error, format string, args ...any) error {
-	err = errclass.FS(err, format, args...)
-	if errclass.Of(err) == errclass.PermissionDenied {
-		return errclass.WithHint(err, "run as the administrator who owns the state directory")
-	}
-	return err
+	return d.writeFile(d.copyPath(op.ID), raw, "copy")
 }

@@ -84,10 +84,10 @@ func (s *State) UnmarshalText(b []byte) error {
 }
 
 // transitions lists the moves the state machine allows. Every state has a
-// way out: reencipher resumes or cancels INITIAL and REENCIPHERING,
-// finalize completes REENCIPHERED, FINALIZING and ERROR, cancel completes
-// INITIAL, REENCIPHERING, REENCIPHERED, CANCELING and ERROR. Removal of the
-// file (done, or rolled back) is not a state and is always allowed.
+// way out: cancel completes INITIAL and REENCIPHERING, finalize or cancel
+// REENCIPHERED, finalize FINALIZING, cancel CANCELING, and ERROR goes back
+// to the state it came from (see [Op.CanMove]). Removal of the file (done,
+// or rolled back) is not a state and is always allowed.
 var transitions = map[State][]State{
 	Initial:       {Reenciphering, Canceling},
 	Reenciphering: {Reenciphered, Canceling},
@@ -98,9 +98,109 @@ var transitions = map[State][]State{
 }
 
 // CanMove reports whether the state machine allows from → to. Staying in
-// the same state (a resumed pass re-saving progress) is allowed.
+// the same state (a resumed pass re-saving progress) is allowed. It does not
+// know where an ERROR came from; [Op.CanMove] does.
 func CanMove(from, to State) bool {
 	return from == to || slices.Contains(transitions[from], to)
+}
+
+// CanMove reports whether o may move to state to. An operation in ERROR
+// may only go back to the state it failed in: a failed cancel has already
+// dropped blobs under the new master key, so finalizing it would lose keys,
+// and a failed finalize has already made new blobs current, so canceling it
+// would.
+func (o *Op) CanMove(to State) bool {
+	if !CanMove(o.State, to) {
+		return false
+	}
+	if o.State == Error && to != Error {
+		if from, ok := o.failedIn(); ok {
+			return to == from
+		}
+	}
+	return true
+}
+
+// failedIn is the state the operation was in when it moved to ERROR.
+func (o *Op) failedIn() (State, bool) {
+	for i := len(o.Transitions) - 1; i >= 0; i-- {
+		if st := o.Transitions[i].State; st != Error {
+			return st, st == Finalizing || st == Canceling
+		}
+	}
+	return 0, false
+}
+
+// Completes lists the commands that complete the operation from where it
+// stands. Only REENCIPHERED offers a choice (finalize once every APQN has
+// the new master key set, cancel before any has); every other state has
+// exactly one way out, so a person following `list` cannot pick the wrong
+// one after a crash.
+func (o *Op) Completes() []Action {
+	switch o.State {
+	case Initial, Reenciphering, Canceling:
+		return []Action{ActCancel}
+	case Reenciphered:
+		return []Action{ActFinalize, ActCancel}
+	case Finalizing:
+		return []Action{ActFinalize}
+	case Error:
+		switch from, ok := o.failedIn(); {
+		case ok && from == Finalizing:
+			return []Action{ActFinalize}
+		case ok && from == Canceling:
+			return []Action{ActCancel}
+		}
+		return []Action{ActFinalize, ActCancel}
+	}
+	return nil
+}
+
+// SetLosesKeys reports whether setting (activating) the new master keys now
+// would lose keys: some key objects have no blob under the new master key,
+// because the reencipher is not complete or a cancel has begun dropping
+// them.
+func (o *Op) SetLosesKeys() bool {
+	switch o.State {
+	case Initial, Reenciphering, Canceling:
+		return true
+	case Error:
+		from, ok := o.failedIn()
+		return !ok || from == Canceling
+	}
+	return false
+}
+
+// Steps record the step a command is about to take (intent before action):
+// the step is saved before the step begins, so after a kill at any instant
+// the file names the step that was in progress. A resumed command redoes
+// every step of its state; each is idempotent.
+const (
+	// StepFirstPass: finalize's or cancel's first token-object pass.
+	StepFirstPass = "first-pass"
+	// StepBroadcast: the event to every other process (session objects).
+	StepBroadcast = "broadcast"
+	// StepSecondPass: finalize's or cancel's second token-object pass, for
+	// objects other processes created during the first.
+	StepSecondPass = "second-pass"
+	// StepPass: reencipher's token-object pass, and the pass of the
+	// automatic cancel after a failed reencipher.
+	StepPass = "token-pass"
+)
+
+// StepText describes a step for `list`.
+func StepText(step string) string {
+	switch step {
+	case StepFirstPass:
+		return "first pass over the token objects"
+	case StepBroadcast:
+		return "telling every running process (session objects)"
+	case StepSecondPass:
+		return "second pass over the token objects"
+	case StepPass:
+		return "pass over the token objects"
+	}
+	return step
 }
 
 // Slot is one token affected by an operation, with the master key patterns
@@ -132,8 +232,12 @@ type Op struct {
 	Slots []Slot `json:"slots"`
 	// UID is the user who started the operation.
 	UID int `json:"uid"`
-	// Step names the last completed step, so a resumed command knows
-	// where it stands (e.g. "broadcast-reencipher", "token-pass").
+	// Gen counts the writes of the file (1 when created). Of the file and
+	// its copy, the valid one with the higher generation wins.
+	Gen uint64 `json:"gen,omitempty"`
+	// Step names the step in progress, recorded before it begins (one of
+	// the Step constants; format version 1 recorded the last completed
+	// step instead).
 	Step string `json:"step,omitempty"`
 	// LastError is the failure that put the operation into ERROR.
 	LastError   string       `json:"last_error,omitempty"`
@@ -169,7 +273,7 @@ func (o *Op) Updated() time.Time {
 
 // Move changes the state, enforcing the state machine.
 func (o *Op) Move(to State, now time.Time) error {
-	if !CanMove(o.State, to) {
+	if !o.CanMove(to) {
 		return errclass.New(errclass.FailedPrecondition,
 			"operation %s cannot move from %s to %s", o.ID, o.State, to)
 	}
@@ -292,10 +396,12 @@ func (e *ConflictError) ErrClass() errclass.Class { return errclass.Conflict }
 
 // The file format: a magic line with the format version, the operation as
 // JSON, and a trailer with the SHA-256 of everything before it. Anything
-// else is not an operation file.
+// else is not an operation file. Version 2 added the generation and
+// records steps before they begin; version 1 files are still read.
 const (
 	magic         = "pkcshsm-mk-change-op"
-	formatVersion = 1
+	formatVersion = 2
+	oldestVersion = 1
 	sumPrefix     = "\nsha256:"
 )
 
@@ -332,8 +438,8 @@ func Decode(raw []byte) (*Op, error) {
 	if n, err := fmt.Sscanf(string(head), magic+" %d", &ver); n != 1 || err != nil || string(head) != fmt.Sprintf("%s %d", magic, ver) {
 		return fail("header %q is not %q", truncate(head), magic+" <version>")
 	}
-	if ver != formatVersion {
-		return fail("format version %d is not supported (this program reads version %d)", ver, formatVersion)
+	if ver < oldestVersion || ver > formatVersion {
+		return fail("format version %d is not supported (this program reads versions %d to %d)", ver, oldestVersion, formatVersion)
 	}
 	i := bytes.LastIndex(rest, []byte(sumPrefix))
 	if i < 0 {
@@ -356,6 +462,9 @@ func Decode(raw []byte) (*Op, error) {
 	}
 	if dec.More() {
 		return fail("trailing data after the operation")
+	}
+	if ver == 1 && o.Gen != 0 {
+		return fail("format version 1 has no generation")
 	}
 	if err := o.Validate(); err != nil {
 		return nil, errclass.As(errclass.DataLoss, err)

@@ -149,7 +149,9 @@ func TestCodec(t *testing.T) {
 		"no trailer":    raw[:bytes.LastIndex(raw, []byte(sumPrefix))],
 		"flipped bit":   flip(raw, len(raw)/2),
 		"wrong magic":   bytes.Replace(raw, []byte(magic), []byte("opencryptoki-op-xx"), 1),
-		"version 2":     resum(bytes.Replace(raw, []byte(magic+" 1"), []byte(magic+" 2"), 1)),
+		"version 3":     resum(bytes.Replace(raw, []byte(magic+" 2"), []byte(magic+" 3"), 1)),
+		"version 0":     resum(bytes.Replace(raw, []byte(magic+" 2"), []byte(magic+" 0"), 1)),
+		"v1 with gen":   resum(bytes.Replace(bytes.Replace(raw, []byte(magic+" 2"), []byte(magic+" 1"), 1), []byte(`"uid": 0,`), []byte(`"uid": 0, "gen": 4,`), 1)),
 		"unknown field": resum(bytes.Replace(raw, []byte(`"id":`), []byte(`"color": 1, "id":`), 1)),
 		"bad state":     resum(bytes.Replace(raw, []byte(`"REENCIPHERED"`), []byte(`"DONE"`), 1)),
 		"bad id":        resum(bytes.Replace(raw, []byte(`"uNA5QP"`), []byte(`"../../x"`), 1)),
@@ -322,47 +324,6 @@ func TestDirLifecycle(t *testing.T) {
 	}
 }
 
-func TestQuarantine(t *testing.T) {
-	ctx := context.Background()
-	path := t.TempDir()
-	d := openDir(t, path)
-	good, err := d.Create(ctx, sampleOp(t, "01.0001", mkvp.CCAAES))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(path, "Zz9999"), []byte("garbage"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	// A stray file with another name is not an operation and is left alone.
-	if err := os.WriteFile(filepath.Join(path, "notes.txt"), []byte("x"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	ops, broken, err := d.List(ctx)
-	if err != nil || len(ops) != 1 || ops[0].ID != good.ID {
-		t.Fatalf("list with a broken file: %v %v", ops, err)
-	}
-	if len(broken) != 1 || broken[0].Name != "Zz9999" || errclass.Of(broken[0].Err) != errclass.DataLoss || broken[0].Quarantined == "" {
-		t.Fatalf("broken = %+v", broken)
-	}
-	if b, err := os.ReadFile(broken[0].Quarantined); err != nil || string(b) != "garbage" {
-		t.Fatalf("quarantined content lost: %q %v", b, err)
-	}
-	if _, err := os.Stat(filepath.Join(path, "notes.txt")); err != nil {
-		t.Fatal("stray file touched")
-	}
-	// A broken file blocks creation (its extent is unknown) but is reported.
-	os.WriteFile(filepath.Join(path, "Yy8888"), []byte("pkcshsm-mk-change-op 1\n{"), 0o640)
-	if _, err := d.Create(ctx, sampleOp(t, "09.0001", mkvp.CCAAES)); errclass.Of(err) != errclass.DataLoss || !strings.Contains(err.Error(), "Yy8888") {
-		t.Fatalf("create next to a broken file: %v", err)
-	}
-	// A file under a name that does not match its content is broken too.
-	raw, _ := os.ReadFile(filepath.Join(path, string(good.ID)))
-	os.WriteFile(filepath.Join(path, "Xx7777"), raw, 0o640)
-	if _, broken, _ := d.List(ctx); len(broken) != 1 || !strings.Contains(broken[0].Err.Error(), "under another name") {
-		t.Fatalf("renamed copy: %+v", broken)
-	}
-}
-
 func TestSymlinksRefused(t *testing.T) {
 	base := t.TempDir()
 	real := filepath.Join(base, "real")
@@ -412,35 +373,5 @@ func TestReadOnly(t *testing.T) {
 	}
 	if _, err := r.Update(ctx, op.ID, func(*Op) error { return nil }); err == nil {
 		t.Fatal("read-only update succeeded")
-	}
-}
-
-func TestLockTimeout(t *testing.T) {
-	path := t.TempDir()
-	d := openDir(t, path)
-	holder := openDir(t, path) // a second handle stands for another process
-	holder.opts.LockTimeout = time.Minute
-	locked := make(chan struct{})
-	release := make(chan struct{})
-	done := make(chan error)
-	go func() {
-		done <- holder.withLock(context.Background(), true, func() error {
-			close(locked)
-			<-release
-			return nil
-		})
-	}()
-	<-locked
-	d.opts.LockTimeout = 100 * time.Millisecond
-	_, err := d.Create(context.Background(), sampleOp(t, "01.0001", mkvp.CCAAES))
-	if errclass.Of(err) != errclass.DeadlineExceeded || errclass.Hint(err) == "" {
-		t.Fatalf("create while locked: %v", err)
-	}
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Create(context.Background(), sampleOp(t, "01.0001", mkvp.CCAAES)); err != nil {
-		t.Fatalf("create after release: %v", err)
 	}
 }

@@ -90,6 +90,7 @@ func (l *Library) GenerateKey(h SessionHandle, m Mechanism, attrs []Attribute) (
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	ctx = t.ep11Bind(ctx, s, tmpl)
 	blob, err := t.newBlob(ctx, func(q apqn.ID) ([]byte, error) { return l.backend.GenerateKey(ctx, q, ks) })
 	if err != nil {
 		return 0, err
@@ -193,6 +194,7 @@ func (l *Library) GenerateKeyPair(h SessionHandle, m Mechanism, pubAttrs, privAt
 	if err := t.checkWrite(s, vt.boolOr(ck.CKA_TOKEN, false), vt.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, 0, err
 	}
+	ctx = t.ep11Bind(ctx, s, vt)
 	var spki []byte
 	blob, err := t.newBlob(ctx, func(q apqn.ID) ([]byte, error) {
 		b, p, err := l.backend.GenerateKeyPair(ctx, q, ks)
@@ -272,6 +274,11 @@ func (l *Library) WrapKey(h SessionHandle, m Mechanism, wrapping, key ObjectHand
 	}
 	if err2 != nil {
 		return 0, &Error{rv: ck.CKR_KEY_HANDLE_INVALID, err: err2}
+	}
+	for _, o := range []*object{wk, k} {
+		if err := t.ep11CheckUse(ctx, s, o); err != nil {
+			return 0, err
+		}
 	}
 	if wk.class() != ck.CKO_SECRET_KEY || wk.keyType() != ck.CKK_AES {
 		return 0, newErr(ck.CKR_WRAPPING_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument, "the wrapping key must be an AES key")
@@ -376,6 +383,10 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	if err := t.ep11CheckUse(ctx, s, uk); err != nil {
+		return 0, err
+	}
+	ctx = t.ep11Bind(ctx, s, tmpl)
 	var blob []byte
 	var onQ apqn.ID
 	err = t.useKey(ctx, uk, func(q apqn.ID, ub []byte) error {

@@ -69,6 +69,7 @@ func (t *token) useKeys(ctx context.Context, os []*object, fn func(q apqn.ID, bl
 	}
 	return t.onAPQN(ctx, func(q apqn.ID) error {
 		err := fn(q, blobs)
+		err = t.ep11Retry(ctx, q, err, func() error { return fn(q, blobs) })
 		if err == nil || !errors.Is(err, hsm.ErrWrongMK) {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/runtime/agent"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
@@ -61,6 +63,10 @@ type Options struct {
 	// tools set it; they still follow master key change operations from
 	// the operation files at Open.
 	NoAgent bool
+	// NoEP11Sessions keeps the EP11 session modes (STRICT_MODE,
+	// VHSM_MODE) from logging in EP11 sessions: the session tool sets it,
+	// so it can set a card PIN and clean up without sessions of its own.
+	NoEP11Sessions bool
 
 	// kdf overrides the store's PIN derivation (tests use a cheap one).
 	kdf store.KDF
@@ -85,6 +91,9 @@ type Library struct {
 	mkMu   sync.Mutex
 	opsDir *state.Dir
 	agent  *agent.Agent
+
+	noEP11Sessions bool
+	program        string
 
 	mu          sync.Mutex // guards sessions and nextSession
 	sessions    map[SessionHandle]*session
@@ -114,6 +123,9 @@ func Open(opts Options) (*Library, error) {
 		backend:  opts.Backend,
 		slots:    map[SlotID]*token{},
 		sessions: map[SessionHandle]*session{},
+
+		noEP11Sessions: opts.NoEP11Sessions,
+		program:        opts.Program,
 	}
 	if l.backend == nil {
 		b, closer, err := openBackend(gc, opts.Layout, opts.Logger)
@@ -159,19 +171,36 @@ func Open(opts Options) (*Library, error) {
 	return l, nil
 }
 
-// Close closes every session and token store (C_Finalize).
+// closeWait bounds how long Close waits for a master key change reconcile
+// in progress (the runtime agent has its own bound of the same length).
+var closeWait = 5 * time.Second
+
+// Close closes every session and token store (C_Finalize). It never waits
+// longer than closeWait for the runtime agent or a reconcile in progress
+// (stuck, say, on a file that blocks): those are left behind and logged,
+// so an application's shutdown is bounded.
 func (l *Library) Close() error {
 	if l.agent != nil {
 		if err := l.agent.Close(); err != nil {
-			l.log.Warn().Err(err).Msg("closing the runtime agent")
+			l.log.Error().Err(err).Msg("closing the runtime agent")
 		}
 	}
-	l.mkMu.Lock()
-	if l.opsDir != nil {
-		l.opsDir.Close()
-		l.opsDir = nil
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.mkMu.Lock()
+		defer l.mkMu.Unlock()
+		if l.opsDir != nil {
+			l.opsDir.Close()
+			l.opsDir = nil
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		l.log.Error().Dur("waited", closeWait).
+			Msg("a master key change reconcile is stuck; closing without waiting for it")
 	}
-	l.mkMu.Unlock()
 	l.mu.Lock()
 	ss := make([]*session, 0, len(l.sessions))
 	for _, s := range l.sessions {
@@ -216,11 +245,15 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 		maxPIN:   maxPIN,
 		sessions: map[SessionHandle]*session{},
 		sessObjs: map[ObjectHandle]*object{},
-		cache:    map[ObjectHandle]*object{},
+		cache:    objcache.New[*object](0),
 		mkOps:    map[state.ID]*state.Op{},
 	}
 	for _, ig := range sc.ignored {
 		t.log.Warn().Str("setting", ig).Msg("token configuration setting is not supported and has no effect")
+	}
+	if err := l.newEP11Manager(t, l.program); err != nil {
+		st.Close()
+		return nil, err
 	}
 	return t, nil
 }

@@ -1,11 +1,14 @@
 package tokenlib
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -35,7 +38,13 @@ import (
 //   - an active operation whose file is gone (finalized or canceled while
 //     this process missed the state) is settled by what the adapters hold:
 //     a REENC blob under the CURRENT master key is finalized, any other
-//     dropped.
+//     dropped. Only an ending recorded in the history counts as gone: an
+//     operation file that is unreadable (bad checksum, not a regular file),
+//     quarantined or removed without an ending never makes the process
+//     forget the operation. It keeps acting on the last state it read
+//     (REENC blobs for new keys, EP11 APQN pinning, fallback to the REENC
+//     blob) and logs an error at every reconcile until the file is readable
+//     again or its ending is recorded.
 //
 // The token objects are the tool's business (pkcshsm_mk_change rewrites
 // them in the stores); this process sees the results through the store.
@@ -74,12 +83,15 @@ type reconcileResult struct {
 // reconcile brings every token in line with the operation files. It
 // returns, per operation id and slot, what it did.
 func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconcileResult, error) {
-	l.mkMu.Lock()
+	if err := l.lockMK(ctx); err != nil {
+		return nil, err
+	}
 	defer l.mkMu.Unlock()
-	ops, err := l.listOps(ctx)
+	ops, broken, err := l.listOps(ctx)
 	if err != nil {
 		return nil, err
 	}
+	var ended map[state.ID]bool // read from the history on first need
 	out := map[state.ID]map[SlotID]reconcileResult{}
 	for _, id := range l.order {
 		t := l.slots[id]
@@ -101,36 +113,97 @@ func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconc
 			out[op.ID][id] = r
 		}
 		for _, op := range t.activeOps() {
-			if !seen[op.ID] {
-				t.settle(ctx, view, op)
+			if seen[op.ID] {
+				continue
 			}
+			if ended == nil {
+				ended = l.endedOps(ctx)
+			}
+			if !ended[op.ID] {
+				t.log.Error().Str("op", string(op.ID)).Stringer("last_known_state", op.State).
+					Str("file", filepath.Join(l.layout.MKChangeDir(), string(op.ID))).
+					AnErr("file_error", broken[op.ID]).
+					Msg("MASTER KEY CHANGE OPERATION FILE UNREADABLE OR MISSING, ITS END IS NOT RECORDED: " +
+						"keeping its last known state (REENC blobs for new keys, EP11 APQN pinning); " +
+						"repair or restore the file, then run 'pkcshsm_mk_change list'")
+				continue
+			}
+			t.settle(ctx, view, op)
 		}
 	}
 	return out, nil
 }
 
-// listOps reads the operation files; a missing directory means none.
-func (l *Library) listOps(ctx context.Context) ([]*state.Op, error) {
+// lockMK takes l.mkMu, waiting at most until ctx ends (an event's
+// deadline): a reconcile that does not return never holds up the ones
+// after it for longer than their own deadline.
+func (l *Library) lockMK(ctx context.Context) error {
+	if l.mkMu.TryLock() {
+		return nil
+	}
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errclass.New(errclass.DeadlineExceeded,
+				"master key change: an earlier reconcile of this process is still running: %w", ctx.Err())
+		case <-tick.C:
+			if l.mkMu.TryLock() {
+				return nil
+			}
+		}
+	}
+}
+
+// listOps reads the operation files; a missing directory means none. It
+// also returns, by name, the files that could not be read.
+func (l *Library) listOps(ctx context.Context) ([]*state.Op, map[state.ID]error, error) {
 	if l.opsDir == nil {
 		d, err := state.Open(l.layout.MKChangeDir(), state.Options{ReadOnly: true, Logger: l.log})
 		if errclass.Of(err) == errclass.NotFound {
-			return nil, nil
+			return nil, nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		l.opsDir = d
 	}
 	ops, broken, err := l.opsDir.List(ctx)
+	bad := map[state.ID]error{}
 	for _, b := range broken {
-		l.log.Error().Err(b.Err).Str("file", b.Name).Msg("unreadable master key change operation file ignored")
+		bad[state.ID(b.Name)] = b.Err
+		l.log.Error().Err(b.Err).Str("file", b.Name).
+			Msg("UNREADABLE MASTER KEY CHANGE OPERATION FILE: this process cannot follow that operation from it; " +
+				"run 'pkcshsm_mk_change list' for the repair")
 	}
 	if errclass.Of(err) == errclass.NotFound { // the directory went away
 		l.opsDir.Close()
 		l.opsDir = nil
-		return nil, nil
+		return nil, nil, nil
 	}
-	return ops, err
+	return ops, bad, err
+}
+
+// endedOps returns the operations whose end the history records. A history
+// that cannot be read ends nothing.
+func (l *Library) endedOps(ctx context.Context) map[state.ID]bool {
+	out := map[state.ID]bool{}
+	if l.opsDir == nil {
+		return out
+	}
+	entries, skipped, err := l.opsDir.History(ctx)
+	if err != nil {
+		l.log.Error().Err(err).Msg("cannot read the master key change history: no operation counts as ended")
+		return out
+	}
+	if skipped > 0 {
+		l.log.Warn().Int("lines", skipped).Msg("master key change history has lines that do not parse")
+	}
+	for _, e := range entries {
+		out[e.Op.ID] = true
+	}
+	return out
 }
 
 // reconcileOp applies one operation's state to the token.
@@ -235,31 +308,72 @@ func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
 
 // sessionPass applies action a to the session keys of the token. Each key
 // is transformed outside t.mu and swapped in only if nobody replaced it
-// meanwhile.
+// meanwhile. The keys are taken a page at a time, in handle order
+// (sessionPageAfter): t.mu is held only to pick a page, and the pass holds
+// one page, not a copy of every session object. Keys made during the pass
+// get their REENC blob when they are made (withReenc).
 func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.Op, a state.Action) (int, error) {
-	t.mu.Lock()
-	objs := slices.Collect(maps.Values(t.sessObjs))
-	t.mu.Unlock()
 	qs := view.APQNsFor(op)
 	if a == state.ActReencipher && len(qs) == 0 {
 		return 0, errclass.New(errclass.FailedPrecondition, "slot %d uses no APQN of operation %s", t.slot, op.ID)
 	}
-	changed := 0
+	changed, failed, i := 0, 0, 0
 	var errs []error
-	for i, o := range objs {
-		var q apqn.ID
-		if len(qs) > 0 {
-			q = qs[i%len(qs)]
+	var after ObjectHandle
+	for {
+		page := t.sessionPageAfter(after, sessionPage)
+		if len(page) == 0 {
+			break
 		}
-		ok, err := t.sessionTransform(ctx, q, o, op, a)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
+		for _, o := range page {
+			var q apqn.ID
+			if len(qs) > 0 {
+				q = qs[i%len(qs)]
+			}
+			i++
+			ok, err := t.sessionTransform(ctx, q, o, op, a)
+			if err != nil {
+				if failed++; len(errs) < 10 {
+					errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
+				}
+			}
+			if ok {
+				changed++
+			}
 		}
-		if ok {
-			changed++
-		}
+		after = page[len(page)-1].handle
+	}
+	if failed > len(errs) {
+		errs = append(errs, fmt.Errorf("%d more session objects failed", failed-len(errs)))
 	}
 	return changed, errors.Join(errs...)
+}
+
+// sessionPage is how many session objects sessionPass takes at a time.
+var sessionPage = 1024
+
+// sessionPageAfter returns up to n session objects with handles above
+// after, in handle order. It keeps at most 2n candidates while it looks.
+func (t *token) sessionPageAfter(after ObjectHandle, n int) []*object {
+	byHandle := func(a, b *object) int { return cmp.Compare(a.handle, b.handle) }
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	page := make([]*object, 0, 2*n)
+	for h, o := range t.sessObjs {
+		if h <= after {
+			continue
+		}
+		if len(page) == 2*n {
+			slices.SortFunc(page, byHandle)
+			page = page[:n]
+		}
+		page = append(page, o)
+	}
+	slices.SortFunc(page, byHandle)
+	if len(page) > n {
+		page = page[:n]
+	}
+	return page
 }
 
 // sessionTransform applies action a to one session key and swaps the

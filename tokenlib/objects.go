@@ -6,6 +6,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
 // CreateObject creates an object from a template (C_CreateObject). Secret
@@ -41,6 +42,7 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	ctx = t.ep11Bind(ctx, s, tmpl)
 	switch c {
 	case ck.CKO_SECRET_KEY:
 		err = t.importSecret(ctx, tmpl)
@@ -243,11 +245,17 @@ func (l *Library) SetAttributeValue(h SessionHandle, oh ObjectHandle, attrs []At
 	})
 }
 
-// findState is an active C_FindObjects search: the matching handles,
-// fixed at FindObjectsInit.
+// findState is an active C_FindObjects search. Token objects are read
+// from the store page by page as FindObjects asks for them, through the
+// store's indexes (see findFilter), so a search over a million objects
+// holds one page of handles, not the token. Session objects (in memory
+// anyway) are matched at FindObjectsInit and returned after the token
+// objects, so handles come in increasing order.
 type findState struct {
-	handles []ObjectHandle
-	epoch   uint64
+	filter    store.Filter
+	tokenDone bool // no (more) token objects match
+	session   []ObjectHandle
+	epoch     uint64
 }
 
 // FindObjectsInit starts a search for objects matching every attribute of
@@ -274,21 +282,65 @@ func (l *Library) FindObjectsInit(h SessionHandle, attrs []Attribute) error {
 	t := s.tok
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objs, err := t.visibleLocked(context.Background())
-	if err != nil {
-		return err
-	}
-	var hs []ObjectHandle
+	fs := &findState{epoch: t.loginEpoch, tokenDone: q == nil}
 	if q != nil {
-		for _, o := range objs {
-			if o.attrs.matches(q) {
-				hs = append(hs, o.handle)
+		var ok bool
+		fs.filter, ok = findFilter(q)
+		fs.tokenDone = !ok
+		for _, o := range t.sessObjs {
+			if (!o.isPrivate() || t.userLoggedIn()) && o.attrs.matches(q) {
+				fs.session = append(fs.session, o.handle)
 			}
 		}
+		slices.Sort(fs.session)
 	}
-	slices.Sort(hs)
-	s.find = &findState{handles: hs, epoch: t.loginEpoch}
+	s.find = fs
 	return nil
+}
+
+// findFilter turns a search template into the store filter that selects
+// the same token objects, using the store's own columns where they hold
+// the attribute: CKA_CLASS (class), CKA_PRIVATE (private), CKA_UNIQUE_ID
+// (unique id); every store object has CKA_TOKEN true. The engine keeps
+// those columns equal to the attributes (see toStore), and the store
+// compares every other attribute exactly as template.matches does. ok is
+// false when no token object can match.
+func findFilter(q template) (f store.Filter, ok bool) {
+	for a, v := range q {
+		switch a {
+		case ck.CKA_CLASS:
+			c, good := q.ulong(a)
+			if !good || string(ulongBytes(c)) != string(v) {
+				return f, false
+			}
+			f.Classes = []uint{c}
+		case ck.CKA_TOKEN:
+			if string(v) != string(boolBytes(true)) {
+				return f, false
+			}
+		case ck.CKA_PRIVATE:
+			switch string(v) {
+			case string(boolBytes(true)):
+				f.Private = new(bool)
+				*f.Private = true
+			case string(boolBytes(false)):
+				f.Private = new(bool)
+			default:
+				return f, false
+			}
+		case CKA_UNIQUE_ID:
+			if len(v) == 0 {
+				return f, false
+			}
+			f.UniqueID = string(v)
+		default:
+			if f.Attrs == nil {
+				f.Attrs = map[uint32][]byte{}
+			}
+			f.Attrs[uint32(a)] = v
+		}
+	}
+	return f, true
 }
 
 // FindObjects returns up to max more handles of the active search.
@@ -298,31 +350,64 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 		return nil, err
 	}
 	defer s.mu.Unlock()
-	if s.find == nil {
+	fs := s.find
+	if fs == nil {
 		return nil, newErrh(ck.CKR_OPERATION_NOT_INITIALIZED, errclass.FailedPrecondition,
 			"call FindObjectsInit first", "no search is active in this session")
 	}
-	if max < 0 {
-		max = 0
+	if max <= 0 {
+		return nil, nil
 	}
 	t := s.tok
 	t.mu.Lock()
-	if s.find.epoch != t.loginEpoch {
-		// A logout (or login) since FindObjectsInit: drop what the session
-		// may no longer see.
+	defer t.mu.Unlock()
+	if fs.epoch != t.loginEpoch {
+		// A logout (or login) since FindObjectsInit: drop the session
+		// objects the session may no longer see. Token objects are read
+		// with the current login state anyway.
 		var keep []ObjectHandle
-		for _, oh := range s.find.handles {
+		for _, oh := range fs.session {
 			if _, err := t.objectLocked(context.Background(), oh); err == nil {
 				keep = append(keep, oh)
 			}
 		}
-		s.find.handles, s.find.epoch = keep, t.loginEpoch
+		fs.session, fs.epoch = keep, t.loginEpoch
 	}
-	t.mu.Unlock()
-	n := min(max, len(s.find.handles))
-	out := slices.Clone(s.find.handles[:n])
-	s.find.handles = s.find.handles[n:]
+	var out []ObjectHandle
+	if !fs.tokenDone {
+		f := fs.filter
+		f.Limit = max
+		hs, err := t.db.st.Find(context.Background(), t.readKey(), f)
+		if err != nil {
+			return nil, storeErr(err)
+		}
+		for _, h := range hs {
+			// Hidden objects (EP11 session and card-PIN records) are
+			// CKO_HW_FEATURE objects; a search that may match that class
+			// looks at each match, which objectLocked refuses for them.
+			if mayMatchHidden(f) {
+				if _, err := t.objectLocked(context.Background(), ObjectHandle(h)); errclass.Of(err) == errclass.NotFound {
+					continue
+				}
+			}
+			out = append(out, ObjectHandle(h))
+		}
+		if len(hs) < max {
+			fs.tokenDone = true
+		} else {
+			fs.filter.After = hs[len(hs)-1]
+		}
+	}
+	n := min(max-len(out), len(fs.session))
+	out = append(out, fs.session[:n]...)
+	fs.session = fs.session[n:]
 	return out, nil
+}
+
+// mayMatchHidden says whether a search can find CKO_HW_FEATURE objects,
+// the class of the token's hidden objects.
+func mayMatchHidden(f store.Filter) bool {
+	return len(f.Classes) == 0 || slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
 }
 
 // FindObjectsFinal ends the active search.

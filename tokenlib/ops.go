@@ -121,6 +121,9 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 	if err != nil {
 		return err
 	}
+	if err := t.ep11CheckUse(context.Background(), s, o); err != nil {
+		return err
+	}
 	if !o.isKey() || o.keyType() != spec.keyType || o.class() != wantClass(kind, spec) {
 		return newErrh(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument,
 			"use a key of the mechanism's type", "%v needs a %v %v, key %d is a %v %v",

@@ -100,6 +100,11 @@ func (l *Library) OpenSession(slot SlotID, flags ck.Flags) (SessionHandle, error
 	l.nextSession++
 	h := l.nextSession
 	s := &session{handle: h, tok: t, rw: rw, ops: map[opKind]*opState{}}
+	l.mu.Unlock()
+	if err := t.ep11Start(s); err != nil {
+		return 0, err
+	}
+	l.mu.Lock()
 	l.sessions[h] = s
 	l.mu.Unlock()
 	t.sessions[h] = s
@@ -129,6 +134,7 @@ func (l *Library) closeLocked(s *session) {
 	t := s.tok
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.ep11End(s)
 	delete(t.sessions, s.handle)
 	for oh, o := range t.sessObjs {
 		if o.session == s.handle {
@@ -218,6 +224,12 @@ func (l *Library) Login(h SessionHandle, user ck.UserType, pin []byte) error {
 	}
 	t.login = user
 	t.dataKey = key
+	if err := t.ep11StartAll(); err != nil {
+		t.login, t.dataKey = noUser, nil
+		key.Destroy()
+		l.log.Error().Uint("slot", uint(t.slot)).Err(err).Msg("login refused: EP11 sessions could not be logged in")
+		return err
+	}
 	t.invalidateCache()
 	l.log.Info().Uint("slot", uint(t.slot)).Str("user", userName(user)).Msg("logged in")
 	return nil

@@ -10,6 +10,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib/config"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ep11sess"
 )
 
 // slotConf is what the engine needs from the configuration files for one
@@ -23,6 +24,7 @@ type slotConf struct {
 	apqns          []apqn.ID
 	forceSensitive bool
 	expected       map[mkvp.Type]mkvp.Pattern // configured CURRENT patterns
+	ep11Mode       ep11sess.Mode              // STRICT_MODE, VHSM_MODE (EP11)
 	// ignored lists configured settings this engine does not implement,
 	// logged when the token opens.
 	ignored []string
@@ -80,13 +82,9 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 				return nil, err
 			}
 			sc.typ, sc.apqnAny, sc.apqns, sc.forceSensitive = TokenEP11, c.APQNAny, c.APQNs, c.ForceSensitive
-			for _, m := range []struct {
-				on   bool
-				name string
-			}{{c.StrictMode, "STRICT_MODE"}, {c.VHSMMode, "VHSM_MODE"}, {c.FIPSSessionMode, "FIPS_SESSION_MODE"}} {
-				if m.on {
-					sc.ignored = append(sc.ignored, m.name+" (EP11 session binding is not implemented)")
-				}
+			sc.ep11Mode = ep11sess.Mode{Strict: c.StrictMode, VHSM: c.VHSMMode}
+			if c.FIPSSessionMode {
+				sc.ignored = append(sc.ignored, "FIPS_SESSION_MODE (EP11 FIPS session binding is not implemented)")
 			}
 			if !c.ExpectedWKVP.IsZero() {
 				sc.expected[mkvp.EP11WK] = c.ExpectedWKVP

@@ -3,6 +3,7 @@ package tokenlib
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -10,6 +11,8 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ep11sess"
+	"github.com/pkcshsm/pkcshsm/tokenlib/objcache"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
@@ -35,6 +38,8 @@ type token struct {
 	mkOps map[state.ID]*state.Op
 	// hsmErr is why the last HSM check failed (nil when it passed).
 	hsmErr error
+	// ep11 runs the EP11 session modes (nil: none; see ep11session.go).
+	ep11 *ep11sess.Manager
 
 	mu         sync.Mutex
 	login      ck.UserType // noUser, CKU_USER or CKU_SO
@@ -44,11 +49,10 @@ type token struct {
 	sessObjs   map[ObjectHandle]*object
 	nextObj    ObjectHandle
 
-	// cache holds the decoded token objects visible in the current login
-	// state, valid while the store's generation equals cacheGen.
-	cache      map[ObjectHandle]*object
-	cacheGen   uint64
-	cacheValid bool
+	// cache holds decoded token objects visible in the current login
+	// state, each with its store version; a bounded set of the objects
+	// this process used last (see objectLocked).
+	cache *objcache.Cache[*object]
 }
 
 func (t *token) userLoggedIn() bool { return t.login == ck.CKU_USER }
@@ -60,6 +64,7 @@ func (t *token) logoutLocked() {
 	if t.login == noUser {
 		return
 	}
+	t.ep11EndAll()
 	t.login = noUser
 	t.loginEpoch++
 	t.dataKey.Destroy()
@@ -74,10 +79,7 @@ func (t *token) logoutLocked() {
 }
 
 // invalidateCache drops the token object cache. The caller holds t.mu.
-func (t *token) invalidateCache() {
-	t.cacheValid = false
-	clear(t.cache)
-}
+func (t *token) invalidateCache() { t.cache.Clear() }
 
 // readKey returns the data key to read private objects with: only a USER
 // login may see them.
@@ -88,44 +90,6 @@ func (t *token) readKey() *store.DataKey {
 	return nil
 }
 
-// refreshLocked makes the cache current: one cheap generation read, and a
-// reload only when another process (or this one) changed the store since.
-// The caller holds t.mu.
-func (t *token) refreshLocked(ctx context.Context) error {
-	gen, err := t.db.generation(ctx)
-	if err != nil {
-		return err
-	}
-	if t.cacheValid && gen == t.cacheGen {
-		return nil
-	}
-	objs, gen, err := t.db.list(ctx, t.readKey())
-	if err != nil {
-		return err
-	}
-	next := make(map[ObjectHandle]*object, len(objs))
-	for _, o := range objs {
-		if o.isPrivate() && !t.userLoggedIn() {
-			continue
-		}
-		next[o.handle] = o
-	}
-	t.cache, t.cacheGen, t.cacheValid = next, gen, true
-	return nil
-}
-
-// noteWrite records a write this process just committed: if nobody else
-// wrote in between, the cache is updated in place instead of reloaded.
-func (t *token) noteWrite(ctx context.Context, before uint64, apply func()) {
-	gen, err := t.db.generation(ctx)
-	if err == nil && t.cacheValid && before == t.cacheGen && gen == before+1 {
-		apply()
-		t.cacheGen = gen
-		return
-	}
-	t.invalidateCache()
-}
-
 func errObjectHandle(h ObjectHandle) error {
 	return newErrh(ck.CKR_OBJECT_HANDLE_INVALID, errclass.NotFound,
 		"find the object again; it may have been destroyed", "object handle %d is not valid", h)
@@ -133,6 +97,15 @@ func errObjectHandle(h ObjectHandle) error {
 
 // objectLocked returns the object h as the session sees it. The caller
 // holds t.mu. The returned object must not be modified.
+//
+// A token object comes from the cache only if the store still has the
+// version the cached copy was read at: one indexed read of the object's
+// row, no decoding, and every committed write of any process is seen (a
+// write bumps the version in the same transaction; a deleted object is
+// gone; handles are never reused). Otherwise the object is read and
+// decoded (its private attributes unsealed) now, and cached. An object
+// that cannot be read gets an error naming its handle; other objects are
+// not affected.
 func (t *token) objectLocked(ctx context.Context, h ObjectHandle) (*object, error) {
 	if h >= sessionObjectBase {
 		o, ok := t.sessObjs[h]
@@ -141,99 +114,37 @@ func (t *token) objectLocked(ctx context.Context, h ObjectHandle) (*object, erro
 		}
 		return o, nil
 	}
-	if t.cacheValid {
-		gen, err := t.db.generation(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if gen != t.cacheGen {
-			return t.revalidateLocked(ctx, h)
-		}
-	} else if err := t.refreshLocked(ctx); err != nil {
-		return nil, err
-	}
-	o, ok := t.cache[h]
-	if !ok {
+	if h == 0 {
 		return nil, errObjectHandle(h)
 	}
-	return o, nil
-}
-
-// revalidateLocked returns object h from a stale cache (someone committed
-// a write since it was loaded) without reloading the whole cache: the
-// object's stored version, one indexed read, says whether the cached copy
-// is still current, and only a changed object is read and decoded again.
-// A master key change pass commits a batch of thousands of objects every
-// few milliseconds; reloading (decoding) every object of the token after
-// each batch, while holding t.mu, stalls all operations of the token.
-// The cache stays marked stale (cacheGen is not moved), so a search still
-// reloads it as a whole; objects it does not hold (made by another
-// process) are found that way too. The caller holds t.mu.
-func (t *token) revalidateLocked(ctx context.Context, h ObjectHandle) (*object, error) {
-	o, ok := t.cache[h]
-	if !ok {
-		if err := t.refreshLocked(ctx); err != nil {
-			return nil, err
-		}
-		if o, ok = t.cache[h]; !ok {
-			return nil, errObjectHandle(h)
-		}
-		return o, nil
-	}
-	gone := func(err error) bool {
-		switch {
-		case errclass.Of(err) == errclass.NotFound, errclass.Of(err) == errclass.DataLoss,
-			errors.Is(err, store.ErrLoginRequired):
-			// Gone, unreadable or no longer visible: a reload would
-			// drop it from the cache, so do the same.
-			delete(t.cache, h)
-			return true
-		}
-		return false
-	}
 	ver, err := t.db.st.Version(ctx, uint64(h))
-	if gone(err) {
+	if errclass.Of(err) == errclass.NotFound {
+		t.cache.Delete(uint64(h))
 		return nil, errObjectHandle(h)
 	}
 	if err != nil {
-		return nil, storeErr(err)
+		return nil, storeErr(fmt.Errorf("object handle %d: %w", h, err))
 	}
-	if ver == o.version {
+	if o, ok := t.cache.Get(uint64(h)); ok && o.version == ver {
 		return o, nil
 	}
 	so, err := t.db.st.Get(ctx, t.readKey(), uint64(h))
-	if gone(err) {
+	switch {
+	case errclass.Of(err) == errclass.NotFound, errors.Is(err, store.ErrLoginRequired):
+		t.cache.Delete(uint64(h))
+		return nil, errObjectHandle(h)
+	case err != nil:
+		t.cache.Delete(uint64(h))
+		t.log.Error().Err(err).Uint("object", uint(h)).Msg("token object unreadable")
+		return nil, storeErr(fmt.Errorf("object handle %d: %w", h, err))
+	}
+	o := fromStore(so)
+	if (o.isPrivate() && !t.userLoggedIn()) || o.isHidden() {
+		t.cache.Delete(uint64(h))
 		return nil, errObjectHandle(h)
 	}
-	if err != nil {
-		return nil, storeErr(err)
-	}
-	fresh := fromStore(so)
-	if fresh.isPrivate() && !t.userLoggedIn() {
-		delete(t.cache, h)
-		return nil, errObjectHandle(h)
-	}
-	t.cache[h] = fresh
-	return fresh, nil
-}
-
-// visibleLocked returns every object the Library can see now. The caller
-// holds t.mu.
-func (t *token) visibleLocked(ctx context.Context) ([]*object, error) {
-	if err := t.refreshLocked(ctx); err != nil {
-		return nil, err
-	}
-	out := make([]*object, 0, len(t.cache)+len(t.sessObjs))
-	for _, o := range t.cache {
-		out = append(out, o)
-	}
-	for _, o := range t.sessObjs {
-		if o.isPrivate() && !t.userLoggedIn() {
-			continue
-		}
-		out = append(out, o)
-	}
-	return out, nil
+	t.cache.Put(uint64(h), o)
+	return o, nil
 }
 
 // checkWrite says whether session s may create, change or destroy an
@@ -259,17 +170,12 @@ func (t *token) insertLocked(ctx context.Context, s *session, attrs template) (O
 		t.sessObjs[o.handle] = o
 		return o.handle, nil
 	}
-	before := t.cacheGen
-	if err := t.refreshLocked(ctx); err != nil {
-		return 0, err
-	}
-	before = t.cacheGen
 	h, ver, err := t.db.create(ctx, t.dataKey, o)
 	if err != nil {
 		return 0, err
 	}
 	o.handle, o.version, o.session = h, ver, 0
-	t.noteWrite(ctx, before, func() { t.cache[h] = o })
+	t.cache.Put(uint64(h), o)
 	return h, nil
 }
 
@@ -282,13 +188,13 @@ func (t *token) replaceLocked(ctx context.Context, old *object, attrs template) 
 		t.sessObjs[old.handle] = n
 		return nil
 	}
-	before := t.cacheGen
 	ver, err := t.db.update(ctx, t.dataKey, n)
 	if err != nil {
+		t.cache.Delete(uint64(old.handle))
 		return err
 	}
 	n.version = ver
-	t.noteWrite(ctx, before, func() { t.cache[n.handle] = n })
+	t.cache.Put(uint64(n.handle), n)
 	return nil
 }
 
@@ -298,12 +204,8 @@ func (t *token) removeLocked(ctx context.Context, o *object) error {
 		delete(t.sessObjs, o.handle)
 		return nil
 	}
-	before := t.cacheGen
-	if err := t.db.remove(ctx, o.handle); err != nil {
-		return err
-	}
-	t.noteWrite(ctx, before, func() { delete(t.cache, o.handle) })
-	return nil
+	t.cache.Delete(uint64(o.handle))
+	return t.db.remove(ctx, o.handle)
 }
 
 // noUser is the login state "nobody logged in" (CKU_SO is 0).

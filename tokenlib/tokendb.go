@@ -89,30 +89,6 @@ func fromStore(so *store.Object) *object {
 	return o
 }
 
-func (d *tokenDB) generation(ctx context.Context) (uint64, error) {
-	g, err := d.st.Generation(ctx)
-	return g, storeErr(err)
-}
-
-// list reads every token object visible with dk, and the generation the
-// listing is at least as new as.
-func (d *tokenDB) list(ctx context.Context, dk *store.DataKey) ([]*object, uint64, error) {
-	gen, err := d.st.Generation(ctx)
-	if err != nil {
-		return nil, 0, storeErr(err)
-	}
-	sos, err := d.st.List(ctx, dk, store.Filter{})
-	if err != nil && sos == nil {
-		return nil, 0, storeErr(err)
-	}
-	// Unreadable objects (DataLoss) are skipped; the store logged them.
-	out := make([]*object, 0, len(sos))
-	for _, so := range sos {
-		out = append(out, fromStore(so))
-	}
-	return out, gen, nil
-}
-
 func (d *tokenDB) create(ctx context.Context, dk *store.DataKey, o *object) (ObjectHandle, uint64, error) {
 	so := toStore(o)
 	so.Handle, so.UniqueID, so.Version = 0, "", 0

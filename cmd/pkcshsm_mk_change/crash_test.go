@@ -71,7 +71,10 @@ type crashEnv struct {
 	hsm    *sim.HSM
 }
 
-func newCrashEnv(t *testing.T) *crashEnv {
+func newCrashEnv(t *testing.T) *crashEnv { return newCrashEnvKeys(t, nKeys) }
+
+// newCrashEnvKeys is newCrashEnv with n keys.
+func newCrashEnvKeys(t *testing.T, n int) *crashEnv {
 	layout := paths.Layout{Root: t.TempDir()}
 	if err := sim.Init(layout.SimDir(), sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: []apqn.ID{q1, q2}}}}); err != nil {
 		t.Fatal(err)
@@ -107,7 +110,7 @@ func newCrashEnv(t *testing.T) *crashEnv {
 		t.Fatal(err)
 	}
 	// SetPIN clears CKF_USER_PIN_TO_BE_CHANGED; some flows insist on it.
-	for i := range nKeys {
+	for i := range n {
 		_, err := lib.GenerateKey(s, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
 			tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.Bool(ck.CKA_PRIVATE, false),
 			tokenlib.String(ck.CKA_LABEL, fmt.Sprint("k", i)),

@@ -42,7 +42,8 @@ type Env struct {
 	Backend hsm.Backend
 	Officer hsm.Officer
 	// CCA and EP11 list APQNs of each mode, online, with valid CURRENT
-	// master keys and empty NEW registers; at least one of each.
+	// master keys and empty NEW registers; at least one of each, and two
+	// EP11 APQNs with the same wrapping key and no EP11 session.
 	CCA, EP11 []apqn.ID
 }
 
@@ -63,6 +64,9 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		{"Mechanisms", testMechanisms},
 		{"KnownAnswers", testKnownAnswers},
 		{"Errors", testErrors},
+		{"EP11SessionLogin", testSessionLogin},
+		{"EP11SessionBinding", testSessionBinding},
+		{"EP11SessionReencipher", testSessionReencipher},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

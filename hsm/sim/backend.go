@@ -16,7 +16,7 @@ import (
 
 // seal enciphers material as a secure key of spec under the CURRENT master
 // key of the right type on q.
-func (rt *queueRT) seal(spec hsm.KeySpec, material []byte) ([]byte, error) {
+func (rt *queueRT) seal(spec hsm.KeySpec, material []byte, field [hsm.SessionIDSize]byte) ([]byte, error) {
 	mode := apqn.Mode(rt.q.Mode)
 	t, err := hsm.MKTypeFor(mode, spec.Type)
 	if err != nil {
@@ -26,15 +26,15 @@ func (rt *queueRT) seal(spec hsm.KeySpec, material []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sealUnder(rt, t, rt.mk[t].cur, layout, spec, material, "CURRENT")
+	return sealUnder(rt, t, rt.mk[t].cur, layout, spec, material, "CURRENT", field)
 }
 
-func sealUnder(rt *queueRT, t mkvp.Type, k *mkKey, layout hsm.Layout, spec hsm.KeySpec, material []byte, reg string) ([]byte, error) {
+func sealUnder(rt *queueRT, t mkvp.Type, k *mkKey, layout hsm.Layout, spec hsm.KeySpec, material []byte, reg string, field [hsm.SessionIDSize]byte) ([]byte, error) {
 	if k == nil {
 		return nil, errclass.Newh(errclass.FailedPrecondition, "load and activate a master key with hsmsim",
 			"APQN %s has no valid %s %s master key: %w", rt.q.ID, reg, t, hsm.ErrRegisterState)
 	}
-	info := hsm.BlobInfo{Mode: apqn.Mode(rt.q.Mode), MKType: t, Pattern: k.pattern, KeyType: spec.Type, Bits: spec.Bits}
+	info := hsm.BlobInfo{Mode: apqn.Mode(rt.q.Mode), MKType: t, Pattern: k.pattern, KeyType: spec.Type, Bits: spec.Bits, Session: field}
 	return hsm.SealBlob(info, layout, k.aead, rand.Reader, material)
 }
 
@@ -59,8 +59,14 @@ func (rt *queueRT) open(blob []byte) (hsm.Blob, []byte, error) {
 	default:
 		return hsm.Blob{}, nil, wrongMK(rt, b)
 	}
-	_, material, err := hsm.OpenBlob(blob, k.aead)
-	return b, material, err
+	b, material, err := hsm.OpenBlob(blob, k.aead)
+	if err != nil {
+		return hsm.Blob{}, nil, err
+	}
+	if err := rt.checkBound(b); err != nil {
+		return hsm.Blob{}, nil, err
+	}
+	return b, material, nil
 }
 
 func wrongMK(rt *queueRT, b hsm.Blob) error {
@@ -81,7 +87,7 @@ func (h *HSM) GenerateKey(ctx context.Context, q apqn.ID, spec hsm.KeySpec) ([]b
 		return nil, errclass.Newh(errclass.InvalidArgument, "use GenerateKeyPair for EC and RSA keys",
 			"%s is not a secret key type", spec.Type)
 	}
-	rt, err := h.begin(ctx, q)
+	rt, field, err := h.bindFor(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +95,7 @@ func (h *HSM) GenerateKey(ctx context.Context, q apqn.ID, spec hsm.KeySpec) ([]b
 	if _, err := rand.Read(k); err != nil {
 		return nil, errclass.New(errclass.Internal, "random key: %w", err)
 	}
-	return rt.seal(spec, k)
+	return rt.seal(spec, k, field)
 }
 
 // GenerateKeyPair makes an EC or RSA key pair under the CURRENT master key.
@@ -100,7 +106,7 @@ func (h *HSM) GenerateKeyPair(ctx context.Context, q apqn.ID, spec hsm.KeySpec) 
 	var key any
 	switch spec.Type {
 	case hsm.KeyEC:
-		rt, err := h.begin(ctx, q)
+		rt, field, err := h.bindFor(ctx, q)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -109,9 +115,9 @@ func (h *HSM) GenerateKeyPair(ctx context.Context, q apqn.ID, spec hsm.KeySpec) 
 			return nil, nil, errclass.New(errclass.Internal, "generate EC key: %w", err)
 		}
 		key = k
-		return sealPair(rt, spec, key)
+		return sealPair(rt, spec, key, field)
 	case hsm.KeyRSA:
-		rt, err := h.begin(ctx, q)
+		rt, field, err := h.bindFor(ctx, q)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -120,13 +126,13 @@ func (h *HSM) GenerateKeyPair(ctx context.Context, q apqn.ID, spec hsm.KeySpec) 
 			return nil, nil, errclass.New(errclass.Internal, "generate RSA key: %w", err)
 		}
 		key = k
-		return sealPair(rt, spec, key)
+		return sealPair(rt, spec, key, field)
 	}
 	return nil, nil, errclass.Newh(errclass.InvalidArgument, "use GenerateKey for secret keys",
 		"%s is not a key pair type", spec.Type)
 }
 
-func sealPair(rt *queueRT, spec hsm.KeySpec, key any) ([]byte, []byte, error) {
+func sealPair(rt *queueRT, spec hsm.KeySpec, key any, field [hsm.SessionIDSize]byte) ([]byte, []byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, nil, errclass.New(errclass.Internal, "encode private key: %w", err)
@@ -135,7 +141,7 @@ func sealPair(rt *queueRT, spec hsm.KeySpec, key any) ([]byte, []byte, error) {
 	if err != nil {
 		return nil, nil, errclass.New(errclass.Internal, "encode public key: %w", err)
 	}
-	blob, err := rt.seal(spec, der)
+	blob, err := rt.seal(spec, der, field)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,11 +171,11 @@ func (h *HSM) ImportKey(ctx context.Context, q apqn.ID, spec hsm.KeySpec, materi
 	if err != nil {
 		return nil, err
 	}
-	rt, err := h.begin(ctx, q)
+	rt, field, err := h.bindFor(ctx, q)
 	if err != nil {
 		return nil, err
 	}
-	return rt.seal(spec, canon)
+	return rt.seal(spec, canon, field)
 }
 
 // checkMaterial validates clear key material for spec and returns the form
@@ -274,7 +280,17 @@ func (h *HSM) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Dire
 	if err != nil {
 		return nil, err
 	}
-	return sealUnder(rt, b.MKType, to, b.Layout, hsm.KeySpec{Type: b.KeyType, Bits: b.Bits}, material, toName)
+	// A bound key stays bound to its session: the session must be logged
+	// in here, and the new blob carries the session's field under the new
+	// wrapping key.
+	var field [hsm.SessionIDSize]byte
+	if b.Bound() {
+		if err := rt.checkBound(b); err != nil {
+			return nil, err
+		}
+		field = fieldOf(pinBlob(to.key, rt.sessions[b.Session]))
+	}
+	return sealUnder(rt, b.MKType, to, b.Layout, hsm.KeySpec{Type: b.KeyType, Bits: b.Bits}, material, toName, field)
 }
 
 func wrongMKFor(q apqn.ID, b hsm.Blob, reg string) error {

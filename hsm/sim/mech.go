@@ -413,7 +413,7 @@ func (h *HSM) WrapKey(ctx context.Context, q apqn.ID, wrapping []byte, m hsm.Mec
 
 // UnwrapKey implements [hsm.Backend].
 func (h *HSM) UnwrapKey(ctx context.Context, q apqn.ID, unwrapping []byte, m hsm.Mechanism, p hsm.Params, wrapped []byte, spec hsm.KeySpec) ([]byte, error) {
-	rt, err := h.begin(ctx, q)
+	rt, field, err := h.bindFor(ctx, q)
 	if err != nil {
 		return nil, err
 	}
@@ -447,7 +447,7 @@ func (h *HSM) UnwrapKey(ctx context.Context, q apqn.ID, unwrapping []byte, m hsm
 	if err != nil {
 		return nil, err
 	}
-	return rt.seal(spec, canon)
+	return rt.seal(spec, canon, field)
 }
 
 var (

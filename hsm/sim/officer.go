@@ -268,6 +268,25 @@ func (tx *Tx) SetLatency(q apqn.ID, d time.Duration) error {
 	return nil
 }
 
+// SetMaxSessions sets the EP11 session limit of q (0: DefaultMaxSessions).
+// Sessions already logged in stay; logins beyond the limit are refused.
+func (tx *Tx) SetMaxSessions(q apqn.ID, n int) error {
+	qs, err := tx.queue(q)
+	if err != nil {
+		return err
+	}
+	if apqn.Mode(qs.Mode) != apqn.ModeEP11 {
+		return errclass.Newh(errclass.InvalidArgument, "set the limit on EP11 APQNs only",
+			"APQN %s is %s; only EP11 APQNs have sessions: %w", q, apqn.Mode(qs.Mode), hsm.ErrWrongMode)
+	}
+	if n < 0 || n > MaxSessionLimit {
+		return errclass.Newh(errclass.InvalidArgument, fmt.Sprintf("give a limit between 1 and %d (0: the default %d)", MaxSessionLimit, DefaultMaxSessions),
+			"session limit %d is out of range", n)
+	}
+	qs.MaxSessions = n
+	return nil
+}
+
 // ClearFaults disarms fail-after, removes added latency and clears a
 // checkstop. It does not bring an offline APQN online.
 func (tx *Tx) ClearFaults(q apqn.ID) error {

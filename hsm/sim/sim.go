@@ -58,6 +58,9 @@ type queueRT struct {
 	q    *queueState
 	info hsm.QueueInfo
 	mk   map[mkvp.Type]*mkRegs
+	// sessions maps the session fields of the logged-in EP11 sessions
+	// under the CURRENT wrapping key to their secrets.
+	sessions map[[hsm.SessionIDSize]byte][]byte
 }
 
 // mkRegs are the loaded registers of one master key type; nil = not loaded.
@@ -167,6 +170,9 @@ func buildSnapshot(st *stateFile, seen uint64) *snapshot {
 			regs.new, info.New = mk(r.New, ns == apqn.StateFull || ns == apqn.StateUncommitted || ns == apqn.StateCommitted)
 			rt.mk[t] = regs
 			rt.info.MK[t] = info
+			if t == mkvp.EP11WK {
+				rt.sessions = sessionFields(q, regs.cur)
+			}
 		}
 		s.queues[q.ID] = rt
 	}

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
@@ -51,6 +53,21 @@ type queueState struct {
 	Faults   faultKnob `json:"faults,omitzero"`
 	// Registers holds SYM, ASYM, AES, APKA (CCA) or WK (EP11).
 	Registers map[mkvp.Type]*regSet `json:"registers"`
+	// MaxSessions bounds the EP11 sessions of the APQN (0: the default,
+	// DefaultMaxSessions); Sessions are those logged in (EP11 only).
+	MaxSessions int            `json:"max_sessions,omitempty"`
+	Sessions    []sessionState `json:"sessions,omitempty"`
+}
+
+// sessionState is one logged-in EP11 session. Secret is derived from the
+// login's PIN and nonce only, so the session survives a wrapping key
+// change; its pin blob and session field are derived from it and the
+// CURRENT wrapping key. Issued are the pin blobs handed out for it (one
+// per wrapping key it was logged in under), each of which logs it out.
+type sessionState struct {
+	Secret  []byte    `json:"secret"`
+	Created time.Time `json:"created"`
+	Issued  [][]byte  `json:"issued"`
 }
 
 // faultKnob is the injected faults of one APQN.
@@ -230,6 +247,9 @@ func (s *stateFile) validate() error {
 		if q.Faults.FailAfter < 0 || q.Faults.LatencyNS < 0 || (!q.Faults.FailArmed && q.Faults.FailAfter != 0) {
 			return fmt.Errorf("APQN %s: bad fault settings", q.ID)
 		}
+		if err := q.validateSessions(); err != nil {
+			return fmt.Errorf("APQN %s: %w", q.ID, err)
+		}
 		types := []mkvp.Type{mkvp.EP11WK}
 		if apqn.Mode(q.Mode) == apqn.ModeCCA {
 			types = mkvp.CCATypes()
@@ -244,6 +264,34 @@ func (s *stateFile) validate() error {
 			}
 			if err := r.validate(t); err != nil {
 				return fmt.Errorf("APQN %s %s: %w", q.ID, t, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (q *queueState) validateSessions() error {
+	if q.MaxSessions < 0 || q.MaxSessions > MaxSessionLimit {
+		return fmt.Errorf("session limit %d out of range 0..%d", q.MaxSessions, MaxSessionLimit)
+	}
+	if len(q.Sessions) > 0 && apqn.Mode(q.Mode) != apqn.ModeEP11 {
+		return fmt.Errorf("EP11 sessions on a %s APQN", apqn.Mode(q.Mode))
+	}
+	if len(q.Sessions) > MaxSessionLimit {
+		return fmt.Errorf("%d EP11 sessions, more than %d", len(q.Sessions), MaxSessionLimit)
+	}
+	seen := map[string]bool{}
+	for i, se := range q.Sessions {
+		if len(se.Secret) != sha256.Size || seen[string(se.Secret)] {
+			return fmt.Errorf("EP11 session %d: bad or duplicate secret", i)
+		}
+		seen[string(se.Secret)] = true
+		if len(se.Issued) == 0 || len(se.Issued) > maxIssued {
+			return fmt.Errorf("EP11 session %d: %d pin blobs issued", i, len(se.Issued))
+		}
+		for _, pb := range se.Issued {
+			if len(pb) != hsm.PinBlobSize {
+				return fmt.Errorf("EP11 session %d: pin blob of %d bytes", i, len(pb))
 			}
 		}
 	}
@@ -311,6 +359,10 @@ func (s *stateFile) clone() *stateFile {
 			rc.Current.Key = bytes.Clone(r.Current.Key)
 			rc.Old.Key = bytes.Clone(r.Old.Key)
 			q.Registers[t] = &rc
+		}
+		q.Sessions = slices.Clone(q.Sessions)
+		for j := range q.Sessions {
+			q.Sessions[j].Issued = slices.Clone(q.Sessions[j].Issued)
 		}
 		c.Queues[i] = q
 	}

@@ -28,6 +28,9 @@ type Topology struct {
 	Seed []byte
 	// Force replaces an existing simulator (all its keys are lost).
 	Force bool
+	// MaxSessions is the EP11 session limit of every EP11 APQN (0: the
+	// default, DefaultMaxSessions).
+	MaxSessions int
 }
 
 // Group is one domain group.
@@ -51,6 +54,10 @@ func (g Group) cardType() string {
 
 // Validate checks a topology without touching any file.
 func (t Topology) Validate() error {
+	if t.MaxSessions < 0 || t.MaxSessions > MaxSessionLimit {
+		return errclass.Newh(errclass.InvalidArgument, fmt.Sprintf("give a limit between 1 and %d", MaxSessionLimit),
+			"EP11 session limit %d is out of range", t.MaxSessions)
+	}
 	if len(t.Groups) == 0 {
 		return errclass.Newh(errclass.InvalidArgument, "name at least one APQN, e.g. --cca 01.0033 --ep11 06.0033",
 			"empty topology: no APQNs")
@@ -177,6 +184,9 @@ func newState(topo Topology) (*stateFile, error) {
 		for _, id := range g.APQNs {
 			q := queueState{ID: id, Mode: modeName(g.Mode), Group: gi, CardType: g.cardType(), Online: true,
 				Registers: map[mkvp.Type]*regSet{}}
+			if g.Mode == apqn.ModeEP11 {
+				q.MaxSessions = topo.MaxSessions
+			}
 			for _, t := range types {
 				r := &regSet{
 					New:     register{State: stateName(apqn.StateEmpty)},

@@ -43,7 +43,10 @@
 // handled one at a time, in order, each with its deadline as the context
 // deadline; a handler that panics yields a failed reply, never a crash.
 // Close cancels the agent's context and waits for its goroutines, so a
-// handler must honour its context.
+// handler must honour its context. The wait is bounded (CloseTimeout): a
+// handler stuck where no context reaches (a blocking read) is left behind,
+// reported in the log and by Close's error, and never holds up the
+// process's shutdown.
 package agent
 
 import (
@@ -101,6 +104,9 @@ type Options struct {
 	Debounce time.Duration
 	// PollInterval is the polling period when inotify is unavailable (5 s).
 	PollInterval time.Duration
+	// CloseTimeout bounds how long Close waits for a handler call to
+	// return (5 s).
+	CloseTimeout time.Duration
 }
 
 // Agent is one process's connection to pkcshsmd.
@@ -143,6 +149,7 @@ func New(opts Options) (*Agent, error) {
 	def(&opts.MaxBackoff, 5*time.Second)
 	def(&opts.Debounce, 100*time.Millisecond)
 	def(&opts.PollInterval, 5*time.Second)
+	def(&opts.CloseTimeout, 5*time.Second)
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = opts.MinBackoff
 	}
@@ -183,7 +190,9 @@ func (a *Agent) spawn(f func()) {
 }
 
 // Close stops the agent, closes its connection and waits for its
-// goroutines (and so for a running handler call to return).
+// goroutines (and so for a running handler call to return), at most
+// CloseTimeout. A handler call still running then is left behind: Close
+// logs it and returns an error of class DeadlineExceeded.
 func (a *Agent) Close() error {
 	if !a.started.Load() {
 		return nil
@@ -194,8 +203,22 @@ func (a *Agent) Close() error {
 		a.conn.Close()
 	}
 	a.mu.Unlock()
-	a.wg.Wait()
-	return nil
+	done := make(chan struct{})
+	go func() {
+		a.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(a.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-t.C:
+		a.log.Error().Dur("waited", a.opts.CloseTimeout).
+			Msg("runtime agent did not stop in time: a handler call is stuck; leaving it behind")
+		return errclass.New(errclass.DeadlineExceeded,
+			"agent: a handler call did not return within %s of Close", a.opts.CloseTimeout)
+	}
 }
 
 // Connected reports whether the agent currently has a welcomed connection.

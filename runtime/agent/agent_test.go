@@ -280,3 +280,37 @@ func TestBusyHandlerDoesNotDelayReconnect(t *testing.T) {
 		t.Errorf("handler called %d times", h.events.Load())
 	}
 }
+
+// stuckReconciler blocks in Reconcile where no context reaches, as a read
+// of a FIFO would.
+type stuckReconciler struct {
+	handler
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *stuckReconciler) Reconcile(context.Context) error {
+	close(h.entered)
+	<-h.release
+	return nil
+}
+
+func TestCloseIsBoundedWithAStuckHandler(t *testing.T) {
+	h := &stuckReconciler{entered: make(chan struct{}), release: make(chan struct{})}
+	defer close(h.release)
+	a, err := agent.New(agent.Options{AppSocket: filepath.Join(shortDir(t), "none.sock"), Handler: h,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)), CloseTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start(context.Background())
+	<-h.entered
+	start := time.Now()
+	err = a.Close()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Close took %s with a stuck handler, bound 200ms", took)
+	}
+	if !errors.Is(err, errclass.DeadlineExceeded) {
+		t.Fatalf("Close with a stuck handler: %v, want a DeadlineExceeded error", err)
+	}
+}

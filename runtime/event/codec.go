@@ -261,7 +261,8 @@ func (e *Event) validate(withID bool) error {
 
 func (t *Target) validate() error {
 	const maxList = 4096
-	if len(t.PIDs) > maxList || len(t.ExcludePIDs) > maxList || len(t.Types) > maxList || len(t.Serials) > maxList {
+	if len(t.PIDs) > maxList || len(t.ExcludePIDs) > maxList || len(t.Types) > maxList || len(t.Serials) > maxList ||
+		len(t.Tokens) > maxList {
 		return invalid("target lists more than %d entries", maxList)
 	}
 	for _, p := range slices.Concat(t.PIDs, t.ExcludePIDs) {
@@ -276,6 +277,14 @@ func (t *Target) validate() error {
 	}
 	for _, s := range t.Serials {
 		if err := checkName("target serial", s, true, 16); err != nil {
+			return err
+		}
+	}
+	for _, id := range t.Tokens {
+		if err := checkName("target token serial", id.Serial, true, 16); err != nil {
+			return err
+		}
+		if err := checkName("target token label", id.Label, false, 32); err != nil {
 			return err
 		}
 	}
@@ -329,6 +338,9 @@ func (a *Account) validate() error {
 		default:
 			return invalid("process %d: outcome %q is not one of %q, %q, %q", p.PID, p.Outcome, Replied, TimedOut, Disconnected)
 		}
+		if err := checkName("command", p.Command, false, maxName); err != nil {
+			return fmt.Errorf("process %d: %w", p.PID, err)
+		}
 		if err := validateTokens(p.Tokens); err != nil {
 			return fmt.Errorf("process %d: %w", p.PID, err)
 		}
@@ -344,6 +356,9 @@ func (s *Status) validate() error {
 		return invalid("negative pending count")
 	}
 	for _, p := range s.Processes {
+		if err := checkName("command", p.Command, false, maxName); err != nil {
+			return fmt.Errorf("process %d: %w", p.PID, err)
+		}
 		if err := validateTokens(p.Tokens); err != nil {
 			return fmt.Errorf("process %d: %w", p.PID, err)
 		}

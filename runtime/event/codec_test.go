@@ -92,6 +92,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"reply bad class", `{"v":1,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"failed","class":200}]}}`, errclass.InvalidArgument, "unknown error class 200"},
 		{"reply negative count", `{"v":1,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"affected","objects":-1}]}}`, errclass.InvalidArgument, "negative object count"},
 		{"account bad outcome", `{"v":1,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","outcome":"lost"}]}}`, errclass.InvalidArgument, `outcome "lost"`},
+		{"target token without serial", `{"v":1,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"","label":"l"}]}}}}`, errclass.InvalidArgument, "target token serial is empty"},
+		{"target token long label", `{"v":1,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"s","label":"` + strings.Repeat("x", 33) + `"}]}}}}`, errclass.InvalidArgument, "target token label is 33 bytes"},
+		{"account long command", `{"v":1,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","command":"` + strings.Repeat("c", 257) + `","outcome":"replied"}]}}`, errclass.InvalidArgument, "command is 257 bytes"},
 		{"error without message", `{"v":1,"kind":"error","error":{"class":1,"message":""}}`, errclass.InvalidArgument, "error message is empty"},
 		{"null", `null`, errclass.FailedPrecondition, "protocol version 0"},
 	}
@@ -221,7 +224,7 @@ func TestErrorCarriesClass(t *testing.T) {
 
 func TestTargetMatching(t *testing.T) {
 	cca := Token{Slot: 1, Serial: "C1", Type: CCA}
-	ep := Token{Slot: 2, Serial: "E1", Type: EP11}
+	ep := Token{Slot: 2, Serial: "E1", Label: "ep", Type: EP11}
 	tests := []struct {
 		name   string
 		target *Target
@@ -239,6 +242,13 @@ func TestTargetMatching(t *testing.T) {
 		{"no tokens with type filter", &Target{Types: []TokenType{CCA}}, 5, nil, false},
 		{"serial match", &Target{Serials: []string{"C1"}}, 5, []Token{cca, ep}, true},
 		{"serial and type disagree", &Target{Serials: []string{"C1"}, Types: []TokenType{EP11}}, 5, []Token{cca, ep}, false},
+		{"token serial and label", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep"}}}, 5, []Token{cca, ep}, true},
+		{"token label padded", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep   "}}}, 5, []Token{ep}, true},
+		{"token serial padded", &Target{Tokens: []TokenID{{Serial: "E1      ", Label: "ep"}}}, 5, []Token{ep}, true},
+		{"real serial, made-up label", &Target{Tokens: []TokenID{{Serial: "E1", Label: "other"}}}, 5, []Token{cca, ep}, false},
+		{"made-up serial, real label", &Target{Tokens: []TokenID{{Serial: "E2", Label: "ep"}}}, 5, []Token{ep}, false},
+		{"no claims", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep"}}}, 5, nil, false},
+		{"token and type disagree", &Target{Tokens: []TokenID{{Serial: "E1", Label: "ep"}}, Types: []TokenType{CCA}}, 5, []Token{cca, ep}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -246,6 +256,22 @@ func TestTargetMatching(t *testing.T) {
 				t.Errorf("MatchProcess = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestProcessWho(t *testing.T) {
+	for _, tt := range []struct {
+		p    ProcessResult
+		want string
+	}{
+		{ProcessResult{PID: 7, Program: "p11load", Command: "p11load"}, "process 7 (p11load)"},
+		{ProcessResult{PID: 7, Program: "p11load"}, "process 7 (p11load)"},
+		{ProcessResult{PID: 7, Program: "application-with-a-long-name", Command: "application-wit"}, "process 7 (application-with-a-long-name)"},
+		{ProcessResult{PID: 7, Program: "p11load", Command: "python3"}, "process 7 (p11load, running python3)"},
+	} {
+		if got := tt.p.Who(); got != tt.want {
+			t.Errorf("Who(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -60,12 +61,18 @@ func (t *Target) MatchToken(tok Token) bool {
 	if len(t.Serials) > 0 && !slices.Contains(t.Serials, tok.Serial) {
 		return false
 	}
+	if len(t.Tokens) > 0 && !slices.ContainsFunc(t.Tokens, func(id TokenID) bool {
+		return strings.TrimRight(id.Serial, " ") == strings.TrimRight(tok.Serial, " ") &&
+			strings.TrimRight(id.Label, " ") == strings.TrimRight(tok.Label, " ")
+	}) {
+		return false
+	}
 	return true
 }
 
 // MatchProcess reports whether a process with this pid and these tokens is
 // addressed by t: its pid is selected and not excluded and, if t names token
-// types or serials, at least one of its tokens matches. A nil Target
+// types, serials or tokens, at least one of its tokens matches. A nil Target
 // matches every process.
 func (t *Target) MatchProcess(pid int32, tokens []Token) bool {
 	if t == nil {
@@ -77,7 +84,7 @@ func (t *Target) MatchProcess(pid int32, tokens []Token) bool {
 	if slices.Contains(t.ExcludePIDs, pid) {
 		return false
 	}
-	if len(t.Types) == 0 && len(t.Serials) == 0 {
+	if len(t.Types) == 0 && len(t.Serials) == 0 && len(t.Tokens) == 0 {
 		return true
 	}
 	return slices.ContainsFunc(tokens, t.MatchToken)
@@ -121,6 +128,15 @@ func (a *Account) Tally() Tally {
 	return t
 }
 
+// Who names a process in messages: "process PID (program)", with the
+// kernel's command name too when it differs from what the process claims.
+func (p ProcessResult) Who() string {
+	if p.Command != "" && p.Command != p.Program && !strings.HasPrefix(p.Program, p.Command) {
+		return fmt.Sprintf("process %d (%s, running %s)", p.PID, p.Program, p.Command)
+	}
+	return fmt.Sprintf("process %d (%s)", p.PID, p.Program)
+}
+
 // Err summarises an account as an error: nil when every addressed process
 // replied and no token failed. Otherwise the error joins one line per
 // process that did not answer (class DeadlineExceeded or Unavailable) and
@@ -131,10 +147,10 @@ func (a *Account) Err() error {
 		switch p.Outcome {
 		case TimedOut:
 			errs = append(errs, errclass.New(errclass.DeadlineExceeded,
-				"process %d (%s) did not answer event %s by its deadline", p.PID, p.Program, a.EventID))
+				"%s did not answer event %s by its deadline", p.Who(), a.EventID))
 		case Disconnected:
 			errs = append(errs, errclass.New(errclass.Unavailable,
-				"process %d (%s) disconnected before answering event %s", p.PID, p.Program, a.EventID))
+				"%s disconnected before answering event %s", p.Who(), a.EventID))
 		}
 		for _, r := range p.Results {
 			if r.Result == Failed {
@@ -142,8 +158,8 @@ func (a *Account) Err() error {
 				if class == errclass.Unknown {
 					class = errclass.Internal
 				}
-				errs = append(errs, errclass.New(class, "process %d (%s), token %s in slot %d: %s",
-					p.PID, p.Program, r.Serial, r.Slot, r.Error))
+				errs = append(errs, errclass.New(class, "%s, token %s in slot %d: %s",
+					p.Who(), r.Serial, r.Slot, r.Error))
 			}
 		}
 	}

@@ -133,6 +133,19 @@ type Target struct {
 	Types []TokenType `json:"types,omitempty"`
 	// Serials, if not empty, addresses only tokens with these serials.
 	Serials []string `json:"serials,omitempty"`
+	// Tokens, if not empty, addresses only tokens whose serial and label
+	// both equal one of these. The admin tool fills it with the tokens it
+	// read from the token stores itself, so a process that claims tokens
+	// that do not exist (or a real serial under another label) is not
+	// addressed: a claim is never trusted unchecked.
+	Tokens []TokenID `json:"tokens,omitempty"`
+}
+
+// TokenID names an existing token by serial and label, as read from its
+// store. Both compare without trailing blanks (PKCS#11 pads them).
+type TokenID struct {
+	Serial string `json:"serial"`
+	Label  string `json:"label"`
 }
 
 // Outcome is what happened to one token for one event.
@@ -187,9 +200,13 @@ const (
 
 // ProcessResult is one process's line in an [Account].
 type ProcessResult struct {
-	PID     int32          `json:"pid"`
-	UID     uint32         `json:"uid"`
-	Program string         `json:"program"`
+	PID     int32  `json:"pid"`
+	UID     uint32 `json:"uid"`
+	Program string `json:"program"`
+	// Command is the kernel's name for the process (/proc/PID/comm, read
+	// by the daemon when the process connected); Program is only what the
+	// process says about itself.
+	Command string         `json:"command,omitempty"`
 	Tokens  []Token        `json:"tokens,omitempty"`
 	Outcome ProcessOutcome `json:"outcome"`
 	Results []TokenResult  `json:"results,omitempty"`
@@ -213,6 +230,7 @@ type Process struct {
 	PID     int32   `json:"pid"`
 	UID     uint32  `json:"uid"`
 	Program string  `json:"program"`
+	Command string  `json:"command,omitempty"` // as in [ProcessResult]
 	Tokens  []Token `json:"tokens,omitempty"`
 }
 

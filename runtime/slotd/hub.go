@@ -56,7 +56,7 @@ func (pe *pendingEvent) addTo(c *appConn) {
 		return
 	}
 	pe.results[c.id] = &event.ProcessResult{
-		PID: c.hello.PID, UID: c.hello.UID, Program: c.hello.Program, Tokens: c.hello.Tokens,
+		PID: c.hello.PID, UID: c.hello.UID, Program: c.hello.Program, Command: c.command, Tokens: c.hello.Tokens,
 	}
 	pe.waiting++
 	ev := pe.ev
@@ -131,7 +131,7 @@ func (h *hub) status() (procs []event.Process, pending int) {
 	defer h.mu.Unlock()
 	for _, c := range h.apps {
 		procs = append(procs, event.Process{Conn: c.id, PID: c.hello.PID, UID: c.hello.UID,
-			Program: c.hello.Program, Tokens: c.hello.Tokens})
+			Program: c.hello.Program, Command: c.command, Tokens: c.hello.Tokens})
 	}
 	slices.SortFunc(procs, func(a, b event.Process) int { return int64cmp(a.Conn, b.Conn) })
 	return procs, len(h.pending)
@@ -199,7 +199,8 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 		Int("disconnected", t.Disconnected).Int("tokens_failed", t.Failed).Msg("event settled")
 	for _, p := range acct.Processes {
 		if p.Outcome != event.Replied {
-			log.Warn().Int32("pid", p.PID).Str("program", p.Program).Str("outcome", string(p.Outcome)).Msg("process did not answer")
+			log.Warn().Int32("pid", p.PID).Str("program", p.Program).Str("command", p.Command).
+				Str("outcome", string(p.Outcome)).Msg("process did not answer")
 		}
 	}
 	return acct

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,6 +278,7 @@ func refuse(c net.Conn, err error) {
 type appConn struct {
 	id         uint64
 	actor      Actor
+	command    string // the kernel's name for the peer, read at connect
 	hello      event.Hello
 	nc         net.Conn
 	outbox     chan event.Message
@@ -376,13 +378,13 @@ func (s *Server) serveApp(ctx context.Context, nc *net.UnixConn) {
 		return
 	}
 	_ = nc.SetReadDeadline(time.Time{})
-	c := &appConn{id: id, actor: actor, hello: h, nc: nc, outbox: make(chan event.Message, outboxSize),
+	c := &appConn{id: id, actor: actor, command: procComm(actor.PID), hello: h, nc: nc, outbox: make(chan event.Message, outboxSize),
 		gone: make(chan struct{}), writerDone: make(chan struct{}), log: log.With().Str("program", h.Program).Logger()}
 	defer c.close()
 	go c.writeLoop()
 	s.hub.register(c, event.Wrap(&event.Welcome{Conn: id, PID: actor.PID}))
 	defer s.hub.unregister(c)
-	c.log.Info().Int("tokens", len(h.Tokens)).Msg("process connected")
+	c.log.Info().Int("tokens", len(h.Tokens)).Str("command", c.command).Msg("process connected")
 
 	for {
 		m, err := event.ReadMessage(nc)
@@ -461,6 +463,21 @@ func (s *Server) serveAdmin(ctx context.Context, nc *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// procComm is the kernel's command name of pid (/proc/PID/comm), or "" if
+// it cannot be read. It names a process in accounts beside what the
+// process claims about itself. The read is bounded: comm is a proc file of
+// at most 16 bytes, never a FIFO.
+func procComm(pid int32) string {
+	f, err := os.Open("/proc/" + strconv.Itoa(int(pid)) + "/comm")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var b [64]byte
+	n, _ := f.Read(b[:])
+	return strings.TrimSpace(string(b[:n]))
 }
 
 // handleAdmin decides and runs one admin request.

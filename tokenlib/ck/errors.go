@@ -77,6 +77,11 @@ var hsmRV = []struct {
 	{hsm.ErrRegisterState, CKR_DEVICE_ERROR},
 	{hsm.ErrNoSuchAPQN, CKR_DEVICE_ERROR},
 	{hsm.ErrOffline, CKR_DEVICE_ERROR},
+	// An EP11 session-bound key used where its session is not available:
+	// the adapters' own return code for it.
+	{hsm.ErrSessionBound, CKR_SESSION_CLOSED},
+	{hsm.ErrSessionLimit, CKR_SESSION_COUNT},
+	{hsm.ErrBadPIN, CKR_PIN_INVALID},
 }
 
 // RVFromError returns the CK_RV a C caller sees for err:

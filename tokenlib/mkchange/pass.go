@@ -48,11 +48,25 @@ func Transform(ctx context.Context, be hsm.Backend, q apqn.ID, attrs map[uint32]
 // The pass pages through the key objects by handle, BatchSize at a time,
 // and commits each page in one durable transaction. While one page is
 // being written (the store's single write connection, mostly SQLite work),
-// a second goroutine already reads and decodes the next page and applies
-// the transform to it (HSM work): the two overlap on two cores. Pages are
-// disjoint, so a page prepared early cannot conflict with the commit of
-// the previous one; only another writer can make it stale, and that is
-// caught by the optimistic version check of Update.
+// a second goroutine already reads the next page, decoding only the blob
+// attributes and the label (Filter.Only), and applies the transform to it
+// (HSM work): the two overlap on two cores, and memory holds two pages,
+// whatever the size of the token. Pages are disjoint, so a page prepared
+// early cannot conflict with the commit of the previous one; only another
+// writer can make it stale, and that is caught by the optimistic version
+// check of Update.
+//
+// No HSM call runs inside a write transaction: the transaction holds the
+// token's write lock, which every other process's writes wait for. An
+// object another writer changed after it was read is left out of the
+// transaction, read and transformed again after the commit, and written
+// in a transaction of its own (retried a few times).
+//
+// An object that cannot be read or transformed (a damaged database, a
+// value that fails to unseal, a blob the HSM refuses) stops the pass with
+// an error naming its handle; nothing is skipped silently, and the pages
+// committed before stay valid (each transform is idempotent, so the pass
+// is simply run again once the object is repaired or removed).
 func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, op *state.Op, a state.Action, progress func(done, total int)) (int, error) {
 	qs := t.APQNsFor(op)
 	if a == state.ActReencipher && len(qs) == 0 {
@@ -80,29 +94,14 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 			cancel()
 			continue
 		}
-		n := 0
-		if len(p.changed) > 0 {
-			err := st.Batch(ctx, dk, func(tx *store.Tx) error {
-				n = 0
-				for _, o := range p.changed {
-					ok, err := t.save(ctx, tx, be, apqnFor(qs, o.Handle), o, op, a)
-					if err != nil {
-						return err
-					}
-					if ok {
-						n++
-					}
-				}
-				return nil
-			})
-			if err != nil {
-				failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
-				cancel()
-				continue
-			}
+		n, err := t.commit(ctx, st, dk, be, qs, op, a, p.changed)
+		changed += n
+		if err != nil {
+			failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
+			cancel()
+			continue
 		}
 		failpoint.Hit("cli.pass." + a.String() + ".after-batch-commit")
-		changed += n
 		done += p.listed
 		if progress != nil {
 			progress(done, max(total, done))
@@ -120,7 +119,74 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 	return changed, nil
 }
 
+// conflictRetries bounds how often one object is read and transformed
+// again because another writer changed it in between.
+const conflictRetries = 5
+
+// commit writes the transformed objects of one page: one transaction
+// for the page, then, outside any transaction, the objects another writer
+// changed meanwhile are read and transformed again and written in a
+// transaction of their own, until none is left.
+func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (int, error) {
+	changed := 0
+	for attempt := 0; len(objs) > 0; attempt++ {
+		var conflicts []uint64
+		n := 0
+		err := st.Batch(ctx, dk, func(tx *store.Tx) error {
+			conflicts, n = conflicts[:0], 0
+			for _, o := range objs {
+				err := tx.Update(o)
+				switch {
+				case err == nil:
+					n++
+				case errclass.Of(err) == errclass.NotFound:
+					// destroyed meanwhile
+				case errclass.Of(err) == errclass.Conflict:
+					conflicts = append(conflicts, o.Handle)
+				default:
+					return errors.Join(fmt.Errorf("object %d (%s): failed to save", o.Handle, label(o)), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return changed, err
+		}
+		changed += n
+		if len(conflicts) == 0 {
+			return changed, nil
+		}
+		if attempt == conflictRetries {
+			return changed, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
+				"objects %v kept changing during the pass (%d attempts)", conflicts, attempt+1)
+		}
+		objs = objs[:0]
+		for _, h := range conflicts {
+			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
+			if err != nil {
+				return changed, fmt.Errorf("object %d: failed to read it again: %w", h, err)
+			}
+			if len(fresh) == 0 || fresh[0].Handle != h {
+				continue // destroyed meanwhile
+			}
+			o := fresh[0]
+			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
+			if err != nil {
+				return changed, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+			}
+			if ok {
+				objs = append(objs, o) // else the other writer did our work
+			}
+		}
+	}
+	return changed, nil
+}
+
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
+
+// passAttrs are the attributes a pass reads of each key: its blobs, and
+// the label for messages.
+var passAttrs = []uint32{attrOpaque, attrReenc, attrOld, uint32(ck.CKA_LABEL)}
 
 // page is one page of key objects, read and transformed: changed holds
 // the objects the transform changed (their Attrs already transformed),
@@ -147,9 +213,9 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 	}
 	var after uint64
 	for {
-		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize})
+		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
 		if err != nil {
-			send(page{err: fmt.Errorf("failed to list key objects: %w", err)})
+			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", after, err)})
 			return
 		}
 		if len(objs) == 0 {
@@ -159,7 +225,7 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 		for _, o := range objs {
 			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
 			if err != nil {
-				send(page{err: fmt.Errorf("object %s (%s): %w", o.UniqueID, label(o), err)})
+				send(page{err: fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)})
 				return
 			}
 			if ok {
@@ -183,42 +249,9 @@ func apqnFor(qs []apqn.ID, handle uint64) apqn.ID {
 	return qs[handle%uint64(len(qs))]
 }
 
-// save writes one transformed object inside tx. If another process changed
-// it since it was listed, save reads it again and transforms it anew (once);
-// an object deleted meanwhile is skipped.
-func (t Token) save(ctx context.Context, tx *store.Tx, be hsm.Backend, q apqn.ID, o *store.Object, op *state.Op, a state.Action) (bool, error) {
-	for attempt := 0; ; attempt++ {
-		err := tx.Update(o)
-		switch {
-		case err == nil:
-			return true, nil
-		case errclass.Of(err) == errclass.NotFound:
-			return false, nil // destroyed meanwhile
-		case errclass.Of(err) == errclass.Conflict && attempt == 0:
-			fresh, gerr := tx.Get(o.Handle)
-			if errclass.Of(gerr) == errclass.NotFound {
-				return false, nil
-			}
-			if gerr != nil {
-				return false, gerr
-			}
-			changed, err := Transform(ctx, be, q, fresh.Attrs, op, a)
-			if err != nil {
-				return false, fmt.Errorf("object %s (%s): %w", fresh.UniqueID, label(fresh), err)
-			}
-			if !changed {
-				return false, nil // the other writer did our work
-			}
-			o = fresh
-		default:
-			return false, errors.Join(fmt.Errorf("object %s: failed to save", o.UniqueID), err)
-		}
-	}
-}
-
 func label(o *store.Object) string {
 	if l := o.Attrs[uint32(ck.CKA_LABEL)]; len(l) > 0 {
 		return fmt.Sprintf("label %q", l)
 	}
-	return fmt.Sprintf("handle %d", o.Handle)
+	return fmt.Sprintf("unique id %s", o.UniqueID)
 }

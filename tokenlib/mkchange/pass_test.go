@@ -2,12 +2,17 @@ package mkchange
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -215,5 +220,140 @@ func TestPassCancel(t *testing.T) {
 	}
 	if n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || n != 4 {
 		t.Fatalf("resumed pass: %d %v", n, err)
+	}
+}
+
+// lockProbe is a backend that, at every Reencipher after the first, checks
+// whether someone holds the token's write lock: it tries a write
+// transaction of its own through a second store handle (as another process
+// would), with a short busy timeout. The first call runs hook.
+type lockProbe struct {
+	hsm.Backend
+	t     *testing.T
+	probe *store.Store
+	calls int
+	held  int
+	hook  func()
+}
+
+func (b *lockProbe) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {
+	b.calls++
+	if b.calls == 1 {
+		b.hook()
+	} else if err := b.probe.Batch(ctx, nil, func(*store.Tx) error { return nil }); err != nil {
+		if errclass.Of(err) != errclass.Unavailable {
+			b.t.Errorf("probe write: %v", err)
+		}
+		b.held++
+	}
+	return b.Backend.Reencipher(ctx, q, blob, d)
+}
+
+// TestPassNoHSMCallInWriteTransaction: objects another writer changed
+// after the pass read them are transformed again (an HSM call) outside the
+// write transaction, so no other process's write waits for the HSM.
+func TestPassNoHSMCallInWriteTransaction(t *testing.T) {
+	f := newFixture(t)
+	keys, op, tok := passToken(t, f, 6) // one page: no commit overlaps a read
+	probe, err := store.Open(filepath.Dir(f.st.Path()), store.Options{BusyTimeout: 30 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	be := &lockProbe{Backend: f.hsm, t: t, probe: probe, hook: func() {
+		for _, k := range keys[1:4] { // three conflicts
+			o, err := f.st.Get(f.ctx, f.dk, k.Handle)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			o.Attrs[uint32(ck.CKA_LABEL)] = append(o.Attrs[uint32(ck.CKA_LABEL)], "-renamed"...)
+			if err := f.st.Update(f.ctx, f.dk, o); err != nil {
+				t.Error(err)
+			}
+		}
+	}}
+	n, err := tok.Pass(f.ctx, f.st, f.dk, be, op, state.ActReencipher, nil)
+	if err != nil || n != 6 {
+		t.Fatalf("pass: %d changed, %v", n, err)
+	}
+	if be.calls != 6+3 {
+		t.Errorf("%d HSM calls, want 9 (6 keys, 3 transformed again)", be.calls)
+	}
+	if be.held != 0 {
+		t.Errorf("%d HSM calls ran while the write lock was held", be.held)
+	}
+	for i, k := range keys {
+		got := f.get(k)
+		if ri, err := hsm.Inspect(got[attrReenc]); err != nil || ri.Pattern != op.New[mkvp.CCAAES] {
+			t.Errorf("key %d: no REENC blob under the new key (%v)", i, err)
+		}
+		if want := fmt.Sprint("k", i); i >= 1 && i < 4 {
+			want += "-renamed"
+			if string(got[uint32(ck.CKA_LABEL)]) != want {
+				t.Errorf("key %d: the other writer's change was lost (label %q)", i, got[uint32(ck.CKA_LABEL)])
+			}
+		}
+	}
+}
+
+// TestPassStopsAtDamagedObject: a key whose stored attributes are damaged
+// (cut short, or a blob that no longer unseals) stops the pass with an
+// error naming its handle; keys after it are not touched, none is skipped
+// silently, and once the object is removed the pass completes.
+func TestPassStopsAtDamagedObject(t *testing.T) {
+	for _, damage := range []struct {
+		name   string
+		change func([]byte) []byte
+	}{
+		{"truncated", func(b []byte) []byte { return b[:30] }},
+		{"blob fails to unseal", func(b []byte) []byte { b[len(b)-60] ^= 0x10; return b }},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			smallPages(t, 2)
+			f := newFixture(t)
+			keys, op, tok := passToken(t, f, 6)
+			victim := keys[3]
+			db, err := sql.Open("sqlite", f.st.Path())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var blob []byte
+			if err := db.QueryRow(`SELECT attrs FROM object WHERE handle = ?`, victim.Handle).Scan(&blob); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`UPDATE object SET attrs = ? WHERE handle = ?`, damage.change(blob), victim.Handle); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil)
+			if err == nil || errclass.Of(err) != errclass.DataLoss || !strings.Contains(err.Error(), fmt.Sprintf("handles [%d]", victim.Handle)) {
+				t.Fatalf("pass over a damaged key: %d changed, %v", n, err)
+			}
+			reenc := 0
+			for _, k := range keys {
+				if k == victim {
+					continue
+				}
+				_, has := f.get(k)[attrReenc]
+				if has {
+					reenc++
+				}
+				if has && k.Handle > victim.Handle {
+					t.Errorf("key %d after the damaged one was re-enciphered: the pass did not stop", k.Handle)
+				}
+			}
+			// Pages of two keys: the first page is committed, the
+			// damaged key's page is not.
+			if reenc != n || n != 2 {
+				t.Errorf("%d keys have a REENC blob, pass reported %d; want 2 (the page before the damaged key)", reenc, n)
+			}
+			if err := f.st.Delete(f.ctx, victim.Handle); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil || n+m != 5 {
+				t.Fatalf("pass after removing the damaged key: %d more, %v", m, err)
+			}
+		})
 	}
 }

@@ -173,13 +173,22 @@ func (r *rawObject) find(t uint32) ([]byte, bool) {
 	return r.attrs[i].val, true
 }
 
-func sortedTypes(attrs map[uint32][]byte) []uint32 {
+// sortedTypes returns the types of attrs and of more (the first map wins
+// where both have a type), sorted.
+func sortedTypes(attrs map[uint32][]byte, more ...map[uint32][]byte) []uint32 {
 	ts := make([]uint32, 0, len(attrs))
 	for t := range attrs {
 		ts = append(ts, t)
 	}
+	for _, m := range more {
+		for t := range m {
+			if _, dup := attrs[t]; !dup {
+				ts = append(ts, t)
+			}
+		}
+	}
 	slices.Sort(ts)
-	return ts
+	return slices.Compact(ts)
 }
 
 const (
@@ -211,10 +220,12 @@ func setAAD(dst []byte, tokenID []byte, uid string, class uint64, attrs []rawAtt
 }
 
 // seal turns clear attributes into a sealed rawObject. reuse, if not nil,
-// maps types to already sealed values that may be kept (see Object.sealed).
-func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue) *rawObject {
-	r := &rawObject{sealed: true, attrs: make([]rawAttr, 0, len(attrs))}
-	ts := sortedTypes(attrs)
+// maps types to already sealed values that may be kept (see Object.sealed);
+// keep holds sealed values of types not in attrs that are written as they
+// are (a partially read object).
+func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue, keep map[uint32][]byte) *rawObject {
+	r := &rawObject{sealed: true, attrs: make([]rawAttr, 0, len(attrs)+len(keep))}
+	ts := sortedTypes(attrs, keep)
 	size := 0
 	for _, t := range ts {
 		size += len(attrs[t]) + sealOverhead
@@ -222,7 +233,11 @@ func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse 
 	buf := make([]byte, 0, size) // one allocation for all sealed values
 	aad := make([]byte, 0, 64+len(uid))
 	for _, t := range ts {
-		v := attrs[t]
+		v, ok := attrs[t]
+		if !ok {
+			r.attrs = append(r.attrs, rawAttr{typ: t, val: keep[t]})
+			continue
+		}
 		if sv, ok := reuse[t]; ok && string(sv.plain) == string(v) {
 			r.attrs = append(r.attrs, rawAttr{typ: t, val: sv.sealed})
 			continue

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -36,6 +38,16 @@ type Object struct {
 	// read and its sealed form, so that Update re-seals only the values
 	// that changed (an MK change touches one or two attributes per key).
 	sealed map[uint32]sealedValue
+	// ix remembers the index columns as stored (indexedAttrs order), so
+	// that an Update that leaves them alone does not rewrite the indexes.
+	ix [2][]byte
+	// partial is set for an object read with [Filter.Only]: Attrs holds
+	// only the types in only, keep the other values as stored (sealed or
+	// clear), which Update writes back unchanged.
+	partial     bool
+	readPrivate bool
+	only        []uint32
+	keep        map[uint32][]byte
 }
 
 type sealedValue struct {
@@ -53,6 +65,15 @@ type Filter struct {
 	// Attrs keeps objects that have every listed attribute with exactly the
 	// given value (a nil or empty value matches an empty value).
 	Attrs map[uint32][]byte
+	// Private, if set, keeps only private (*Private true) or only public
+	// objects (the store's own column, no decoding).
+	Private *bool
+	// Only, if not empty, makes List decode just these attribute types of
+	// each match (and unseal only them); the other values stay as stored
+	// and an Update of the object writes them back unchanged. The set of
+	// attribute types is still authenticated. A master key change pass
+	// needs a key's blobs, not its two dozen other attributes.
+	Only []uint32
 	// After and Limit page through large tokens: only handles greater than
 	// After are considered, and at most Limit objects (0: no limit) are
 	// returned. Pass the last handle of one page as After of the next.
@@ -90,14 +111,22 @@ func checkObject(o *Object, dk *DataKey) error {
 
 // encodeObject produces the attrs column for o.
 func encodeObject(o *Object, dk *DataKey) []byte {
+	keep := o.keep
+	if !o.partial {
+		keep = nil
+	}
 	if !o.Private {
-		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs))}
-		for _, t := range sortedTypes(o.Attrs) {
-			r.attrs = append(r.attrs, rawAttr{typ: t, val: o.Attrs[t]})
+		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs)+len(keep))}
+		for _, t := range sortedTypes(o.Attrs, keep) {
+			v, ok := o.Attrs[t]
+			if !ok {
+				v = keep[t]
+			}
+			r.attrs = append(r.attrs, rawAttr{typ: t, val: v})
 		}
 		return encodeRaw(nil, &r)
 	}
-	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed)
+	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed, keep)
 	return encodeRaw(nil, r)
 }
 
@@ -110,10 +139,55 @@ func rememberSealed(o *Object, r *rawObject) {
 	}
 	m := make(map[uint32]sealedValue, len(r.attrs))
 	for _, a := range r.attrs {
-		v := o.Attrs[a.typ]
+		v, ok := o.Attrs[a.typ]
+		if !ok {
+			continue // kept as stored (partial object): no plain value
+		}
 		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: a.val}
 	}
 	o.sealed = m
+}
+
+// decodePartial is decodeObject for Filter.Only: it authenticates the set
+// of attribute types and opens only the types in only (sorted).
+func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uint32) error {
+	if err := decodeRaw(blob, r); err != nil {
+		return err
+	}
+	if r.sealed != o.Private {
+		return codecErr("object is private=%v but its attributes are sealed=%v", o.Private, r.sealed)
+	}
+	if r.sealed {
+		if err := dk.checkSet(o.UniqueID, uint64(o.Class), r); err != nil {
+			return err
+		}
+	}
+	o.Attrs = make(map[uint32][]byte, len(only))
+	o.keep = make(map[uint32][]byte, len(r.attrs))
+	o.partial, o.only, o.readPrivate = true, only, o.Private
+	m := map[uint32]sealedValue{}
+	var aad []byte
+	for _, a := range r.attrs {
+		if _, want := slices.BinarySearch(only, a.typ); !want {
+			o.keep[a.typ] = append([]byte{}, a.val...)
+			continue
+		}
+		if !r.sealed {
+			o.Attrs[a.typ] = append([]byte{}, a.val...)
+			continue
+		}
+		v, buf, err := dk.openAttr(aad, o.UniqueID, a.typ, a.val)
+		aad = buf
+		if err != nil {
+			return err
+		}
+		o.Attrs[a.typ] = v
+		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: append([]byte{}, a.val...)}
+	}
+	if r.sealed {
+		o.sealed = m
+	}
+	return nil
 }
 
 // decodeObject turns a stored row into an Object. A private object needs a
@@ -228,6 +302,9 @@ func (s *Store) Count(ctx context.Context, dk *DataKey, f Filter) (int, error) {
 	if dk == nil {
 		where = append(where, "private = 0")
 	}
+	if f.Private != nil {
+		where = append(where, fmt.Sprintf("private = %d", boolInt(*f.Private)))
+	}
 	if len(f.Classes) > 0 {
 		ph := make([]string, 0, len(f.Classes))
 		for _, c := range f.Classes {
@@ -312,8 +389,9 @@ func (t *Tx) Create(o *Object) error {
 	o.UniqueID = uid
 	o.sealed = nil
 	blob := encodeObject(o, t.dk)
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs) VALUES (?, ?, ?, 1, ?)`,
-		uid, int64(o.Class), boolInt(o.Private), blob)
+	ix := t.s.indexColumns(o, t.dk)
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs, label_ix, id_ix) VALUES (?, ?, ?, 1, ?, ?, ?)`,
+		uid, int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1])
 	if err != nil {
 		o.UniqueID = ""
 		return classifyDB(fmt.Errorf("create object: %w", err))
@@ -323,7 +401,7 @@ func (t *Tx) Create(o *Object) error {
 		o.UniqueID = ""
 		return classifyDB(fmt.Errorf("create object: %w", err))
 	}
-	o.Handle, o.Version = uint64(id), 1
+	o.Handle, o.Version, o.ix = uint64(id), 1, ix
 	if o.Private {
 		var r rawObject
 		if decodeRaw(blob, &r) == nil {
@@ -347,17 +425,33 @@ func (t *Tx) Update(o *Object) error {
 	if o.UniqueID == "" || o.Handle == 0 || o.Handle > math.MaxInt64 {
 		return errclass.New(errclass.InvalidArgument, "update object: handle %d / unique id %q do not name a stored object (use an Object from Create, Get or List)", o.Handle, o.UniqueID)
 	}
+	if o.partial && len(o.keep) > 0 && o.Private != o.readPrivate {
+		return errclass.Newh(errclass.InvalidArgument, "read the object in full (List without Only, or Get) to change its private flag",
+			"update object %d: it was read partially and its private flag changed", o.Handle)
+	}
 	blob := encodeObject(o, t.dk)
+	ix := t.s.indexColumns(o, t.dk)
 	// A private object may only be changed with a data key: the WHERE
-	// clause enforces that without a separate read.
-	res, err := t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?
+	// clause enforces that without a separate read. Index columns are
+	// written only when they change: a master key change rewrites the
+	// blobs of a million keys and should not rewrite two indexes too.
+	var res sql.Result
+	var err error
+	if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) && o.ix[0] != nil && o.ix[1] != nil {
+		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?
 		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-		int64(o.Class), boolInt(o.Private), blob, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+			int64(o.Class), boolInt(o.Private), blob, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+	} else {
+		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?, label_ix = ?, id_ix = ?
+		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
+			int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1], int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+	}
 	if err != nil {
 		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
 		o.Version++
+		o.ix = ix
 		if o.Private {
 			var r rawObject
 			if decodeRaw(blob, &r) == nil {
@@ -436,8 +530,8 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 	var class, ver int64
 	var priv int
 	var blob []byte
-	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs FROM object WHERE handle = ?`, int64(handle)).
-		Scan(&o.UniqueID, &class, &priv, &ver, &blob)
+	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs, label_ix, id_ix FROM object WHERE handle = ?`, int64(handle)).
+		Scan(&o.UniqueID, &class, &priv, &ver, &blob, &o.ix[0], &o.ix[1])
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNoObject(handle)
 	}
@@ -449,6 +543,7 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 		return nil, errclass.Newh(errclass.PermissionDenied, "log in as USER to read private objects", "object %d: %w", handle, ErrLoginRequired)
 	}
 	var r rawObject
+	s.decoded.Add(1)
 	if err := decodeObject(o, blob, dk, &r); err != nil {
 		if errors.Is(err, errOpen) {
 			return nil, s.openFailed(ctx, q, dk, handle, err)
@@ -458,34 +553,102 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 	return o, nil
 }
 
+// Stats are counters of one Store, for tests and benchmarks of the
+// engine's laziness.
+type Stats struct {
+	// Decoded counts the objects whose attribute lists were decoded in
+	// full (and, if private, unsealed) by Get and List.
+	Decoded uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats { return Stats{Decoded: s.decoded.Load()} }
+
+// Find returns the handles of the objects matching f, in handle order, at
+// most f.Limit of them (0: all). It reads no more than it must: a filter
+// on classes, the unique id, the private flag and handles is answered from
+// the table's columns alone; a filter on the label or the id goes through
+// their index (see index.go); only attributes the filter names are opened,
+// and only for candidates. No object is decoded in full.
+//
+// An object whose stored bytes cannot be read is returned as a match when
+// the filter cannot tell (it is a candidate of the index, or the filter
+// names no attribute): the caller then gets the error naming its handle
+// when it uses the object, and every other object stays usable.
+func (s *Store) Find(ctx context.Context, dk *DataKey, f Filter) ([]uint64, error) {
+	var out []uint64
+	err := s.scan(ctx, s.reader(), dk, f, false, func(h uint64, _ *Object) { out = append(out, h) })
+	return out, err
+}
+
 func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*Object, error) {
-	if err := s.usable(dk); err != nil {
+	var out []*Object
+	err := s.scan(ctx, q, dk, f, true, func(_ uint64, o *Object) { out = append(out, o) })
+	if err != nil && errclass.Of(err) != errclass.DataLoss {
 		return nil, err
 	}
+	return out, err
+}
+
+// query is a SELECT over the object table built from a Filter.
+type query struct {
+	text string
+	args []any
+	none bool // no object can match
+}
+
+// buildQuery turns f into SQL selecting cols. Conditions on the store's
+// columns go into SQL; attribute values are compared after decoding,
+// except that a label or id in f.Attrs first narrows the rows through its
+// index. The result is ordered by handle and can be read row by row: the
+// caller stops after f.Limit matches without SQLite sorting everything.
+func (s *Store) buildQuery(dk *DataKey, f Filter, cols string) (query, error) {
 	var where []string
 	var args []any
 	if dk == nil {
 		where = append(where, "private = 0")
 	}
+	if f.Private != nil {
+		where = append(where, fmt.Sprintf("private = %d", boolInt(*f.Private)))
+	}
+	if f.Limit < 0 {
+		return query{}, errclass.New(errclass.InvalidArgument, "list objects: negative limit %d", f.Limit)
+	}
+	// The index attribute, if the filter names one.
+	ixCol, ixType := "", uint32(0)
+	for _, ia := range indexedAttrs {
+		if _, ok := f.Attrs[ia.typ]; ok {
+			ixCol, ixType = ia.col, ia.typ
+			break
+		}
+	}
 	if len(f.Classes) > 0 {
 		ph := make([]string, len(f.Classes))
 		for i, c := range f.Classes {
 			if uint64(c) > math.MaxInt64 {
-				return nil, nil // no object can have that class
+				return query{none: true}, nil // no object can have that class
 			}
 			ph[i] = "?"
 			args = append(args, int64(c))
 		}
-		// A page (Limit set) must be read in handle order straight from
-		// the table, stopping after Limit matches; through the class
-		// index SQLite would sort every remaining match first, which
-		// makes paging through a large token quadratic. The unary +
-		// keeps the filter but takes the index out of the plan.
-		col := "class"
-		if f.Limit > 0 {
-			col = "+class"
+		switch {
+		case ixCol != "":
+			// The index column decides the plan; keep the class index
+			// out of it.
+			where = append(where, "+class IN ("+strings.Join(ph, ",")+")")
+		case len(ph) == 1:
+			// One class: its index yields the handles in order.
+			where = append(where, "class = ?")
+		case f.Limit > 0:
+			// A page must be read in handle order straight from the
+			// table, stopping after Limit matches; through the class
+			// index SQLite would sort every remaining match first,
+			// which makes paging through a large token quadratic. The
+			// unary + keeps the filter but takes the index out.
+			where = append(where, "+class IN ("+strings.Join(ph, ",")+")")
+		default:
+			where = append(where, "class IN ("+strings.Join(ph, ",")+")")
 		}
-		where = append(where, col+" IN ("+strings.Join(ph, ",")+")")
 	}
 	if f.UniqueID != "" {
 		where = append(where, "unique_id = ?")
@@ -493,27 +656,76 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 	}
 	if f.After > 0 {
 		if f.After >= math.MaxInt64 {
-			return nil, nil
+			return query{none: true}, nil
 		}
 		where = append(where, "handle > ?")
 		args = append(args, int64(f.After))
 	}
-	if f.Limit < 0 {
-		return nil, errclass.New(errclass.InvalidArgument, "list objects: negative limit %d", f.Limit)
+	sel := func(extra string, extraArgs ...any) (string, []any) {
+		w := append(append([]string(nil), where...), extra)
+		if extra == "" {
+			w = w[:len(w)-1]
+		}
+		q := "SELECT " + cols + " FROM object"
+		if ixCol != "" {
+			q += " INDEXED BY object_" + strings.TrimSuffix(ixCol, "_ix")
+		}
+		if len(w) > 0 {
+			q += " WHERE " + strings.Join(w, " AND ")
+		}
+		return q, append(append([]any(nil), args...), extraArgs...)
 	}
-	query := `SELECT handle, unique_id, class, private, version, attrs FROM object`
-	if len(where) > 0 {
-		query += " WHERE " + strings.Join(where, " AND ")
+	if ixCol == "" {
+		q, a := sel("")
+		return query{text: q + " ORDER BY handle", args: a}, nil
 	}
-	query += " ORDER BY handle"
-	rows, err := q.QueryContext(ctx, query, args...)
+	// One branch per digest key, plus the rows not indexed yet; each
+	// branch reads its index in handle order and SQLite merges them.
+	v := f.Attrs[ixType]
+	var parts []string
+	var all []any
+	add := func(q string, a []any) { parts = append(parts, q); all = append(all, a...) }
+	if f.Private == nil || !*f.Private {
+		add(sel(ixCol+" = ? AND private = 0", s.pubIx.digest(ixType, v)))
+	}
+	if dk != nil && dk.ix != nil && (f.Private == nil || *f.Private) {
+		add(sel(ixCol+" = ? AND private = 1", dk.ix.digest(ixType, v)))
+	}
+	add(sel(ixCol + " IS NULL"))
+	return query{text: strings.Join(parts, " UNION ALL ") + " ORDER BY handle", args: all}, nil
+}
+
+// scan runs f and calls fn for each match in handle order: with the
+// decoded object if full, else with the handle only. Unreadable objects do
+// not stop it: it returns an errclass.DataLoss error naming their handles
+// after calling fn for every readable match (full), or calls fn for them
+// too when the filter cannot tell whether they match (not full; see Find).
+func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full bool, fn func(uint64, *Object)) error {
+	if err := s.usable(dk); err != nil {
+		return err
+	}
+	cols := "handle, unique_id, class, private, version, attrs, label_ix, id_ix"
+	if !full {
+		cols = "handle, unique_id, private, attrs"
+		if len(f.Attrs) == 0 {
+			cols = "handle"
+		}
+	}
+	qr, err := s.buildQuery(dk, f, cols)
+	if err != nil || qr.none {
+		return err
+	}
+	rows, err := q.QueryContext(ctx, qr.text, qr.args...)
 	if err != nil {
-		return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+		return classifyDB(fmt.Errorf("list objects: %w", err))
 	}
 	defer rows.Close()
 	filterTypes := sortedTypes(f.Attrs)
+	only := slices.Clone(f.Only)
+	slices.Sort(only)
+	only = slices.Compact(only)
 	var (
-		out        []*Object
+		n          int
 		bad        []uint64
 		r          rawObject
 		aad        []byte
@@ -523,14 +735,36 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 		priv       int
 		ver        int64
 		blob       sql.RawBytes
+		ix         [2][]byte
 		openFailed bool // a sealed value did not open: stale key or tampering
 	)
 	for rows.Next() {
-		if err := rows.Scan(&handle, &uid, &class, &priv, &ver, &blob); err != nil {
-			return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+		if f.Limit > 0 && n == f.Limit {
+			break
+		}
+		var err error
+		switch {
+		case full:
+			err = rows.Scan(&handle, &uid, &class, &priv, &ver, &blob, &ix[0], &ix[1])
+		case len(f.Attrs) == 0:
+			err = rows.Scan(&handle)
+		default:
+			err = rows.Scan(&handle, &uid, &priv, &blob)
+		}
+		if err != nil {
+			return classifyDB(fmt.Errorf("list objects: %w", err))
+		}
+		if !full && len(f.Attrs) == 0 {
+			n++
+			fn(uint64(handle), nil)
+			continue
 		}
 		if err := decodeRaw(blob, &r); err != nil || r.sealed != (priv != 0) {
 			bad = append(bad, uint64(handle))
+			if !full {
+				n++
+				fn(uint64(handle), nil) // cannot tell: see Find
+			}
 			continue
 		}
 		match, failed := true, false
@@ -555,29 +789,44 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 				break
 			}
 		}
-		if match && !failed {
-			if f.Limit > 0 && len(out) == f.Limit {
-				break
-			}
-			o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver)}
-			if err := decodeObject(o, blob, dk, &r); err != nil {
-				failed = errors.Is(err, errOpen)
-				if !failed {
-					bad = append(bad, uint64(handle))
-					continue
-				}
-			} else {
-				out = append(out, o)
-				continue
-			}
-		}
 		if failed {
 			openFailed = true
 			bad = append(bad, uint64(handle))
+			if !full {
+				n++
+				fn(uint64(handle), nil)
+			}
+			continue
 		}
+		if !match {
+			continue
+		}
+		if !full {
+			n++
+			fn(uint64(handle), nil)
+			continue
+		}
+		o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver),
+			ix: [2][]byte{bytes.Clone(ix[0]), bytes.Clone(ix[1])}}
+		s.decoded.Add(1)
+		decode := decodeObject
+		if len(only) > 0 {
+			decode = func(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
+				return decodePartial(o, blob, dk, r, only)
+			}
+		}
+		if err := decode(o, blob, dk, &r); err != nil {
+			if errors.Is(err, errOpen) {
+				openFailed = true
+			}
+			bad = append(bad, uint64(handle))
+			continue
+		}
+		n++
+		fn(o.Handle, o)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, classifyDB(fmt.Errorf("list objects: %w", err))
+		return classifyDB(fmt.Errorf("list objects: %w", err))
 	}
 	rows.Close()
 	// Only now, with the rows closed, is it safe to run another query: a
@@ -585,7 +834,7 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 	// could starve the pool.
 	if openFailed {
 		if err := s.checkKey(ctx, q, dk); err != nil {
-			return nil, fmt.Errorf("list objects: %w", err)
+			return fmt.Errorf("list objects: %w", err)
 		}
 	}
 	if len(bad) > 0 {
@@ -594,8 +843,27 @@ func (s *Store) list(ctx context.Context, q querier, dk *DataKey, f Filter) ([]*
 			shown, more = shown[:20], " ..."
 		}
 		s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
-		return out, errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
+		if !full {
+			return nil // returned as matches; their use reports them
+		}
+		return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
 			"list objects: %d unreadable objects, handles %v%s", len(bad), shown, more)
 	}
-	return out, nil
+	return nil
+}
+
+// indexColumns returns the index column values of o (indexedAttrs order).
+// A partial object keeps the stored value of a column whose attribute it
+// did not load.
+func (s *Store) indexColumns(o *Object, dk *DataKey) [2][]byte {
+	k := s.ixKeyFor(o.Private, dk)
+	var out [2][]byte
+	for i, ia := range indexedAttrs {
+		if _, loaded := slices.BinarySearch(o.only, ia.typ); o.partial && !loaded && o.ix[i] != nil {
+			out[i] = o.ix[i]
+			continue
+		}
+		out[i] = k.column(ia.typ, o.Attrs)
+	}
+	return out
 }

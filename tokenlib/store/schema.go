@@ -42,6 +42,13 @@ CREATE TABLE object (
 );
 CREATE INDEX object_class ON object (class);
 `,
+	// 2: search index columns (see index.go); NULL until indexed.
+	`
+ALTER TABLE object ADD COLUMN label_ix BLOB;
+ALTER TABLE object ADD COLUMN id_ix BLOB;
+CREATE INDEX object_label ON object (label_ix);
+CREATE INDEX object_id ON object (id_ix);
+`,
 }
 
 // SchemaVersion returns the schema version this package writes.

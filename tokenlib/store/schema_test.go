@@ -16,6 +16,13 @@ func withMigrations(t *testing.T, extra ...string) {
 	t.Cleanup(func() { migrations = orig })
 }
 
+// withMigrationsUpTo makes the store write schema version v for one test.
+func withMigrationsUpTo(t *testing.T, v int) {
+	orig := migrations
+	migrations = orig[:v:v]
+	t.Cleanup(func() { migrations = orig })
+}
+
 func schemaVersion(t *testing.T, dir string) int {
 	t.Helper()
 	db, err := sql.Open("sqlite", filepath.Join(dir, DBName))
@@ -41,13 +48,14 @@ func TestMigrationUpgradesInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if v := schemaVersion(t, dir); v != 1 {
-		t.Fatalf("schema version %d, want 1", v)
+	cur := SchemaVersion()
+	if v := schemaVersion(t, dir); v != cur {
+		t.Fatalf("schema version %d, want %d", v, cur)
 	}
 	withMigrations(t, `CREATE TABLE audit (at TEXT NOT NULL)`)
 	s2 := openTest(t, dir)
-	if v := schemaVersion(t, dir); v != 2 {
-		t.Fatalf("schema version after upgrade %d, want 2", v)
+	if v := schemaVersion(t, dir); v != cur+1 {
+		t.Fatalf("schema version after upgrade %d, want %d", v, cur+1)
 	}
 	if _, err := s2.wdb.Exec(`INSERT INTO audit VALUES ('x')`); err != nil {
 		t.Fatalf("migrated table missing: %v", err)
@@ -65,9 +73,11 @@ func TestMigrationUpgradesInPlace(t *testing.T) {
 // leaves the database at its old version with none of the new schema.
 func TestFailedMigrationChangesNothing(t *testing.T) {
 	dir := t.TempDir()
+	full := migrations
+	withMigrationsUpTo(t, len(full)-1)
 	s := openTest(t, dir)
 	s.Close()
-	withMigrations(t, `CREATE TABLE half (a); THIS IS NOT SQL`)
+	withMigrations(t, full[len(full)-1]+`; CREATE TABLE half (a); THIS IS NOT SQL`)
 	_, err := Open(dir, testOptions(t))
 	if err == nil {
 		t.Fatal("Open with a broken migration succeeded")
@@ -75,8 +85,8 @@ func TestFailedMigrationChangesNothing(t *testing.T) {
 	if errclass.Of(err) == errclass.Unknown {
 		t.Errorf("error %q has no class", err)
 	}
-	if v := schemaVersion(t, dir); v != 1 {
-		t.Fatalf("schema version after failed migration %d, want 1", v)
+	if v := schemaVersion(t, dir); v != SchemaVersion()-1 {
+		t.Fatalf("schema version after failed migration %d, want %d", v, SchemaVersion()-1)
 	}
 	db, _ := sql.Open("sqlite", filepath.Join(dir, DBName))
 	defer db.Close()

@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
-	_ "modernc.org/sqlite" // pure-Go SQLite driver "sqlite": CGO_ENABLED=0 builds work
+	"modernc.org/sqlite" // pure-Go SQLite driver "sqlite": CGO_ENABLED=0 builds work
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -81,6 +83,9 @@ type Store struct {
 	rdb, wdb *sql.DB
 
 	tokenID [tokenIDLen]byte // random, fixed for the life of the database
+	pubIx   ixKey            // digest key of public objects' index columns
+
+	decoded atomic.Uint64 // objects decoded, for Stats
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // prepared on rdb; see runner.go
@@ -142,6 +147,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, classifyDB(fmt.Errorf("open token store %s: read token id: %w", path, err))
 	}
+	s.pubIx = publicIxKey(s.tokenID[:])
 	s.log.Debug().Str("path", path).Msg("token store opened")
 	return s, nil
 }
@@ -297,10 +303,11 @@ func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
 	return nil
 }
 
-// classifyDB gives database errors a class: a lock that stays busy past the
-// busy timeout is Unavailable, a corrupt file DataLoss, a cancelled context
-// keeps its own meaning, anything else Internal. Errors that already carry a
-// class keep it.
+// classifyDB gives database errors a class by SQLite's primary result
+// code: a lock that stays busy past the busy timeout is Unavailable, a
+// corrupt file DataLoss, a read-only or unopenable file PermissionDenied,
+// a cancelled context keeps its own meaning, anything else Internal.
+// Errors that already carry a class keep it.
 func classifyDB(err error) error {
 	if err == nil || errclass.Of(err) != errclass.Unknown {
 		return err
@@ -312,19 +319,34 @@ func classifyDB(err error) error {
 		return errclass.As(errclass.Aborted, err)
 	case errors.Is(err, sql.ErrNoRows):
 		return errclass.As(errclass.NotFound, err)
-	}
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "sql: database is closed"):
+	case errors.Is(err, sql.ErrConnDone) || isDBClosed(err):
 		return errclass.WithHint(errclass.As(errclass.FailedPrecondition, err), "the token store was closed; open it again")
-	case strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked"):
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return errclass.As(errclass.Internal, err)
+	}
+	switch se.Code() & 0xff { // the primary code of an extended one
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 		return errclass.WithHint(errclass.As(errclass.Unavailable, err), "another process holds the token database locked; retry, or find the process that hangs")
-	case strings.Contains(msg, "SQLITE_CORRUPT") || strings.Contains(msg, "SQLITE_NOTADB") || strings.Contains(msg, "malformed") || strings.Contains(msg, "not a database"):
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT:
 		return errclass.WithHint(errclass.As(errclass.DataLoss, err), "restore the token directory from a backup")
-	case strings.Contains(msg, "SQLITE_READONLY") || strings.Contains(msg, "SQLITE_CANTOPEN") || strings.Contains(msg, "SQLITE_PERM"):
+	case sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
 		return errclass.WithHint(errclass.As(errclass.PermissionDenied, err), "check that this user is in the token group and the token directory is 0770")
+	case sqlite3.SQLITE_FULL:
+		return errclass.WithHint(errclass.As(errclass.Unavailable, err), "free space on the file system of the token directory")
+	case sqlite3.SQLITE_IOERR:
+		if se.Code() == sqlite3.SQLITE_IOERR_SHORT_READ {
+			return errclass.WithHint(errclass.As(errclass.DataLoss, err), "the token database is truncated; restore the token directory from a backup")
+		}
 	}
 	return errclass.As(errclass.Internal, err)
+}
+
+// isDBClosed recognises database/sql's error for a closed *sql.DB. It is
+// not exported, so only its text identifies it; it is not a SQLite error.
+func isDBClosed(err error) bool {
+	return err.Error() == "sql: database is closed" || strings.HasSuffix(err.Error(), ": sql: database is closed")
 }
 
 // scanFixed scans a BLOB of exactly len(dst) bytes into dst.

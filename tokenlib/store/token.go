@@ -109,6 +109,7 @@ type DataKey struct {
 	tokenID [tokenIDLen]byte
 	key     []byte
 	aead    cipher.AEAD
+	ix      ixKey // digest key of private objects' index columns
 }
 
 // User returns who logged in to obtain the key. The store lets an SO key
@@ -124,13 +125,14 @@ func (k *DataKey) Destroy() {
 		return
 	}
 	zero(k.key)
-	k.key = nil
+	zero(k.ix)
+	k.key, k.ix = nil, nil
 	k.aead = nil
 	clear(k.id[:])
 }
 
 func newDataKey(user UserType, id, tokenID, key []byte) *DataKey {
-	k := &DataKey{user: user, key: key, aead: newGCM(key)}
+	k := &DataKey{user: user, key: key, aead: newGCM(key), ix: privateIxKey(key)}
 	copy(k.id[:], id)
 	copy(k.tokenID[:], tokenID)
 	return k

@@ -15,12 +15,13 @@ type faultOptions struct {
 	latency   time.Duration
 	checkstop bool
 	clear     bool
+	sessions  int
 }
 
 func newFaultCommand(a *app) *cobra.Command {
 	var o faultOptions
 	cmd := &cobra.Command{
-		Use:   "fault APQN... (--fail-after N | --latency D | --checkstop | --clear)",
+		Use:   "fault APQN... (--fail-after N | --latency D | --checkstop | --max-sessions N | --clear)",
 		Short: "Inject faults into APQNs",
 		Long: `fault injects faults into the listed APQNs, seen by every process:
 
@@ -28,10 +29,16 @@ func newFaultCommand(a *app) *cobra.Command {
                    unavailable (as if the adapter went away)
   --latency D      every operation takes D longer (e.g. 5ms, at most 1m)
   --checkstop      the APQN is checkstopped: unavailable, chkstop 1 in sysfs
-  --clear          remove all of the above (an offline APQN stays offline)
+  --max-sessions N the EP11 APQN holds at most N EP11 sessions (0: the
+                   default, 64); sessions logged in stay, further logins
+                   fail while the APQN is full
+  --clear          remove all of the above except the session limit (an
+                   offline APQN stays offline)
 
---fail-after, --latency and --checkstop may be combined; --clear stands alone.`,
+--fail-after, --latency, --checkstop and --max-sessions may be combined;
+--clear stands alone.`,
 		Example: `  hsmsim fault 01.0033 --fail-after 3
+  hsmsim fault 06.0033 --max-sessions 2
   hsmsim fault 01.0033 --clear`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ids, err := apqnArgs(args)
@@ -39,13 +46,13 @@ func newFaultCommand(a *app) *cobra.Command {
 				return err
 			}
 			fs := cmd.Flags()
-			set := fs.Changed("fail-after") || fs.Changed("latency") || fs.Changed("checkstop")
+			set := fs.Changed("fail-after") || fs.Changed("latency") || fs.Changed("checkstop") || fs.Changed("max-sessions")
 			switch {
 			case o.clear && set:
 				return errclass.Newh(errclass.InvalidArgument, "run --clear on its own, then set the new faults",
 					"--clear cannot be combined with other faults")
 			case !o.clear && !set:
-				return errclass.Newh(errclass.InvalidArgument, "add --fail-after N, --latency D, --checkstop or --clear",
+				return errclass.Newh(errclass.InvalidArgument, "add --fail-after N, --latency D, --checkstop, --max-sessions N or --clear",
 					"no fault given")
 			}
 			h, err := a.open()
@@ -67,6 +74,9 @@ func newFaultCommand(a *app) *cobra.Command {
 					}
 					if fs.Changed("checkstop") {
 						steps = append(steps, func() error { return tx.SetCheckstop(id, o.checkstop) })
+					}
+					if fs.Changed("max-sessions") {
+						steps = append(steps, func() error { return tx.SetMaxSessions(id, o.sessions) })
 					}
 					for _, s := range steps {
 						if err := s(); err != nil {
@@ -98,5 +108,6 @@ func newFaultCommand(a *app) *cobra.Command {
 	f.DurationVar(&o.latency, "latency", 0, "latency added to every operation")
 	f.BoolVar(&o.checkstop, "checkstop", false, "checkstop the APQN")
 	f.BoolVar(&o.clear, "clear", false, "clear all faults")
+	f.IntVar(&o.sessions, "max-sessions", 0, "EP11 session limit of the APQN (0: the default)")
 	return cmd
 }

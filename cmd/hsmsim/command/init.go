@@ -15,6 +15,7 @@ type initOptions struct {
 	ccaType, ep11Type string
 	seed              string
 	force             bool
+	maxSessions       int
 }
 
 func newInitCommand(a *app) *cobra.Command {
@@ -27,11 +28,13 @@ card for every one in --ep11, and their domains. Each --cca or --ep11 option
 is one domain group: its APQNs start with the same CURRENT master keys, as a
 TKE domain group would have them. NEW registers start empty.
 
+--max-sessions N bounds the EP11 sessions each EP11 APQN holds (default 64).
+
 An existing simulator is refused unless --force is given (all its keys are lost).`,
 		Example: `  hsmsim init --cca 01.0033,02.0033 --ep11 06.0033,0e.0033`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			topo := sim.Topology{Force: o.force}
+			topo := sim.Topology{Force: o.force, MaxSessions: o.maxSessions}
 			if o.seed != "" {
 				topo.Seed = []byte(o.seed)
 			}
@@ -74,5 +77,6 @@ An existing simulator is refused unless --force is given (all its keys are lost)
 	f.StringVar(&o.ep11Type, "ep11-type", "CEX8P", "card type of the EP11 cards")
 	f.StringVar(&o.seed, "seed", "", "derive the initial master keys from this text (repeatable demos and tests)")
 	f.BoolVar(&o.force, "force", false, "replace an existing simulator")
+	f.IntVar(&o.maxSessions, "max-sessions", 0, "EP11 sessions each EP11 APQN holds (0: the default, 64)")
 	return cmd
 }

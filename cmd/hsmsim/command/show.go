@@ -1,10 +1,13 @@
 package command
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +37,17 @@ type showQueue struct {
 	FailAfter *int                               `json:"fail_after,omitempty"`
 	LatencyMS float64                            `json:"latency_ms,omitempty"`
 	Registers map[string]map[string]showRegister `json:"registers"`
+	// EP11 only: the session limit and the logged-in sessions.
+	MaxSessions *int          `json:"max_sessions,omitempty"`
+	Sessions    []showSession `json:"sessions,omitempty"`
+}
+
+// showSession is one EP11 session in the JSON output.
+type showSession struct {
+	// Field is the first 8 bytes (hex) of the session field under the
+	// CURRENT wrapping key, as keys bound to the session carry it.
+	Field   string `json:"field"`
+	Created string `json:"created"`
 }
 
 func newShowCommand(a *app) *cobra.Command {
@@ -43,7 +57,10 @@ func newShowCommand(a *app) *cobra.Command {
 		Short: "List the simulated APQNs with their master key registers",
 		Long: `show lists every simulated APQN like lszcrypt (CARD.DOM, TYPE, MODE, STATUS)
 and below each its master key registers with states and verification
-patterns. With --json the same as a JSON array.`,
+patterns, then the EP11 sessions logged in on each EP11 APQN (the first 8
+bytes of the session field that keys bound to it carry, and when it was
+logged in) and the APQN's session limit. With --json the same as a JSON
+array.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h, err := a.open()
@@ -114,7 +131,7 @@ patterns. With --json the same as a JSON array.`,
 			if err := tw.Flush(); err != nil {
 				return errclass.New(errclass.Unavailable, "write output: %w", err)
 			}
-			return nil
+			return showSessions(w, out)
 		},
 	}
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
@@ -143,6 +160,17 @@ func describe(h *sim.HSM, q hsm.QueueInfo) (showQueue, error) {
 		sq.FailAfter = &n
 	}
 	sq.LatencyMS = float64(f.Latency.Microseconds()) / 1000
+	if q.Mode == apqn.ModeEP11 {
+		list, st, err := h.SessionList(q.ID)
+		if err != nil {
+			return showQueue{}, err
+		}
+		sq.MaxSessions = &st.Max
+		sq.Sessions = []showSession{}
+		for _, s := range list {
+			sq.Sessions = append(sq.Sessions, showSession{Field: hex.EncodeToString(s.Field[:8]), Created: s.Created.Format(time.RFC3339)})
+		}
+	}
 	for t, r := range q.MK {
 		regs := map[string]showRegister{
 			"new":     {r.New.State.String(), patternHex(r.New.Pattern)},
@@ -154,6 +182,36 @@ func describe(h *sim.HSM, q hsm.QueueInfo) (showQueue, error) {
 		sq.Registers[t.Keyword()] = regs
 	}
 	return sq, nil
+}
+
+// showSessions prints the EP11 session table.
+func showSessions(w io.Writer, qs []showQueue) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := false
+	for _, q := range qs {
+		if q.MaxSessions == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w)
+			fmt.Fprintln(tw, "CARD.DOM\tEP11 SESSIONS\tSESSION\tLOGGED IN")
+			header = true
+		}
+		count := fmt.Sprintf("%d of %d", len(q.Sessions), *q.MaxSessions)
+		if len(q.Sessions) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\n", q.APQN, count)
+		}
+		for i, s := range q.Sessions {
+			if i > 0 {
+				count = ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", q.APQN, count, s.Field, s.Created)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return errclass.New(errclass.Unavailable, "write output: %w", err)
+	}
+	return nil
 }
 
 func patternHex(p mkvp.Pattern) string {

@@ -112,7 +112,18 @@ func attrBool(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.Object
 	return b
 }
 
-func describeKey(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.ObjectHandle) keyRecord {
+// describeKey makes the record of key o from its attributes av
+// (readKeyAttrs).
+func describeKey(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.ObjectHandle, av keyAttrs) keyRecord {
+	// attr and attrBool read av here, not the library: one
+	// C_GetAttributeValue per key instead of one per attribute.
+	attr := func(_ *tokenlib.Library, _ tokenlib.SessionHandle, _ tokenlib.ObjectHandle, a ck.Attribute) []byte {
+		return av[a]
+	}
+	attrBool := func(lib *tokenlib.Library, h tokenlib.SessionHandle, o tokenlib.ObjectHandle, a ck.Attribute) bool {
+		b, _ := tokenlib.DecodeBool(attr(lib, h, o, a))
+		return b
+	}
 	cls, _ := tokenlib.DecodeUlong(attr(lib, h, o, ck.CKA_CLASS))
 	kt, _ := tokenlib.DecodeUlong(attr(lib, h, o, ck.CKA_KEY_TYPE))
 	r := keyRecord{

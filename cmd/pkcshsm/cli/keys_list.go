@@ -3,12 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
@@ -51,22 +52,35 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer lib.Close()
-	keys, err := findKeys(lib, h)
-	if err != nil {
-		return err
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
 	var queues []hsm.QueueInfo
 	if o.hsmMKVP {
 		if queues, err = lib.TokenAPQNs(tokenlib.SlotID(o.slot)); err != nil {
 			return err
 		}
 	}
-	recs := make([]keyRecord, 0, len(keys))
-	for _, k := range keys {
-		r := describeKey(lib, h, k)
+	out := cmd.OutOrStdout()
+	// The keys are written out page by page as they are read, so the
+	// command's memory does not grow with the token: JSON as one array
+	// (the same bytes json.Encoder with a two-blank indent writes), the
+	// table aligned within each page of listPage keys.
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	head := "HANDLE\tCLASS\tTYPE\tBITS\tLABEL\tID\tFLAGS"
+	if o.hsmMKVP {
+		head += "\tMK TYPE\tMKVP\tMATCH"
+	}
+	if !o.json {
+		fmt.Fprintln(w, head)
+	}
+	n := 0
+	var unreadable []string
+	err = eachKey(lib, h, nil, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+		if err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("key %d: %v", k, err))
+			return nil
+		}
+		r := describeKey(lib, h, k, av)
 		if o.json {
-			r.Blobs = inspectBlobs(lib, h, k)
+			r.Blobs = inspectBlobs(av)
 		}
 		if o.hsmMKVP && r.Class != "PUBLIC_KEY" {
 			info, err := lib.KeyBlobInfo(h, k)
@@ -78,31 +92,143 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 				r.Bits = info.Bits
 			}
 		}
-		recs = append(recs, r)
-	}
-	if o.json {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(recs)
-	}
-	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-	head := "HANDLE\tCLASS\tTYPE\tBITS\tLABEL\tID\tFLAGS"
-	if o.hsmMKVP {
-		head += "\tMK TYPE\tMKVP\tMATCH"
-	}
-	fmt.Fprintln(w, head)
-	for _, r := range recs {
+		n++
+		if o.json {
+			b, err := json.MarshalIndent(r, "  ", "  ")
+			if err != nil {
+				return err
+			}
+			sep := ",\n  "
+			if n == 1 {
+				sep = "[\n  "
+			}
+			_, err = fmt.Fprintf(out, "%s%s", sep, b)
+			return err
+		}
 		line := fmt.Sprintf("%d\t%s\t%s\t%d\t%s\t%s\t%s", r.Handle, r.Class, r.KeyType, r.Bits, orDash(r.Label), orDash(r.ID), flags(r))
 		if o.hsmMKVP {
 			line += fmt.Sprintf("\t%s\t%s\t%s", orDash(r.MKType), orDash(r.MKVP), orDash(r.Match))
 		}
 		fmt.Fprintln(w, line)
-	}
-	if err := w.Flush(); err != nil {
+		if n%listPage == 0 {
+			return w.Flush()
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%d keys\n", len(recs))
-	return nil
+	if o.json {
+		end := "\n]\n"
+		if n == 0 {
+			end = "[]\n"
+		}
+		if _, err := fmt.Fprint(out, end); err != nil {
+			return err
+		}
+	} else {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d keys\n", n)
+	}
+	return unreadableKeys(unreadable)
+}
+
+// unreadableKeys is the error for keys that could not be read (a damaged
+// token database): every other key was listed or handled.
+func unreadableKeys(errs []string) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	shown := errs
+	if len(shown) > 10 {
+		shown = shown[:10]
+	}
+	return errclass.Newh(errclass.DataLoss, "restore the token directory from a backup, or destroy the damaged objects",
+		"%d key objects could not be read: %s", len(errs), strings.Join(shown, "; "))
+}
+
+// listPage is how many handles keys list and restore-old take from one
+// FindObjects call and hold at a time.
+var listPage = 512
+
+// keyAttrs holds the attributes describeKey and inspectBlobs read of one
+// key, read in one C_GetAttributeValue; an absent one is nil.
+type keyAttrs map[ck.Attribute][]byte
+
+// describedAttrs are the attributes in keyAttrs.
+var describedAttrs = []ck.Attribute{ck.CKA_CLASS, ck.CKA_KEY_TYPE, ck.CKA_LABEL, ck.CKA_ID, ck.CKA_CHECK_VALUE,
+	ck.CKA_SENSITIVE, ck.CKA_EXTRACTABLE, ck.CKA_LOCAL, ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_REENC, ck.CKA_IBM_OPAQUE_OLD,
+	ck.CKA_VALUE_LEN, ck.CKA_MODULUS_BITS, ck.CKA_MODULUS, ck.CKA_EC_PARAMS}
+
+// readKeyAttrs reads describedAttrs of object k: lengths first, then the
+// values. Attributes the object does not have (or keeps secret) read as
+// nil; any other error (a damaged object, a vanished handle) is returned.
+func readKeyAttrs(lib *tokenlib.Library, h tokenlib.SessionHandle, k tokenlib.ObjectHandle) (keyAttrs, error) {
+	req := make([]tokenlib.AttrRequest, len(describedAttrs))
+	for i, a := range describedAttrs {
+		req[i].Type = a
+	}
+	expected := func(err error) bool {
+		switch tokenlib.RV(err) {
+		case ck.CKR_OK, ck.CKR_ATTRIBUTE_TYPE_INVALID, ck.CKR_ATTRIBUTE_SENSITIVE:
+			return true
+		}
+		return false
+	}
+	if err := lib.GetAttributeValue(h, k, req); !expected(err) {
+		return nil, err
+	}
+	for i := range req {
+		if req[i].Len >= 0 {
+			req[i].Buf = make([]byte, req[i].Len)
+		}
+	}
+	if err := lib.GetAttributeValue(h, k, req); !expected(err) {
+		return nil, err
+	}
+	av := make(keyAttrs, len(req))
+	for _, r := range req {
+		if r.Len >= 0 {
+			av[r.Type] = r.Buf[:r.Len]
+		}
+	}
+	return av, nil
+}
+
+// eachKey calls fn for every key object the session sees that matches
+// extra, in handle order, reading one page of handles at a time. A key
+// that cannot be read is passed with its error; fn decides.
+func eachKey(lib *tokenlib.Library, h tokenlib.SessionHandle, extra []tokenlib.Attribute, fn func(tokenlib.ObjectHandle, keyAttrs, error) error) error {
+	if err := lib.FindObjectsInit(h, extra); err != nil {
+		return err
+	}
+	defer lib.FindObjectsFinal(h)
+	for {
+		hs, err := lib.FindObjects(h, listPage)
+		if err != nil {
+			return err
+		}
+		if len(hs) == 0 {
+			return nil
+		}
+		for _, k := range hs {
+			av, err := readKeyAttrs(lib, h, k)
+			if tokenlib.RV(err) == ck.CKR_OBJECT_HANDLE_INVALID {
+				continue // destroyed since the search found it
+			}
+			if err == nil {
+				cls, _ := tokenlib.DecodeUlong(av[ck.CKA_CLASS])
+				if !slices.Contains(keyClasses, ck.ObjectClass(cls)) {
+					continue
+				}
+			}
+			if err := fn(k, av, err); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 // keyBlobs describes the blob attributes of one key; an absent attribute
@@ -120,11 +246,11 @@ type blobPattern struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// inspectBlobs reads the three blob attributes of key k; nil for a key
+// inspectBlobs describes the three blob attributes of a key; nil for a key
 // without a secure key.
-func inspectBlobs(lib *tokenlib.Library, h tokenlib.SessionHandle, k tokenlib.ObjectHandle) *keyBlobs {
+func inspectBlobs(av keyAttrs) *keyBlobs {
 	one := func(a ck.Attribute) *blobPattern {
-		b := attr(lib, h, k, a)
+		b := av[a]
 		if len(b) == 0 {
 			return nil
 		}

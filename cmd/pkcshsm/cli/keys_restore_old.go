@@ -67,41 +67,71 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer lib.Close()
-	keys, err := findKeys(lib, h, sel...)
+	// Two streaming passes over the selected keys, one page of handles
+	// at a time: the first shows them and counts, the second (after the
+	// confirmation) restores them. A token of a million keys is never in
+	// memory at once.
+	out := cmd.OutOrStdout()
+	matched, todo := 0, 0
+	var without string
+	var unreadable []string
+	err = eachKey(lib, h, sel, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+		if err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("key %d: %v", k, err))
+			return nil
+		}
+		r := describeKey(lib, h, k, av)
+		if r.Class == "PUBLIC_KEY" {
+			return nil
+		}
+		matched++
+		if !r.HasOld {
+			if without == "" {
+				without = fmt.Sprintf("%d (%q)", r.Handle, r.Label)
+			}
+			return nil
+		}
+		todo++
+		if o.all {
+			fmt.Fprintf(out, "  key %d %s %q\n", r.Handle, r.KeyType, r.Label)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	var todo []keyRecord
-	var without []string
-	for _, k := range keys {
-		r := describeKey(lib, h, k)
-		if r.Class == "PUBLIC_KEY" {
-			continue
-		}
-		if r.HasOld {
-			todo = append(todo, r)
-		} else {
-			without = append(without, fmt.Sprintf("%d (%q)", r.Handle, r.Label))
-		}
-	}
 	switch {
-	case len(keys) == 0:
+	case len(unreadable) > 0:
+		return fmt.Errorf("nothing was changed: %w", unreadableKeys(unreadable))
+	case matched == 0:
 		return errclass.Newh(errclass.NotFound, "list the keys with 'pkcshsm keys list'", "no key in slot %d matches the selection", o.slot)
-	case !o.all && len(without) > 0:
+	case !o.all && without != "":
 		return errclass.Newh(errclass.FailedPrecondition,
 			"only keys of a finalized master key change keep an old secure key; nothing was changed",
-			"key %s has no CKA_IBM_OPAQUE_OLD", without[0])
-	case len(todo) == 0:
+			"key %s has no CKA_IBM_OPAQUE_OLD", without)
+	case todo == 0:
 		return errclass.Newh(errclass.FailedPrecondition,
 			"only keys of a finalized master key change keep an old secure key; nothing was changed",
 			"no key in slot %d has CKA_IBM_OPAQUE_OLD", o.slot)
 	}
-	out := cmd.OutOrStdout()
-	for _, r := range todo {
-		fmt.Fprintf(out, "  key %d %s %q\n", r.Handle, r.KeyType, r.Label)
+	if !o.all {
+		// Shown only now that every selected key passed the check (a
+		// label or id selects few keys; this is a second indexed search).
+		err = eachKey(lib, h, sel, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+			if err != nil {
+				return fmt.Errorf("key %d: %w", k, err)
+			}
+			if r := describeKey(lib, h, k, av); r.Class != "PUBLIC_KEY" && r.HasOld {
+				fmt.Fprintf(out, "  key %d %s %q\n", r.Handle, r.KeyType, r.Label)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	if !o.yes {
-		ok, err := o.prompter(cmd).Confirm(fmt.Sprintf("Restore the old secure key of these %d keys? [y/N] ", len(todo)))
+		ok, err := o.prompter(cmd).Confirm(fmt.Sprintf("Restore the old secure key of these %d keys? [y/N] ", todo))
 		if err != nil {
 			return err
 		}
@@ -109,11 +139,23 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 			return errclass.New(errclass.Aborted, "aborted; no key was changed")
 		}
 	}
-	for i, r := range todo {
-		if err := lib.RestoreOldBlob(h, tokenlib.ObjectHandle(r.Handle)); err != nil {
-			return fmt.Errorf("key %d: %w (%d of %d keys restored before)", r.Handle, err, i, len(todo))
+	restored := 0
+	err = eachKey(lib, h, sel, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
+		if err != nil {
+			return fmt.Errorf("key %d: %w (%d of %d keys restored before)", k, err, restored, todo)
 		}
+		if r := describeKey(lib, h, k, av); r.Class == "PUBLIC_KEY" || !r.HasOld {
+			return nil
+		}
+		if err := lib.RestoreOldBlob(h, k); err != nil {
+			return fmt.Errorf("key %d: %w (%d of %d keys restored before)", k, err, restored, todo)
+		}
+		restored++
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "Restored the old secure key of %d keys in slot %d.\n", len(todo), o.slot)
+	fmt.Fprintf(out, "Restored the old secure key of %d keys in slot %d.\n", restored, o.slot)
 	return nil
 }

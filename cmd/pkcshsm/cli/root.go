@@ -45,7 +45,8 @@ func NewRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return errclass.Newh(errclass.InvalidArgument, "see '"+cmd.CommandPath()+" --help'", "%v", err)
 	})
-	root.AddCommand(newSlotsCommand(g), newTokenCommand(g), newPINCommand(g), newMechanismsCommand(g), newKeysCommand(g))
+	root.AddCommand(newSlotsCommand(g), newTokenCommand(g), newPINCommand(g), newMechanismsCommand(g), newKeysCommand(g),
+		newEP11SessionCommand(g))
 	return root
 }
 

@@ -186,6 +186,20 @@ func TestDisconnectedProcessOnlyWarns(t *testing.T) {
 // interrupted run leaves it.
 func storeOp(t *testing.T, e *env, st state.State, types map[mkvp.Type]string, slots ...uint) state.ID {
 	t.Helper()
+	path := map[state.State][]state.State{
+		state.Initial:       nil,
+		state.Reenciphering: {state.Reenciphering},
+		state.Reenciphered:  {state.Reenciphering, state.Reenciphered},
+		state.Finalizing:    {state.Reenciphering, state.Reenciphered, state.Finalizing},
+		state.Canceling:     {state.Reenciphering, state.Canceling},
+		state.Error:         {state.Reenciphering, state.Reenciphered, state.Finalizing, state.Error},
+	}[st]
+	return storeOpVia(t, e, path, types, slots...)
+}
+
+// storeOpVia writes an operation that went through the given states.
+func storeOpVia(t *testing.T, e *env, path []state.State, types map[mkvp.Type]string, slots ...uint) state.ID {
+	t.Helper()
 	d, err := state.Open(e.layout().MKChangeDir(), state.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -200,14 +214,6 @@ func storeOp(t *testing.T, e *env, st state.State, types map[mkvp.Type]string, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := map[state.State][]state.State{
-		state.Initial:       nil,
-		state.Reenciphering: {state.Reenciphering},
-		state.Reenciphered:  {state.Reenciphering, state.Reenciphered},
-		state.Finalizing:    {state.Reenciphering, state.Reenciphered, state.Finalizing},
-		state.Canceling:     {state.Reenciphering, state.Canceling},
-		state.Error:         {state.Reenciphering, state.Reenciphered, state.Finalizing, state.Error},
-	}[st]
 	_, err = d.Update(context.Background(), op.ID, func(o *state.Op) error {
 		for _, sl := range slots {
 			o.Slots = append(o.Slots, state.Slot{ID: sl, Label: "cca", TokenType: "cca"})
@@ -226,17 +232,19 @@ func storeOp(t *testing.T, e *env, st state.State, types map[mkvp.Type]string, s
 }
 
 func TestResume(t *testing.T) {
+	errorOfCancel := []state.State{state.Reenciphering, state.Canceling, state.Error}
 	cases := []struct {
 		from   state.State
+		via    []state.State
 		cmd    string
 		passes []string
 	}{
-		{state.Finalizing, "finalize", []string{"pass finalize 2", "pass finalize 2"}},
-		{state.Error, "finalize", []string{"pass finalize 2", "pass finalize 2"}},
-		{state.Error, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
-		{state.Canceling, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
-		{state.Reenciphering, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
-		{state.Initial, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
+		{state.Finalizing, nil, "finalize", []string{"pass finalize 2", "pass finalize 2"}},
+		{state.Error, nil, "finalize", []string{"pass finalize 2", "pass finalize 2"}},
+		{state.Error, errorOfCancel, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
+		{state.Canceling, nil, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
+		{state.Reenciphering, nil, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
+		{state.Initial, nil, "cancel", []string{"pass cancel 2", "pass cancel 2"}},
 	}
 	for _, tt := range cases {
 		t.Run(tt.cmd+" from "+tt.from.String(), func(t *testing.T) {
@@ -245,7 +253,12 @@ func TestResume(t *testing.T) {
 			if tt.from == state.Initial {
 				slots = nil
 			}
-			id := storeOp(t, e, tt.from, map[mkvp.Type]string{mkvp.CCAAES: aesNew}, slots...)
+			var id state.ID
+			if tt.via != nil {
+				id = storeOpVia(t, e, tt.via, map[mkvp.Type]string{mkvp.CCAAES: aesNew}, slots...)
+			} else {
+				id = storeOp(t, e, tt.from, map[mkvp.Type]string{mkvp.CCAAES: aesNew}, slots...)
+			}
 			e.stdin = "1234\n"
 			code, out, errs := e.run(tt.cmd, "-i", string(id))
 			if code != 0 || !strings.Contains(out, "successfully") {
@@ -270,12 +283,19 @@ func TestFinalizeFailureKeepsError(t *testing.T) {
 	if code != 6 || !strings.Contains(errs, "disk full") || !strings.Contains(errs, "hint: fix the problem, then run 'pkcshsm_mk_change finalize --id "+string(id)) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
+	// The intent was recorded before the pass: the failed finalize is an
+	// ERROR of a finalize, which only finalize completes.
 	ops := e.ops()
-	if len(ops) != 1 || ops[0].State != state.Reenciphered || !strings.Contains(ops[0].LastError, "disk full") {
+	if len(ops) != 1 || ops[0].State != state.Error || ops[0].Step != state.StepFirstPass || !strings.Contains(ops[0].LastError, "disk full") {
 		t.Fatalf("op = %+v", ops[0])
 	}
-	if code, out, _ := e.run("list"); code != 0 || !strings.Contains(out, "Last error:  token-object pass failed: slot 2 (cca): disk full") {
-		t.Fatalf("list does not show the error: %s", out)
+	if code, out, _ := e.run("list"); code != 0 || !strings.Contains(out, "Last error:  token-object pass failed: slot 2 (cca): disk full") ||
+		!strings.Contains(out, "Next:        run 'pkcshsm_mk_change finalize --id "+string(id)+"' to complete it") {
+		t.Fatalf("list does not show the error and the way out: %s", out)
+	}
+	e.stdin = "1234\n"
+	if code, _, errs := e.run("cancel", "-i", string(id)); code != 4 || !strings.Contains(errs, "can not be canceled") {
+		t.Fatalf("cancel of a failed finalize: exit %d: %s", code, errs)
 	}
 	// Fixed: the retry completes.
 	delete(e.tokens.passErr, state.ActFinalize)

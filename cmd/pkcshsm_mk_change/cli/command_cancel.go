@@ -21,5 +21,6 @@ running cancel (again).`,
 		},
 	}
 	o.addFlag(cmd)
+	c.addExcludeFlag(cmd)
 	return cmd
 }

@@ -21,5 +21,6 @@ CKA_IBM_OPAQUE_OLD. An interrupted finalize is completed by running it again.`,
 		},
 	}
 	o.addFlag(cmd)
+	c.addExcludeFlag(cmd)
 	return cmd
 }

@@ -3,13 +3,14 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
-	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/state"
 )
@@ -37,13 +38,14 @@ func (c *command) newListCommand() *cobra.Command {
 func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOptions) error {
 	d, err := c.openDir(true)
 	if errclass.Of(err) == errclass.NotFound && !cmd.Flags().Changed("id") {
-		return printOps(cmd.OutOrStdout(), nil, o.json) // nothing was ever started
+		return printOps(cmd.OutOrStdout(), nil, nil, o.json) // nothing was ever started
 	}
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	var ops []*state.Op
+	var damaged error
 	if cmd.Flags().Changed("id") {
 		id, err := state.ParseID(o.id)
 		if err != nil {
@@ -60,43 +62,121 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		if err != nil {
 			return err
 		}
-		for _, b := range broken {
-			clierr.Warn(cmd.ErrOrStderr(), Prog, "unreadable operation file %s skipped: %v", b.Name, b.Err)
+		// An administrator's list repairs a damaged file from its copy
+		// (moving the damaged one to .broken/); anyone else's reports it.
+		if needsRepair(broken) && syscall.Access(d.Path(), accessWrite) == nil {
+			if w, err := c.openDir(false); err == nil {
+				if o2, b2, err := w.List(ctx); err == nil {
+					ops, broken = o2, b2
+				}
+				w.Close()
+			}
 		}
+		damaged = warnBroken(cmd.ErrOrStderr(), broken, "")
 	}
-	return printOps(cmd.OutOrStdout(), ops, o.json)
+	if err := printOps(cmd.OutOrStdout(), d, ops, o.json); err != nil {
+		return err
+	}
+	if damaged != nil {
+		// Printed above with its hint; the exit code says data loss.
+		return errclass.As(errclass.DataLoss, &shown{damaged})
+	}
+	return nil
 }
 
-func printOps(w io.Writer, ops []*state.Op, asJSON bool) error {
+// accessWrite is access(2)'s W_OK.
+const accessWrite = 2
+
+func needsRepair(broken []state.Broken) bool {
+	for _, b := range broken {
+		if b.Recovered && b.Quarantined == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// shown is an error already printed in full; Main prints only a summary.
+type shown struct{ err error }
+
+func (e *shown) Error() string {
+	var de *state.DamagedError
+	if errors.As(e.err, &de) {
+		return fmt.Sprintf("master key change operation '%s' is unreadable (see above)", de.ID)
+	}
+	return "an operation file is unreadable (see above)"
+}
+
+func (e *shown) Unwrap() error { return e.err }
+
+// listed is one operation as `list --json` prints it: the stored fields,
+// and what list advises.
+type listed struct {
+	*state.Op
+	Next         []string `json:"next"`
+	SetLosesKeys bool     `json:"set_loses_keys"`
+	RunningPID   int      `json:"running_pid,omitempty"`
+	Running      string   `json:"running,omitempty"`
+}
+
+func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
+	claimant := func(op *state.Op) (state.ClaimInfo, bool) {
+		if d == nil {
+			return state.ClaimInfo{}, false
+		}
+		return d.Claimant(op.ID)
+	}
 	if asJSON {
-		if ops == nil {
-			ops = []*state.Op{}
+		out := []listed{}
+		for _, op := range ops {
+			l := listed{Op: op, SetLosesKeys: op.SetLosesKeys()}
+			for _, a := range op.Completes() {
+				l.Next = append(l.Next, a.String())
+			}
+			if ci, ok := claimant(op); ok {
+				l.RunningPID, l.Running = ci.PID, ci.Command
+			}
+			out = append(out, l)
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(ops)
+		return enc.Encode(out)
 	}
 	for i, op := range ops {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprint(w, formatOp(op))
+		ci, running := claimant(op)
+		fmt.Fprint(w, formatOp(op, ci, running))
 	}
 	return nil
 }
 
 // formatOp renders one operation in the layout of upstream's list, with
-// the creation time, initiator and last error added.
-func formatOp(op *state.Op) string {
+// the creation time, initiator, last error, the step in progress, the
+// command that completes it and, in capitals, whether setting the new
+// master keys now would lose keys.
+func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Operation:       %s\n", op.ID)
 	fmt.Fprintf(&b, "    State:       %s\n", strings.ReplaceAll(op.State.Text(), "\n", "\n                 "))
+	if op.Step != "" && op.State != state.Reenciphered {
+		fmt.Fprintf(&b, "    Step:        %s\n", state.StepText(op.Step))
+	}
 	if !op.Created().IsZero() {
 		fmt.Fprintf(&b, "    Created:     %s by uid %d\n", op.Created().Format("2006-01-02 15:04:05 MST"), op.UID)
 		fmt.Fprintf(&b, "    Updated:     %s\n", op.Updated().Format("2006-01-02 15:04:05 MST"))
 	}
 	if op.LastError != "" {
 		fmt.Fprintf(&b, "    Last error:  %s\n", op.LastError)
+	}
+	if running {
+		fmt.Fprintf(&b, "    Running:     %s\n", ci)
+	}
+	fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
+	if op.SetLosesKeys() {
+		fmt.Fprintf(&b, "    WARNING:     DO NOT SET/ACTIVATE THE NEW MASTER KEYS: KEY OBJECTS WITHOUT A BLOB\n"+
+			"                 UNDER THE NEW MASTER KEY WOULD BE LOST. COMPLETE THE OPERATION FIRST.\n")
 	}
 	b.WriteString("    APQNs:\n")
 	for _, q := range op.APQNs {
@@ -123,4 +203,31 @@ func formatOp(op *state.Op) string {
 		}
 	}
 	return b.String()
+}
+
+// nextText says which command completes the operation. Only REENCIPHERED
+// offers a choice, and it depends on what the security officer did.
+func nextText(op *state.Op, running bool) string {
+	if running {
+		return "wait until the running command is done"
+	}
+	next := op.Completes()
+	switch {
+	case len(next) == 1:
+		why := map[state.State]string{
+			state.Initial:       "to undo the interrupted reencipher (then start it again)",
+			state.Reenciphering: "to undo the interrupted reencipher (then start it again)",
+			state.Finalizing:    "to complete the interrupted finalize",
+			state.Canceling:     "to complete the interrupted cancel",
+		}[op.State]
+		if why == "" {
+			why = "to complete it"
+		}
+		return fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' %s", next[0], op.ID, why)
+	case op.State == state.Reenciphered:
+		return fmt.Sprintf("once every APQN has the new master keys set/activated, run\n"+
+			"                 'pkcshsm_mk_change finalize --id %[1]s'; to undo the change before any\n"+
+			"                 APQN has, run 'pkcshsm_mk_change cancel --id %[1]s'", op.ID)
+	}
+	return fmt.Sprintf("run 'pkcshsm_mk_change finalize --id %[1]s' if every APQN has the new master keys set/activated, else 'pkcshsm_mk_change cancel --id %[1]s'", op.ID)
 }

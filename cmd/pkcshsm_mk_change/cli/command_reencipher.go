@@ -56,6 +56,7 @@ cancel.`,
 		o.patterns[pf.typ] = f.StringP(pf.long, pf.short, "", pf.help)
 	}
 	f.BoolVar(&o.dryRun, "dry-run", false, "run every check and print the plan, change nothing")
+	c.addExcludeFlag(cmd)
 	return cmd
 }
 
@@ -121,8 +122,10 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	}
 
 	// Claim the APQNs and types: the conflict check and the creation
-	// happen under one lock.
-	op, err = d.Create(ctx, op)
+	// happen under one lock, and the operation's claim is held from its
+	// creation on, so no finalize or cancel can run while this does.
+	var claim *state.Claim
+	op, claim, err = d.CreateClaimed(ctx, op, "reencipher")
 	if err != nil {
 		var ce *state.ConflictError
 		if errors.As(err, &ce) {
@@ -133,6 +136,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		}
 		return err
 	}
+	defer claim.Release()
 	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
 	failpoint.Hit("cli.reencipher.after-create")
 	// Until the key objects are touched, a failure only removes the file.
@@ -165,6 +169,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 			o.Slots = append(o.Slots, state.Slot{ID: sl.ID, Label: sl.Label, Serial: sl.Serial,
 				TokenType: sl.Type, Current: results[sl.ID].Current})
 		}
+		o.Step = state.StepBroadcast
 		return o.Move(state.Reenciphering, c.deps.Now())
 	})
 	if err != nil {
@@ -174,7 +179,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	fmt.Fprintln(s.out, "Re-enciphering, please wait...")
 	err = s.broadcast(ctx, op, state.ActReencipher)
 	if err == nil {
-		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = "broadcast"; return nil })
+		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil })
 	}
 	if err == nil {
 		err = s.passes(ctx, op, state.ActReencipher)
@@ -184,7 +189,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		return s.rollback(ctx, d, op, err)
 	}
 	op, err = s.save(ctx, d, op, func(o *state.Op) error {
-		o.Slots, o.Step = op.Slots, "token-pass"
+		o.Slots, o.Step = op.Slots, ""
 		return o.Move(state.Reenciphered, c.deps.Now())
 	})
 	if err != nil {
@@ -209,12 +214,15 @@ Once the new master keys have been set/activated:
 // fails too, the operation stays in CANCELING and 'cancel' completes it.
 func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error) error {
 	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
-		o.LastError = cause.Error()
+		o.LastError, o.Step = cause.Error(), state.StepBroadcast
 		return o.Move(state.Canceling, s.deps.Now())
 	})
+	op = cur
 	if err == nil {
-		op = cur
 		err = s.broadcast(ctx, op, state.ActCancel)
+	}
+	if err == nil {
+		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil })
 	}
 	if err == nil {
 		err = s.passes(ctx, op, state.ActCancel)

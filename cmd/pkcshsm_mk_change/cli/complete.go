@@ -2,11 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -30,15 +33,11 @@ func (o *idOption) require(cmd *cobra.Command) (state.ID, error) {
 	return state.ParseID(o.id)
 }
 
-// resumable says from which states each completing action may start.
-var resumable = map[state.Action][]state.State{
-	state.ActFinalize: {state.Reenciphered, state.Finalizing, state.Error},
-	state.ActCancel:   {state.Initial, state.Reenciphering, state.Reenciphered, state.Canceling, state.Error},
-}
-
-// runComplete finalizes or cancels an operation. Each step is recorded, and
-// every step is idempotent, so an interrupted run is completed by running
-// the same command again.
+// runComplete finalizes or cancels an operation. Intent before action:
+// the state and the step about to be taken are saved before every step
+// that changes key objects, and every step is idempotent, so after a kill
+// at any instant the operation file names the command that completes it
+// (running the same command again).
 func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOption, a state.Action) error {
 	id, err := o.require(cmd)
 	if err != nil {
@@ -49,17 +48,25 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	defer d.Close()
+	// One admin command per operation: a running reencipher, finalize or
+	// cancel of the same operation makes this one stop here, by pid.
+	claim, err := d.Claim(ctx, id, a.String())
+	if err != nil {
+		return err
+	}
+	defer claim.Release()
+	// Reading every operation repairs a damaged file from its copy and
+	// says so; an unrecoverable one is reported by Load below.
+	if _, broken, err := d.List(ctx); err == nil {
+		warnBroken(cmd.ErrOrStderr(), broken, id)
+	}
 	op, err := d.Load(ctx, id)
 	if err != nil {
 		return err
 	}
 	past := map[state.Action]string{state.ActFinalize: "finalized", state.ActCancel: "canceled"}[a]
-	if !slices.Contains(resumable[a], op.State) {
-		hint := "finalize an operation after reencipher has completed and every APQN has the new master key set"
-		if a == state.ActCancel {
-			hint = "a finalizing operation can no longer be canceled; run 'pkcshsm_mk_change finalize --id " + string(id) + "'"
-		}
-		return errclass.Newh(errclass.FailedPrecondition, hint,
+	if !slices.Contains(op.Completes(), a) {
+		return errclass.Newh(errclass.FailedPrecondition, completeHint(op, a),
 			"the HSM master key change operation '%s' is in state %s, where it can not be %s", id, op.State, past)
 	}
 	s, err := c.newSession(ctx, cmd, true)
@@ -83,36 +90,57 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	}
 	verb := map[state.Action]string{state.ActFinalize: "Finalizing", state.ActCancel: "Canceling"}[a]
 	target := map[state.Action]state.State{state.ActFinalize: state.Finalizing, state.ActCancel: state.Canceling}[a]
-	fmt.Fprintf(s.out, "%s, please wait...\n", verb)
+	again := fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' again", a, id)
 
+	// step records the step about to begin, in the target state, before
+	// it begins. The first call also records the slots (an INITIAL
+	// operation learnt them from the queries) and leaves an earlier state.
+	step := func(name string) error {
+		next, err := s.save(ctx, d, op, func(o *state.Op) error {
+			o.Slots, o.Step, o.LastError = op.Slots, name, ""
+			if o.State == target {
+				return nil
+			}
+			return o.Move(target, c.deps.Now())
+		})
+		op = next
+		return err
+	}
 	fail := func(cause error) error {
 		fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
-		// A failure after the state change is an ERROR; before it, the
-		// operation keeps its state and records the failure.
+		// The operation is in the target state by now: record the
+		// failure as ERROR, which only this command completes.
 		if _, err := s.save(ctx, d, op, func(o *state.Op) error {
 			o.LastError = cause.Error()
-			if state.CanMove(o.State, state.Error) {
+			if o.CanMove(state.Error) {
 				return o.Move(state.Error, c.deps.Now())
 			}
 			return nil
 		}); err != nil {
 			s.log.Error().Err(err).Msg("failed to record the error state")
+			cause = errors.Join(cause, err)
 		}
-		return errclass.WithHint(cause, fmt.Sprintf("fix the problem, then run 'pkcshsm_mk_change %s --id %s' again", a, id))
+		return errclass.WithHint(cause, "fix the problem, then "+again)
 	}
-	// First pass over the token objects, then the state change that every
-	// process follows, then the broadcast for session objects, then a
-	// second pass for objects other processes created in between.
+	// Nothing has changed yet: a failure to record the intent leaves the
+	// operation as it was.
+	if err := step(state.StepFirstPass); err != nil {
+		return errclass.WithHint(err, "fix the problem, then "+again)
+	}
+	fmt.Fprintf(s.out, "%s, please wait...\n", verb)
+	// First pass over the token objects, then the broadcast for session
+	// objects, then a second pass for objects other processes created in
+	// between. Every process follows the state change recorded above.
 	if err := s.passes(ctx, op, a); err != nil {
 		return fail(err)
 	}
-	if op, err = s.save(ctx, d, op, func(o *state.Op) error {
-		o.Slots, o.Step, o.LastError = op.Slots, "token-pass", ""
-		return o.Move(target, c.deps.Now())
-	}); err != nil {
+	if err := step(state.StepBroadcast); err != nil {
 		return fail(err)
 	}
 	if err := s.broadcast(ctx, op, a); err != nil {
+		return fail(err)
+	}
+	if err := step(state.StepSecondPass); err != nil {
 		return fail(err)
 	}
 	if err := s.passes(ctx, op, a); err != nil {
@@ -125,6 +153,48 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	failpoint.Hit("cli." + a.String() + ".after-remove")
 	fmt.Fprintf(s.out, "\nMaster key change operation '%s' successfully %s.\n", id, past)
 	return nil
+}
+
+// completeHint says, for an operation that action a cannot complete, which
+// command does.
+func completeHint(op *state.Op, a state.Action) string {
+	next := op.Completes()
+	switch {
+	case len(next) == 0:
+		return "'pkcshsm_mk_change list' shows the operation"
+	case a == state.ActFinalize && op.State == state.Canceling:
+		return fmt.Sprintf("a cancel of this operation has begun and dropped blobs under the new master key; complete it with 'pkcshsm_mk_change cancel --id %s'", op.ID)
+	case a == state.ActFinalize:
+		return fmt.Sprintf("the operation did not complete its reencipher; run 'pkcshsm_mk_change %s --id %s'", next[0], op.ID)
+	default:
+		return fmt.Sprintf("a finalizing operation can no longer be canceled; run 'pkcshsm_mk_change %s --id %s'", next[0], op.ID)
+	}
+}
+
+// warnBroken reports damaged operation files (only those of id, if id is
+// set): a recovered one as a warning, an unrecoverable one as an error
+// line with its hint. It returns the first unrecoverable error.
+func warnBroken(w io.Writer, broken []state.Broken, id state.ID) error {
+	var first error
+	for _, b := range broken {
+		if id != "" && b.ID != id {
+			continue
+		}
+		if b.Recovered {
+			where := "it is rewritten by the next command that changes the operation"
+			if b.Quarantined != "" {
+				where = "the damaged file was moved to " + b.Quarantined
+			}
+			clierr.Warn(w, Prog, "the file %s of master key change operation '%s' was unusable and has been recovered from the other copy (%s): %v",
+				b.Name, b.ID, where, b.Err)
+			continue
+		}
+		clierr.Print(w, Prog, b.Err)
+		if first == nil {
+			first = b.Err
+		}
+	}
+	return first
 }
 
 // sameSlots checks that the tokens affected now are the ones recorded when

@@ -50,6 +50,7 @@ type session struct {
 	ask    *pinentry.Reader
 	tokens Tokens
 	bc     Broadcaster // nil: event support disabled
+	silent []int32     // processes that did not answer a step of this run (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
@@ -252,7 +253,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		Type:     a.EventType(),
 		OpID:     string(op.ID),
 		Deadline: s.deps.Now().Add(s.opts.timeout),
-		Target:   &event.Target{ExcludeCaller: true, Types: tokenTypes(op)},
+		Target:   s.target(op, a),
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()
@@ -265,7 +266,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	var failed []string
 	replied := 0
 	for _, p := range acc.Processes {
-		who := fmt.Sprintf("process %d (%s)", p.PID, p.Program)
+		who := p.Who()
 		switch p.Outcome {
 		case event.Replied:
 			replied++
@@ -275,7 +276,9 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 				}
 			}
 		case event.TimedOut:
-			failed = append(failed, fmt.Sprintf("%s did not answer within %s", who, s.opts.timeout))
+			if f := s.silentProcess(p, a); f != "" {
+				failed = append(failed, f)
+			}
 		case event.Disconnected:
 			clierr.Warn(s.errw, Prog, "%s disconnected during the %s step; it catches up from the operation files when it reconnects", who, a)
 		default:
@@ -293,7 +296,11 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		if strings.Contains(strings.Join(failed, "\n"), "did not answer") {
 			class = errclass.DeadlineExceeded
 		}
-		return errclass.New(class, "%d process(es) failed the %s step: %s", len(failed), a, strings.Join(failed, "; "))
+		err := errclass.New(class, "%d process(es) failed the %s step: %s", len(failed), a, strings.Join(failed, "; "))
+		if h := s.silentHint(); h != "" && a == state.ActReencipher {
+			err = errclass.WithHint(err, h)
+		}
+		return err
 	}
 	return nil
 }
@@ -316,11 +323,19 @@ func tokenTypes(op *state.Op) []event.TokenType {
 	return out
 }
 
-// save applies fn to the stored operation.
+// save applies fn to the stored operation and returns what was stored. On
+// failure it returns op unchanged (never nil), so a failure path can still
+// name the operation and record the error.
 func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(*state.Op) error) (*state.Op, error) {
 	next, err := d.Update(ctx, op.ID, fn)
 	if err != nil {
-		return nil, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
+		if errclass.Of(err) == errclass.NotFound {
+			err = errclass.Newh(errclass.NotFound,
+				"another program removed the operation file; key objects may still carry blobs of this operation "+
+					"('pkcshsm keys list' shows them): restore the file from a backup, then run the command 'pkcshsm_mk_change list' advises",
+				"the file of master key change operation '%s' vanished while this command was running: %w", op.ID, err)
+		}
+		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
 	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
 	return next, nil

@@ -32,6 +32,9 @@ type command struct {
 	deps Deps
 	opts globalOptions
 	log  zerolog.Logger
+	// exclude is --exclude-pid as given, excludePIDs parsed (stuck.go).
+	exclude     []string
+	excludePIDs []int32
 }
 
 var levels = map[string]zerolog.Level{
@@ -96,6 +99,7 @@ var onlyFor = map[string]string{
 	"apqns": "'reencipher'", "ep11-wkvp": "'reencipher'", "cca-sym-mkvp": "'reencipher'",
 	"cca-asym-mkvp": "'reencipher'", "cca-aes-mkvp": "'reencipher'", "cca-apka-mkvp": "'reencipher'",
 	"dry-run": "'reencipher'", "id": "'finalize', 'cancel' or 'list'", "json": "'list'",
+	"exclude-pid": "'reencipher', 'finalize' or 'cancel'",
 }
 
 var shortNames = map[string]string{"a": "apqns", "e": "ep11-wkvp", "s": "cca-sym-mkvp",

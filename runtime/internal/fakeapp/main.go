@@ -3,8 +3,13 @@
 // runtime agent with a trivial handler, or acts as an admin client.
 //
 //	fakeapp -socket app.sock [-tokens N] [-hang] [-reconcile-log F]
+//	fakeapp -socket app.sock -raw [-claims JSON]
 //	fakeapp -admin status|broadcast -socket admin.sock
 //
+// With -raw it is a hostile client: it says hello with the tokens of
+// -claims (a JSON list of event.Token, made up or copied from another
+// process), prints "welcomed" once the daemon accepted it, and then never
+// reads or answers anything until it is killed.
 // In agent mode it answers every event with "affected, 1 object" per token
 // (or, with -hang, never answers: the handler blocks until the process ends), appends one line per
 // Reconcile call to the reconcile log, and runs until killed. In admin mode
@@ -17,6 +22,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -75,6 +81,8 @@ func main() {
 	adm := flag.String("admin", "", "admin mode: status or broadcast")
 	evType := flag.String("type", "test.ping", "event type in admin broadcast mode")
 	verbose := flag.Bool("v", false, "log to stderr")
+	raw := flag.Bool("raw", false, "hostile client: hello, then never read or answer")
+	claims := flag.String("claims", "", "tokens to claim in -raw mode (JSON list of event.Token)")
 	flag.Parse()
 
 	log := zerolog.Nop()
@@ -86,6 +94,9 @@ func main() {
 
 	if *adm != "" {
 		os.Exit(runAdmin(ctx, *adm, *socket, *evType))
+	}
+	if *raw {
+		os.Exit(runRaw(ctx, *socket, *claims))
 	}
 
 	h := &handler{hang: *hang, reconcileLog: *rlog, life: ctx}
@@ -132,6 +143,36 @@ func runAdmin(ctx context.Context, mode, socket, evType string) int {
 		return fail(err)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(out)
+	return 0
+}
+
+// runRaw connects, claims tokens and then ignores the daemon.
+func runRaw(ctx context.Context, socket, claims string) int {
+	var tokens []event.Token
+	if claims != "" {
+		if err := json.Unmarshal([]byte(claims), &tokens); err != nil {
+			return fail(errclass.New(errclass.InvalidArgument, "-claims: %w", err))
+		}
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return fail(err)
+	}
+	defer c.Close()
+	hello := event.Hello{PID: int32(os.Getpid()), UID: uint32(os.Getuid()), Program: "hostile", Tokens: tokens}
+	if err := event.WriteMessage(c, event.Wrap(&hello)); err != nil {
+		return fail(err)
+	}
+	m, err := event.ReadMessage(c)
+	if err != nil {
+		return fail(err)
+	}
+	if m.Kind != event.KindWelcome {
+		return fail(errclass.New(errclass.PermissionDenied, "daemon answered %s", m.Kind))
+	}
+	fmt.Println("welcomed")
+	<-ctx.Done()
 	return 0
 }
 

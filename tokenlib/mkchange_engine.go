@@ -316,6 +316,9 @@ func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
 	}
 	// Learn the patterns anew: the adapters hold the new (or, canceled,
 	// the old) master keys everywhere now.
+	t.hsmMu.Lock()
+	t.learned = nil
+	t.hsmMu.Unlock()
 	if err := t.startHSM(ctx); err != nil {
 		t.log.Error().Err(err).Msg("token HSM check after the master key change failed")
 	}

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -46,6 +47,7 @@ func run() int {
 		save     = flag.String("save", "", "write the token-key ciphertexts made at start to this file")
 		check    = flag.String("check", "", "first decrypt the ciphertexts saved by an earlier -save run")
 		newKeys  = flag.Bool("new-keys", true, "make a new session or token key every 25 rounds")
+		pause    = flag.Duration("pause", 0, "wait this long after each round (0: none); a lighter load for long test matrices")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 || *slotList == "" {
@@ -124,6 +126,12 @@ func run() int {
 	for ctx.Err() == nil {
 		for _, w := range workers {
 			w.round()
+		}
+		if *pause > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(*pause):
+			}
 		}
 	}
 	rep := Report{PID: os.Getpid()}

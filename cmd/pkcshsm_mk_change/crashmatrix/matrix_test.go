@@ -304,8 +304,8 @@ func (r *run) list() ([]listed, string) {
 // recover completes the operation the way list advises, as an operator
 // would: until list shows no operation, run the command it names. Where
 // list offers finalize or cancel (REENCIPHERED: it depends on what the
-// officer did), the scenario decides; the officer activates the new keys
-// only when list does not warn that this would lose keys.
+// officer did), see below; the officer activates the new keys only when
+// list does not warn that this would lose keys.
 func (r *run) recover() {
 	r.t.Helper()
 	for iter := 0; ; iter++ {
@@ -344,12 +344,17 @@ func (r *run) recover() {
 		if *op.SetLosesKeys && !strings.Contains(text, "DO NOT SET") {
 			r.t.Fatalf("list --json says setting the new keys loses keys, list does not warn:\n%s", text)
 		}
+		// Where list offers both, the operator takes the riskier way
+		// whenever list calls it safe: the officer activates the new keys
+		// and finalize follows. A list that calls the activation safe
+		// while keys lack their new blob (an interrupted cancel that
+		// recorded nothing) is caught here.
 		cmd := next[0]
 		if len(next) > 1 {
 			switch {
 			case !slices.Contains(next, "finalize") || !slices.Contains(next, "cancel"):
 				r.t.Fatalf("list offers %v", next)
-			case r.set || r.scenario == "finalize":
+			case r.set || !*op.SetLosesKeys:
 				cmd = "finalize"
 			default:
 				cmd = "cancel"

@@ -94,6 +94,9 @@ func (l *Library) CopyObject(h SessionHandle, oh ObjectHandle, attrs []Attribute
 	if err := t.checkWrite(s, na.boolOr(ck.CKA_TOKEN, false), na.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	if err := t.ep11CheckCopy(ctx, s, na); err != nil {
+		return 0, err
+	}
 	return t.insertLocked(ctx, s, na)
 }
 

@@ -555,3 +555,13 @@ func TestFindExcludeClasses(t *testing.T) {
 		t.Errorf("a label search with an exclusion does not use the label index:\n%s", plan)
 	}
 }
+
+// objectCount counts the stored objects, public and private.
+func objectCount(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.rdb.QueryRow(`SELECT count(*) FROM object`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

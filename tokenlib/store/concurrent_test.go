@@ -71,8 +71,8 @@ func TestConcurrentGoroutines(t *testing.T) {
 	if got, want := string(o.Attrs[ckaValue]), fmt.Sprint(workers*rounds); got != want {
 		t.Fatalf("counter = %s, want %s (lost updates)", got, want)
 	}
-	if ti, _ := s.Info(ctx); ti.PublicObjects+ti.PrivateObjects != workers*rounds+1 {
-		t.Fatalf("%d objects, want %d", ti.PublicObjects+ti.PrivateObjects, workers*rounds+1)
+	if n := objectCount(t, s); n != workers*rounds+1 {
+		t.Fatalf("%d objects, want %d", n, workers*rounds+1)
 	}
 }
 

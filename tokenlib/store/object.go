@@ -444,14 +444,14 @@ func (t *Tx) Update(o *Object) error {
 	// blobs of a million keys and should not rewrite two indexes too.
 	var res sql.Result
 	var err error
-	if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) && o.ix[0] != nil && o.ix[1] != nil {
+	if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) {
 		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?
 		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
 			int64(o.Class), boolInt(o.Private), blob, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
 	} else {
 		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?, label_ix = ?, id_ix = ?
 		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-			int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1], int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+			int64(o.Class), boolInt(o.Private), blob, ixArg(ix[0]), ixArg(ix[1]), int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
 	}
 	if err != nil {
 		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
@@ -541,7 +541,7 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 	var class, ver int64
 	var priv int
 	var blob []byte
-	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs, label_ix, id_ix FROM object WHERE handle = ?`, int64(handle)).
+	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs, `+ixCols+` FROM object WHERE handle = ?`, int64(handle)).
 		Scan(&o.UniqueID, &class, &priv, &ver, &blob, &o.ix[0], &o.ix[1])
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNoObject(handle)
@@ -727,7 +727,7 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 	if err := s.usable(dk); err != nil {
 		return err
 	}
-	cols := "handle, unique_id, class, private, version, attrs, label_ix, id_ix"
+	cols := "handle, unique_id, class, private, version, attrs, " + ixCols
 	if !full {
 		cols = "handle, unique_id, private, attrs"
 		if len(f.Attrs) == 0 {
@@ -875,6 +875,22 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 	return nil
 }
 
+// ixCols reads the index columns for Object.ix. A column not indexed yet
+// (NULL) reads as ixUnset, which no computed value equals, so the next
+// Update writes it; an empty blob (no such attribute) may read as nil.
+const ixCols = "coalesce(label_ix, X'00'), coalesce(id_ix, X'00')"
+
+// ixArg is the SQL value of an index column: ixUnset is NULL.
+func ixArg(v []byte) any {
+	if bytes.Equal(v, ixUnset) {
+		return nil
+	}
+	return v
+}
+
+// ixUnset is how ixCols reads a NULL index column.
+var ixUnset = []byte{0}
+
 // indexColumns returns the index column values of o (indexedAttrs order).
 // A partial object keeps the stored value of a column whose attribute it
 // did not load.
@@ -883,7 +899,7 @@ func (s *Store) indexColumns(o *Object, dk *DataKey) [2][]byte {
 	var out [2][]byte
 	for i, ia := range indexedAttrs {
 		if _, loaded := slices.BinarySearch(o.only, ia.typ); o.partial && !loaded && o.ix[i] != nil {
-			out[i] = o.ix[i]
+			out[i] = o.ix[i] // as stored (ixUnset stays NULL)
 			continue
 		}
 		out[i] = k.column(ia.typ, o.Attrs)

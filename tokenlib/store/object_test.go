@@ -46,7 +46,7 @@ func TestCreateRejectsBadObjects(t *testing.T) {
 			g0, _ := s.Generation(ctx)
 			err := s.Create(ctx, tt.dk, tt.o)
 			wantClass(t, err, tt.class, tt.is)
-			if ti, _ := s.Info(ctx); ti.PublicObjects+ti.PrivateObjects != 0 {
+			if objectCount(t, s) != 0 {
 				t.Fatal("refused Create stored an object")
 			}
 			if g1, _ := s.Generation(ctx); g1 != g0 {

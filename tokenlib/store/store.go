@@ -90,6 +90,11 @@ type Store struct {
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // prepared on rdb; see runner.go
 
+	// damaged is set when the database file is damaged in a way SQLite
+	// refuses as a whole (cut short): the store then serves reads of what
+	// is left and refuses every write with this error (see salvage).
+	damaged error
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -140,8 +145,15 @@ func Open(dir string, opts Options) (*Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.BusyTimeout+5*time.Second)
 	defer cancel()
 	if err := s.migrate(ctx); err != nil {
-		s.Close()
-		return nil, err
+		if errclass.Of(err) != errclass.DataLoss {
+			s.Close()
+			return nil, err
+		}
+		if serr := s.salvage(ctx, err); serr != nil {
+			s.log.Debug().Err(serr).Msg("salvage failed")
+			s.Close()
+			return nil, err
+		}
 	}
 	if err := s.rdb.QueryRowContext(ctx, `SELECT token_id FROM token WHERE id = 1`).Scan(scanFixed(s.tokenID[:])); err != nil {
 		s.Close()
@@ -171,6 +183,41 @@ func (o Options) withDefaults() Options {
 		o.BusyTimeout = DefaultBusyTimeout
 	}
 	return o
+}
+
+// salvage reopens a database that SQLite refuses as a whole — typically a
+// file cut short, whose header names more pages than it has — so that what
+// is left stays readable: the connections run with writable_schema (SQLite
+// then takes the file's real size) and query_only, and every write of the
+// store fails with a DataLoss error. Objects in the lost pages fail with
+// errors naming their handles; the others are served. cause is the error
+// of the normal open.
+func (s *Store) salvage(ctx context.Context, cause error) error {
+	s.rdb.Close()
+	s.wdb.Close()
+	var err error
+	u := url.URL{Path: s.path}
+	q := url.Values{}
+	// Only these: journal_mode and the others re-read the damaged file
+	// and fail. The file stays in WAL mode (it is recorded in it).
+	q.Add("_pragma", "writable_schema(1)")
+	q.Add("_pragma", "query_only(1)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", s.opts.BusyTimeout.Milliseconds()))
+	if s.rdb, err = sql.Open("sqlite", "file:"+u.EscapedPath()+"?"+q.Encode()); err != nil {
+		return err
+	}
+	s.wdb = s.rdb
+	var v int
+	if err := s.rdb.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v != len(migrations) {
+		return errclass.New(errclass.DataLoss, "damaged token store has schema version %d", v)
+	}
+	s.damaged = errclass.Newh(errclass.DataLoss, "restore the token directory from a backup; until then the token is read-only",
+		"token store %s is damaged, writes are refused: %w", s.path, cause)
+	s.log.Error().Err(cause).Str("path", s.path).Msg("token store is damaged: serving the readable objects read-only")
+	return nil
 }
 
 // dsn builds the modernc.org/sqlite connection string. The path goes into a
@@ -248,7 +295,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		var errs []error
 		s.closeStmts()
-		if s.wdb != nil {
+		if s.wdb != nil && s.wdb != s.rdb {
 			errs = append(errs, s.wdb.Close())
 		}
 		if s.rdb != nil {
@@ -284,6 +331,9 @@ func (s *Store) Generation(ctx context.Context) (uint64, error) {
 // writeTx runs fn in one IMMEDIATE transaction, bumps the generation and
 // commits; fn's error rolls everything back.
 func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
+	if s.damaged != nil {
+		return s.damaged
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("begin write transaction: %w", err))

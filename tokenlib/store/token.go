@@ -95,8 +95,6 @@ type TokenInfo struct {
 	// Generation is the value [Store.Generation] returned in the same
 	// snapshot.
 	Generation uint64
-	// PublicObjects and PrivateObjects count the token objects.
-	PublicObjects, PrivateObjects int
 }
 
 // DataKey is the token data key that seals private attributes, unwrapped by
@@ -210,10 +208,8 @@ func (s *Store) Info(ctx context.Context) (TokenInfo, error) {
 	}
 	ti := TokenInfo{Label: st.label, Serial: st.serial, Initialized: st.initialized,
 		MaxPINAttempts: s.opts.MaxPINAttempts, Generation: st.generation}
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE private = 0), count(*) FILTER (WHERE private != 0) FROM object`).
-		Scan(&ti.PublicObjects, &ti.PrivateObjects); err != nil {
-		return TokenInfo{}, classifyDB(fmt.Errorf("token info: count objects: %w", err))
-	}
+	// No object count here: C_GetTokenInfo calls this, and counting a
+	// million objects is a scan; Count does it when asked.
 	if st.initialized {
 		ti.Flags |= FlagTokenInitialized
 	}

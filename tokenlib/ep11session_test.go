@@ -464,3 +464,48 @@ func TestEP11CopyObjectBinding(t *testing.T) {
 	must(t, err)
 	must(t, encryptWith(l, h, c))
 }
+
+// TestEP11VHSMSharedAcrossProcesses: the VHSM session of a slot is shared
+// by every process (Library) and logged out only with its last user.
+func TestEP11VHSMSharedAcrossProcesses(t *testing.T) {
+	row := ep11Slot{1, false, true}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	l1, l2 := openTestLib(t, layout), openTestLib(t, layout)
+	h1, h2 := userSession(t, l1, 1), userSession(t, l2, 1)
+	k := genAES(t, l1, h1, "shared", true)
+	must(t, encryptWith(l2, h2, k))
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 1 {
+			t.Fatalf("%d EP11 sessions on %s for two processes, want the one shared VHSM session", n, q)
+		}
+	}
+	must(t, l2.Close())
+	// Still logged in for the first process: its key works on the adapter
+	// as it is, with no new login.
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 1 {
+			t.Fatalf("%d EP11 sessions on %s after one of two processes ended, want 1", n, q)
+		}
+	}
+	blob := func() []byte {
+		tok := l1.slots[1]
+		tok.mu.Lock()
+		defer tok.mu.Unlock()
+		o, err := tok.objectLocked(context.Background(), k)
+		must(t, err)
+		return o.attrs[ck.CKA_IBM_OPAQUE]
+	}()
+	if _, err := l1.backend.Encrypt(context.Background(), epQ2, blob, hsm.MechAESECB, hsm.Params{}, make([]byte, 16)); err != nil {
+		t.Fatalf("VHSM key on the adapter after the other process ended: %v", err)
+	}
+	if n := len(records(t, l1, h1)); n != 1 {
+		t.Fatalf("%d session objects, want the first process's 1", n)
+	}
+	must(t, l1.Close())
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 0 {
+			t.Fatalf("%d EP11 sessions on %s after the last process ended", n, q)
+		}
+	}
+}

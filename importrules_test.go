@@ -183,3 +183,49 @@ func TestImportRulesTable(t *testing.T) {
 		t.Fatalf("pkcshsmd forbidden = %v", f)
 	}
 }
+
+// TestCgoOnlyInCABI: tokenlib/cabi is the only cgo package, and only the
+// module's main package (and cabi's own test helper) link it.
+func TestCgoOnlyInCABI(t *testing.T) {
+	const cabi = "tokenlib/cabi"
+	importers := map[string]bool{"cmd/libpkcshsm": true, cabi + "/internal/ctest": true}
+	seen := 0
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p != "." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") || hasIgnoreTag(p) {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), p, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		dir := filepath.ToSlash(filepath.Dir(p))
+		for _, spec := range f.Imports {
+			ip, _ := strconv.Unquote(spec.Path.Value)
+			if ip == "C" {
+				seen++
+				if dir != cabi && !strings.HasPrefix(dir, cabi+"/") {
+					t.Errorf("%s uses cgo; only %s may", p, cabi)
+				}
+			}
+			if ip == module+"/"+cabi && !importers[dir] {
+				t.Errorf("%s imports %s; only cmd/libpkcshsm links the C module", p, cabi)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen == 0 {
+		t.Fatal("no cgo file found; is the test running at the module root?")
+	}
+}

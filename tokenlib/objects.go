@@ -344,8 +344,10 @@ func findFilter(q template) (f store.Filter, ok bool) {
 		}
 	}
 	if len(f.Classes) == 0 {
-		// The token's hidden records are its only CKO_HW_FEATURE objects.
-		f.NotClasses = []uint{uint(ck.CKO_HW_FEATURE)}
+		// The token's hidden objects (EP11 session and card-PIN records)
+		// are CKO_HW_FEATURE objects, a class no application can create:
+		// a search without a class leaves them out in SQL.
+		f.ExcludeClasses = []uint{uint(ck.CKO_HW_FEATURE)}
 	}
 	return f, true
 }
@@ -390,10 +392,9 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 		}
 		for _, h := range hs {
 			// Hidden objects (EP11 session and card-PIN records) are
-			// CKO_HW_FEATURE objects: a search without a class leaves
-			// that class out in SQL (findFilter); one that names it looks
-			// at each match, which objectLocked refuses for hidden ones.
-			if slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE)) {
+			// CKO_HW_FEATURE objects; a search that may match that class
+			// looks at each match, which objectLocked refuses for them.
+			if mayMatchHidden(f) {
 				if _, err := t.objectLocked(context.Background(), ObjectHandle(h)); errclass.Of(err) == errclass.NotFound {
 					continue
 				}
@@ -410,6 +411,13 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 	out = append(out, fs.session[:n]...)
 	fs.session = fs.session[n:]
 	return out, nil
+}
+
+// mayMatchHidden says whether a search can find CKO_HW_FEATURE objects,
+// the class of the token's hidden objects (findFilter excludes it from
+// searches that name no class).
+func mayMatchHidden(f store.Filter) bool {
+	return slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
 }
 
 // FindObjectsFinal ends the active search.

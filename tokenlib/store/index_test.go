@@ -425,9 +425,9 @@ func TestPartialReadUpdate(t *testing.T) {
 	}
 }
 
-// TestFindNotClasses: NotClasses leaves the listed classes out without
+// TestFindExcludeClasses: ExcludeClasses leaves the listed classes out without
 // decoding, and does not change the plan of a label search.
-func TestFindNotClasses(t *testing.T) {
+func TestFindExcludeClasses(t *testing.T) {
 	ctx := context.Background()
 	s, dk := newToken(t)
 	const ckoHWFeature = 5
@@ -447,7 +447,7 @@ func TestFindNotClasses(t *testing.T) {
 		t.Fatalf("Find everything: %v %v", all, err)
 	}
 	before := s.Stats().Decoded
-	got, err := s.Find(ctx, dk, Filter{NotClasses: []uint{ckoHWFeature}})
+	got, err := s.Find(ctx, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,11 +457,11 @@ func TestFindNotClasses(t *testing.T) {
 	if d := s.Stats().Decoded - before; d != 0 {
 		t.Errorf("the class exclusion decoded %d objects", d)
 	}
-	got, err = s.Find(ctx, dk, Filter{NotClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}})
+	got, err = s.Find(ctx, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}})
 	if err != nil || len(got) != 0 {
 		t.Errorf("label of an excluded object: %v %v, want nothing", got, err)
 	}
-	if plan := queryPlan(t, s, dk, Filter{NotClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}}, "handle"); !strings.Contains(plan, "object_label") {
+	if plan := queryPlan(t, s, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}}, "handle"); !strings.Contains(plan, "object_label") {
 		t.Errorf("a label search with an exclusion does not use the label index:\n%s", plan)
 	}
 }

@@ -1,0 +1,96 @@
+package cabi_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestGeneratedUpToDate re-runs gen.go and compares its output with the
+// committed zfuncs.c and internal/ctest/zcalls.go.
+func TestGeneratedUpToDate(t *testing.T) {
+	goTool := lookTool(t, "go")
+	out := t.TempDir()
+	if msg, err := exec.Command(goTool, "run", "gen.go", "-o", out).CombinedOutput(); err != nil {
+		t.Fatalf("gen: %v\n%s", err, msg)
+	}
+	for _, f := range []string{"zfuncs.c", filepath.Join("internal", "ctest", "zcalls.go")} {
+		want, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("%s is stale: run go generate ./tokenlib/cabi", f)
+		}
+	}
+}
+
+// TestGeneratedWrappers checks what the generator made of the header:
+// every v2.40 function has a wrapper, each with a //export go_C_* enters Go
+// behind the fork guard, the others are CKR_FUNCTION_NOT_SUPPORTED, and
+// the engine's functions are all implemented.
+func TestGeneratedWrappers(t *testing.T) {
+	src, err := os.ReadFile("zfuncs.c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := string(src)
+	header, err := os.ReadFile(filepath.Join("include", "pkcs11f.h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`CK_PKCS11_FUNCTION_INFO\((C_\w+)\)`).FindAllStringSubmatch(string(header), -1)
+	if len(names) != 68 {
+		t.Fatalf("header has %d functions", len(names))
+	}
+	unsupported := map[string]bool{}
+	for _, n := range strings.Fields("C_GetOperationState C_SetOperationState C_DigestKey C_SignRecoverInit C_SignRecover " +
+		"C_VerifyRecoverInit C_VerifyRecover C_DigestEncryptUpdate C_DecryptDigestUpdate C_SignEncryptUpdate " +
+		"C_DecryptVerifyUpdate C_DeriveKey C_GetFunctionStatus C_CancelFunction C_WaitForSlotEvent") {
+		unsupported[n] = true
+	}
+	for _, m := range names {
+		name := m[1]
+		body := regexp.MustCompile(`(?s)CK_RV ` + name + `\([^)]*\)\n\{\n(.*?)\n\}\n`).FindStringSubmatch(c)
+		if body == nil {
+			t.Errorf("%s: no wrapper", name)
+			continue
+		}
+		if !strings.Contains(c, "\t."+name+" = "+name+",\n") {
+			t.Errorf("%s: not in the function list", name)
+		}
+		switch {
+		case name == "C_GetFunctionList":
+		case unsupported[name]:
+			if !strings.HasSuffix(body[1], "return CKR_FUNCTION_NOT_SUPPORTED;") || strings.Contains(body[1], "go_") {
+				t.Errorf("%s should be CKR_FUNCTION_NOT_SUPPORTED:\n%s", name, body[1])
+			}
+		default:
+			guard := "\tif (pkcshsm_forked())\n\t\treturn pkcshsm_refuse_forked(\"" + name + "\","
+			if !strings.HasPrefix(body[1], guard) || !strings.Contains(body[1], "return go_"+name+"(") {
+				t.Errorf("%s does not enter go_%s behind the fork guard:\n%s", name, name, body[1])
+			}
+		}
+	}
+}
+
+// lookTool finds an external tool. Outside CI a missing tool skips the
+// test; under CI=true it fails it (.ci/run installs them all).
+func lookTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not found; .ci/run must install it", name)
+		}
+		t.Skipf("%s not found", name)
+	}
+	return p
+}

@@ -509,3 +509,68 @@ func TestEP11VHSMSharedAcrossProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestEP11ToolCorruptAndForeignRecords: an unreadable session object is
+// listed as such and removed only by id with force; logout of a live
+// process's session needs force; an unknown id is NotFound; nothing else
+// changes.
+func TestEP11ToolCorruptAndForeignRecords(t *testing.T) {
+	row := ep11Slot{1, true, false}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	app := openTestLib(t, layout)
+	ha := userSession(t, app, 1)
+	hb := userSession(t, app, 1)
+	tool, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, NoEP11Sessions: true})
+	must(t, err)
+	defer tool.Close()
+	ht := userSession(t, tool, 1)
+	ctx := context.Background()
+	recs, err := tool.EP11Sessions(ctx, ht)
+	must(t, err)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	// Damage one record's content.
+	tt := tool.slots[1]
+	so, err := tt.db.st.Get(ctx, tt.dataKey, recs[0].Handle)
+	must(t, err)
+	so.Attrs[uint32(ck.CKA_VALUE)] = []byte("EP11S garbage")
+	must(t, tt.db.st.Update(ctx, tt.dataKey, so))
+	recs, err = tool.EP11Sessions(ctx, ht)
+	if errclass.Of(err) != errclass.DataLoss || len(recs) != 2 || recs[0].PID != 0 || recs[1].PID != os.Getpid() {
+		t.Fatalf("listing with a damaged record: %v, %+v", err, recs)
+	}
+	bad, good := recs[0], recs[1]
+	// A live process's session is refused without force.
+	res, err := tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &good.ID}, false)
+	must(t, err)
+	if len(res) != 1 || res[0].Removed || !strings.Contains(res[0].Err.Error(), "still running") {
+		t.Fatalf("logout of a live session: %+v", res)
+	}
+	// --dead touches neither (the process lives; the damaged one is only
+	// reported).
+	res, err = tool.EP11Logout(ctx, ht, ep11sess.Selector{Dead: true}, false)
+	must(t, err)
+	if len(res) != 1 || res[0].Removed || res[0].Record.ID != bad.ID || errclass.Of(res[0].Err) != errclass.DataLoss {
+		t.Fatalf("logout --dead with a damaged record: %+v", res)
+	}
+	unknown := ep11sess.PublicID{0xee}
+	if _, err := tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &unknown}, true); errclass.Of(err) != errclass.NotFound ||
+		!strings.Contains(err.Error(), "slot 1") {
+		t.Fatalf("unknown id: %v", err)
+	}
+	res, err = tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &bad.ID}, true)
+	must(t, err)
+	if len(res) != 1 || !res[0].Removed {
+		t.Fatalf("forced removal of the damaged record: %+v", res)
+	}
+	if recs, err := tool.EP11Sessions(ctx, ht); err != nil || len(recs) != 1 || recs[0].ID != good.ID {
+		t.Fatalf("after the cleanup: %+v %v", recs, err)
+	}
+	// The application's sessions are undisturbed: its keys work.
+	k := genAES(t, app, hb, "b", false)
+	must(t, encryptWith(app, hb, k))
+	must(t, app.CloseSession(ha))
+	must(t, app.CloseSession(hb))
+}

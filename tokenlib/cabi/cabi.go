@@ -53,8 +53,15 @@ func entry(name string, fn func(l *tokenlib.Library) error) (rv C.CK_RV) {
 	if module.lib == nil {
 		return C.CKR_CRYPTOKI_NOT_INITIALIZED
 	}
+	if testHookEntered != nil {
+		testHookEntered(name)
+	}
 	return rvOf(name, fn(module.lib))
 }
+
+// testHookEntered, set only by tests (export_test.go), is called by every
+// entry point that holds the module lock, before it calls the engine.
+var testHookEntered func(name string)
 
 // recoverRV is deferred by every Go entry point: a panic never reaches
 // the host.

@@ -1,6 +1,9 @@
 package cabi_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,4 +96,46 @@ func lookTool(t testing.TB, name string) string {
 		t.Skipf("%s not found", name)
 	}
 	return p
+}
+
+// TestNoInitWork: loading the library must not run Go code of ours (the
+// host has not called anything yet): no init functions, and package-level
+// variables without initialisers that call functions.
+func TestNoInitWork(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") || name == "gen.go" {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Recv == nil && d.Name.Name == "init" {
+					t.Errorf("%s: func init", fset.Position(d.Pos()))
+				}
+			case *ast.GenDecl:
+				if d.Tok != token.VAR {
+					continue
+				}
+				for _, s := range d.Specs {
+					for _, v := range s.(*ast.ValueSpec).Values {
+						ast.Inspect(v, func(n ast.Node) bool {
+							if _, ok := n.(*ast.CallExpr); ok {
+								t.Errorf("%s: package variable initialised by a call", fset.Position(n.Pos()))
+							}
+							return true
+						})
+					}
+				}
+			}
+		}
+	}
 }

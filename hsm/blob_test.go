@@ -60,6 +60,9 @@ func blobCases(t testing.TB) []struct {
 		{"rsa-crt", Blob{BlobInfo{apqn.ModeCCA, mkvp.CCAAPKA, cca, KeyRSA, 4096, [SessionIDSize]byte{}}, LayoutCCARSACRT, nil}, 124, 0x1f},
 		{"ep11-aes", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyAES, 256, [SessionIDSize]byte{}}, LayoutEP11, nil}, 32, 0x00},
 		{"ep11-rsa", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyRSA, 3072, [SessionIDSize]byte{}}, LayoutEP11, nil}, 32, 0x00},
+		// Session-bound: the session field starts like a CCA DES DATA
+		// token (0x01, byte 4 zero), and must still read as EP11.
+		{"ep11-bound", Blob{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, ep, KeyAES, 256, [SessionIDSize]byte{0x01, 0x02, 0x03, 0x04, 0x00, 0x06}}, LayoutEP11, nil}, 32, 0x01},
 	}
 }
 
@@ -83,8 +86,8 @@ func TestSealOpenLayouts(t *testing.T) {
 				if v := binary.BigEndian.Uint16(raw[64:]); v != 0x1234 {
 					t.Errorf("EP11 version magic = %#x", v)
 				}
-				if !allZero(raw[:32]) {
-					t.Error("EP11 session id not zero")
+				if !bytes.Equal(raw[:32], tc.b.Session[:]) {
+					t.Errorf("EP11 session field %x, want %x", raw[:32], tc.b.Session[:])
 				}
 				// openCryptoki reads the boolean attributes as the 32-bit word at 52.
 				if binary.BigEndian.Uint32(raw[52:]) == 0 {
@@ -182,6 +185,8 @@ func TestEncodeRejectsMismatch(t *testing.T) {
 		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyEC, 256, [SessionIDSize]byte{}}, LayoutCCAAESData, nil},
 		{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, cca, KeyAES, 256, [SessionIDSize]byte{}}, LayoutEP11, nil},
 		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256, [SessionIDSize]byte{}}, Layout(99), nil},
+		{BlobInfo{apqn.ModeCCA, mkvp.CCAAES, cca, KeyAES, 256, [SessionIDSize]byte{7}}, LayoutCCAAESData, nil},
+		{BlobInfo{apqn.ModeEP11, mkvp.EP11WK, pat(t, 16, 2), KeyAES, 256, [SessionIDSize]byte{0x30, 1}}, LayoutEP11, nil},
 	} {
 		if _, err := EncodeBlob(b); errclass.Of(err) != errclass.InvalidArgument {
 			t.Errorf("EncodeBlob(%+v) err = %v, want invalid argument", b, err)

@@ -156,19 +156,37 @@ func ForType(t Type, b []byte) (Pattern, error) {
 	return New(b[:t.Size()])
 }
 
+// Source says where an administrator finds the pattern of a new master
+// key of type t. SYM is not in sysfs: the kernel's mkvps file has no SYM
+// line.
+func Source(t Type) string {
+	switch t {
+	case CCASYM:
+		return "the TKE or 'panel.exe --mk-query --mktype=SYM --mkregister=NEW' ([RND]); SYM is not in sysfs (on the simulator: hsmsim show)"
+	case CCAASYM:
+		return "the TKE or 'panel.exe --mk-query --mktype=ASYM --mkregister=NEW' ([RND]), or the first 8 bytes of the 'ASYM NEW' line of /sys/bus/ap/devices/<card>.<domain>/mkvps (on the simulator: hsmsim show)"
+	case CCAAES, CCAAPKA:
+		return fmt.Sprintf("the '%s NEW' line of /sys/bus/ap/devices/<card>.<domain>/mkvps, or the TKE or 'panel.exe --mk-query --mktype=%[1]s --mkregister=NEW' ([VER]) (on the simulator: hsmsim show)", t.Keyword())
+	case EP11WK:
+		return "the 'WK NEW' line of /sys/bus/ap/devices/<card>.<domain>/mkvps, or 'ep11info -D' or the TKE (on the simulator: hsmsim show)"
+	}
+	return "the TKE"
+}
+
 // Parse reads an operator-supplied pattern for type t: an optional 0x or 0X
 // prefix, then hex digits only.
 //
 // Too short, odd-length or non-hex input is an error. Extra bytes are
 // accepted only where a longer form is printed by the system itself (EP11:
-// the 32-byte sysfs value); they are ignored and their count is returned so
-// the caller can warn. Longer CCA patterns are an error.
+// the 32-byte sysfs value; CCA ASYM: the 16-byte sysfs value); they are
+// ignored and their count is returned so the caller can warn. Other longer
+// CCA patterns are an error.
 func Parse(t Type, s string) (p Pattern, ignored int, err error) {
 	if !t.Valid() {
 		return Pattern{}, 0, errclass.New(errclass.InvalidArgument, "invalid master key type %d", uint8(t))
 	}
 	size := t.Size()
-	hint := fmt.Sprintf("give the %s pattern as %d hex digits, e.g. from the mkvps file in sysfs", t, 2*size)
+	hint := fmt.Sprintf("give the %s pattern as %d hex digits: %s", t, 2*size, Source(t))
 	h := strings.TrimSpace(s)
 	if strings.HasPrefix(h, "0x") || strings.HasPrefix(h, "0X") {
 		h = h[2:]
@@ -186,7 +204,7 @@ func Parse(t Type, s string) (p Pattern, ignored int, err error) {
 	case len(h)%2 != 0:
 		return Pattern{}, 0, errclass.Newh(errclass.InvalidArgument, hint,
 			"%s pattern %q has an odd number of hex digits", t, s)
-	case len(h) > 2*size && !(t == EP11WK && len(h) == 64):
+	case len(h) > 2*size && !(t == EP11WK && len(h) == 64) && !(t == CCAASYM && len(h) == 32):
 		return Pattern{}, 0, errclass.Newh(errclass.InvalidArgument, hint,
 			"%s pattern %q is too long: %d hex digits, want %d", t, s, len(h), 2*size)
 	}

@@ -66,6 +66,8 @@ func TestParse(t *testing.T) {
 		{CCASYM, "0X130E2053F18E5F4C", "130E2053F18E5F4C", 0},
 		{EP11WK, "ef92899ebe57291ec8e8716d850ee2f7", "EF92899EBE57291EC8E8716D850EE2F7", 0},
 		{EP11WK, "0xef92899ebe57291ec8e8716d850ee2f700112233445566778899aabbccddeeff", "EF92899EBE57291EC8E8716D850EE2F7", 16},
+		// The 16-byte ASYM value of the sysfs mkvps file.
+		{CCAASYM, "0xf8ae2acf8bfc57f00011223344556677", "F8AE2ACF8BFC57F0", 8},
 	}
 	for _, tt := range good {
 		p, ign, err := Parse(tt.typ, tt.in)
@@ -90,6 +92,9 @@ func TestParse(t *testing.T) {
 		{EP11WK, "ef92899ebe57291ec8e8716d850ee2", "too short"},
 		{EP11WK, "ef92899ebe57291ec8e8716d850ee2f700", "too long"},
 		{Type(0), "7D10D17BC8A409C4", "invalid master key type"},
+		{CCASYM, "130E2053F18E5F4C0011223344556677", "too long"},
+		{CCAAPKA, "82A5E2CD5030D5EC0011223344556677", "too long"},
+		{CCAASYM, "f8ae2acf8bfc57f000112233445566", "too long"},
 	}
 	for _, tt := range bad {
 		p, _, err := Parse(tt.typ, tt.in)
@@ -167,4 +172,26 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip %q: %v %v", p, again, err)
 		}
 	})
+}
+
+// TestSourceHints checks that each type's hint names where its pattern
+// really is: SYM never points to sysfs, the others do.
+func TestSourceHints(t *testing.T) {
+	for _, typ := range Types() {
+		_, _, err := Parse(typ, "00")
+		h := errclass.Hint(err)
+		inSysfs := strings.Contains(h, "/sys/bus/ap/devices/<card>.<domain>/mkvps")
+		if want := typ != CCASYM; inSysfs != want {
+			t.Errorf("%v hint mentions sysfs: %v, want %v: %s", typ, inSysfs, want, h)
+		}
+		if !strings.Contains(h, "hsmsim show") {
+			t.Errorf("%v hint lacks the simulator's source: %s", typ, h)
+		}
+	}
+	if h := Source(CCASYM); !strings.Contains(h, "--mktype=SYM") || !strings.Contains(h, "not in sysfs") {
+		t.Errorf("SYM source: %s", h)
+	}
+	if h := Source(CCAAES); !strings.Contains(h, "'AES NEW' line") || !strings.Contains(h, "--mktype=AES") || !strings.Contains(h, "[VER]") {
+		t.Errorf("AES source: %s", h)
+	}
 }

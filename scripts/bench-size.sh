@@ -37,8 +37,10 @@ if [ -z "${PKCSHSM_BIN:-}" ]; then
 fi
 export PATH=$bin:$PATH
 
-# measure NAME CMD...: runs CMD with stdin from $IN, prints "NAME seconds
-# peak-RSS-MB" (wall clock and maximum resident set size from time -v).
+# measure NAME CMD...: runs CMD with stdin from $IN, prints "NAME wall-s
+# cpu-s peak-RSS-MB" (wall clock, user+system CPU time and maximum
+# resident set size from time -v). On a shared machine the CPU time is
+# the steadier figure: wall clock includes waiting for a core.
 measure() {
 	local name=$1
 	shift
@@ -47,10 +49,11 @@ measure() {
 		cat "$root/err.$name" "$root/out.$name" >&2
 		exit 1
 	}
-	local wall rss
+	local wall rss cpu
 	wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$root/time.$name" | awk -F: '{ if (NF == 3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+	cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { print s }' "$root/time.$name")
 	rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$root/time.$name")
-	printf '%-28s %8.2f s %8.1f MB\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)"
+	printf '%-28s %8.2f s wall %8.2f s cpu %8.1f MB\n' "$name" "$wall" "$cpu" "$(echo "$rss/1024" | bc -l)"
 }
 
 setup() { # slots...
@@ -127,6 +130,8 @@ sweep)
 		measure "create-$n" sizebench create -slot 2 -tokdir "$root/var/lib/pkcshsm/tokens/tok2" -aes $((n / 2)) -ec $((n / 2)) -batch 5000
 		du -sh "$root/var/lib/pkcshsm/tokens/tok2"
 		measure "open-find-encrypt-$n" sizebench app -slot 2 -label aes-0000001 -no-agent
+		measure "open-find-ec-$n" sizebench app -slot 2 -label "ec-$(printf %07d $((n / 2 - 1)))" -no-agent -find-only
+		echo "app (EC key, find only): $(cat "$root/out.open-find-ec-$n")"
 		echo "app: $(cat "$root/out.open-find-encrypt-$n")"
 		measure "keys-list-$n" pkcshsm keys list --slot 2 --json
 		start_daemon

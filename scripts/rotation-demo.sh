@@ -13,6 +13,19 @@
 # applications (default 3). Exits 0 only when everything verified. KEEP=1
 # keeps the root directory; on failure it is always kept and its path
 # printed.
+#
+# CLIENT chooses the applications (a comma-separated list, default go):
+#   go      APPS p11load processes (the token library linked into Go)
+#   c       testdata/clients/p11stress.c, several threads, loading
+#           libpkcshsm.so with dlopen like any C application
+#   python  testdata/clients/p11stress.py through PyKCS11
+#   tools   testdata/clients/toolloop.sh: pkcs11-tool and the OpenSSL pkcs11
+#           engine in a loop, one process per command
+#   all     all of the above at once
+# With anything but go alone, the demo holds each phase for LOAD seconds
+# (default 2) of load, records when each phase starts, and prints each
+# client's operations, failures and p99 latency per phase (baseline, the
+# reencipher and finalize/cancel passes, the officer's activations).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,12 +37,23 @@ app_pids=
 APPS=${APPS:-3}
 MODE=${MODE:-finalize}
 case $MODE in finalize | cancel) ;; *) echo "MODE must be finalize or cancel" >&2; exit 2 ;; esac
+CLIENT=${CLIENT:-go}
+[ "$CLIENT" = all ] && CLIENT=go,c,python,tools
+for c in ${CLIENT//,/ }; do
+	case $c in go | c | python | tools) ;; *) echo "error: CLIENT=$CLIENT: unknown client $c
+hint: CLIENT is a comma-separated list of go, c, python, tools, or all" >&2; exit 2 ;; esac
+done
+LOAD=${LOAD:-2}
+uses() { case ",$CLIENT," in *",$1,"*) return 0 ;; esac; return 1; }
+outside() { [ "$CLIENT" != go ]; } # applications that load libpkcshsm.so
+outside_pids= c_pid= python_pid= tools_pid=
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n(root kept at %s)\n' "$*" "$root" >&2; exit 1; }
 cleanup() {
 	rc=$?
-	for p in $app_pids; do kill "$p" 2>/dev/null || true; done
+	for p in $app_pids $outside_pids; do kill "$p" 2>/dev/null || true; done
+	[ -n "${root:-}" ] && touch "$root/stop"
 	if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
 	if [ $rc -eq 0 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$root"; else echo "root: $root"; fi
 }
@@ -41,8 +65,54 @@ else
 	step "building the binaries"
 	mkdir -p "$bin"
 	(cd "$here" && for c in hsmsim pkcshsm pkcshsmd pkcshsm_mk_change p11load; do go build -o "$bin/$c" "./cmd/$c"; done)
+	if outside; then
+		(cd "$here" && go build -buildmode=c-shared -o "$bin/libpkcshsm.so" ./cmd/libpkcshsm)
+	fi
 fi
 export PATH=$bin:$PATH
+module=$bin/libpkcshsm.so
+if outside; then
+	[ -e "$module" ] || { echo "error: $module is missing; hint: build it with go build -buildmode=c-shared -o $module ./cmd/libpkcshsm" >&2; exit 2; }
+	# The module's diagnostics (JSON lines with the pid of each process).
+	export PKCSHSM_LOG=$root/module.log
+fi
+if uses c; then
+	[ -x "$bin/p11stress" ] || gcc -O2 -pthread -I/usr/include/p11-kit-1 -o "$bin/p11stress" "$here/testdata/clients/p11stress.c" -ldl
+fi
+# phase NAME: the clients attribute each operation to the last phase
+# started before it. hold keeps the load going for LOAD seconds, and then
+# until every outside client has done a few more operations (their progress
+# files say how many so far): on a busy machine one pkcs11-tool command can
+# take longer than LOAD, and every held phase must have operations to
+# measure.
+phase() { echo "$1 $(date +%s%N)" >>"$root/phases"; }
+counts() {
+	local c n
+	for c in c python tools; do
+		uses $c || continue
+		case $c in
+		tools) n=$(grep -c . "$root/tools/records" 2>/dev/null || true) ;;
+		*) n=$(cat "$root/$c.progress" 2>/dev/null || true) ;;
+		esac
+		printf '%s ' "${n:-0}"
+	done
+}
+hold() {
+	outside || return 0
+	local before now i ok
+	read -ra before <<<"$(counts)"
+	sleep "$LOAD"
+	for _ in $(seq 1200); do
+		read -ra now <<<"$(counts)"
+		ok=1
+		# More than the operations that may have been in flight when the
+		# phase began (3 threads of the C client).
+		for i in "${!before[@]}"; do [ "${now[$i]}" -gt $((before[i] + 3)) ] || ok=0; done
+		[ $ok = 1 ] && return 0
+		sleep 0.1
+	done
+	fail "an outside client did no operation for 2 minutes (operations: ${before[*]} -> ${now[*]})"
+}
 
 SO=87654321 USER=12345678
 CCA_APQNS=01.0033,02.0033 EP11_APQNS=06.0033,0e.0033
@@ -105,6 +175,7 @@ keyrows() {
 
 step "an application encrypts data with its keys before the rotation"
 echo $USER | p11load -slots 2,3,4 -duration 2s -save "$root/before.json"
+if uses c; then echo $USER | p11stress save --module "$module" --token cca,cca2,ep11 --file "$root/before-c.txt"; fi
 
 for slot in 2 3 4; do keyrows $slot >"$root/keys$slot.before"; done
 
@@ -114,7 +185,8 @@ daemon_pid=$!
 for _ in $(seq 100); do [ -S "$root/run/pkcshsm/admin.sock" ] && break; sleep 0.1; done
 [ -S "$root/run/pkcshsm/admin.sock" ] || fail "pkcshsmd did not start: $(cat "$root/pkcshsmd.log")"
 
-step "$APPS applications start using the keys and keep going through the whole rotation"
+uses go || APPS=0
+step "$APPS Go applications$(outside && echo " and the clients $CLIENT") start using the keys and keep going through the whole rotation"
 for i in $(seq "$APPS"); do
 	echo $USER | p11load -slots 2,3,4 -ready "$root/app$i.ready" -report "$root/app$i.json" -log "$root/app$i.log" >"$root/app$i.out" 2>&1 &
 	app_pids="$app_pids $!"
@@ -128,6 +200,40 @@ for i in $(seq "$APPS"); do
 	for _ in $(seq 100); do grep -q "connected to pkcshsmd" "$root/app$i.log" 2>/dev/null && break; sleep 0.1; done
 	grep -q "connected to pkcshsmd" "$root/app$i.log" || fail "application $i did not connect to pkcshsmd"
 done
+rm -f "$root/stop"
+if uses c; then
+	echo $USER | p11stress load --module "$module" --token cca,cca2,ep11 --threads 3 --ready "$root/c.ready" \
+		--report "$root/c.json" --phases "$root/phases" --progress "$root/c.progress" >"$root/c.out" 2>&1 &
+	c_pid=$!
+	outside_pids="$outside_pids $c_pid"
+fi
+if uses python; then
+	echo $USER | /usr/bin/python3 "$here/testdata/clients/p11stress.py" --module "$module" --token cca,ep11 \
+		--stop "$root/stop" --ready "$root/python.ready" --report "$root/python.json" --phases "$root/phases" \
+		--progress "$root/python.progress" >"$root/python.out" 2>&1 &
+	python_pid=$!
+	outside_pids="$outside_pids $python_pid"
+fi
+if uses tools; then
+	echo $USER | bash "$here/testdata/clients/toolloop.sh" "$module" cca2 "$root/tools" "$root/stop" "$root/phases" >"$root/tools.out" 2>&1 &
+	tools_pid=$!
+	outside_pids="$outside_pids $tools_pid"
+fi
+for c in c python; do
+	uses $c || continue
+	for _ in $(seq 1200); do [ -e "$root/$c.ready" ] && break; sleep 0.1; done
+	[ -e "$root/$c.ready" ] || fail "the $c client did not start: $(cat "$root/$c.out")"
+	# The runtime agent inside the module announces the process to pkcshsmd.
+	p=${c}_pid
+	for _ in $(seq 100); do grep "\"pid\":${!p}[,}]" "$root/module.log" 2>/dev/null | grep -q "connected to pkcshsmd" && break; sleep 0.1; done
+	grep "\"pid\":${!p}[,}]" "$root/module.log" | grep -q "connected to pkcshsmd" || fail "the $c client's module did not connect to pkcshsmd"
+done
+if uses tools; then
+	for _ in $(seq 1200); do [ -e "$root/tools/ready" ] && break; sleep 0.1; done
+	[ -e "$root/tools/ready" ] || fail "the tools loop did not start: $(cat "$root/tools.out")"
+fi
+phase baseline
+hold
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
 # The CURRENT patterns before the change (what a cancel must leave).
@@ -147,6 +253,7 @@ echo "new SYM $new_sym AES $new_aes APKA $new_apka WK $new_wk"
 
 step "reencipher (a dry run first)"
 pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"
+phase reencipher
 out=$(printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka")
 echo "$out"
 cca_op=$(echo "$out" | sed -n "s/^Master key change operation '\(.*\)' created.$/\1/p")
@@ -155,6 +262,8 @@ echo "$out"
 ep11_op=$(echo "$out" | sed -n "s/^Master key change operation '\(.*\)' created.$/\1/p")
 [ -n "$cca_op" ] && [ -n "$ep11_op" ] || fail "no operation id"
 pkcshsm_mk_change list
+phase reenciphered
+hold
 
 step "an intersecting operation is refused"
 set +e
@@ -165,18 +274,32 @@ set -e
 
 if [ "$MODE" = finalize ]; then
 	step "officer: activate the new master keys, one APQN at a time"
-	for q in ${CCA_APQNS//,/ }; do for t in SYM AES APKA; do hsmsim set --apqns "$q" --type $t >/dev/null; done; echo "set $q"; done
-	for q in ${EP11_APQNS//,/ }; do hsmsim set --apqns "$q" --type WK >/dev/null; echo "set $q"; done
+	for q in ${CCA_APQNS//,/ }; do
+		phase "set-$q"
+		for t in SYM AES APKA; do hsmsim set --apqns "$q" --type $t >/dev/null; done
+		echo "set $q"
+		hold
+	done
+	for q in ${EP11_APQNS//,/ }; do
+		phase "set-$q"
+		hsmsim set --apqns "$q" --type WK >/dev/null
+		echo "set $q"
+		hold
+	done
 
 	step "finalize"
+	phase finalize
 	printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change finalize -i "$cca_op"
 	printf '%s\n' $USER | pkcshsm_mk_change finalize -i "$ep11_op"
 else
 	step "cancel (no APQN activated the new keys)"
+	phase cancel
 	printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change cancel -i "$cca_op"
 	printf '%s\n' $USER | pkcshsm_mk_change cancel -i "$ep11_op"
 fi
 [ -z "$(pkcshsm_mk_change list)" ] || fail "operations left after $MODE"
+phase after
+hold
 
 step "the applications stop; each must have had zero failed operations"
 for p in $app_pids; do kill -TERM "$p"; done
@@ -187,6 +310,33 @@ for p in $app_pids; do
 	cat "$root/app$i.out"
 done
 app_pids=
+if outside; then
+	[ -n "$c_pid" ] && kill -TERM "$c_pid"
+	touch "$root/stop"
+	for c in c python tools; do
+		uses $c || continue
+		p=${c}_pid
+		p=${!p}
+		if ! wait "$p"; then fail "the $c client failed: $(cat "$root/$c.out")"; fi
+		cat "$root/$c.out"
+		# Every client worked in every phase the demo held (all but the passes).
+		for ph in $(awk '$1 != "reencipher" && $1 != "finalize" && $1 != "cancel" {print $1}' "$root/phases"); do
+			grep -Eq "phase $ph +[1-9][0-9]* ops +0 failed" "$root/$c.out" || fail "the $c client did no operation in phase $ph"
+		done
+	done
+	outside_pids=
+	step "p99 latency per client (us): baseline against the passes"
+	printf '%-8s %10s %7s %10s %12s %10s %12s\n' client ops failed baseline reencipher "$MODE" "set (max)"
+	for c in c python tools; do
+		uses $c || continue
+		awk -v c=$c -v mode="$MODE" '
+			/ operations, / { for (i = 1; i <= NF; i++) { if ($(i) ~ /^operations,/) ops = $(i - 1); if ($(i) == "failed,") failed = $(i - 1) } }
+			/ phase / { for (i = 1; i <= NF; i++) if ($(i) == "p99") p = $(i + 1)
+				if ($4 == "baseline") b = p; else if ($4 == "reencipher") r = p; else if ($4 == mode) m = p
+				else if ($4 ~ /^set-/ && p + 0 > s + 0) s = p }
+			END { printf "%-8s %10s %7s %10s %12s %10s %12s\n", c, ops, failed, b, r, m, s == "" ? "-" : s }' "$root/$c.out"
+	done
+fi
 
 step "verify every key"
 check_slot() { # slot, expected patterns...
@@ -228,5 +378,8 @@ else
 	check_slot 4 "$old_wk"
 fi
 echo $USER | p11load -slots 2,3,4 -duration 2s -check "$root/before.json" || fail "application check after the $MODE"
+if uses c; then
+	echo $USER | p11stress check --module "$module" --token cca,cca2,ep11 --file "$root/before-c.txt" || fail "C client check after the $MODE"
+fi
 
 printf '\nDEMO PASSED (%s): every key verified, no application operation failed.\n' "$MODE"

@@ -135,11 +135,18 @@ func (d *Dir) Claimant(id ID) (ClaimInfo, bool) {
 		return ClaimInfo{}, false
 	}
 	defer f.Close()
-	if len(holders(f)) == 0 {
+	info, err := readClaim(name)
+	if err != nil {
 		return ClaimInfo{}, false
 	}
-	info, _ := readClaim(name)
-	return info, true
+	// The kernel's lock table names the process that took the flock,
+	// which is the one that wrote the file.
+	for _, h := range holders(f) {
+		if h.PID == info.PID {
+			return info, true
+		}
+	}
+	return ClaimInfo{}, false
 }
 
 func readClaim(name string) (ClaimInfo, error) {
@@ -147,6 +154,12 @@ func readClaim(name string) (ClaimInfo, error) {
 	if err != nil {
 		return ClaimInfo{}, err
 	}
+	return parseClaim(raw), nil
+}
+
+// parseClaim reads the "key=value" lines of a claim file; unknown keys and
+// malformed values are ignored (the file is only informative).
+func parseClaim(raw []byte) ClaimInfo {
 	var info ClaimInfo
 	for _, line := range strings.Split(string(raw), "\n") {
 		k, v, _ := strings.Cut(line, "=")
@@ -159,7 +172,10 @@ func readClaim(name string) (ClaimInfo, error) {
 			info.Since, _ = time.Parse(time.RFC3339, v)
 		}
 	}
-	return info, nil
+	if info.PID < 0 {
+		info.PID = 0
+	}
+	return info
 }
 
 func sameFile(f *os.File, name string) (bool, error) {

@@ -179,6 +179,15 @@ func TestCrashAtEveryWritePoint(t *testing.T) {
 				if got.Gen != 2 || got.State != Reenciphering {
 					t.Fatalf("read %s gen %d after an interrupted removal", got.State, got.Gen)
 				}
+				// The copy goes first: a copy left alone would bring the
+				// ended operation back if the file were then lost.
+				_, cerr := os.Lstat(d.copyPath(op.ID))
+				if pt.name == "remove-after-copy" && !errors.Is(cerr, os.ErrNotExist) {
+					t.Fatalf("copy still there after its removal point: %v", cerr)
+				}
+				if !bytes.Equal(read(t, d.mainPath(op.ID)), oldMain) {
+					t.Fatal("the operation file changed during the removal")
+				}
 			}
 			if _, broken, err := d.List(ctx); err != nil || len(broken) != 0 {
 				t.Fatalf("list after crash: %v %v", broken, err)

@@ -51,6 +51,10 @@ type Options struct {
 	ReadOnly bool
 	// Now returns the time for transitions (default time.Now).
 	Now func() time.Time
+	// Waiting, if set, is called once per lock wait that lasts longer
+	// than a second, with a message naming the lock and its holders, so
+	// a person sees why the command does not go on.
+	Waiting func(msg string)
 
 	// hook is called at named points of the write path and the locking;
 	// tests kill the process or hold it there.
@@ -225,6 +229,14 @@ func (d *Dir) scan() (ops []*Op, broken []Broken, repairs bool, err error) {
 			for _, p := range r.problems() {
 				broken = append(broken, Broken{Name: p.name, ID: id, Recovered: true, Err: p.err})
 			}
+			// Writes create the file before the copy and removals drop the
+			// copy first, so a copy without its file means someone removed
+			// the file: say so rather than restore it silently.
+			if r.main.absent {
+				broken = append(broken, Broken{Name: string(id), ID: id, Recovered: true,
+					Err: errclass.Newh(errclass.DataLoss, "end an operation with finalize or cancel, never by removing its file",
+						"%s is missing; operation read from its copy", d.mainPath(id))})
+			}
 		case r.err != nil && errclass.Of(r.err) != errclass.NotFound:
 			broken = append(broken, Broken{Name: string(id), ID: id, Err: r.err})
 		}
@@ -384,7 +396,16 @@ func (d *Dir) quarantine(name string) (string, error) {
 			return "", err
 		}
 	}
-	to := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	base := filepath.Join(qdir, fmt.Sprintf("%s.%s", name, d.opts.Now().UTC().Format("20060102T150405.000000000")))
+	to := base
+	// Never overwrite an earlier quarantined file (the caller holds the
+	// exclusive lock, so nobody else picks a name meanwhile).
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		to = fmt.Sprintf("%s-%d", base, i)
+	}
 	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}
@@ -426,6 +447,15 @@ func (d *Dir) Create(ctx context.Context, op *Op) (*Op, error) {
 // for command before the operation becomes visible, so no other command
 // can start on it in between.
 func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *Claim, error) {
+	return d.CreateClaimedChecked(ctx, op, command, nil)
+}
+
+// CreateClaimedChecked is CreateClaimed with a last check: verify (if not
+// nil) runs under the same exclusive lock, after the conflict check and
+// before the file is written, so what it re-verifies (e.g. the adapters'
+// registers) still holds when the operation appears. An error from verify
+// creates nothing.
+func (d *Dir) CreateClaimedChecked(ctx context.Context, op *Op, command string, verify func() error) (*Op, *Claim, error) {
 	op = op.Clone()
 	op.State = Initial
 	op.Transitions = nil
@@ -457,6 +487,11 @@ func (d *Dir) CreateClaimed(ctx context.Context, op *Op, command string) (*Op, *
 		}
 		if len(conflicts) > 0 {
 			return &ConflictError{Conflicts: conflicts}
+		}
+		if verify != nil {
+			if err := verify(); err != nil {
+				return err
+			}
 		}
 		d.point("create-checked")
 		for range maxIDTry {
@@ -586,6 +621,31 @@ func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 		}
 		// The claim file goes last; its holder (if any) keeps its flock on
 		// the removed inode until it exits.
+		os.Remove(d.claimPath(id))
+		return d.syncDir(d.path)
+	})
+}
+
+// Discard removes an operation that never touched a key object (still
+// INITIAL): nothing happened that the history must record. Any other state
+// is refused; such an operation ends with Remove.
+func (d *Dir) Discard(ctx context.Context, id ID) error {
+	if _, err := ParseID(string(id)); err != nil {
+		return err
+	}
+	return d.withLock(ctx, true, func() error {
+		r := d.read(id)
+		if r.err != nil {
+			return r.err
+		}
+		if r.op.State != Initial {
+			return errclass.New(errclass.FailedPrecondition, "operation %s is %s, not INITIAL: it must be completed, not discarded", id, r.op.State)
+		}
+		for _, p := range []string{d.copyPath(id), d.mainPath(id)} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return ioErr(err, "remove operation file %s", p)
+			}
+		}
 		os.Remove(d.claimPath(id))
 		return d.syncDir(d.path)
 	})

@@ -52,6 +52,10 @@
 //	var de *state.DamagedError
 //	if errors.As(b.Err, &de) { keep the last known state of de.ID }
 //
+// A [Broken] entry's ID names the operation and its Name the file ("<id>"
+// or "<id>.copy"); an entry with Recovered set is only a report: the
+// operation is in the list, read from its other file.
+//
 // # Locking and crash safety
 //
 // Every write takes an exclusive flock on the separate lock file (flock

@@ -45,6 +45,11 @@ func notRegular(name string, m fs.FileMode) error {
 		"%s is %s, not an operation file; it was not opened", name, kind(m))
 }
 
+// afterLstat lets a test replace the entry between the lstat and the open
+// of readRegular, where only O_NONBLOCK and fstat stand between a swapped-in
+// FIFO and a read that waits forever.
+var afterLstat = func(string) {}
+
 // readRegular reads name, which must be a regular file of at most maxFile
 // bytes. It never blocks and never follows a link: the entry is checked
 // with lstat first (a device is never opened), then opened with O_NOFOLLOW
@@ -58,6 +63,7 @@ func readRegular(name string) ([]byte, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, notRegular(name, fi.Mode())
 	}
+	afterLstat(name)
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {

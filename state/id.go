@@ -2,6 +2,7 @@ package state
 
 import (
 	"crypto/rand"
+	"unicode/utf8"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -39,12 +40,13 @@ func NewID() (ID, error) {
 
 // ParseID validates an operation id given by a person or read from a name.
 func ParseID(s string) (ID, error) {
-	if len(s) != idLen {
+	// Characters, not bytes: "abcdé" is five characters, and the message
+	// names the character, not a byte of its encoding.
+	if n := utf8.RuneCountInString(s); n != idLen {
 		return "", errclass.Newh(errclass.InvalidArgument, idHint,
-			"invalid operation id %q: want %d characters, got %d", s, idLen, len(s))
+			"invalid operation id %q: want %d characters, got %d", s, idLen, n)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s {
 		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
 			return "", errclass.Newh(errclass.InvalidArgument, idHint,
 				"invalid operation id %q: character %q is not a letter or digit", s, c)

@@ -69,14 +69,14 @@ func flockWait(ctx context.Context, f *os.File, how int, busy func()) error {
 	}
 }
 
-// Holder is a process holding a flock, as the kernel reports it.
-type Holder struct {
+// holder is a process holding a flock, as the kernel reports it.
+type holder struct {
 	PID     int
 	Program string // from /proc/PID/comm; "" if unknown
 	Write   bool   // exclusive
 }
 
-func (h Holder) String() string {
+func (h holder) String() string {
 	mode := "shared"
 	if h.Write {
 		mode = "exclusive"
@@ -89,7 +89,7 @@ func (h Holder) String() string {
 
 // holders lists the processes holding a flock on the file f refers to,
 // from /proc/locks. It returns nil when that is not knowable.
-func holders(f *os.File) []Holder {
+func holders(f *os.File) []holder {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil
@@ -102,28 +102,39 @@ func holders(f *os.File) []Holder {
 	if err != nil {
 		return nil
 	}
-	return parseLocks(raw, uint64(st.Dev), st.Ino)
+	if h := parseLocks(raw, uint64(st.Dev), st.Ino); len(h) > 0 {
+		return h
+	}
+	// Some file systems (btrfs subvolumes, overlays) report another
+	// device number in stat than in /proc/locks: match the inode alone.
+	return parseLocks(raw, anyDev, st.Ino)
 }
+
+// anyDev makes parseLocks ignore the device.
+const anyDev = ^uint64(0)
 
 // parseLocks picks the granted FLOCK entries of one inode from the text of
 // /proc/locks ("1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters
 // carry "->" and are left out).
-func parseLocks(raw []byte, dev, ino uint64) []Holder {
+func parseLocks(raw []byte, dev, ino uint64) []holder {
 	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
 	minor := dev&0xff | (dev>>12)&^0xff
 	want := fmt.Sprintf("%02x:%02x:%d", major, minor, ino)
-	var out []Holder
+	if dev == anyDev {
+		want = fmt.Sprintf(":%d", ino)
+	}
+	var out []holder
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) < 6 || f[1] != "FLOCK" || f[5] != want {
+		if len(f) < 6 || f[1] != "FLOCK" || (f[5] != want && (dev != anyDev || !strings.HasSuffix(f[5], want))) {
 			continue
 		}
 		pid, err := strconv.Atoi(f[4])
 		if err != nil || pid <= 0 {
 			continue
 		}
-		h := Holder{PID: pid, Write: f[3] == "WRITE"}
+		h := holder{PID: pid, Write: f[3] == "WRITE"}
 		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil {
 			h.Program = strings.TrimSpace(string(comm))
 		}
@@ -165,8 +176,13 @@ func (d *Dir) withLock(ctx context.Context, exclusive bool, fn func() error) err
 		d.opts.hook("lock-busy")
 		if !reported && time.Since(start) >= time.Second {
 			reported = true
-			d.log.Warn().Str("lock", name).Str("mode", what).Stringer("held_by", holderList(holders(f))).
+			held := holderList(holders(f))
+			d.log.Warn().Str("lock", name).Str("mode", what).Stringer("held_by", held).
 				Msg("waiting for the operation directory lock")
+			if d.opts.Waiting != nil {
+				d.opts.Waiting(fmt.Sprintf("waiting up to %s for the %s lock on %s, held by %s",
+					d.opts.LockTimeout, what, name, held))
+			}
 		}
 	})
 	switch {
@@ -188,7 +204,7 @@ func (d *Dir) withLock(ctx context.Context, exclusive bool, fn func() error) err
 	return fn()
 }
 
-type holderList []Holder
+type holderList []holder
 
 func (l holderList) String() string {
 	if len(l) == 0 {

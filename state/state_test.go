@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,61 @@ func TestReadOnly(t *testing.T) {
 	}
 	if _, err := r.Update(ctx, op.ID, func(*Op) error { return nil }); err == nil {
 		t.Fatal("read-only update succeeded")
+	}
+}
+
+// Every state names exactly the commands that complete it, an ERROR only
+// the one that failed, and the states in which setting the new master
+// keys would lose keys are flagged.
+func TestCompletesAndSetLosesKeys(t *testing.T) {
+	via := func(states ...State) *Op {
+		op := sampleOp(t, "01.0001", mkvp.CCAAES)
+		op.ID = "abcdef"
+		if err := op.Move(Initial, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range states {
+			if err := op.Move(s, time.Now()); err != nil {
+				t.Fatalf("move to %s: %v", s, err)
+			}
+		}
+		return op
+	}
+	cases := []struct {
+		name  string
+		op    *Op
+		next  []Action
+		loses bool
+	}{
+		{"initial", via(), []Action{ActCancel}, true},
+		{"reenciphering", via(Reenciphering), []Action{ActCancel}, true},
+		{"reenciphered", via(Reenciphering, Reenciphered), []Action{ActFinalize, ActCancel}, false},
+		{"finalizing", via(Reenciphering, Reenciphered, Finalizing), []Action{ActFinalize}, false},
+		{"canceling", via(Reenciphering, Reenciphered, Canceling), []Action{ActCancel}, true},
+		{"error of finalize", via(Reenciphering, Reenciphered, Finalizing, Error), []Action{ActFinalize}, false},
+		{"error of cancel", via(Reenciphering, Canceling, Error), []Action{ActCancel}, true},
+		{"error of unknown origin", &Op{State: Error}, []Action{ActFinalize, ActCancel}, true},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.op.Completes(); !slices.Equal(got, tt.next) {
+				t.Errorf("Completes = %v, want %v", got, tt.next)
+			}
+			if got := tt.op.SetLosesKeys(); got != tt.loses {
+				t.Errorf("SetLosesKeys = %v, want %v", got, tt.loses)
+			}
+		})
+	}
+	// An ERROR goes back only where it came from.
+	fe := via(Reenciphering, Reenciphered, Finalizing, Error)
+	if fe.CanMove(Canceling) || !fe.CanMove(Finalizing) {
+		t.Error("an ERROR of a finalize may move to CANCELING, or not back to FINALIZING")
+	}
+	if err := fe.Move(Canceling, time.Now()); errclass.Of(err) != errclass.FailedPrecondition {
+		t.Errorf("Move(CANCELING) from an ERROR of a finalize: %v", err)
+	}
+	ce := via(Reenciphering, Canceling, Error)
+	if ce.CanMove(Finalizing) || !ce.CanMove(Canceling) {
+		t.Error("an ERROR of a cancel may move to FINALIZING, or not back to CANCELING")
 	}
 }

@@ -125,6 +125,18 @@ func TestLockTimeoutNamesTheHolder(t *testing.T) {
 			t.Errorf("%q does not name %q", err, want)
 		}
 	}
+	// A wait longer than a second is reported once, naming the holder.
+	var waits []string
+	d.opts.LockTimeout = 1500 * time.Millisecond
+	d.opts.Waiting = func(msg string) { waits = append(waits, msg) }
+	if _, err := d.Load(context.Background(), "abcdef"); errclass.Of(err) != errclass.DeadlineExceeded {
+		t.Fatalf("load while locked: %v", err)
+	}
+	if len(waits) != 1 || !strings.Contains(waits[0], fmt.Sprintf("pid %d", os.Getpid())) || !strings.Contains(waits[0], "shared lock") {
+		t.Fatalf("wait reports: %q", waits)
+	}
+	d.opts.Waiting = nil
+	d.opts.LockTimeout = 100 * time.Millisecond
 	// Readers wait for a writer too, bounded the same way.
 	if _, err := d.Load(context.Background(), "abcdef"); errclass.Of(err) != errclass.DeadlineExceeded {
 		t.Fatalf("load while locked: %v", err)
@@ -149,5 +161,11 @@ func TestParseLocks(t *testing.T) {
 	got := parseLocks(raw, dev, 5678)
 	if len(got) != 2 || got[0].PID != 1234 || !got[0].Write || got[1].PID != 1300 || got[1].Write {
 		t.Fatalf("parseLocks = %+v", got)
+	}
+	if got := parseLocks(raw, anyDev, 5678); len(got) != 3 {
+		t.Fatalf("parseLocks by inode alone = %+v", got)
+	}
+	if got := parseLocks(raw, anyDev, 678); len(got) != 0 {
+		t.Fatalf("inode 678 matched %+v", got)
 	}
 }

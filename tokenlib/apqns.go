@@ -53,6 +53,7 @@ func (t *token) startHSM(ctx context.Context) error {
 	defer t.hsmMu.Unlock()
 	t.pool, t.hsmErr = pool, err
 	if err == nil {
+		t.learned = maps.Clone(pool.expected)
 		ids := make([]string, len(pool.ids))
 		for i, id := range pool.ids {
 			ids[i] = id.String()
@@ -103,12 +104,21 @@ func (t *token) selectAPQNs(ctx context.Context) (*apqnPool, error) {
 	// new master key: that pattern is accepted too.
 	t.hsmMu.Lock()
 	expected := maps.Clone(t.conf.expected)
+	learned := maps.Clone(t.learned)
 	t.hsmMu.Unlock()
 	changing := t.newPatterns()
 	for _, mt := range t.conf.typ.mkTypes() {
 		want, configured := expected[mt]
 		newP, isChanging := changing[mt]
-		if !configured && isChanging {
+		// An earlier check learned what the token's keys are under: expect
+		// that again, so a master key changed outside a procedure (and
+		// changed back) is refused, not learned, when the check re-runs
+		// after failures.
+		remembered := false
+		if !configured {
+			want, remembered = learned[mt]
+		}
+		if !configured && !remembered && isChanging {
 			// Learn the old pattern from an APQN that has not switched.
 			for _, q := range usable {
 				if p := q.MK[mt].Current.Pattern; p != newP {
@@ -134,6 +144,10 @@ func (t *token) selectAPQNs(ctx context.Context) (*apqnPool, error) {
 			if cur.Pattern != want {
 				source := "the other APQNs'"
 				hint := "all APQNs of a token must have the same master key; fix the APQN selection or the master keys"
+				if remembered {
+					source = "the token's keys' (learned when the token started)"
+					hint = "a master key was changed outside a master key change procedure; have the security officer set it back"
+				}
 				if configured {
 					source = "the expected (configuration)"
 					hint = "update the expected pattern in the token configuration, or fix the master key on the APQN"

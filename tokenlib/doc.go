@@ -21,9 +21,15 @@
 // its sessions on the token, session objects belong to it and die with the
 // session that made them, and closing the last session of a token logs it
 // out. Token objects live in the token's SQLite store and are shared by all
-// processes; each Library caches them decoded and revalidates the cache
-// with the store's change counter before every use, so a key another
-// process made or destroyed is seen at once.
+// processes. A Library's memory follows the objects it uses, not the
+// token's size: opening a token reads no object; C_FindObjects runs on the
+// store's indexed columns (class, private flag, unique id, and digests of
+// CKA_LABEL and CKA_ID) and hands out handles page by page, decoding
+// nothing; an object is decoded (its private attributes unsealed) when it
+// is first used and kept in a bounded cache (package objcache), and every
+// use compares the cached copy's version with the stored one (one indexed
+// read), so a key another process changed, made or destroyed is seen at
+// once.
 //
 // # Secure keys
 //

@@ -107,6 +107,20 @@ func (t *token) ep11CheckUse(ctx context.Context, s *session, o *object) error {
 	return t.ep11.CheckUse(ctx, uint(s.handle), o.attrs[ck.CKA_IBM_OPAQUE], o.isToken(), o.isPrivate())
 }
 
+// ep11CheckCopy refuses a copy (C_CopyObject) whose new CKA_TOKEN or
+// CKA_PRIVATE would want the key bound to another EP11 session than the
+// one its blob is bound to.
+func (t *token) ep11CheckCopy(ctx context.Context, s *session, copied template) error {
+	if t.ep11 == nil {
+		return nil
+	}
+	err := t.ep11CheckUse(ctx, s, &object{attrs: copied})
+	if err == nil {
+		return nil
+	}
+	return wrapRV(ck.CKR_ATTRIBUTE_VALUE_INVALID, err, "the attribute change would bind the key to another EP11 session")
+}
+
 // ep11Retry runs fn again after logging this process's EP11 sessions in on
 // q, when q refused a bound key because the session is not logged in
 // there (the APQN came online after the session started, or was reset).

@@ -191,6 +191,17 @@ func TestEP11SessionModesTable(t *testing.T) {
 					t.Errorf("%s bound to %x, want %x", c.name, info.Session[:4], c.want[:4])
 				}
 			}
+			// The session objects are hidden from every search.
+			must(t, l.FindObjectsInit(a, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_HW_FEATURE))}))
+			if found, err := l.FindObjects(a, 10); err != nil || len(found) != 0 {
+				t.Fatalf("a search for CKO_HW_FEATURE found %d objects (%v)", len(found), err)
+			}
+			must(t, l.FindObjectsFinal(a))
+			must(t, l.FindObjectsInit(a, nil))
+			if found, err := l.FindObjects(a, 100); err != nil || len(found) != 3 {
+				t.Fatalf("a search for everything found %d objects (%v), want the 3 keys", len(found), err)
+			}
+			must(t, l.FindObjectsFinal(a))
 			// Use from the generating session and from another one.
 			must(t, encryptWith(l, a, sessKey))
 			must(t, encryptWith(l, a, tokKey))
@@ -343,4 +354,113 @@ func TestEP11VHSMCardPIN(t *testing.T) {
 	l2 := openTestLib(t, layout)
 	h2 := userSession(t, l2, 1)
 	must(t, encryptWith(l2, h2, k))
+}
+
+func setOnline(t testing.TB, layout paths.Layout, q apqn.ID, on bool) {
+	t.Helper()
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	must(t, err)
+	defer h.Close()
+	must(t, h.Do(context.Background(), func(tx *sim.Tx) error { return tx.SetOnline(q, on) }))
+}
+
+// TestEP11LaterAPQN: an APQN offline when the session started is logged in
+// at its first use, and the session tool's logout reaches it.
+func TestEP11LaterAPQN(t *testing.T) {
+	row := ep11Slot{1, true, false}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	l := openTestLib(t, layout)
+	setOnline(t, layout, epQ2, false)
+	h := userSession(t, l, 1)
+	k := genAES(t, l, h, "k", false)
+	if recs := records(t, l, h); len(recs) != 1 || len(recs[0].APQNs) != 1 || recs[0].APQNs[0] != epQ1 {
+		t.Fatalf("records %+v, want one logged in on %s only", recs, epQ1)
+	}
+	setOnline(t, layout, epQ2, true)
+	setOnline(t, layout, epQ1, false)
+	// Only the late APQN is up: the key works there after a login at
+	// first use.
+	must(t, encryptWith(l, h, k))
+	if n := simSessions(t, layout, epQ2); n != 1 {
+		t.Fatalf("%d sessions on the late APQN, want 1", n)
+	}
+	setOnline(t, layout, epQ1, true)
+	must(t, l.CloseSession(h))
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 0 {
+			t.Fatalf("%d sessions left on %s", n, q)
+		}
+	}
+}
+
+// skewedSessions returns a different pin blob for one APQN, as an adapter
+// with a broken session would.
+type skewedSessions struct {
+	*sim.HSM
+	q apqn.ID
+}
+
+func (s skewedSessions) Login(ctx context.Context, q apqn.ID, pin, nonce []byte) ([]byte, error) {
+	pb, err := s.HSM.Login(ctx, q, pin, nonce)
+	if err == nil && q == s.q {
+		pb = append([]byte(nil), pb...)
+		pb[5] ^= 1
+	}
+	return pb, err
+}
+
+func (s skewedSessions) Logout(ctx context.Context, q apqn.ID, pb []byte) error {
+	if q == s.q {
+		pb = append([]byte(nil), pb...)
+		pb[5] ^= 1
+	}
+	return s.HSM.Logout(ctx, q, pb)
+}
+
+// TestEP11PinBlobMismatch: unequal pin blobs from APQNs with the same
+// wrapping key refuse the login (CKR_DEVICE_ERROR, naming the APQN) and
+// leave no session behind.
+func TestEP11PinBlobMismatch(t *testing.T) {
+	row := ep11Slot{1, true, false}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	must(t, err)
+	defer h.Close()
+	l, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, Backend: skewedSessions{h, epQ2}})
+	must(t, err)
+	defer l.Close()
+	s, err := l.OpenSession(1, ck.CKF_SERIAL_SESSION)
+	must(t, err)
+	err = l.Login(s, ck.CKU_USER, []byte(userPIN))
+	if RV(err) != ck.CKR_DEVICE_ERROR || !strings.Contains(err.Error(), "APQN 0E.0033 returned another pin blob") {
+		t.Fatalf("login with unequal pin blobs: %v (%v)", err, RV(err))
+	}
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 0 {
+			t.Fatalf("%d sessions left on %s after the refused login", n, q)
+		}
+	}
+	if info, _ := l.GetSessionInfo(s); info.State != ck.CKS_RO_PUBLIC_SESSION {
+		t.Fatalf("session state %v after the refused login", info.State)
+	}
+}
+
+// TestEP11CopyObjectBinding: a copy that would need another binding is
+// refused; one that keeps it works.
+func TestEP11CopyObjectBinding(t *testing.T) {
+	row := ep11Slot{1, true, false}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	l := openTestLib(t, layout)
+	h := userSession(t, l, 1)
+	k := genAES(t, l, h, "session", false)
+	_, err := l.CopyObject(h, k, []Attribute{Bool(ck.CKA_TOKEN, true)})
+	if RV(err) != ck.CKR_ATTRIBUTE_VALUE_INVALID || !errors.Is(err, hsm.ErrSessionBound) {
+		t.Fatalf("copy of a strict session key to a token object: %v (%v)", err, RV(err))
+	}
+	c, err := l.CopyObject(h, k, []Attribute{String(ck.CKA_LABEL, "copy")})
+	must(t, err)
+	must(t, encryptWith(l, h, c))
 }

@@ -158,7 +158,7 @@ func Open(opts Options) (*Library, error) {
 	}
 	if !opts.NoAgent && !gc.disableEvents {
 		a, err := agent.New(agent.Options{AppSocket: l.layout.AppSocket(), OpsDir: l.layout.MKChangeDir(),
-			Program: opts.Program, Logger: l.log.With().Str("component", "agent").Logger(), Handler: agentHandler{l}})
+			Program: opts.Program, Logger: l.log, Handler: agentHandler{l}}) // the agent names its component itself
 		if err == nil {
 			err = a.Start(ctx)
 		}

@@ -14,10 +14,11 @@ import (
 	"github.com/pkcshsm/pkcshsm/state"
 )
 
-// TestMKDamagedFileKeepsLastState: an active operation whose file becomes
-// fails its checksum, is cut short or is moved away is not
-// forgotten: new keys keep getting REENC blobs until the history records
-// the operation's end; a restored file resumes normal following.
+// TestMKDamagedFileKeepsLastState: an active operation whose files (the
+// operation file and its copy, so nothing can repair it) fail their
+// checksum, are cut short or are moved away is not forgotten: new keys keep
+// getting REENC blobs until the history records the operation's end; the
+// restored files resume normal following.
 func TestMKDamagedFileKeepsLastState(t *testing.T) {
 	ctx := context.Background()
 	layout := writeTestRoot(t)
@@ -28,30 +29,47 @@ func TestMKDamagedFileKeepsLastState(t *testing.T) {
 	op := createOp(t, d, mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
 	l := newMKLib(t, layout, slotCCA)
 	h := userSession(t, l, slotCCA)
-	name := filepath.Join(layout.MKChangeDir(), string(op.ID))
-	good, err := os.ReadFile(name)
+	good := map[string][]byte{} // every file of the operation
+	ents, err := os.ReadDir(layout.MKChangeDir())
 	must(t, err)
-
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), string(op.ID)) {
+			name := filepath.Join(layout.MKChangeDir(), e.Name())
+			b, err := os.ReadFile(name)
+			must(t, err)
+			good[name] = b
+		}
+	}
+	if len(good) == 0 {
+		t.Fatal("no operation file found")
+	}
+	each := func(f func(name string, b []byte)) {
+		for name, b := range good {
+			f(name, b)
+		}
+	}
 	restore := func() {
-		os.Remove(name + ".away")
-		must(t, os.WriteFile(name, good, 0o640))
+		each(func(name string, b []byte) {
+			os.Remove(name + ".away")
+			must(t, os.WriteFile(name, b, 0o640))
+		})
 	}
 	for _, c := range []struct {
 		what string
-		do   func()
+		do   func(name string, b []byte)
 	}{
-		{"bad checksum", func() {
-			bad := append([]byte(nil), good...)
+		{"bad checksum", func(name string, b []byte) {
+			bad := append([]byte(nil), b...)
 			bad[len(bad)/2] ^= 0x20
 			must(t, os.WriteFile(name, bad, 0o640))
 		}},
-		{"truncated", func() { must(t, os.WriteFile(name, good[:len(good)/2], 0o640)) }},
-		{"moved away", func() { must(t, os.Rename(name, name+".away")) }},
+		{"truncated", func(name string, b []byte) { must(t, os.WriteFile(name, b[:len(b)/2], 0o640)) }},
+		{"moved away", func(name string, _ []byte) { must(t, os.Rename(name, name+".away")) }},
 	} {
 		what := c.what
 		t.Run(what, func(t *testing.T) {
 			defer restore()
-			c.do()
+			each(c.do)
 			_, err := l.reconcile(ctx)
 			must(t, err)
 			if ids := activeOpIDs(l, slotCCA); len(ids) != 1 || ids[0] != op.ID {

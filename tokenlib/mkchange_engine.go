@@ -172,7 +172,14 @@ func (l *Library) listOps(ctx context.Context) ([]*state.Op, map[state.ID]error,
 	ops, broken, err := l.opsDir.List(ctx)
 	bad := map[state.ID]error{}
 	for _, b := range broken {
-		bad[state.ID(b.Name)] = b.Err
+		if b.Recovered {
+			// Read from its copy: the operation is in ops, nothing lost.
+			l.log.Warn().Err(b.Err).Str("file", b.Name).Msg("master key change operation file damaged; read from its copy")
+			continue
+		}
+		if b.ID != "" {
+			bad[b.ID] = b.Err
+		}
 		l.log.Error().Err(b.Err).Str("file", b.Name).
 			Msg("UNREADABLE MASTER KEY CHANGE OPERATION FILE: this process cannot follow that operation from it; " +
 				"run 'pkcshsm_mk_change list' for the repair")
@@ -301,6 +308,9 @@ func (t *token) deactivate(ctx context.Context, op *state.Op, finalized bool) {
 	}
 	// Learn the patterns anew: the adapters hold the new (or, canceled,
 	// the old) master keys everywhere now.
+	t.hsmMu.Lock()
+	t.learned = nil
+	t.hsmMu.Unlock()
 	if err := t.startHSM(ctx); err != nil {
 		t.log.Error().Err(err).Msg("token HSM check after the master key change failed")
 	}

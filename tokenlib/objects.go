@@ -94,6 +94,9 @@ func (l *Library) CopyObject(h SessionHandle, oh ObjectHandle, attrs []Attribute
 	if err := t.checkWrite(s, na.boolOr(ck.CKA_TOKEN, false), na.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	if err := t.ep11CheckCopy(ctx, s, na); err != nil {
+		return 0, err
+	}
 	return t.insertLocked(ctx, s, na)
 }
 
@@ -340,6 +343,12 @@ func findFilter(q template) (f store.Filter, ok bool) {
 			f.Attrs[uint32(a)] = v
 		}
 	}
+	if len(f.Classes) == 0 {
+		// The token's hidden objects (EP11 session and card-PIN records)
+		// are CKO_HW_FEATURE objects, a class no application can create:
+		// a search without a class leaves them out in SQL.
+		f.ExcludeClasses = []uint{uint(ck.CKO_HW_FEATURE)}
+	}
 	return f, true
 }
 
@@ -405,9 +414,10 @@ func (l *Library) FindObjects(h SessionHandle, max int) ([]ObjectHandle, error) 
 }
 
 // mayMatchHidden says whether a search can find CKO_HW_FEATURE objects,
-// the class of the token's hidden objects.
+// the class of the token's hidden objects (findFilter excludes it from
+// searches that name no class).
 func mayMatchHidden(f store.Filter) bool {
-	return len(f.Classes) == 0 || slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
+	return slices.Contains(f.Classes, uint(ck.CKO_HW_FEATURE))
 }
 
 // FindObjectsFinal ends the active search.

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ep11sess"
@@ -38,6 +39,13 @@ type token struct {
 	mkOps map[state.ID]*state.Op
 	// hsmErr is why the last HSM check failed (nil when it passed).
 	hsmErr error
+	// learned holds the CURRENT patterns the last passed HSM check
+	// learned from the adapters (types without a configured expectation):
+	// the master keys the token's keys are under. A later check after
+	// failures expects them again instead of learning whatever the
+	// adapters hold then; only the end of a master key change procedure
+	// clears them (see deactivate).
+	learned map[mkvp.Type]mkvp.Pattern
 	// ep11 runs the EP11 session modes (nil: none; see ep11session.go).
 	ep11 *ep11sess.Manager
 

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -45,6 +46,7 @@ func run() int {
 		logFile  = flag.String("log", "", "write diagnostics to this file")
 		save     = flag.String("save", "", "write the token-key ciphertexts made at start to this file")
 		check    = flag.String("check", "", "first decrypt the ciphertexts saved by an earlier -save run")
+		pause    = flag.Duration("pause", 0, "wait this long after each round (0: none); a lighter load for long test matrices")
 	)
 	flag.Parse()
 	if flag.NArg() > 0 || *slotList == "" {
@@ -122,6 +124,12 @@ func run() int {
 	for ctx.Err() == nil {
 		for _, w := range workers {
 			w.round()
+		}
+		if *pause > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(*pause):
+			}
 		}
 	}
 	rep := Report{PID: os.Getpid()}

@@ -6,9 +6,13 @@ package main
 import (
 	"os"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm/cli"
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	signals, stop := interrupt.Notify()
+	code := cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, signals)
+	stop()
+	os.Exit(code)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,6 +126,36 @@ func newCrashEnvKeys(t *testing.T, n int) *crashEnv {
 	}
 	t.Cleanup(func() { h.Close() })
 	return &crashEnv{t: t, layout: layout, hsm: h}
+}
+
+// patterns returns, per token key, the master key patterns of its
+// CKA_IBM_OPAQUE and CKA_IBM_OPAQUE_OLD blobs (zero when absent), read
+// from the blobs themselves.
+func (e *crashEnv) patterns() map[uint64][2]mkvp.Pattern {
+	st, err := store.Open(e.layout.TokenDir("cca"), store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	objs, err := st.List(context.Background(), nil, store.Filter{Classes: []uint{uint(ck.CKO_SECRET_KEY)}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[uint64][2]mkvp.Pattern{}
+	for _, o := range objs {
+		var ps [2]mkvp.Pattern
+		for i, a := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_OLD} {
+			if b, ok := o.Attrs[uint32(a)]; ok {
+				info, err := hsm.Inspect(b)
+				if err != nil {
+					e.t.Fatalf("key %d: %v: %v", o.Handle, a, err)
+				}
+				ps[i] = info.Pattern
+			}
+		}
+		out[o.Handle] = ps
+	}
+	return out
 }
 
 // count returns how many token keys have each blob attribute.
@@ -247,6 +278,7 @@ func (e *crashEnv) loadNewAES() mkvp.Pattern {
 
 func TestKillDuringReencipherThenCancel(t *testing.T) {
 	e := newCrashEnv(t)
+	before := e.patterns()
 	p := e.loadNewAES()
 	e.latency(2 * time.Millisecond)
 	e.killMidPass("reencipher", "-a", "01.0033,02.0033", "-A", p.String())
@@ -269,6 +301,10 @@ func TestKillDuringReencipherThenCancel(t *testing.T) {
 	if reenc, old := e.count(); reenc != 0 || old != 0 {
 		t.Fatalf("after cancel: %d keys with REENC, %d with OLD", reenc, old)
 	}
+	// Each key's blobs are as before the change.
+	if after := e.patterns(); len(after) != nKeys || !maps.Equal(after, before) {
+		t.Fatalf("after cancel: %d keys, blobs as before: %v", len(after), maps.Equal(after, before))
+	}
 	if code, out := e.run("list"); code != 0 || out != "" {
 		t.Fatalf("list after cancel: %d %q", code, out)
 	}
@@ -276,6 +312,10 @@ func TestKillDuringReencipherThenCancel(t *testing.T) {
 
 func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	e := newCrashEnv(t)
+	before := e.patterns()
+	if len(before) != nKeys {
+		t.Fatalf("%d keys, want %d", len(before), nKeys)
+	}
 	p := e.loadNewAES()
 	if code, out := e.run("reencipher", "-a", "01.0033,02.0033", "-A", p.String()); code != 0 {
 		t.Fatalf("reencipher: exit %d\n%s", code, out)
@@ -293,8 +333,14 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	if _, old := e.count(); old == 0 || old == nKeys {
 		t.Fatalf("%d of %d keys finalized at the kill: not in the middle", old, nKeys)
 	}
-	if st := e.op().State; st != state.Reenciphered && st != state.Finalizing {
-		t.Fatalf("state after the kill = %s", st)
+	// The intent was recorded before the pass began: FINALIZING, first
+	// pass, and list names finalize as the one command that completes it.
+	if o := e.op(); o.State != state.Finalizing || o.Step != state.StepFirstPass {
+		t.Fatalf("after the kill: state %s, step %q; want FINALIZING, %q", o.State, o.Step, state.StepFirstPass)
+	}
+	if code, out := e.run("list"); code != 0 || !strings.Contains(out, "run 'pkcshsm_mk_change finalize --id "+string(op.ID)+"'") ||
+		strings.Contains(out, "pkcshsm_mk_change cancel") {
+		t.Fatalf("list after the kill: exit %d\n%s", code, out)
 	}
 	code, out := e.run("finalize", "-i", string(op.ID))
 	if code != 0 || !strings.Contains(out, "successfully finalized") {
@@ -302,5 +348,18 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	}
 	if reenc, old := e.count(); reenc != 0 || old != nKeys {
 		t.Fatalf("after finalize: %d keys with REENC, %d of %d with OLD", reenc, old, nKeys)
+	}
+	// The backup is the old blob: every key's OLD carries the pattern its
+	// CURRENT had before the change, whether the first or the second run
+	// finalized it; CURRENT carries the new one.
+	after := e.patterns()
+	for h, was := range before {
+		now, ok := after[h]
+		if !ok || now[0] != p || now[1] != was[0] {
+			t.Fatalf("key %d: CURRENT %s, OLD %s; want CURRENT %s (new), OLD %s (before the change)", h, now[0], now[1], p, was[0])
+		}
+	}
+	if len(after) != len(before) {
+		t.Fatalf("%d keys after finalize, %d before", len(after), len(before))
 	}
 }

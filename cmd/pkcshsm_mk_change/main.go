@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/admin"
@@ -44,5 +45,9 @@ func main() {
 			return c, nil
 		},
 	}
-	os.Exit(cli.Main(deps, os.Args[1:]))
+	signals, stop := interrupt.Notify()
+	deps.Signals = signals
+	code := cli.Main(deps, os.Args[1:])
+	stop()
+	os.Exit(code)
 }

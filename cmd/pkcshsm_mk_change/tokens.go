@@ -9,6 +9,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -141,6 +142,10 @@ func (t *libTokens) Pass(ctx context.Context, slot uint, op *state.Op, a state.A
 		return 0, errclass.New(errclass.Internal, "slot %d: no USER session", slot)
 	}
 	return t.lib.MKChangePass(ctx, tokenlib.SlotID(slot), op, a, progress)
+}
+
+func (t *libTokens) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
+	return t.lib.Backend().Queues(ctx)
 }
 
 func (t *libTokens) Close() error {

@@ -55,5 +55,6 @@ func benchBroadcast(b *testing.B, n int) {
 	b.ReportMetric(connectAll.Seconds(), "s-to-connect-all")
 }
 
-func BenchmarkBroadcast100(b *testing.B) { benchBroadcast(b, 100) }
-func BenchmarkBroadcast500(b *testing.B) { benchBroadcast(b, 500) }
+func BenchmarkBroadcast100(b *testing.B)  { benchBroadcast(b, 100) }
+func BenchmarkBroadcast500(b *testing.B)  { benchBroadcast(b, 500) }
+func BenchmarkBroadcast1000(b *testing.B) { benchBroadcast(b, 1000) }

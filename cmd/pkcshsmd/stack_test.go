@@ -347,3 +347,24 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// listedOp is one operation of `pkcshsm_mk_change list --json`.
+type listedOp struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+}
+
+// listOps returns the active operations by id.
+func (s *stack) listOps() map[string]string {
+	s.t.Helper()
+	out := s.must("", "pkcshsm_mk_change", "list", "--json")
+	var ops []listedOp
+	if err := json.Unmarshal([]byte(out), &ops); err != nil {
+		s.t.Fatalf("list --json: %v\n%s", err, out)
+	}
+	m := map[string]string{}
+	for _, op := range ops {
+		m[op.ID] = op.State
+	}
+	return m
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,6 +17,9 @@ import (
 //
 //   - one claims made-up tokens (a made-up serial, a real serial under a
 //     wrong label): it is never addressed, reencipher completes;
+//   - one holds the real EP11 token and answers every step with a failure:
+//     the EP11 reencipher fails, and its automatic cancel completes
+//     without asking that process again;
 //   - one copies the real EP11 token's serial and label from the daemon's
 //     status: the EP11 reencipher fails, names it by pid and program with
 //     the way forward, and the automatic cancel completes without it (no
@@ -60,9 +64,34 @@ func TestHostileProcessCannotVeto(t *testing.T) {
 		t.Errorf("reencipher output mentions the process with made-up claims:\n%s", out)
 	}
 
+	// A process that holds the real EP11 token and refuses every step
+	// fails the reencipher, but not the automatic cancel.
+	js, _ := json.Marshal([]event.Token{real})
+	refuser := startApp(t, s.sb, "-claims", string(js), "-fail")
+	waitFor(t, "the refusing process to connect", func() bool {
+		for _, p := range s.status().Processes {
+			if p.PID == refuser.pid() {
+				return true
+			}
+		}
+		return false
+	})
+	wk := s.loadNew(ep11AP, "WK")
+	code, out, _ = s.reencipher(true, wk, "--timeout", "5s")
+	rpid := strconv.Itoa(int(refuser.pid()))
+	if code != 9 || !strings.Contains(out, "process "+rpid+" (fakeapp), slot 4: refused by fakeapp -fail") ||
+		!strings.Contains(out, "master key change rolled back") || strings.Contains(out, "failed the cancel step") ||
+		!strings.Contains(out, "--exclude-pid "+rpid) {
+		t.Fatalf("EP11 reencipher with a process refusing it: exit %d, want 9 and a completed automatic cancel\n%s", code, out)
+	}
+	if ops := s.listOps(); len(ops) != 1 {
+		t.Fatalf("after the rolled back EP11 reencipher, list shows %v", ops)
+	}
+	refuser.cmd.Process.Kill()
+	<-refuser.done
+
 	copycat := s.hostile([]event.Token{real})
 	cpid := strconv.Itoa(int(copycat.pid()))
-	wk := s.loadNew(ep11AP, "WK")
 	start := time.Now()
 	code, out, _ = s.reencipher(true, wk, "--timeout", "2s")
 	took := time.Since(start)
@@ -85,10 +114,8 @@ func TestHostileProcessCannotVeto(t *testing.T) {
 	if took > 20*time.Second {
 		t.Errorf("the failed reencipher took %s: the automatic cancel waited for the silent process", took)
 	}
-	list := s.must("", "pkcshsm_mk_change", "list")
-	// Only the CCA operation, re-enciphered: no canceling EP11 one left.
-	if !strings.Contains(list, ccaOp) || strings.Count(list, "Operation:") != 1 || !strings.Contains(list, "Key objects have been re-enciphered") {
-		t.Fatalf("after the rolled back EP11 reencipher, list shows more than the CCA operation:\n%s", list)
+	if ops := s.listOps(); len(ops) != 1 || ops[ccaOp] != "REENCIPHERED" {
+		t.Fatalf("after the rolled back EP11 reencipher, list shows %v, want only %s in REENCIPHERED", ops, ccaOp)
 	}
 	for _, k := range s.keys("4") {
 		if k.HasReenc {
@@ -114,8 +141,8 @@ func TestHostileProcessCannotVeto(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("process %s (hostile, running fakeapp) did not answer the finalize step", cpid)) {
 		t.Errorf("finalize does not report the silent process:\n%s", out)
 	}
-	if l := s.must("", "pkcshsm_mk_change", "list"); strings.TrimSpace(l) != "" {
-		t.Errorf("operations left:\n%s", l)
+	if ops := s.listOps(); len(ops) != 0 {
+		t.Errorf("operations left: %v", ops)
 	}
 
 	rep := s.stopLoad(app, 20*time.Second)

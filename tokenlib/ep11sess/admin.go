@@ -159,7 +159,21 @@ func (a Admin) logoutRecord(ctx context.Context, r Record, before, after []Recor
 			vhsm = false
 		}
 	}
-	for _, q := range r.APQNs {
+	// The record lists the APQNs of the logins at session start; one that
+	// came online later was logged in at its first use. Every online EP11
+	// APQN is asked (a session that is not there counts as logged out),
+	// and only the record's own count as left when they fail.
+	qs := slices.Clone(r.APQNs)
+	if b, ok := a.Backend.(hsm.Backend); ok {
+		if all, err := b.Queues(ctx); err == nil {
+			for _, qi := range all {
+				if qi.Mode == apqn.ModeEP11 && qi.Online && !slices.Contains(qs, qi.ID) {
+					qs = append(qs, qi.ID)
+				}
+			}
+		}
+	}
+	for _, q := range qs {
 		var errs []error
 		if r.Strict != nil {
 			errs = append(errs, logoutAny(ctx, a.Backend, q, [][]byte{r.Strict}))
@@ -167,7 +181,7 @@ func (a Admin) logoutRecord(ctx context.Context, r Record, before, after []Recor
 		if vhsm {
 			errs = append(errs, logoutAny(ctx, a.Backend, q, [][]byte{r.VHSM}))
 		}
-		if errors.Join(errs...) != nil {
+		if errors.Join(errs...) != nil && slices.Contains(r.APQNs, q) {
 			left = append(left, q)
 		}
 	}

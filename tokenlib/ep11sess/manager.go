@@ -27,10 +27,10 @@ import (
 
 // Vendor constants of the hidden objects (openCryptoki's values).
 const (
-	CKH_IBM_EP11_SESSION = 0x80000001
-	CKH_IBM_EP11_VHSMPIN = 0x80000002
+	CKH_IBM_EP11_SESSION = uint(ck.CKH_IBM_EP11_SESSION)
+	CKH_IBM_EP11_VHSMPIN = uint(ck.CKH_IBM_EP11_VHSMPIN)
 	// CKA_HIDDEN marks objects the PKCS#11 functions never show.
-	CKA_HIDDEN ck.Attribute = 0x81000000
+	CKA_HIDDEN = ck.CKA_HIDDEN
 )
 
 // Card PIN limits (XCP_MIN_PINBYTES, XCP_MAX_PINBYTES).
@@ -151,9 +151,10 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 		l.m.cfg.Logger.Error().Str("apqn", q.String()).Str("session", l.what).
 			Msg("pin blob of the adapter is not equal to other adapters for the same session")
 		_ = l.m.sess.Logout(ctx, q, pb)
-		return nil, ck.Errorf(ck.CKR_DEVICE_ERROR,
-			"slot %d: APQN %s returned another pin blob for the %s than the other APQNs with wrapping key %s; check the APQNs' wrapping keys",
-			l.m.cfg.Slot, q, l.what, wk)
+		return nil, ck.WithRV(ck.CKR_DEVICE_ERROR, errclass.Newh(errclass.FailedPrecondition,
+			"check the adapters of the token; take the APQN out of the token's APQN_ALLOWLIST until it is fixed",
+			"slot %d: APQN %s returned another pin blob for the %s than the other APQNs with wrapping key %s",
+			l.m.cfg.Slot, q, l.what, wk))
 	}
 	if _, ok := l.byWK[wk]; !ok {
 		l.byWK[wk] = pb

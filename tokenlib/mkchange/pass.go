@@ -214,6 +214,7 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 	var after uint64
 	for {
 		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
+		err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
 		if err != nil {
 			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", after, err)})
 			return

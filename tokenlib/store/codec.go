@@ -62,6 +62,11 @@ func codecErr(format string, args ...any) error {
 
 // encodeRaw appends the encoding of r to dst.
 func encodeRaw(dst []byte, r *rawObject) []byte {
+	size := 2 + binary.MaxVarintLen64 + len(r.setTag)
+	for _, a := range r.attrs {
+		size += 2*binary.MaxVarintLen32 + len(a.val)
+	}
+	dst = slices.Grow(dst, size)
 	kind := byte(kindClear)
 	if r.sealed {
 		kind = kindSealed
@@ -173,22 +178,32 @@ func (r *rawObject) find(t uint32) ([]byte, bool) {
 	return r.attrs[i].val, true
 }
 
-// sortedTypes returns the types of attrs and of more (the first map wins
-// where both have a type), sorted.
-func sortedTypes(attrs map[uint32][]byte, more ...map[uint32][]byte) []uint32 {
+func sortedTypes(attrs map[uint32][]byte) []uint32 {
 	ts := make([]uint32, 0, len(attrs))
 	for t := range attrs {
 		ts = append(ts, t)
 	}
-	for _, m := range more {
-		for t := range m {
-			if _, dup := attrs[t]; !dup {
-				ts = append(ts, t)
-			}
-		}
+	slices.Sort(ts)
+	return ts
+}
+
+// mergedTypes returns the types of attrs and of keep, sorted, each once.
+func mergedTypes(attrs map[uint32][]byte, keep []rawAttr) []uint32 {
+	ts := make([]uint32, 0, len(attrs)+len(keep))
+	for t := range attrs {
+		ts = append(ts, t)
+	}
+	for _, a := range keep {
+		ts = append(ts, a.typ)
 	}
 	slices.Sort(ts)
 	return slices.Compact(ts)
+}
+
+// findRaw returns the value of type t in attrs, sorted by type.
+func findRaw(attrs []rawAttr, t uint32) ([]byte, bool) {
+	r := rawObject{attrs: attrs}
+	return r.find(t)
 }
 
 const (
@@ -207,6 +222,7 @@ func attrAAD(dst []byte, tokenID []byte, uid string, t uint32) []byte {
 
 // setAAD appends the associated data of the set tag to dst.
 func setAAD(dst []byte, tokenID []byte, uid string, class uint64, attrs []rawAttr) []byte {
+	dst = slices.Grow(dst, len(setAADPrefix)+len(tokenID)+binary.MaxVarintLen64+len(uid)+12+4*len(attrs))
 	dst = append(dst, setAADPrefix...)
 	dst = append(dst, tokenID...)
 	dst = binary.AppendUvarint(dst, uint64(len(uid)))
@@ -223,9 +239,9 @@ func setAAD(dst []byte, tokenID []byte, uid string, class uint64, attrs []rawAtt
 // maps types to already sealed values that may be kept (see Object.sealed);
 // keep holds sealed values of types not in attrs that are written as they
 // are (a partially read object).
-func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue, keep map[uint32][]byte) *rawObject {
+func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue, keep []rawAttr) *rawObject {
 	r := &rawObject{sealed: true, attrs: make([]rawAttr, 0, len(attrs)+len(keep))}
-	ts := sortedTypes(attrs, keep)
+	ts := mergedTypes(attrs, keep)
 	size := 0
 	for _, t := range ts {
 		size += len(attrs[t]) + sealOverhead
@@ -235,7 +251,8 @@ func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse 
 	for _, t := range ts {
 		v, ok := attrs[t]
 		if !ok {
-			r.attrs = append(r.attrs, rawAttr{typ: t, val: keep[t]})
+			kv, _ := findRaw(keep, t)
+			r.attrs = append(r.attrs, rawAttr{typ: t, val: kv})
 			continue
 		}
 		if sv, ok := reuse[t]; ok && string(sv.plain) == string(v) {

@@ -59,6 +59,20 @@
 // page ([Filter.After], [Filter.Limit]); [Store.Count] says how many objects
 // there are without reading them, for progress reports.
 //
+// # Searching a large token
+//
+// [Store.Find] returns matching handles without decoding any object: a
+// filter on the class, the private flag, the unique id or handles is
+// answered from columns, and a filter on CKA_LABEL or CKA_ID goes through
+// an index of keyed digests (HMAC under a key derived from the token id
+// for public objects, from the data key for private ones, so the index
+// reveals no private label; see index.go). Each index branch is read in
+// handle order and merged, so paging never sorts. [Filter.Only] reads just
+// some attributes of each match (a master key change pass needs the blobs
+// of a key, not its two dozen other attributes), and an Update of such an
+// object writes the others back unchanged. [Store.Version] (one indexed
+// read) tells an engine whether its cached copy of an object is current.
+//
 // # Several processes
 //
 // Every read sees the latest committed state of every process: the store

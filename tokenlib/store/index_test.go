@@ -424,3 +424,44 @@ func TestPartialReadUpdate(t *testing.T) {
 		t.Fatalf("partial read of a tampered object: %d objects, %v", len(objs), err)
 	}
 }
+
+// TestFindExcludeClasses: ExcludeClasses leaves the listed classes out without
+// decoding, and does not change the plan of a label search.
+func TestFindExcludeClasses(t *testing.T) {
+	ctx := context.Background()
+	s, dk := newToken(t)
+	const ckoHWFeature = 5
+	err := s.Batch(ctx, dk, func(tx *Tx) error {
+		for i, c := range []uint{ckoSecret, ckoHWFeature, ckoSecret, ckoHWFeature} {
+			if err := tx.Create(labelled(fmt.Sprintf("o-%d", i), false, c)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Find(ctx, dk, Filter{})
+	if err != nil || len(all) != 4 {
+		t.Fatalf("Find everything: %v %v", all, err)
+	}
+	before := s.Stats().Decoded
+	got, err := s.Find(ctx, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{all[0], all[2]}; !slices.Equal(got, want) {
+		t.Errorf("Find without HW features: %v, want %v", got, want)
+	}
+	if d := s.Stats().Decoded - before; d != 0 {
+		t.Errorf("the class exclusion decoded %d objects", d)
+	}
+	got, err = s.Find(ctx, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}})
+	if err != nil || len(got) != 0 {
+		t.Errorf("label of an excluded object: %v %v, want nothing", got, err)
+	}
+	if plan := queryPlan(t, s, dk, Filter{ExcludeClasses: []uint{ckoHWFeature}, Attrs: map[uint32][]byte{ckaLabel: []byte("o-1")}}, "handle"); !strings.Contains(plan, "object_label") {
+		t.Errorf("a label search with an exclusion does not use the label index:\n%s", plan)
+	}
+}

@@ -47,7 +47,7 @@ type Object struct {
 	partial     bool
 	readPrivate bool
 	only        []uint32
-	keep        map[uint32][]byte
+	keep        []rawAttr // sorted by type; values alias a private copy of the stored bytes
 }
 
 type sealedValue struct {
@@ -60,6 +60,9 @@ type sealedValue struct {
 type Filter struct {
 	// Classes, if not empty, keeps objects whose Class is one of them.
 	Classes []uint
+	// ExcludeClasses drops objects whose Class is one of them (from the
+	// column, no decoding).
+	ExcludeClasses []uint
 	// UniqueID, if set, keeps only that object.
 	UniqueID string
 	// Attrs keeps objects that have every listed attribute with exactly the
@@ -117,10 +120,10 @@ func encodeObject(o *Object, dk *DataKey) []byte {
 	}
 	if !o.Private {
 		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs)+len(keep))}
-		for _, t := range sortedTypes(o.Attrs, keep) {
+		for _, t := range mergedTypes(o.Attrs, keep) {
 			v, ok := o.Attrs[t]
 			if !ok {
-				v = keep[t]
+				v, _ = findRaw(keep, t)
 			}
 			r.attrs = append(r.attrs, rawAttr{typ: t, val: v})
 		}
@@ -151,7 +154,11 @@ func rememberSealed(o *Object, r *rawObject) {
 // decodePartial is decodeObject for Filter.Only: it authenticates the set
 // of attribute types and opens only the types in only (sorted).
 func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uint32) error {
-	if err := decodeRaw(blob, r); err != nil {
+	// One private copy of the stored bytes (blob may alias a driver
+	// buffer), which the kept values alias, instead of one allocation
+	// per value.
+	own := bytes.Clone(blob)
+	if err := decodeRaw(own, r); err != nil {
 		return err
 	}
 	if r.sealed != o.Private {
@@ -163,13 +170,13 @@ func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uin
 		}
 	}
 	o.Attrs = make(map[uint32][]byte, len(only))
-	o.keep = make(map[uint32][]byte, len(r.attrs))
+	o.keep = make([]rawAttr, 0, len(r.attrs))
 	o.partial, o.only, o.readPrivate = true, only, o.Private
 	m := map[uint32]sealedValue{}
 	var aad []byte
 	for _, a := range r.attrs {
 		if _, want := slices.BinarySearch(only, a.typ); !want {
-			o.keep[a.typ] = append([]byte{}, a.val...)
+			o.keep = append(o.keep, a)
 			continue
 		}
 		if !r.sealed {
@@ -182,7 +189,7 @@ func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uin
 			return err
 		}
 		o.Attrs[a.typ] = v
-		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: append([]byte{}, a.val...)}
+		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: a.val}
 	}
 	if r.sealed {
 		o.sealed = m
@@ -452,7 +459,11 @@ func (t *Tx) Update(o *Object) error {
 	if n, _ := res.RowsAffected(); n == 1 {
 		o.Version++
 		o.ix = ix
-		if o.Private {
+		if o.partial {
+			// A pass writes a partial object once; a later Update
+			// re-seals its few loaded values.
+			o.sealed = nil
+		} else if o.Private {
 			var r rawObject
 			if decodeRaw(blob, &r) == nil {
 				rememberSealed(o, &r)
@@ -648,6 +659,18 @@ func (s *Store) buildQuery(dk *DataKey, f Filter, cols string) (query, error) {
 			where = append(where, "+class IN ("+strings.Join(ph, ",")+")")
 		default:
 			where = append(where, "class IN ("+strings.Join(ph, ",")+")")
+		}
+	}
+	if len(f.ExcludeClasses) > 0 {
+		ph := make([]string, 0, len(f.ExcludeClasses))
+		for _, c := range f.ExcludeClasses {
+			if uint64(c) <= math.MaxInt64 {
+				ph = append(ph, "?")
+				args = append(args, int64(c))
+			}
+		}
+		if len(ph) > 0 {
+			where = append(where, "+class NOT IN ("+strings.Join(ph, ",")+")")
 		}
 	}
 	if f.UniqueID != "" {

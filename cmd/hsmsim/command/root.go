@@ -18,6 +18,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
@@ -44,8 +45,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 
 // globalOptions are valid for every subcommand.
 type globalOptions struct {
-	dir   string
-	debug bool
+	dir     string
+	debug   bool
+	verbose string
 }
 
 type app struct {
@@ -70,11 +72,15 @@ sysfs-shaped view, readable like /sys, is in the sys subdirectory.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			a.log = zerolog.Nop()
-			if a.opts.debug {
-				a.log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).
-					Level(zerolog.DebugLevel).With().Timestamp().Logger()
+			level := a.opts.verbose
+			if a.opts.debug && level == "none" {
+				level = "devel"
 			}
+			log, err := verbose.Logger(cmd.ErrOrStderr(), level)
+			if err != nil {
+				return err
+			}
+			a.log = log
 			if strings.TrimSpace(a.opts.dir) == "" {
 				return errclass.Newh(errclass.InvalidArgument, "give a directory, or drop --dir to use the default",
 					"--dir is empty")
@@ -90,7 +96,8 @@ sysfs-shaped view, readable like /sys, is in the sys subdirectory.`,
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.opts.dir, "dir", paths.FromEnv().SimDir(), "simulator directory; the default follows PKCSHSM_ROOT")
-	pf.BoolVar(&a.opts.debug, "debug", false, "log debug records to standard error")
+	pf.BoolVar(&a.opts.debug, "debug", false, "log debug records to standard error (same as -v devel)")
+	pf.StringVarP(&a.opts.verbose, "verbose", "v", "none", verbose.Usage+", to standard error")
 	root.AddCommand(
 		newInitCommand(a), newLoadNewCommand(a), newCommitCommand(a), newSetCommand(a),
 		newClearNewCommand(a), newShowCommand(a), newMKVPsCommand(a), newOfflineCommand(a),

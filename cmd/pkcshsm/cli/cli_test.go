@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -179,20 +180,48 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestRestoreOld walks the adapters' AES master key through four values
+// outside any master key change (K0 -> K1 -> K2 -> K3, each activated on
+// both APQNs), making keys on the way, so that the token holds keys that
+// are usable (under K3 CURRENT or K2 OLD) and keys that are not (K0, K1).
+// restore-old must restore only where the current secure key is unusable
+// and the old one usable, refuse the rest with the reason, restore a
+// usable key only with --force, and report unusable keys that have no old
+// blob.
 func TestRestoreOld(t *testing.T) {
 	layout := newRoot(t)
 	setupTokens(t)
-	for _, l := range []string{"a", "b"} {
-		ok(t, lines(userPIN), "keys", "generate", "--slot", "0", "--type", "aes", "--label", l)
+	o, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Give key "a" an old blob, as a finalized master key change leaves
-	// it: the blob of key "b" stands in for the previous secure key.
+	defer o.Close()
+	ctx := context.Background()
+	setAES := func(n byte) {
+		for _, q := range []string{"01.0033", "02.0033"} {
+			if _, err := o.LoadNew(ctx, apqn.MustParse(q), mkvp.CCAAES, bytes.Repeat([]byte{n}, 32), hsm.Part{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Set(ctx, apqn.MustParse(q), mkvp.CCAAES); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	gen := func(label string) {
+		ok(t, lines(userPIN), "keys", "generate", "--slot", "0", "--type", "aes", "--label", label)
+	}
+	gen("lost") // under K0
+	setAES(1)
+	gen("stale") // under K1
+	setAES(2)
+	gen("fine") // under K2
+	setAES(3)   // CURRENT K3, OLD K2: "fine" still works, "lost" and "stale" do not
+
 	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	ctx := context.Background()
 	dk, err := st.Login(ctx, store.User, []byte(userPIN))
 	if err != nil {
 		t.Fatal(err)
@@ -204,27 +233,74 @@ func TestRestoreOld(t *testing.T) {
 		}
 		return objs[0]
 	}
-	a, b := find("a"), find("b")
-	oldBlob := b.Attrs[uint32(ck.CKA_IBM_OPAQUE)]
-	a.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] = oldBlob
-	if err := st.Update(ctx, dk, a); err != nil {
-		t.Fatal(err)
+	blob := func(o *store.Object, a ck.Attribute) string { return string(o.Attrs[uint32(a)]) }
+	// As if "stale" went through a change whose previous key is under K2,
+	// and "fine" through one whose previous key is under K1.
+	stale, fine := find("stale"), find("fine")
+	staleCur, fineCur := blob(stale, ck.CKA_IBM_OPAQUE), blob(fine, ck.CKA_IBM_OPAQUE)
+	stale.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] = []byte(fineCur)
+	fine.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] = []byte(staleCur)
+	for _, obj := range []*store.Object{stale, fine} {
+		if err := st.Update(ctx, dk, obj); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// Declined: nothing changes.
-	r := pkcshsm(t, lines(userPIN, "n"), "keys", "restore-old", "--slot", "0", "--label", "a")
+
+	// An explicit selection of a usable key is refused, with the reason.
+	r := pkcshsm(t, lines(userPIN), "keys", "restore-old", "--slot", "0", "--label", "fine", "--yes")
+	if r.code != 4 || !strings.Contains(r.stderr, "is usable; restoring would only help after a rollback") || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("restore of a usable key: exit %d\n%s", r.code, r.stderr)
+	}
+	if blob(find("fine"), ck.CKA_IBM_OPAQUE) != fineCur {
+		t.Fatal("refused restore changed the key")
+	}
+
+	// --all lists what it will and will not do, and why, before asking;
+	// declined, nothing changes.
+	r = pkcshsm(t, lines(userPIN, "n"), "keys", "restore-old", "--slot", "0", "--all")
 	if r.code != 9 {
 		t.Fatalf("declined restore: exit %d %s", r.code, r.stderr)
 	}
-	if got := find("a"); string(got.Attrs[uint32(ck.CKA_IBM_OPAQUE)]) == string(oldBlob) {
+	for _, want := range []string{
+		`  LOST          key `,
+		`"lost": no old secure key, and the current one (CCA AES `,
+		"1 key cannot be used and has no old secure key to restore (LOST above)",
+		"have the security officer set that master key again",
+		`  restore       key `,
+		`"stale": current secure key (CCA AES `,
+		`  keep          key `,
+		`"fine": the current secure key (CCA AES `,
+		"Will restore the old secure key of 1 key; 2 other keys are not restored.",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("restore --all plan lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stderr, "Restore the old secure key of 1 key? [y/N] ") {
+		t.Errorf("question: %s", r.stderr)
+	}
+	if blob(find("stale"), ck.CKA_IBM_OPAQUE) != staleCur {
 		t.Fatal("declined restore changed the key")
 	}
+
 	out := ok(t, lines(userPIN, "y"), "keys", "restore-old", "--slot", "0", "--all")
-	if !strings.Contains(out, "Restored the old secure key of 1 keys") {
+	if !strings.Contains(out, "Restored the old secure key of 1 key in slot 0.") {
 		t.Fatalf("restore output:\n%s", out)
 	}
-	got := find("a")
-	if string(got.Attrs[uint32(ck.CKA_IBM_OPAQUE)]) != string(oldBlob) || got.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] != nil {
-		t.Fatal("old blob not restored")
+	if got := find("stale"); blob(got, ck.CKA_IBM_OPAQUE) != fineCur || got.Attrs[uint32(ck.CKA_IBM_OPAQUE_OLD)] != nil {
+		t.Fatal("the unusable key did not get its usable old blob")
+	}
+	if got := find("fine"); blob(got, ck.CKA_IBM_OPAQUE) != fineCur || blob(got, ck.CKA_IBM_OPAQUE_OLD) != staleCur {
+		t.Fatal("a usable key was restored without --force")
+	}
+
+	// --force restores a usable key, after a warning.
+	r = pkcshsm(t, lines(userPIN), "keys", "restore-old", "--slot", "0", "--label", "fine", "--force", "--yes")
+	if r.code != 0 || !strings.Contains(r.stderr, "WARNING: --force restores 1 key whose current secure key works") {
+		t.Fatalf("forced restore: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if blob(find("fine"), ck.CKA_IBM_OPAQUE) != staleCur {
+		t.Fatal("forced restore did not restore")
 	}
 }
 

@@ -59,7 +59,7 @@ type result struct {
 func pkcshsm(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := Main(args, strings.NewReader(stdin), &out, &errb)
+	code := Main(args, strings.NewReader(stdin), &out, &errb, nil)
 	return result{code, out.String(), errb.String()}
 }
 

@@ -3,9 +3,9 @@ package cli
 import (
 	"fmt"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 )
@@ -30,9 +30,9 @@ the slot; the tool logs in no EP11 session of its own.`,
 // openSessionTool opens the token library without EP11 session modes and
 // logs the USER in on slot.
 func (g *globalOptions) openSessionTool(cmd *cobra.Command, slot uint) (*tokenlib.Library, tokenlib.SessionHandle, error) {
-	log := zerolog.Nop()
-	if g.verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).With().Timestamp().Logger()
+	log, err := verbose.Logger(cmd.ErrOrStderr(), g.verbose)
+	if err != nil {
+		return nil, 0, err
 	}
 	lib, err := tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: g.config, Logger: log,
 		NoAgent: true, NoEP11Sessions: true})

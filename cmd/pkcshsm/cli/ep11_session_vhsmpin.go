@@ -37,7 +37,7 @@ func (o *ep11VHSMPINOptions) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	defer lib.Close()
-	pin, err := newPIN(o.prompter(cmd), "VHSM PIN")
+	pin, err := o.prompter(cmd).NewPIN("VHSM PIN")
 	if err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%d keys\n", n)
+		fmt.Fprintf(out, "%s\n", keysWord(n))
 	}
 	return unreadableKeys(unreadable)
 }

@@ -55,7 +55,7 @@ func (o *pinChangeOptions) run(cmd *cobra.Command, _ []string) error {
 			return fmt.Errorf("slot %d: SO login: %w", o.slot, err)
 		}
 	}
-	pin, err := newPIN(r, who)
+	pin, err := r.NewPIN(who)
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func (o *pinSetOptions) run(cmd *cobra.Command, _ []string) error {
 	if err := lib.Login(h, ck.CKU_SO, so); err != nil {
 		return fmt.Errorf("slot %d: SO login: %w", o.slot, err)
 	}
-	pin, err := newPIN(r, "USER PIN")
+	pin, err := r.NewPIN("USER PIN")
 	if err != nil {
 		return err
 	}

@@ -11,11 +11,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/pinentry"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
@@ -27,21 +28,27 @@ const Prog = "pkcshsm"
 // globalOptions are the options of every subcommand.
 type globalOptions struct {
 	config  string
-	verbose bool
+	verbose string
 	pr      *pinentry.Reader // one per run: it buffers standard input
+	intr    <-chan struct{}  // closed on SIGINT/SIGTERM
 }
 
-// NewRootCommand builds the command tree.
-func NewRootCommand() *cobra.Command {
-	g := &globalOptions{}
+// NewRootCommand builds the command tree. intr, when closed, interrupts a
+// pending prompt.
+func NewRootCommand(intr <-chan struct{}) *cobra.Command {
+	g := &globalOptions{intr: intr}
 	root := &cobra.Command{
 		Use:           Prog,
 		Short:         "Administer pkcshsm tokens: slots, token init, PINs, keys",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.config, "config", "", "global configuration file (default $PKCSHSM_ROOT/etc/pkcshsm/pkcshsm.conf)")
-	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log diagnostics to standard error")
+	root.PersistentFlags().StringVar(&g.config, "config", paths.FromEnv().GlobalConf(), "global configuration file")
+	root.PersistentFlags().StringVarP(&g.verbose, "verbose", "v", "none", verbose.Usage+", to standard error")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		_, err := verbose.Level(g.verbose)
+		return err
+	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return errclass.Newh(errclass.InvalidArgument, "see '"+cmd.CommandPath()+" --help'", "%v", err)
 	})
@@ -50,20 +57,27 @@ func NewRootCommand() *cobra.Command {
 	return root
 }
 
-// Main runs the command with args and returns the exit code.
-func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := NewRootCommand()
+// Main runs the command with args and returns the exit code. signals
+// (nil: none) interrupts it: a prompt returns at once with the terminal's
+// echo restored, and the exit code is 128 + the signal number.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, signals <-chan os.Signal) int {
+	h := interrupt.New(context.Background(), signals)
+	defer h.Stop()
+	root := NewRootCommand(h.Done())
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(h.Context())
 	if err != nil && errclass.Of(err) == errclass.Unknown && strings.HasPrefix(err.Error(), "unknown command") {
 		err = errclass.Newh(errclass.InvalidArgument, "run 'pkcshsm --help' for the commands", "%s", strings.SplitN(err.Error(), "\n", 2)[0])
 	} else if err != nil && errclass.Of(err) == errclass.Unknown && isUsageError(err) {
 		err = errclass.Newh(errclass.InvalidArgument, "run 'pkcshsm --help'", "%v", err)
 	}
 	clierr.Print(stderr, Prog, err)
+	if code := h.ExitCode(); code != 0 && err != nil {
+		return code
+	}
 	return clierr.ExitCode(err)
 }
 
@@ -74,9 +88,9 @@ func isUsageError(err error) bool {
 
 // open opens the token library as the options say.
 func (g *globalOptions) open(cmd *cobra.Command) (*tokenlib.Library, error) {
-	log := zerolog.Nop()
-	if g.verbose {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).With().Timestamp().Logger()
+	log, err := verbose.Logger(cmd.ErrOrStderr(), g.verbose)
+	if err != nil {
+		return nil, err
 	}
 	return tokenlib.Open(tokenlib.Options{Layout: paths.FromEnv(), ConfigPath: g.config, Logger: log, NoAgent: true})
 }
@@ -90,24 +104,7 @@ func (g *globalOptions) prompter(cmd *cobra.Command) *pinentry.Reader {
 		if in == nil {
 			in = os.Stdin
 		}
-		g.pr = pinentry.New(in, cmd.ErrOrStderr())
+		g.pr = pinentry.NewWith(in, cmd.ErrOrStderr(), pinentry.Options{Interrupt: g.intr})
 	}
 	return g.pr
-}
-
-// newPIN asks for a new PIN twice.
-func newPIN(r *pinentry.Reader, what string) ([]byte, error) {
-	p1, err := r.PIN("Enter the new " + what + ": ")
-	if err != nil {
-		return nil, err
-	}
-	p2, err := r.PIN("Re-enter the new " + what + ": ")
-	if err != nil {
-		return nil, err
-	}
-	if string(p1) != string(p2) {
-		return nil, errclass.Newh(errclass.InvalidArgument, "type the same PIN twice", "the new %ss do not match", what)
-	}
-	clear(p2)
-	return p1, nil
 }

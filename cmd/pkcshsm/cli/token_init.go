@@ -65,7 +65,7 @@ func (o *tokenInitOptions) run(cmd *cobra.Command, _ []string) error {
 		if pin, err = r.PIN("Enter the SO PIN: "); err != nil {
 			return err
 		}
-	} else if pin, err = newPIN(r, "SO PIN"); err != nil {
+	} else if pin, err = r.NewPIN("SO PIN"); err != nil {
 		return err
 	}
 	defer clear(pin)

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -69,6 +71,9 @@ func TestBadInput(t *testing.T) {
 		{name: "id with path of six", args: []string{"finalize", "-i", "../etc"}, code: 2, msg: "is not a letter or digit"},
 		{name: "id with slash", args: []string{"list", "-i", "ab/cde"}, code: 2, msg: "is not a letter or digit"},
 		{name: "id with dot", args: []string{"cancel", "-i", ".lock0"}, code: 2, msg: "is not a letter or digit"},
+		// Characters, not bytes: five characters in six bytes, six in seven.
+		{name: "id of five characters in six bytes", args: []string{"list", "-i", "abcdé"}, code: 2, msg: "want 6 characters, got 5"},
+		{name: "id of six characters in seven bytes", args: []string{"cancel", "-i", "abcdeé"}, code: 2, msg: "character 'é' is not a letter or digit"},
 		{name: "unknown id finalize", args: []string{"finalize", "-i", "Zz0000"}, code: 3, msg: "operation 'Zz0000' not found"},
 		{name: "unknown id list", args: []string{"list", "-i", "Zz0000"}, code: 3, msg: "not found"},
 		// Wrong time.
@@ -105,6 +110,32 @@ func TestBadInput(t *testing.T) {
 		{name: "daemon not running", args: []string{"reencipher", "-a", "03.0033", "-A", ok16},
 			setup: func(e *env, id state.ID) { e.daemon.dialErr = errclass.New(errclass.Unavailable, "connection refused") },
 			code:  6, msg: "failed to connect to the pkcshsmd admin socket"},
+		// APQNs that do not exist, or cannot be checked.
+		{name: "apqn not on the bus", args: []string{"reencipher", "-a", "03.0033,2f.0033", "-A", ok16}, stdin: "1234\n", code: 2,
+			msg: "APQN 2F.0033 is not on the AP bus"},
+		{name: "apqns not on the bus", args: []string{"reencipher", "-a", "2f.33,30.1", "-A", ok16, "--dry-run"}, code: 2,
+			msg: "APQNs 2F.0033, 30.0001 are not on the AP bus"},
+		{name: "finalize with an offline apqn", args: []string{"finalize", "-i", "ID"}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { e.tokens.queues[1].Online = false }, code: 6,
+			msg: "APQN 02.0033 is offline or checkstopped: the new master key cannot be verified there"},
+		{name: "finalize with a vanished apqn", args: []string{"finalize", "-i", "ID"}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { e.tokens.queues = busOf("01.0033") }, code: 2,
+			msg: "APQN 02.0033 is not on the AP bus"},
+		// Checks that must hold again under the lock of the create.
+		{name: "registers changed while the PIN was typed", args: []string{"reencipher", "-a", "03.0033", "-A", ok16}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) {
+				e.tokens.queryHook = func(n int) error {
+					if n > 2 { // the second round of queries (two present slots)
+						return errclass.New(errclass.FailedPrecondition, "no NEW CCA AES master key is set on APQN 03.0033")
+					}
+					return nil
+				}
+			}, code: 4, msg: "Token in slot 2 is unable to perform the master key change: no NEW CCA AES master key is set"},
+		// The dry run refuses what the real run refuses.
+		{name: "dry run next to a corrupt operation file", args: []string{"reencipher", "-a", "03.0033", "-A", ok16, "--dry-run"},
+			setup: func(e *env, id state.ID) { corrupt(e, id) }, code: 8, msg: "refusing to start an operation next to an unreadable one"},
+		{name: "real run next to a corrupt operation file", args: []string{"reencipher", "-a", "03.0033", "-A", ok16}, stdin: "1234\n",
+			setup: func(e *env, id state.ID) { corrupt(e, id) }, code: 8, msg: "refusing to start an operation next to an unreadable one"},
 		{name: "no slots", args: []string{"reencipher", "-a", "03.0033", "-A", ok16},
 			setup: func(e *env, id state.ID) { e.tokens.slots = nil }, code: 4, msg: "no slots are configured"},
 	}
@@ -135,10 +166,8 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("no error line:\n%s", errs)
 			}
 			after := e.snapshot()
-			// Removing a rolled-back operation appends to the history;
-			// nothing else may change.
-			delete(after, "/history.jsonl")
-			delete(before, "/history.jsonl")
+			// Nothing may change, not even the history: a refused command
+			// never created an operation.
 			if !maps.Equal(before, after) {
 				t.Errorf("state changed:\nbefore %v\nafter  %v", keys(before), keys(after))
 			}
@@ -146,6 +175,22 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("tokens changed: %v", m)
 			}
 		})
+	}
+}
+
+// corrupt damages the stored operation's file and its copy, so that the
+// operation cannot be recovered.
+func corrupt(e *env, id state.ID) {
+	for _, name := range []string{string(id), string(id) + ".copy"} {
+		p := filepath.Join(e.layout().MKChangeDir(), name)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x20
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }
 

@@ -41,7 +41,7 @@ func TestReencipherFinalize(t *testing.T) {
 	op := ops[0]
 	for _, want := range []string{
 		"The following tokens are affected by this master key change:\n  Slot 2: Label: cca\n",
-		"Re-enciphering, please wait...\nCompleted.\n",
+		"Re-enciphering, please wait...\nSlot 2: 3 secure keys re-enciphered.\nCompleted.\n",
 		"Master key change operation '" + string(op.ID) + "' created.",
 		"Run 'pkcshsm_mk_change finalize --id " + string(op.ID) + "'",
 	} {
@@ -329,6 +329,27 @@ func TestDryRun(t *testing.T) {
 	}
 }
 
+// TestDryRunAsksNothing: with a slot whose token is absent and standard
+// input closed, the dry run reports the slot instead of asking whether to
+// go on, and reaches the same verdict as the real run would.
+func TestDryRunAsksNothing(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.slots = append(e.tokens.slots, Slot{ID: 7, Reason: "token not initialized"})
+	e.stdin = "" // closed
+	code, out, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew, "--dry-run")
+	if code != 0 || strings.Contains(out+errs, "Continue") ||
+		!strings.Contains(out, "WARNING: This slot has no token present; the real run asks whether to go on without it:\n    Slot 7 (token not initialized)\n") ||
+		!strings.Contains(out, "Token that would be re-enciphered (a USER PIN is needed for each):\n    Slot 2: Label: cca") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	// The daemon must be reachable for the real run: the dry run checks it.
+	e.daemon.dialErr = errclass.New(errclass.Unavailable, "connection refused")
+	if code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew, "--dry-run"); code != 6 ||
+		!strings.Contains(errs, "failed to connect to the pkcshsmd admin socket") {
+		t.Fatalf("dry run without the daemon: exit %d\n%s", code, errs)
+	}
+}
+
 func TestDisjointOperationsSideBySide(t *testing.T) {
 	e := newEnv(t)
 	if code, _, errs := reencipherCCA(e); code != 0 {
@@ -344,5 +365,34 @@ func TestDisjointOperationsSideBySide(t *testing.T) {
 	}
 	if n := len(e.ops()); n != 3 {
 		t.Fatalf("%d operations", n)
+	}
+}
+
+// TestOfflineAPQNWarnsAtReencipher: an APQN of --apqns that is offline
+// (and used by no affected token) is named in a warning; the change goes
+// ahead, and the operation records the APQN in canonical form.
+func TestOfflineAPQNWarnsAtReencipher(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.queues[2].Online = false // 03.0033
+	e.stdin = "1234\n"
+	code, out, errs := e.run("reencipher", "-a", "1.33,2.33,3.33", "-A", aesNew)
+	if code != 0 || !strings.Contains(errs, "pkcshsm_mk_change: warning: APQN 03.0033 is offline or checkstopped; tokens that use it cannot take part") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+	}
+	ops := e.ops()
+	if len(ops) != 1 || ops[0].APQNs.String() != "01.0033,02.0033,03.0033" {
+		t.Fatalf("operations %+v", ops)
+	}
+}
+
+// TestQueryErrorPrintedOnce: a token's refusal appears once, in the error,
+// not also as a line of its own before it.
+func TestQueryErrorPrintedOnce(t *testing.T) {
+	e := newEnv(t)
+	e.tokens.queryErr[2] = errclass.Newh(errclass.FailedPrecondition, "ask the officer", "no NEW CCA AES master key is set on APQN 01.0033")
+	code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew)
+	if code != 4 || strings.Count(errs, "no NEW CCA AES master key is set") != 1 || strings.Count(errs, "hint: ask the officer") != 1 ||
+		!strings.Contains(errs, "error: at least one token is unable to perform the master key change, aborting:\n  Token in slot 2 is unable") {
+		t.Fatalf("exit %d\n%s", code, errs)
 	}
 }

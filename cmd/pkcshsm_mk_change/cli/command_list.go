@@ -56,6 +56,9 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 			return err
 		}
 		ops = []*state.Op{op}
+		if _, broken, err := d.List(ctx); err == nil {
+			warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
+		}
 	} else {
 		var broken []state.Broken
 		ops, broken, err = d.List(ctx)

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
@@ -27,11 +28,11 @@ var patternFlags = []struct {
 	long, short string
 	help        string
 }{
-	{mkvp.EP11WK, "ep11-wkvp", "e", "pattern of the new EP11 wrapping key (16 bytes hex; the 32-byte sysfs value is accepted)"},
-	{mkvp.CCASYM, "cca-sym-mkvp", "s", "pattern of the new CCA SYM master key (8 bytes hex, panel.exe [RND])"},
-	{mkvp.CCAASYM, "cca-asym-mkvp", "S", "pattern of the new CCA ASYM master key (8 bytes hex, panel.exe [RND])"},
-	{mkvp.CCAAES, "cca-aes-mkvp", "A", "pattern of the new CCA AES master key (8 bytes hex, panel.exe [VER] or sysfs)"},
-	{mkvp.CCAAPKA, "cca-apka-mkvp", "p", "pattern of the new CCA APKA master key (8 bytes hex, panel.exe [VER] or sysfs)"},
+	{mkvp.EP11WK, "ep11-wkvp", "e", "pattern of the new EP11 wrapping key, 16 bytes hex (WK NEW in sysfs mkvps, or ep11info; the 32-byte sysfs value is accepted)"},
+	{mkvp.CCASYM, "cca-sym-mkvp", "s", "pattern of the new CCA SYM master key, 8 bytes hex (TKE or panel.exe [RND]; SYM is not in sysfs)"},
+	{mkvp.CCAASYM, "cca-asym-mkvp", "S", "pattern of the new CCA ASYM master key, 8 bytes hex (TKE or panel.exe [RND]; the 16-byte sysfs value is accepted)"},
+	{mkvp.CCAAES, "cca-aes-mkvp", "A", "pattern of the new CCA AES master key, 8 bytes hex (AES NEW in sysfs mkvps, or panel.exe [VER])"},
+	{mkvp.CCAAPKA, "cca-apka-mkvp", "p", "pattern of the new CCA APKA master key, 8 bytes hex (APKA NEW in sysfs mkvps, or panel.exe [VER])"},
 }
 
 func (c *command) newReencipherCommand() *cobra.Command {
@@ -93,6 +94,13 @@ func (o *reencipherOptions) parse(cmd *cobra.Command) (*state.Op, []string, erro
 	return op, warnings, nil
 }
 
+// runReencipher checks everything first and changes nothing until every
+// check (options, APQNs, operation directory, conflicts, tokens, registers,
+// PINs) has passed. The operation is then created under the directory lock
+// that also covers the conflict check and a last look at the registers.
+// Until the operation is REENCIPHERING no process touches a key, so a
+// failure or an interrupt up to there only discards the INITIAL file (no
+// history entry); from there on it rolls back.
 func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reencipherOptions) error {
 	op, warnings, err := o.parse(cmd)
 	if err != nil {
@@ -108,62 +116,84 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	if d != nil {
 		defer d.Close()
 	}
-	s, err := c.newSession(ctx, cmd, !o.dryRun)
+	s, err := c.newSession(ctx, cmd, true)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	slots, err := s.slotsFor(ctx, true)
+	if err := s.checkAPQNs(ctx, op, state.ActReencipher); err != nil {
+		return err
+	}
+	slots, err := s.slotsFor(ctx, !o.dryRun)
 	if err != nil {
 		return err
 	}
-	if o.dryRun {
-		return s.dryRun(ctx, d, op, slots)
-	}
-
-	// Claim the APQNs and types: the conflict check and the creation
-	// happen under one lock, and the operation's claim is held from its
-	// creation on, so no finalize or cancel can run while this does.
-	var claim *state.Claim
-	op, claim, err = d.CreateClaimed(ctx, op, "reencipher")
-	if err != nil {
-		var ce *state.ConflictError
-		if errors.As(err, &ce) {
-			for _, cf := range ce.Conflicts {
-				fmt.Fprintf(s.errw, "Operation '%s' also affects APQN %s and MK type '%s'\n", cf.Other, cf.APQN, cf.Type.LongName())
-			}
-			return errclass.WithHint(err, "finish or cancel the other operation first, or change other APQNs or master key types")
-		}
+	if err := s.precheck(ctx, d, op, o.dryRun); err != nil {
 		return err
 	}
-	defer claim.Release()
-	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
-	failpoint.Hit("cli.reencipher.after-create")
-	// Until the key objects are touched, a failure only removes the file.
-	undo := func(cause error) error {
-		if rmErr := d.Remove(ctx, op.ID, state.RolledBack); rmErr != nil {
-			return errors.Join(cause, fmt.Errorf("failed to remove master key change operation '%s': %w", op.ID, rmErr))
-		}
-		return cause
+	// A provisional id for the queries; the stored one comes from Create.
+	if op.ID, err = state.NewID(); err != nil {
+		return err
 	}
-
 	affected, results, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
 	if err != nil {
-		return undo(err)
+		return err
 	}
 	if len(affected) == 0 {
-		return undo(errclass.Newh(errclass.FailedPrecondition,
+		return errclass.Newh(errclass.FailedPrecondition,
 			"check the APQNs (-a) against the tokens' ccatok.conf/ep11tok.conf, and the master key types",
-			"no token is affected by this master key change, aborting"))
+			"no token is affected by this master key change, aborting")
+	}
+	if o.dryRun {
+		return s.dryRun(op, slots, affected, results)
 	}
 	fmt.Fprintln(s.out, "The following tokens are affected by this master key change:")
 	for _, sl := range affected {
 		fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
 	}
 	if err := s.login(ctx, affected); err != nil {
-		return undo(err)
+		return err
 	}
-	op, err = s.save(ctx, d, op, func(o *state.Op) error {
+
+	// Claim the APQNs and types: the conflict check, a second look at the
+	// registers (the officer may have changed them while PINs were typed)
+	// and the creation happen under one lock.
+	var claim *state.Claim
+	op, claim, err = d.CreateClaimedChecked(ctx, op, "reencipher", func() error {
+		again, _, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
+		if err != nil {
+			return err
+		}
+		if !sameSlotIDs(affected, again) {
+			return errclass.Newh(errclass.FailedPrecondition, "run the command again",
+				"the tokens affected by this master key change changed while the PINs were entered")
+		}
+		return nil
+	})
+	if err != nil {
+		var ce *state.ConflictError
+		if errors.As(err, &ce) {
+			return errclass.WithHint(err, "finish or cancel the other operation first, or change other APQNs or master key types")
+		}
+		return err
+	}
+	// The operation's claim is held from its creation on, so no finalize
+	// or cancel can run while this does.
+	defer claim.Release()
+	s.log.Info().Str("op", string(op.ID)).Msg("operation created")
+	failpoint.Hit("cli.reencipher.after-create")
+	// Until the operation is REENCIPHERING nothing was touched: a failure
+	// or an interrupt discards it, and the history never saw it.
+	discard := func(cause error) error {
+		if rmErr := d.Discard(c.intr.Cleanup(), op.ID); rmErr != nil {
+			return errors.Join(cause, fmt.Errorf("failed to remove master key change operation '%s': %w", op.ID, rmErr))
+		}
+		return cause
+	}
+	if err := ctx.Err(); err != nil {
+		return discard(interrupted(err))
+	}
+	next, err := s.save(ctx, d, op, func(o *state.Op) error {
 		o.Slots = nil
 		for _, sl := range affected {
 			o.Slots = append(o.Slots, state.Slot{ID: sl.ID, Label: sl.Label, Serial: sl.Serial,
@@ -173,28 +203,40 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		return o.Move(state.Reenciphering, c.deps.Now())
 	})
 	if err != nil {
-		return undo(err)
+		return discard(interrupted(err))
 	}
+	op = next
 
 	fmt.Fprintln(s.out, "Re-enciphering, please wait...")
 	err = s.broadcast(ctx, op, state.ActReencipher)
 	if err == nil {
-		op, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil })
+		if next, err = s.save(ctx, d, op, func(o *state.Op) error { o.Step = state.StepPass; return nil }); err == nil {
+			op = next
+		}
 	}
 	if err == nil {
 		err = s.passes(ctx, op, state.ActReencipher)
 	}
-	if err != nil {
-		fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
-		return s.rollback(ctx, d, op, err)
+	if err == nil {
+		err = ctx.Err()
 	}
-	op, err = s.save(ctx, d, op, func(o *state.Op) error {
+	if err != nil {
+		err = interrupted(err)
+		if errclass.Of(err) == errclass.Aborted && ctx.Err() != nil {
+			fmt.Fprintln(s.errw, "Interrupted; the master key change is canceled.")
+		} else {
+			fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
+		}
+		return s.rollback(c.intr.Cleanup(), d, op, err)
+	}
+	next, err = s.save(ctx, d, op, func(o *state.Op) error {
 		o.Slots, o.Step = op.Slots, ""
 		return o.Move(state.Reenciphered, c.deps.Now())
 	})
 	if err != nil {
-		return s.rollback(ctx, d, op, err)
+		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err))
 	}
+	op = next
 	fmt.Fprintln(s.out, "Completed.")
 	fmt.Fprintf(s.out, `
 Master key change operation '%[1]s' created.
@@ -206,6 +248,59 @@ Once the new master keys have been set/activated:
  - Run 'pkcshsm_mk_change finalize --id %[1]s' when the new master
    keys have been set/activated.
 `, op.ID)
+	return nil
+}
+
+// sameSlotIDs reports whether two lists name the same slots.
+func sameSlotIDs(a, b []Slot) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID {
+			return false
+		}
+	}
+	return true
+}
+
+// precheck runs, before any PIN is asked, the checks Create repeats under
+// its lock: the operation directory is healthy (no unreadable operation
+// file) and writable, and no active operation intersects op.
+func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryRun bool) error {
+	if d == nil {
+		return nil // dry run, no operation directory yet: the real run creates it
+	}
+	if dryRun {
+		if err := unix.Access(d.Path(), unix.W_OK|unix.X_OK); err != nil {
+			return errclass.Newh(errclass.PermissionDenied, "run the command as root or a member of the admin group",
+				"operation directory %s is not writable: %v", d.Path(), err)
+		}
+	}
+	existing, broken, err := d.List(ctx)
+	if err != nil {
+		return err
+	}
+	// The same refusal, in the same words, as Create's under its lock.
+	var errs []error
+	for _, b := range broken {
+		if !b.Recovered {
+			errs = append(errs, b.Err)
+		}
+	}
+	if len(errs) > 0 {
+		return errclass.Newh(errclass.DataLoss,
+			"repair the unreadable operation first (pkcshsm_mk_change list shows how)",
+			"refusing to start an operation next to an unreadable one: %w", errors.Join(errs...))
+	}
+	var conflicts []state.Conflict
+	for _, other := range existing {
+		conflicts = append(conflicts, op.Conflicts(other)...)
+	}
+	if len(conflicts) > 0 {
+		return errclass.WithHint(&state.ConflictError{Conflicts: conflicts},
+			"finish or cancel the other operation first, or change other APQNs or master key types")
+	}
 	return nil
 }
 
@@ -237,36 +332,8 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 	return errclass.As(errclass.Of(cause), fmt.Errorf("master key change rolled back: %w", cause))
 }
 
-// dryRun checks everything reencipher would and prints the plan.
-func (s *session) dryRun(ctx context.Context, d *state.Dir, op *state.Op, slots []Slot) error {
-	if d != nil {
-		existing, broken, err := d.List(ctx)
-		if err != nil {
-			return err
-		}
-		for _, b := range broken {
-			clierr.Warn(s.errw, Prog, "unreadable operation file %s: %v", b.Name, b.Err)
-		}
-		var conflicts []state.Conflict
-		for _, other := range existing {
-			conflicts = append(conflicts, op.Conflicts(other)...)
-		}
-		if len(conflicts) > 0 {
-			return &state.ConflictError{Conflicts: conflicts}
-		}
-	}
-	id, err := state.NewID()
-	if err != nil {
-		return err
-	}
-	op.ID = id // for the queries only; never stored
-	affected, results, err := s.query(ctx, slots, op, state.ActReencipher, "master key change")
-	if err != nil {
-		return err
-	}
-	if len(affected) == 0 {
-		return errclass.New(errclass.FailedPrecondition, "no token is affected by this master key change")
-	}
+// dryRun prints the plan once every check has passed.
+func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]QueryResult) error {
 	var b strings.Builder
 	b.WriteString("Dry run: all checks passed, nothing was changed.\n")
 	b.WriteString("APQNs:\n")
@@ -277,13 +344,30 @@ func (s *session) dryRun(ctx context.Context, d *state.Dir, op *state.Op, slots 
 	for _, t := range op.Types() {
 		fmt.Fprintf(&b, "    %-10s%s\n", t.String()+":", op.New[t])
 	}
-	b.WriteString("Tokens that would be re-enciphered (USER PIN needed for each):\n")
+	fmt.Fprintf(&b, "%s that would be re-enciphered (a USER PIN is needed for each):\n", plural(len(affected), "Token", "Tokens"))
 	for _, sl := range affected {
 		fmt.Fprintf(&b, "    Slot %d: Label: %s\n", sl.ID, sl.Label)
 		for _, t := range op.Types() {
 			if p, ok := results[sl.ID].Current[t]; ok {
 				fmt.Fprintf(&b, "        %s: %s -> %s\n", t, p, op.New[t])
 			}
+		}
+	}
+	var missing []Slot
+	for _, sl := range slots {
+		if !sl.Present {
+			missing = append(missing, sl)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Fprintf(&b, "WARNING: %s no token present; the real run asks whether to go on without %s:\n",
+			plural(len(missing), "This slot has", "These slots have"), plural(len(missing), "it", "them"))
+		for _, sl := range missing {
+			fmt.Fprintf(&b, "    Slot %d", sl.ID)
+			if sl.Reason != "" {
+				fmt.Fprintf(&b, " (%s)", sl.Reason)
+			}
+			b.WriteString("\n")
 		}
 	}
 	fmt.Fprint(s.out, b.String())

@@ -58,7 +58,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	// Reading every operation repairs a damaged file from its copy and
 	// says so; an unrecoverable one is reported by Load below.
 	if _, broken, err := d.List(ctx); err == nil {
-		warnBroken(cmd.ErrOrStderr(), broken, id)
+		warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
 	}
 	op, err := d.Load(ctx, id)
 	if err != nil {
@@ -74,6 +74,9 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	defer s.close()
+	if err := s.checkAPQNs(ctx, op, a); err != nil {
+		return err
+	}
 	slots, err := s.slotsFor(ctx, false)
 	if err != nil {
 		return err
@@ -107,7 +110,17 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	fail := func(cause error) error {
-		fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		cause = interrupted(cause)
+		// Recording the failure must not be stopped by the interrupt
+		// that caused it.
+		ctx := c.intr.Cleanup()
+		hint := "fix the problem, then " + again
+		if c.intr.Signal() != nil {
+			fmt.Fprintf(s.errw, "Interrupted; the operation stays as recorded.\n")
+			hint = fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' to complete it", a, id)
+		} else {
+			fmt.Fprintf(s.errw, "At least one token failed to %s the master key change operation.\n", a)
+		}
 		// The operation is in the target state by now: record the
 		// failure as ERROR, which only this command completes.
 		if _, err := s.save(ctx, d, op, func(o *state.Op) error {
@@ -120,7 +133,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 			s.log.Error().Err(err).Msg("failed to record the error state")
 			cause = errors.Join(cause, err)
 		}
-		return errclass.WithHint(cause, "fix the problem, then "+again)
+		return errclass.WithHint(cause, hint)
 	}
 	// Nothing has changed yet: a failure to record the intent leaves the
 	// operation as it was.
@@ -171,6 +184,18 @@ func completeHint(op *state.Op, a state.Action) string {
 	}
 }
 
+// recovered keeps the entries of operations recovered from their copy
+// (Load reports the others itself).
+func recovered(broken []state.Broken) []state.Broken {
+	var out []state.Broken
+	for _, b := range broken {
+		if b.Recovered {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // warnBroken reports damaged operation files (only those of id, if id is
 // set): a recovered one as a warning, an unrecoverable one as an error
 // line with its hint. It returns the first unrecoverable error.
@@ -181,12 +206,12 @@ func warnBroken(w io.Writer, broken []state.Broken, id state.ID) error {
 			continue
 		}
 		if b.Recovered {
-			where := "it is rewritten by the next command that changes the operation"
+			kept := ""
 			if b.Quarantined != "" {
-				where = "the damaged file was moved to " + b.Quarantined
+				kept = "; the damaged file was moved to " + b.Quarantined
 			}
-			clierr.Warn(w, Prog, "the file %s of master key change operation '%s' was unusable and has been recovered from the other copy (%s): %v",
-				b.Name, b.ID, where, b.Err)
+			clierr.Warn(w, Prog, "the file %s of master key change operation '%s' was unusable; the operation was recovered from the other copy, nothing is lost: %v%s",
+				b.Name, b.ID, b.Err, kept)
 			continue
 		}
 		clierr.Print(w, Prog, b.Err)

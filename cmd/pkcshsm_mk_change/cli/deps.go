@@ -11,21 +11,27 @@
 //
 // # Recovery
 //
-// Every step is idempotent and recorded before the next one starts, so a
-// command killed at any point can be completed: finalize resumes
-// REENCIPHERED, FINALIZING and ERROR; cancel resumes INITIAL,
-// REENCIPHERING, REENCIPHERED, CANCELING and ERROR. A failure during
-// reencipher cancels automatically and names the slot or process that
-// failed.
+// Intent before action: the state and the step about to be taken are
+// saved before any step that changes key objects (finalize and cancel move
+// to FINALIZING/CANCELING before their first pass), and every step is
+// idempotent, so a command killed at any point is completed by the one
+// command list names: finalize resumes FINALIZING and a failed finalize,
+// cancel resumes INITIAL, REENCIPHERING, CANCELING and a failed cancel,
+// and REENCIPHERED takes either. A failure during reencipher cancels
+// automatically and names the slot or process that failed. While a
+// reencipher, finalize or cancel runs it holds the operation's claim, so a
+// second command on the same operation is refused with its pid.
 package cli
 
 import (
 	"context"
 	"io"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
@@ -67,6 +73,8 @@ type Tokens interface {
 	// Pass applies action a of op to every token object of slot and
 	// returns how many key objects it changed. It is idempotent.
 	Pass(ctx context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error)
+	// Queues lists the APQNs on the AP bus with their state.
+	Queues(ctx context.Context) ([]hsm.QueueInfo, error)
 	// Close logs out and releases the tokens.
 	Close() error
 }
@@ -93,4 +101,6 @@ type Deps struct {
 	Now func() time.Time
 	// UserName names the invoking user in the missing-token warning.
 	UserName string
+	// Signals delivers SIGINT and SIGTERM (nil: never interrupted).
+	Signals <-chan os.Signal
 }

@@ -14,7 +14,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
@@ -32,6 +34,11 @@ type fakeTokens struct {
 	current  map[uint]map[mkvp.Type]mkvp.Pattern
 	passErr  map[state.Action]error // fail passes of this action
 	calls    []string               // "login 2", "pass reencipher 2" ...
+	queues   []hsm.QueueInfo        // the AP bus
+	// queryHook, if set, is called with the number of the Query call (from
+	// 1) and may fail it.
+	queryHook func(n int) error
+	queries   int
 }
 
 func newFakeTokens() *fakeTokens {
@@ -45,8 +52,20 @@ func newFakeTokens() *fakeTokens {
 		affected: map[uint]bool{},
 		current:  map[uint]map[mkvp.Type]mkvp.Pattern{},
 		passErr:  map[state.Action]error{},
+		queues:   busOf("01.0033", "02.0033", "03.0033", "06.0033", "0e.0033"),
 	}
 }
+
+// busOf returns online queues.
+func busOf(ids ...string) []hsm.QueueInfo {
+	var out []hsm.QueueInfo
+	for _, s := range ids {
+		out = append(out, hsm.QueueInfo{ID: apqn.MustParse(s), Online: true})
+	}
+	return out
+}
+
+func (f *fakeTokens) Queues(context.Context) ([]hsm.QueueInfo, error) { return f.queues, nil }
 
 func (f *fakeTokens) record(format string, args ...any) {
 	f.mu.Lock()
@@ -59,6 +78,15 @@ func (f *fakeTokens) Slots(context.Context) ([]Slot, error) { return f.slots, ni
 func (f *fakeTokens) Query(_ context.Context, slot uint, op *state.Op, a state.Action) (QueryResult, error) {
 	if err := f.queryErr[slot]; err != nil {
 		return QueryResult{}, err
+	}
+	f.mu.Lock()
+	f.queries++
+	n := f.queries
+	f.mu.Unlock()
+	if f.queryHook != nil {
+		if err := f.queryHook(n); err != nil {
+			return QueryResult{}, err
+		}
 	}
 	aff, set := f.affected[slot]
 	if !set {

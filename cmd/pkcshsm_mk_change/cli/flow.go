@@ -37,7 +37,12 @@ func noArgs(cmd *cobra.Command, args []string) error {
 }
 
 func (c *command) openDir(readOnly bool) (*state.Dir, error) {
-	return state.Open(c.opts.stateDir, state.Options{Logger: c.log, ReadOnly: readOnly, Now: c.deps.Now})
+	return state.Open(c.opts.stateDir, state.Options{Logger: c.log, ReadOnly: readOnly, Now: c.deps.Now,
+		Waiting: func(msg string) {
+			if c.deps.Stderr != nil {
+				clierr.Warn(c.deps.Stderr, Prog, "%s", msg)
+			}
+		}})
 }
 
 // session is one run of reencipher, finalize or cancel: the tokens, the
@@ -50,12 +55,17 @@ type session struct {
 	ask    *pinentry.Reader
 	tokens Tokens
 	bc     Broadcaster // nil: event support disabled
-	silent []int32     // processes that did not answer a step of this run (stuck.go)
+	// errTerminal: standard error is a terminal, so progress may redraw
+	// one line with \r.
+	errTerminal bool
+	silent      []int32 // processes that did not answer a step of this run (stuck.go)
+	failed      []int32 // processes that answered a reencipher step with a failure (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
 	s := &session{command: c, cmd: cmd, out: cmd.OutOrStdout(), errw: cmd.ErrOrStderr(),
-		ask: pinentry.New(cmd.InOrStdin(), cmd.ErrOrStderr())}
+		ask:         pinentry.NewWith(cmd.InOrStdin(), cmd.ErrOrStderr(), pinentry.Options{Interrupt: c.intr.Done()}),
+		errTerminal: isTerminal(cmd.ErrOrStderr())}
 	if c.deps.OpenTokens == nil {
 		return nil, errclass.New(errclass.Internal, "no token library configured")
 	}
@@ -120,7 +130,9 @@ ATTENTION: If you start a concurrent master key change operation while not
 all expected tokens are present, the key objects of those tokens may be lost,
 if the token would be affected by the master key change.
 `, s.deps.UserName)
-		fmt.Fprint(s.errw, b.String())
+		// The warning goes with the question, where the person answering
+		// sees it.
+		fmt.Fprint(s.ask.Prompts(), b.String())
 		ok, err := s.ask.Confirm("Continue [y/N]? ")
 		if err != nil {
 			return nil, err
@@ -144,11 +156,7 @@ func (s *session) query(ctx context.Context, slots []Slot, op *state.Op, a state
 		}
 		r, err := s.tokens.Query(ctx, sl.ID, op, a)
 		if err != nil {
-			fmt.Fprintf(s.errw, "Token in slot %d is unable to perform the %s: %v\n", sl.ID, what, err)
-			if h := errclass.Hint(err); h != "" {
-				fmt.Fprintf(s.errw, "  hint: %s\n", h)
-			}
-			failed = append(failed, err)
+			failed = append(failed, fmt.Errorf("Token in slot %d is unable to perform the %s: %w", sl.ID, what, err))
 			continue
 		}
 		if r.Affected {
@@ -157,8 +165,10 @@ func (s *session) query(ctx context.Context, slots []Slot, op *state.Op, a state
 		}
 	}
 	if len(failed) > 0 {
+		// One error, printed once: the summary, then one line per token.
 		return nil, nil, errclass.As(errclass.Of(failed[0]),
-			fmt.Errorf("at least one token is unable to perform the %s, aborting: %w", what, errors.Join(failed...)))
+			fmt.Errorf("at least one token is unable to perform the %s, aborting:\n  %w", what,
+				indented{errors.Join(failed...)}))
 	}
 	return affected, results, nil
 }
@@ -197,11 +207,11 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 			d, t = d+done[id], t+total[id]
 		}
 		switch {
-		case s.ask.Interactive() && (force || time.Since(last) >= 200*time.Millisecond):
+		case s.errTerminal && (force || time.Since(last) >= 200*time.Millisecond):
 			last = time.Now()
-			fmt.Fprintf(s.errw, "\r%d of %d key objects", d, t)
-		case !s.ask.Interactive() && s.opts.progress && !force:
-			fmt.Fprintf(s.errw, "progress: %d of %d key objects\n", d, t)
+			fmt.Fprintf(s.errw, "\r%d of %d key objects checked", d, t)
+		case !s.errTerminal && s.opts.progress && !force:
+			fmt.Fprintf(s.errw, "progress: %d of %d key objects checked\n", d, t)
 		}
 	}
 	for _, sl := range op.Slots {
@@ -225,12 +235,18 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 	}
 	wg.Wait()
 	failpoint.Hit("cli." + s.cmd.Name() + ".after-pass-" + a.String())
-	if s.ask.Interactive() && len(total) > 0 {
+	if s.errTerminal && len(total) > 0 {
 		show(true)
 		fmt.Fprintln(s.errw)
 	}
 	for i := range op.Slots {
-		op.Slots[i].Objects = counts[op.Slots[i].ID]
+		sl := &op.Slots[i]
+		sl.Objects = counts[sl.ID]
+		if n := counts[sl.ID]; n > 0 {
+			// The count the operation file records; the progress counts
+			// every key object, also those without a secure key.
+			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
+		}
 	}
 	if len(errs) > 0 {
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
@@ -275,6 +291,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 					failed = append(failed, fmt.Sprintf("%s, slot %d: %s", who, r.Slot, r.Error))
 				}
 			}
+			s.repliedProcess(p, a)
 		case event.TimedOut:
 			if f := s.silentProcess(p, a); f != "" {
 				failed = append(failed, f)
@@ -296,7 +313,8 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		if strings.Contains(strings.Join(failed, "\n"), "did not answer") {
 			class = errclass.DeadlineExceeded
 		}
-		err := errclass.New(class, "%d process(es) failed the %s step: %s", len(failed), a, strings.Join(failed, "; "))
+		// The failures are listed above, once; the error sums them up.
+		err := errclass.New(class, "%d %s failed the %s step", len(failed), plural(len(failed), "process", "processes"), a)
 		if h := s.silentHint(); h != "" && a == state.ActReencipher {
 			err = errclass.WithHint(err, h)
 		}
@@ -337,6 +355,6 @@ func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(
 		}
 		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
 	}
-	failpoint.Hit("cli." + s.cmd.Name() + ".after-save-" + next.State.String())
+	failpoint.Hit(strings.TrimSuffix("cli."+s.cmd.Name()+".after-save-"+next.State.String()+"."+next.Step, "."))
 	return next, nil
 }

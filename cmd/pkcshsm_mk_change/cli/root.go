@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
 
@@ -32,22 +35,22 @@ type command struct {
 	deps Deps
 	opts globalOptions
 	log  zerolog.Logger
+	intr *interrupt.Handler // SIGINT/SIGTERM: Context for the work, Cleanup for undoing it
 	// exclude is --exclude-pid as given, excludePIDs parsed (stuck.go).
 	exclude     []string
 	excludePIDs []int32
 }
 
-var levels = map[string]zerolog.Level{
-	"none": zerolog.Disabled, "error": zerolog.ErrorLevel, "warn": zerolog.WarnLevel,
-	"info": zerolog.InfoLevel, "devel": zerolog.DebugLevel, "debug": zerolog.TraceLevel,
-}
-
 // NewRootCommand builds the command tree.
 func NewRootCommand(deps Deps) *cobra.Command {
+	return newRoot(deps, interrupt.New(context.Background(), nil))
+}
+
+func newRoot(deps Deps, intr *interrupt.Handler) *cobra.Command {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	c := &command{deps: deps}
+	c := &command{deps: deps, intr: intr}
 	root := &cobra.Command{
 		Use:   Prog + " COMMAND [OPTIONS]",
 		Short: "Manage concurrent HSM master key changes of pkcshsm tokens",
@@ -62,13 +65,11 @@ HSM master key change while applications keep running.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			lvl, ok := levels[c.opts.verbose]
-			if !ok {
-				return errclass.Newh(errclass.InvalidArgument, "use one of none, error, warn, info, devel, debug",
-					"invalid verbose level '%s'", c.opts.verbose)
+			log, err := verbose.Logger(cmd.ErrOrStderr(), c.opts.verbose)
+			if err != nil {
+				return err
 			}
-			c.log = zerolog.New(zerolog.ConsoleWriter{Out: cmd.ErrOrStderr(), NoColor: true}).
-				Level(lvl).With().Timestamp().Logger()
+			c.log = log
 			if c.opts.timeout <= 0 {
 				return errclass.New(errclass.InvalidArgument, "--timeout must be positive, got %s", c.opts.timeout)
 			}
@@ -79,7 +80,7 @@ HSM master key change while applications keep running.
 	root.SetOut(deps.Stdout)
 	root.SetErr(deps.Stderr)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&c.opts.verbose, "verbose", "v", "none", "verbose level: none, error, warn, info, devel, debug")
+	pf.StringVarP(&c.opts.verbose, "verbose", "v", "none", verbose.Usage)
 	pf.StringVar(&c.opts.config, "config", deps.Layout.GlobalConf(), "the token configuration (pkcshsm.conf)")
 	pf.StringVar(&c.opts.stateDir, "state-dir", deps.Layout.MKChangeDir(), "directory of the operation files")
 	pf.StringVar(&c.opts.socket, "socket", deps.Layout.AdminSocket(), "the daemon's admin socket")
@@ -129,11 +130,15 @@ func flagError(cmd *cobra.Command, err error) error {
 }
 
 // Main runs the command with args and returns the exit code. It prints
-// errors and hints itself.
+// errors and hints itself. A SIGINT or SIGTERM on deps.Signals interrupts
+// the command: it undoes or records what it was doing, and the exit code
+// is 128 + the signal number.
 func Main(deps Deps, args []string) int {
-	root := NewRootCommand(deps)
+	intr := interrupt.New(context.Background(), deps.Signals)
+	defer intr.Stop()
+	root := newRoot(deps, intr)
 	root.SetArgs(args)
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(intr.Context())
 	if err == nil {
 		return 0
 	}
@@ -141,7 +146,20 @@ func Main(deps Deps, args []string) int {
 		err = errclass.Newh(errclass.InvalidArgument, "the commands are reencipher, list, finalize and cancel",
 			"%s", strings.SplitN(err.Error(), "\n", 2)[0])
 	}
-	return printError(deps, err)
+	code := printError(deps, err)
+	if sig := intr.ExitCode(); sig != 0 {
+		return sig
+	}
+	return code
+}
+
+// interrupted turns the cancellation an interrupt causes into the error
+// the operator sees.
+func interrupted(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return errclass.As(errclass.Aborted, fmt.Errorf("interrupted: %w", err))
+	}
+	return err
 }
 
 func printError(deps Deps, err error) int {

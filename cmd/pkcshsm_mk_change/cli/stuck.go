@@ -31,7 +31,10 @@ import (
 //     on a process that does not answer: such a process settles its own
 //     session keys from the operation files when it runs again (the files
 //     are the truth), so its silence is a warning. The automatic cancel
-//     also skips the processes that did not answer the reencipher step.
+//     also skips the processes that did not answer the reencipher step or
+//     answered it with a failure: they drop their blobs of the operation
+//     themselves once its end is recorded, so neither a stuck nor a
+//     hostile process can leave the operation in CANCELING.
 
 // excludeFlag is the option of reencipher, finalize and cancel.
 const excludeFlag = "exclude-pid"
@@ -69,6 +72,7 @@ func (s *session) target(op *state.Op, a state.Action) *event.Target {
 	t.ExcludePIDs = slices.Clone(s.excludePIDs)
 	if a == state.ActCancel {
 		t.ExcludePIDs = append(t.ExcludePIDs, s.silent...)
+		t.ExcludePIDs = append(t.ExcludePIDs, s.failed...)
 	}
 	if len(s.excludePIDs) > 0 {
 		clierr.Warn(s.errw, Prog, "not addressing excluded process(es) %s: their session keys are not handled by the %s step",
@@ -89,16 +93,31 @@ func (s *session) silentProcess(p event.ProcessResult, a state.Action) string {
 	return ""
 }
 
+// repliedProcess notes a process that answered a reencipher step with a
+// failure for one of its tokens.
+func (s *session) repliedProcess(p event.ProcessResult, a state.Action) {
+	if a != state.ActReencipher {
+		return
+	}
+	for _, r := range p.Results {
+		if r.Result == event.Failed {
+			s.failed = append(s.failed, p.PID)
+			return
+		}
+	}
+}
+
 // silentHint is the way forward after a reencipher step that processes did
-// not answer.
+// not answer or failed.
 func (s *session) silentHint() string {
-	if len(s.silent) == 0 {
+	pids := slices.Concat(s.silent, s.failed)
+	if len(pids) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("a process that does not answer keeps session keys without a blob under the new master key: "+
-		"make it answer or stop it, or, accepting that its session keys fail once the new master key is set, "+
+	return fmt.Sprintf("a process that does not answer or fails the step keeps session keys without a blob under the new master key: "+
+		"make it answer (fix what it reports) or stop it, or, accepting that its session keys fail once the new master key is set, "+
 		"run reencipher again with --%s %s (see STUCK PROCESSES in pkcshsm_mk_change(1))",
-		excludeFlag, pidList(s.silent))
+		excludeFlag, pidList(pids))
 }
 
 func pidList(pids []int32) string {

@@ -38,6 +38,25 @@ func TestStuckProcessPolicy(t *testing.T) {
 		}
 	})
 
+	t.Run("a process failing reencipher is left out of the automatic cancel", func(t *testing.T) {
+		e := newEnv(t)
+		hostile := []event.ProcessResult{{PID: 77, Program: "payments", Outcome: event.Replied,
+			Results: []event.TokenResult{{Slot: 2, Serial: "CCA0001", Result: event.Failed, Error: "no"}}}}
+		// The scripted daemon does not filter by target: the cancel event's
+		// target is checked below.
+		e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": hostile}
+		code, out, errs := reencipherCCA(e)
+		if code != 9 || !strings.Contains(errs, "rolled back") || !strings.Contains(errs, "--exclude-pid 77") {
+			t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+		}
+		if len(e.ops()) != 0 {
+			t.Fatal("operation left behind")
+		}
+		if evs := e.daemon.events; len(evs) != 2 || !slices.Contains(evs[1].Target.ExcludePIDs, 77) {
+			t.Fatalf("events %+v", evs)
+		}
+	})
+
 	t.Run("exclude-pid", func(t *testing.T) {
 		e := newEnv(t)
 		e.daemon.outcomes = map[string][]event.ProcessResult{}

@@ -2,7 +2,7 @@
 // library, for the runtime integration tests and benchmarks. It runs a real
 // runtime agent with a trivial handler, or acts as an admin client.
 //
-//	fakeapp -socket app.sock [-tokens N] [-hang] [-reconcile-log F]
+//	fakeapp -socket app.sock [-tokens N | -claims JSON] [-hang | -fail] [-reconcile-log F]
 //	fakeapp -socket app.sock -raw [-claims JSON]
 //	fakeapp -admin status|broadcast -socket admin.sock
 //
@@ -11,7 +11,8 @@
 // process), prints "welcomed" once the daemon accepted it, and then never
 // reads or answers anything until it is killed.
 // In agent mode it answers every event with "affected, 1 object" per token
-// (or, with -hang, never answers: the handler blocks until the process ends), appends one line per
+// (with -fail, "failed" per token; with -hang it never answers: the handler
+// blocks until the process ends), appends one line per
 // Reconcile call to the reconcile log, and runs until killed. In admin mode
 // it prints the daemon's answer as JSON, or "class: <class>" and the error
 // on stderr with exit status 2.
@@ -38,7 +39,7 @@ import (
 
 type handler struct {
 	tokens       []event.Token
-	hang         bool
+	hang, fail   bool
 	life         context.Context // the process's lifetime; -hang waits for it
 	reconcileLog string
 }
@@ -52,7 +53,12 @@ func (h *handler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
 	}
 	var r event.Reply
 	for _, t := range h.tokens {
-		if ev.Target.MatchToken(t) {
+		switch {
+		case !ev.Target.MatchToken(t):
+		case h.fail:
+			r.Tokens = append(r.Tokens, event.TokenResult{Slot: t.Slot, Serial: t.Serial, Result: event.Failed,
+				Error: "refused by fakeapp -fail", Class: errclass.PermissionDenied})
+		default:
 			r.Tokens = append(r.Tokens, event.TokenResult{Slot: t.Slot, Serial: t.Serial, Result: event.Affected, Objects: 1})
 		}
 	}
@@ -82,6 +88,7 @@ func main() {
 	evType := flag.String("type", "test.ping", "event type in admin broadcast mode")
 	verbose := flag.Bool("v", false, "log to stderr")
 	raw := flag.Bool("raw", false, "hostile client: hello, then never read or answer")
+	failAll := flag.Bool("fail", false, "answer every event with a failure for every addressed token")
 	claims := flag.String("claims", "", "tokens to claim in -raw mode (JSON list of event.Token)")
 	flag.Parse()
 
@@ -99,7 +106,13 @@ func main() {
 		os.Exit(runRaw(ctx, *socket, *claims))
 	}
 
-	h := &handler{hang: *hang, reconcileLog: *rlog, life: ctx}
+	h := &handler{hang: *hang, fail: *failAll, reconcileLog: *rlog, life: ctx}
+	if *claims != "" {
+		if err := json.Unmarshal([]byte(*claims), &h.tokens); err != nil {
+			os.Exit(fail(errclass.New(errclass.InvalidArgument, "-claims: %w", err)))
+		}
+		*ntok = 0
+	}
 	for i := range *ntok {
 		typ := event.CCA
 		if i%2 == 1 {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/runtime/slotd"
@@ -39,6 +40,7 @@ type options struct {
 	maxProcesses                   int
 	sandbox                        bool
 	logLevel, logFormat            string
+	verbose                        string // -v/--verbose, the level names every pkcshsm tool takes
 }
 
 func (o *options) addFlags(cmd *cobra.Command) {
@@ -56,6 +58,7 @@ func (o *options) addFlags(cmd *cobra.Command) {
 	f.IntVar(&o.maxProcesses, "max-processes", slotd.DefaultMaxApps, "most application connections at once")
 	f.BoolVar(&o.sandbox, "sandbox", l.Root != "/", "let the daemon's own uid act as root and tolerate missing groups (default on when PKCSHSM_ROOT is set)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVarP(&o.verbose, "verbose", "v", "", verbose.Usage+", as in every pkcshsm tool (overrides --log-level)")
 	f.StringVar(&o.logFormat, "log-format", "json", "log format: json (journald) or text")
 }
 
@@ -109,12 +112,17 @@ func newLogger(o *options, stderr io.Writer) (zerolog.Logger, error) {
 		return zerolog.Logger{}, errclass.Newh(errclass.InvalidArgument, "use debug, info, warn or error",
 			"--log-level %q is not a level", o.logLevel)
 	}
+	if o.verbose != "" {
+		if lvl, err = verbose.Level(o.verbose); err != nil {
+			return zerolog.Logger{}, err
+		}
+	}
 	var w io.Writer
 	switch o.logFormat {
 	case "json":
 		w = stderr
 	case "text":
-		w = zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: time.RFC3339}
+		w = zerolog.ConsoleWriter{Out: stderr, NoColor: true, TimeFormat: verbose.TimeFormat}
 	default:
 		return zerolog.Logger{}, errclass.Newh(errclass.InvalidArgument, "use json or text",
 			"--log-format %q is not a format", o.logFormat)

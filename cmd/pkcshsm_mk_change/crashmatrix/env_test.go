@@ -1,0 +1,483 @@
+package crashmatrix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/failpoint"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/runtime/admin"
+	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+)
+
+const (
+	soPIN   = "87654321"
+	userPIN = "12345678"
+	module  = "github.com/pkcshsm/pkcshsm/cmd/"
+)
+
+var (
+	ccaQ  = []apqn.ID{apqn.MustParse("01.0033"), apqn.MustParse("02.0033")}
+	ep11Q = []apqn.ID{apqn.MustParse("06.0033"), apqn.MustParse("0e.0033")}
+	// The slots: 2 is a CCA token, 4 an EP11 token.
+	slots = []uint{2, 4}
+	// The master key types the change replaces, per slot.
+	changed = map[uint][]mkvp.Type{2: {mkvp.CCAAES, mkvp.CCAAPKA}, 4: {mkvp.EP11WK}}
+	plain   = []byte("data encrypted before the master key change")
+)
+
+// ---- binaries ----
+
+type binaries struct{ mk, daemon, load, pkcshsm string }
+
+var (
+	buildOnce sync.Once
+	bins      binaries
+	buildErr  error
+)
+
+// build builds the binaries once per test binary: the three processes of
+// a rotation with the failpoints tag, the key lister without.
+func build(t *testing.T) binaries {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "crashmatrix-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		bins = binaries{mk: filepath.Join(dir, "pkcshsm_mk_change"), daemon: filepath.Join(dir, "pkcshsmd"),
+			load: filepath.Join(dir, "p11load"), pkcshsm: filepath.Join(dir, "pkcshsm")}
+		for _, b := range []struct {
+			out, pkg string
+			tagged   bool
+		}{{bins.mk, "pkcshsm_mk_change", true}, {bins.daemon, "pkcshsmd", true}, {bins.load, "p11load", true}, {bins.pkcshsm, "pkcshsm", false}} {
+			args := []string{"build", "-o", b.out}
+			if b.tagged {
+				args = append(args, "-tags", "failpoints")
+			}
+			out, err := exec.Command("go", append(args, module+b.pkg)...).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bins
+}
+
+// ---- the fixture: a root with tokens, keys and new master keys loaded ----
+
+// sample is data encrypted with a token key before the change.
+type sample struct {
+	slot      uint
+	label     string
+	iv, ct    []byte
+	isPrivate bool
+}
+
+type fixture struct {
+	dir      string // the template root, copied for every run
+	oldP     map[mkvp.Type]mkvp.Pattern
+	newP     map[mkvp.Type]mkvp.Pattern
+	before   map[uint][]keyRow // per slot, from pkcshsm keys list --json
+	samples  []sample
+	mkArgs   []string // reencipher's options
+	keyCount int
+}
+
+// newFixture makes the template root: simulated CCA and EP11 adapters, a
+// CCA and an EP11 token, per token a public and a private AES key (the
+// private one's attributes sealed), an EC key pair with a private,
+// sensitive private key, and extra AES keys; data encrypted with every AES
+// key; and the officer's new master keys loaded (EP11 committed).
+func newFixture(t *testing.T, b binaries, extra int) *fixture {
+	dir, err := os.MkdirTemp("", "cmt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	layout := paths.Layout{Root: dir}
+	topo := sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: ccaQ}, {Mode: apqn.ModeEP11, APQNs: ep11Q}}}
+	if err := sim.Init(layout.SimDir(), topo); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(layout.ConfDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
+		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf(t, layout)
+	f := &fixture{dir: dir, before: map[uint][]keyRow{}}
+	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, NoAgent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, slot := range slots {
+		id := tokenlib.SlotID(slot)
+		if err := lib.InitToken(id, []byte(soPIN), fmt.Sprint("tok", slot)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := lib.OpenSession(id, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(t, lib.Login(s, ck.CKU_SO, []byte(soPIN)))
+		must(t, lib.InitPIN(s, []byte(userPIN)))
+		must(t, lib.Logout(s))
+		must(t, lib.Login(s, ck.CKU_USER, []byte(userPIN)))
+		for i := range 2 + extra {
+			label := fmt.Sprintf("aes-%d", i)
+			private := i%2 == 1
+			k, err := lib.GenerateKey(s, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
+				tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.Bool(ck.CKA_PRIVATE, private),
+				tokenlib.Bool(ck.CKA_ENCRYPT, true), tokenlib.Bool(ck.CKA_DECRYPT, true), tokenlib.String(ck.CKA_LABEL, label),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			iv := bytes.Repeat([]byte{byte(i + 1)}, 16)
+			ct, err := encrypt(lib, s, k, iv, plain)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.samples = append(f.samples, sample{slot: slot, label: label, iv: iv, ct: ct, isPrivate: private})
+		}
+		ecParams, _ := tokenlib.ECParams("P-256")
+		_, _, err = lib.GenerateKeyPair(s, tokenlib.Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+			[]tokenlib.Attribute{tokenlib.Bytes(ck.CKA_EC_PARAMS, ecParams), tokenlib.Bool(ck.CKA_VERIFY, true), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.String(ck.CKA_LABEL, "ec")},
+			[]tokenlib.Attribute{tokenlib.Bool(ck.CKA_SIGN, true), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.Bool(ck.CKA_PRIVATE, true),
+				tokenlib.Bool(ck.CKA_SENSITIVE, true), tokenlib.String(ck.CKA_LABEL, "ec")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lib.CloseSession(s)
+	}
+	must(t, lib.Close())
+
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	f.oldP, f.newP = map[mkvp.Type]mkvp.Pattern{}, map[mkvp.Type]mkvp.Pattern{}
+	load := func(qs []apqn.ID, typ mkvp.Type, key []byte) {
+		qi, err := h.Queue(ctx, qs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.oldP[typ] = qi.MK[typ].Current.Pattern
+		for _, q := range qs {
+			p, err := h.LoadNew(ctx, q, typ, key, hsm.Part{})
+			if err != nil {
+				t.Fatalf("load new %s on %s: %v", typ, q, err)
+			}
+			f.newP[typ] = p
+		}
+	}
+	load(ccaQ, mkvp.CCAAES, bytes.Repeat([]byte{0x5a}, 32))
+	load(ccaQ, mkvp.CCAAPKA, bytes.Repeat([]byte{0xa5}, 32))
+	load(ep11Q, mkvp.EP11WK, bytes.Repeat([]byte{0x3c}, 32))
+	for _, q := range ep11Q {
+		must(t, h.Commit(ctx, q))
+	}
+	must(t, h.Close())
+	var qs []string
+	for _, q := range append(slices.Clone(ccaQ), ep11Q...) {
+		qs = append(qs, q.String())
+	}
+	f.mkArgs = []string{"-a", strings.Join(qs, ","), "-A", f.newP[mkvp.CCAAES].String(), "-p", f.newP[mkvp.CCAAPKA].String(),
+		"-e", f.newP[mkvp.EP11WK].String()}
+	for _, slot := range slots {
+		f.before[slot] = listKeys(t, b, dir, slot)
+		f.keyCount += len(f.before[slot])
+		for _, k := range f.before[slot] {
+			if k.Blobs.Reenc != nil || k.Blobs.Old != nil || k.Blobs.Current.MKVP != f.oldP[k.mkType(t)].String() {
+				t.Fatalf("slot %d key %d before the change: %+v", slot, k.Handle, k.Blobs)
+			}
+		}
+	}
+	return f
+}
+
+// writeConf writes pkcshsm.conf for the root: the simulator directory is
+// named, so that this test process, whose environment names no root, can
+// open the tokens too.
+func writeConf(t *testing.T, layout paths.Layout) {
+	t.Helper()
+	conf := "hsm-backend = simulator\nsimulator-dir = \"" + layout.SimDir() + "\"\n" +
+		"slot 2 {\n\ttoken-type = cca\n\ttokname = cca\n\tconfname = ccatok.conf\n}\n" +
+		"slot 4 {\n\ttoken-type = ep11\n\ttokname = ep11\n\tconfname = ep11tok.conf\n}\n"
+	must(t, os.WriteFile(layout.GlobalConf(), []byte(conf), 0o644))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func encrypt(lib *tokenlib.Library, s tokenlib.SessionHandle, k tokenlib.ObjectHandle, iv, data []byte) ([]byte, error) {
+	if err := lib.EncryptInit(s, tokenlib.Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, k); err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(data)+16)
+	n, err := lib.Encrypt(s, data, out)
+	return out[:n], err
+}
+
+func decrypt(lib *tokenlib.Library, s tokenlib.SessionHandle, k tokenlib.ObjectHandle, iv, data []byte) ([]byte, error) {
+	if err := lib.DecryptInit(s, tokenlib.Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, k); err != nil {
+		return nil, err
+	}
+	out := make([]byte, len(data))
+	n, err := lib.Decrypt(s, data, out)
+	return out[:n], err
+}
+
+// ---- keys as pkcshsm keys list --json reports them ----
+
+type blobPattern struct {
+	MKType string `json:"mk_type"`
+	MKVP   string `json:"mkvp"`
+	Error  string `json:"error"`
+}
+
+type keyRow struct {
+	Handle uint   `json:"handle"`
+	Class  string `json:"class"`
+	Label  string `json:"label"`
+	Blobs  *struct {
+		Current *blobPattern `json:"current"`
+		Old     *blobPattern `json:"old"`
+		Reenc   *blobPattern `json:"reenc"`
+	} `json:"blobs"`
+}
+
+// mkType is the master key type of the key's CURRENT blob.
+func (k keyRow) mkType(t *testing.T) mkvp.Type {
+	typ, err := mkvp.ParseType(k.Blobs.Current.MKType)
+	if err != nil {
+		t.Fatalf("key %d: %v", k.Handle, err)
+	}
+	return typ
+}
+
+// listKeys runs the real pkcshsm keys list --json and returns the keys
+// that have a secure key.
+func listKeys(t *testing.T, b binaries, root string, slot uint) []keyRow {
+	t.Helper()
+	cmd := exec.Command(b.pkcshsm, "keys", "list", "--slot", fmt.Sprint(slot), "--json")
+	cmd.Env = append(os.Environ(), paths.EnvRoot+"="+root)
+	cmd.Stdin = strings.NewReader(userPIN + "\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pkcshsm keys list --slot %d: %v\n%s", slot, err, stderr.String())
+	}
+	var all []keyRow
+	if err := json.Unmarshal(out, &all); err != nil {
+		t.Fatalf("keys list --json: %v\n%s", err, out)
+	}
+	var rows []keyRow
+	for _, k := range all {
+		if k.Blobs == nil || k.Blobs.Current == nil {
+			continue
+		}
+		for _, bp := range []*blobPattern{k.Blobs.Current, k.Blobs.Old, k.Blobs.Reenc} {
+			if bp != nil && bp.Error != "" {
+				t.Fatalf("slot %d key %d: unreadable blob: %s", slot, k.Handle, bp.Error)
+			}
+		}
+		rows = append(rows, k)
+	}
+	return rows
+}
+
+// ---- processes ----
+
+// proc is a background process of a run: the daemon or an application.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error // valid after done
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, name string, env []string, stdin string, argv ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Env = env
+	p.cmd.Stdin = strings.NewReader(stdin)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		if !p.exited() {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// killedBySIGKILL reports whether the process ended by SIGKILL.
+func killedBySIGKILL(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// waitFor polls cond until it holds: the test waits by asking the
+// processes, never by sleeping for a guessed time.
+func waitFor(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ok, err := cond()
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// connected asks the daemon how many application processes it serves.
+func connected(layout paths.Layout) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := admin.Dial(ctx, layout.AdminSocket())
+	if err != nil {
+		return -1, nil // not up yet
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return -1, nil
+	}
+	return len(st.Processes), nil
+}
+
+// traceNames reads a trace file: the points in the order reached, with
+// the number of the hit ("name" and its count so far).
+func traceNames(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			names = append(names, f[0])
+		}
+	}
+	return names
+}
+
+// firedAt reads the failpoint log: the points at which a rule fired.
+func firedAt(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			out = append(out, f[0]+" "+f[1])
+		}
+	}
+	return out
+}
+
+func envWith(base []string, kv ...string) []string {
+	return append(slices.Clone(base), kv...)
+}
+
+func specWith(rules ...string) string {
+	var out []string
+	for _, r := range rules {
+		if r != "" {
+			out = append(out, r)
+		}
+	}
+	return failpoint.EnvSpec + "=" + strings.Join(out, ",")
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }

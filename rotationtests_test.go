@@ -1,0 +1,57 @@
+package pkcshsm
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRotationScenarios runs every operator runbook scenario of
+// scripts/rotation-tests (one subtest per script) with binaries built once.
+// Each script verifies every key (pattern of CKA_IBM_OPAQUE and of
+// CKA_IBM_OPAQUE_OLD against the master keys before and after, no REENC
+// blob left, data encrypted before decrypting after) and every
+// application's failure count, and prints exactly one PASS or FAIL line.
+func TestRotationScenarios(t *testing.T) {
+	for _, tool := range []string{"bash", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required (apt-get install %s): %v", tool, tool, err)
+		}
+	}
+	scripts, err := filepath.Glob("scripts/rotation-tests/[0-9][0-9]-*.sh")
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("no scenarios found: %v", err)
+	}
+	bin := t.TempDir()
+	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
+	}
+	for _, s := range scripts {
+		name := strings.TrimSuffix(filepath.Base(s), ".sh")
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command("bash", s)
+			cmd.Env = append(os.Environ(), "PKCSHSM_BIN="+bin, "TMPDIR="+t.TempDir())
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			start := time.Now()
+			err := cmd.Run()
+			t.Logf("%s took %s", name, time.Since(start).Round(100*time.Millisecond))
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			verdicts := 0
+			for _, l := range lines {
+				if strings.HasPrefix(l, "PASS ") || strings.HasPrefix(l, "FAIL ") {
+					verdicts++
+				}
+			}
+			if err != nil || !strings.Contains(out.String(), "PASS "+name+"\n") || verdicts != 1 {
+				t.Fatalf("scenario %s: %v (%d verdict lines)\n%s", name, err, verdicts, out.String())
+			}
+		})
+	}
+}

@@ -41,6 +41,23 @@ func TestFunctionList(t *testing.T) {
 	}
 
 	// PKCS#11 3.0 discovery returns the same 2.40 list.
+	cnt := m.ulong(0)
+	wantRV(t, "C_GetInterfaceList(NULL, NULL)", ctest.GetInterfaceList(0, 0), ck.CKR_ARGUMENTS_BAD)
+	m.ok("C_GetInterfaceList(NULL)", ctest.GetInterfaceList(0, cnt.P))
+	if ctest.ULong(cnt.P) != 1 {
+		t.Fatalf("%d interfaces, want 1", ctest.ULong(cnt.P))
+	}
+	ifs := m.alloc(2 * ctest.SizeofInterface)
+	ctest.SetULong(cnt.P, 0)
+	wantRV(t, "C_GetInterfaceList short", ctest.GetInterfaceList(ifs.P, cnt.P), ck.CKR_BUFFER_TOO_SMALL)
+	if ctest.ULong(cnt.P) != 1 || !bytes.Equal(ifs.Bytes(), make([]byte, ifs.N)) {
+		t.Errorf("short C_GetInterfaceList: count %d, buffer written: %v", ctest.ULong(cnt.P), !bytes.Equal(ifs.Bytes(), make([]byte, ifs.N)))
+	}
+	ctest.SetULong(cnt.P, 2)
+	m.ok("C_GetInterfaceList", ctest.GetInterfaceList(ifs.P, cnt.P))
+	if name, l := ctest.InterfaceAt(ifs.P, 0); ctest.ULong(cnt.P) != 1 || name != "PKCS 11" || !ctest.Same(l, m.f) {
+		t.Errorf("interface list: count %d, %q, same list %v", ctest.ULong(cnt.P), name, ctest.Same(l, m.f))
+	}
 	name := m.keep(ctest.CString("PKCS 11"))
 	for _, c := range []struct {
 		name, version uintptr

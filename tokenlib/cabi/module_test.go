@@ -3,6 +3,9 @@ package cabi_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/tokenlib/cabi/internal/ctest"
@@ -363,5 +366,26 @@ func TestLogFile(t *testing.T) {
 		if e["level"] != "warn" && e["level"] != "error" {
 			t.Errorf("%v logged at level warn", e)
 		}
+	}
+}
+
+// TestInitializeWithoutConfiguration: C_Initialize on a root without
+// pkcshsm.conf fails with CKR_FUNCTION_FAILED, says why in the log, and
+// leaves the library uninitialised.
+func TestInitializeWithoutConfiguration(t *testing.T) {
+	m := newModule(t)
+	if err := os.Remove(m.layout.GlobalConf()); err != nil {
+		t.Fatal(err)
+	}
+	wantRV(t, "C_Initialize", m.f.C_Initialize(0), ck.CKR_FUNCTION_FAILED)
+	wantRV(t, "C_GetInfo", m.f.C_GetInfo(m.alloc(ctest.SizeofInfo).P), ck.CKR_CRYPTOKI_NOT_INITIALIZED)
+	found := false
+	for _, e := range m.logLines() {
+		if e["message"] == "C_Initialize failed" && strings.Contains(fmt.Sprint(e["error"]), "pkcshsm.conf") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the log does not say why C_Initialize failed: %v", m.logLines())
 	}
 }

@@ -19,6 +19,15 @@ var (
 	demoError error
 )
 
+// TestMain removes the binaries built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if b := demoBins[true]; b != "" {
+		os.RemoveAll(filepath.Dir(b))
+	}
+	os.Exit(code)
+}
+
 // demo builds testdata/fpdemo with and without the failpoints tag, once.
 func demo(t *testing.T, tagged bool) string {
 	t.Helper()

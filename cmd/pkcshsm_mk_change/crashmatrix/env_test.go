@@ -54,6 +54,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binaries built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bins.mk != "" {
+		os.RemoveAll(filepath.Dir(bins.mk))
+	}
+	os.Exit(code)
+}
+
 // build builds the binaries once per test binary: the three processes of
 // a rotation with the failpoints tag, the key lister without.
 func build(t *testing.T) binaries {

@@ -57,6 +57,7 @@ for run in $(seq "$RUNS"); do
 		IFS=: read -r name so tok <<<"$m"
 		echo "run $run: $name" >&2
 		echo $PIN | "$bin/p11stress" bench --module "$so" --token "$tok" --seconds "$SECS" --objects "$OBJECTS" >"$work/$name.$run"
+		sed "s/^/  /" "$work/$name.$run" >&2 # each run's raw lines, to see the spread
 	done
 done
 

@@ -463,3 +463,37 @@ func TestQuarantineKeepsEveryFile(t *testing.T) {
 		t.Fatalf("quarantined contents %v", seen)
 	}
 }
+
+// A claim file without an operation and without a holder is removed by the
+// next write; a held one stays.
+func TestOrphanClaimRemoved(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	d := openDir(t, path)
+	orphan := d.claimPath("Oo1234")
+	os.WriteFile(orphan, []byte("pid=1\ncommand=cancel\n"), 0o640)
+	held, err := d.Claim(ctx, "Hh5678", "cancel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	op := advance(t, d)
+	if _, err := os.Lstat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("orphan claim file left: %v", err)
+	}
+	if _, err := os.Lstat(d.claimPath("Hh5678")); err != nil {
+		t.Fatalf("held claim file removed: %v", err)
+	}
+	// A claim of an existing operation, even unheld, stays.
+	c, err := d.Claim(ctx, op.ID, "finalize")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.f.Close() // drop the flock, keep the file (a killed holder)
+	if _, err := d.Update(ctx, op.ID, func(o *Op) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(d.claimPath(op.ID)); err != nil {
+		t.Fatalf("claim file of a live operation removed: %v", err)
+	}
+}

@@ -146,6 +146,36 @@ func (d *Dir) cleanTemps() {
 				d.log.Warn().Str("file", e.Name()).Msg("removed temporary file left by an interrupted write")
 			}
 		}
+		if id, ok := strings.CutPrefix(e.Name(), claimPrefix); ok {
+			d.dropOrphanClaim(ID(id))
+		}
+	}
+}
+
+// dropOrphanClaim removes the claim file of an operation that does not
+// exist, if no process holds it (a command killed between taking a claim
+// and creating the operation leaves one). A held claim, or one whose
+// operation exists, is left alone. The caller holds the exclusive lock.
+func (d *Dir) dropOrphanClaim(id ID) {
+	if _, err := ParseID(string(id)); err != nil {
+		return
+	}
+	for _, name := range []string{d.mainPath(id), d.copyPath(id)} {
+		if _, err := os.Lstat(name); err == nil {
+			return
+		}
+	}
+	name := d.claimPath(id)
+	f, err := openLockFile(name, false)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return // held: a command is running on it
+	}
+	if same, err := sameFile(f, name); err == nil && same {
+		os.Remove(name)
 	}
 }
 

@@ -464,3 +464,113 @@ func TestEP11CopyObjectBinding(t *testing.T) {
 	must(t, err)
 	must(t, encryptWith(l, h, c))
 }
+
+// TestEP11VHSMSharedAcrossProcesses: the VHSM session of a slot is shared
+// by every process (Library) and logged out only with its last user.
+func TestEP11VHSMSharedAcrossProcesses(t *testing.T) {
+	row := ep11Slot{1, false, true}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	l1, l2 := openTestLib(t, layout), openTestLib(t, layout)
+	h1, h2 := userSession(t, l1, 1), userSession(t, l2, 1)
+	k := genAES(t, l1, h1, "shared", true)
+	must(t, encryptWith(l2, h2, k))
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 1 {
+			t.Fatalf("%d EP11 sessions on %s for two processes, want the one shared VHSM session", n, q)
+		}
+	}
+	must(t, l2.Close())
+	// Still logged in for the first process: its key works on the adapter
+	// as it is, with no new login.
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 1 {
+			t.Fatalf("%d EP11 sessions on %s after one of two processes ended, want 1", n, q)
+		}
+	}
+	blob := func() []byte {
+		tok := l1.slots[1]
+		tok.mu.Lock()
+		defer tok.mu.Unlock()
+		o, err := tok.objectLocked(context.Background(), k)
+		must(t, err)
+		return o.attrs[ck.CKA_IBM_OPAQUE]
+	}()
+	if _, err := l1.backend.Encrypt(context.Background(), epQ2, blob, hsm.MechAESECB, hsm.Params{}, make([]byte, 16)); err != nil {
+		t.Fatalf("VHSM key on the adapter after the other process ended: %v", err)
+	}
+	if n := len(records(t, l1, h1)); n != 1 {
+		t.Fatalf("%d session objects, want the first process's 1", n)
+	}
+	must(t, l1.Close())
+	for _, q := range []apqn.ID{epQ1, epQ2} {
+		if n := simSessions(t, layout, q); n != 0 {
+			t.Fatalf("%d EP11 sessions on %s after the last process ended", n, q)
+		}
+	}
+}
+
+// TestEP11ToolCorruptAndForeignRecords: an unreadable session object is
+// listed as such and removed only by id with force; logout of a live
+// process's session needs force; an unknown id is NotFound; nothing else
+// changes.
+func TestEP11ToolCorruptAndForeignRecords(t *testing.T) {
+	row := ep11Slot{1, true, false}
+	layout := writeEP11Root(t, 0, row)
+	setupEP11(t, layout, nil, row)
+	app := openTestLib(t, layout)
+	ha := userSession(t, app, 1)
+	hb := userSession(t, app, 1)
+	tool, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, NoEP11Sessions: true})
+	must(t, err)
+	defer tool.Close()
+	ht := userSession(t, tool, 1)
+	ctx := context.Background()
+	recs, err := tool.EP11Sessions(ctx, ht)
+	must(t, err)
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2", len(recs))
+	}
+	// Damage one record's content.
+	tt := tool.slots[1]
+	so, err := tt.db.st.Get(ctx, tt.dataKey, recs[0].Handle)
+	must(t, err)
+	so.Attrs[uint32(ck.CKA_VALUE)] = []byte("EP11S garbage")
+	must(t, tt.db.st.Update(ctx, tt.dataKey, so))
+	recs, err = tool.EP11Sessions(ctx, ht)
+	if errclass.Of(err) != errclass.DataLoss || len(recs) != 2 || recs[0].PID != 0 || recs[1].PID != os.Getpid() {
+		t.Fatalf("listing with a damaged record: %v, %+v", err, recs)
+	}
+	bad, good := recs[0], recs[1]
+	// A live process's session is refused without force.
+	res, err := tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &good.ID}, false)
+	must(t, err)
+	if len(res) != 1 || res[0].Removed || !strings.Contains(res[0].Err.Error(), "still running") {
+		t.Fatalf("logout of a live session: %+v", res)
+	}
+	// --dead touches neither (the process lives; the damaged one is only
+	// reported).
+	res, err = tool.EP11Logout(ctx, ht, ep11sess.Selector{Dead: true}, false)
+	must(t, err)
+	if len(res) != 1 || res[0].Removed || res[0].Record.ID != bad.ID || errclass.Of(res[0].Err) != errclass.DataLoss {
+		t.Fatalf("logout --dead with a damaged record: %+v", res)
+	}
+	unknown := ep11sess.PublicID{0xee}
+	if _, err := tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &unknown}, true); errclass.Of(err) != errclass.NotFound ||
+		!strings.Contains(err.Error(), "slot 1") {
+		t.Fatalf("unknown id: %v", err)
+	}
+	res, err = tool.EP11Logout(ctx, ht, ep11sess.Selector{ID: &bad.ID}, true)
+	must(t, err)
+	if len(res) != 1 || !res[0].Removed {
+		t.Fatalf("forced removal of the damaged record: %+v", res)
+	}
+	if recs, err := tool.EP11Sessions(ctx, ht); err != nil || len(recs) != 1 || recs[0].ID != good.ID {
+		t.Fatalf("after the cleanup: %+v %v", recs, err)
+	}
+	// The application's sessions are undisturbed: its keys work.
+	k := genAES(t, app, hb, "b", false)
+	must(t, encryptWith(app, hb, k))
+	must(t, app.CloseSession(ha))
+	must(t, app.CloseSession(hb))
+}

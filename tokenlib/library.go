@@ -88,9 +88,10 @@ type Library struct {
 
 	// mkMu serializes master key change reconciles; opsDir is the
 	// operation directory (nil until it exists), agent the runtime agent.
-	mkMu   sync.Mutex
-	opsDir *state.Dir
-	agent  *agent.Agent
+	mkMu    sync.Mutex
+	mkFresh freshness // when the operations were last read (mkchange_engine.go)
+	opsDir  *state.Dir
+	agent   *agent.Agent
 
 	noEP11Sessions bool
 	program        string

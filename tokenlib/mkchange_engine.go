@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -87,10 +89,12 @@ func (l *Library) reconcile(ctx context.Context) (map[state.ID]map[SlotID]reconc
 		return nil, err
 	}
 	defer l.mkMu.Unlock()
+	stamp := l.opsStamp()
 	ops, broken, err := l.listOps(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer l.mkFresh.saw(stamp)
 	var ended map[state.ID]bool // read from the history on first need
 	out := map[state.ID]map[SlotID]reconcileResult{}
 	for _, id := range l.order {
@@ -238,8 +242,12 @@ func (t *token) reconcileOp(ctx context.Context, view mkchange.Token, op *state.
 			t.deactivate(ctx, op, a == state.ActFinalize)
 		}
 	}
-	if r.err != nil {
+	switch {
+	case r.err != nil:
 		t.log.Error().Err(r.err).Str("op", string(op.ID)).Stringer("state", op.State).Msg("master key change: session keys")
+	case r.affected:
+		t.log.Debug().Str("op", string(op.ID)).Stringer("state", op.State).Int("changed", r.objects).
+			Msg("master key change: session keys in line with the operation")
 	}
 	return r
 }
@@ -447,11 +455,100 @@ type keyBlobs struct {
 	opaque, reenc []byte
 }
 
+// freshness remembers the operations directory's modification time as of
+// the last read of the operations, so that making a key can tell with one
+// stat whether an operation may have started since.
+type freshness struct {
+	mu    sync.Mutex
+	stamp time.Time
+	known bool
+}
+
+func (f *freshness) saw(stamp time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stamp, f.known = stamp, true
+}
+
+func (f *freshness) changed(stamp time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.known || !stamp.Equal(f.stamp)
+}
+
+// opsStamp is the operations directory's modification time (zero if it
+// does not exist): every operation file written or removed changes it.
+func (l *Library) opsStamp() time.Time {
+	fi, err := os.Stat(l.layout.MKChangeDir())
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// learnOps makes sure a key made now sees every operation already active
+// on the token, even when this process has not reconciled since the
+// operation began (it was stopped, or its agent is behind): if the
+// operations directory changed since the last read, it reads the
+// operations and adds the active ones that affect the token. Session keys
+// are left to the full reconcile it asks the agent for. It takes no lock
+// of the token but hsmMu, so callers may hold t.mu; its wait for the
+// directory lock is bounded.
+func (t *token) learnOps(ctx context.Context) {
+	l := t.lib
+	stamp := l.opsStamp()
+	if !l.mkFresh.changed(stamp) {
+		return
+	}
+	d, err := state.Open(l.layout.MKChangeDir(), state.Options{ReadOnly: true, Logger: l.log, LockTimeout: 2 * time.Second})
+	if errclass.Of(err) == errclass.NotFound {
+		l.mkFresh.saw(stamp)
+		return
+	}
+	if err != nil {
+		t.log.Error().Err(err).Msg("master key change: cannot check the operations before making a key")
+		return
+	}
+	defer d.Close()
+	ops, _, err := d.List(ctx)
+	if err != nil {
+		t.log.Error().Err(err).Msg("master key change: cannot check the operations before making a key")
+		return
+	}
+	view, err := t.mkView(ctx)
+	if err != nil {
+		return
+	}
+	learned := false
+	for _, op := range ops {
+		switch op.State {
+		case state.Reenciphering, state.Reenciphered, state.Error:
+		default:
+			continue
+		}
+		if !view.Affected(op) {
+			continue
+		}
+		t.hsmMu.Lock()
+		if _, ok := t.mkOps[op.ID]; !ok {
+			t.mkOps[op.ID] = op
+			learned = true
+			t.log.Info().Str("op", string(op.ID)).Msg("master key change operation active (learned when making a key)")
+		}
+		t.hsmMu.Unlock()
+	}
+	l.mkFresh.saw(stamp)
+	if learned && l.agent != nil {
+		l.agent.RequestReconcile()
+	}
+}
+
 // withReenc adds the REENC blob to a key just made on APQN q, if an active
 // operation changes its master key. ErrRetryCreate asks the caller to
 // make the key again (an EP11 APQN activated the new key in between).
 func (t *token) withReenc(ctx context.Context, q apqn.ID, blob []byte) (keyBlobs, error) {
 	kb := keyBlobs{opaque: blob}
+	t.learnOps(ctx)
 	ops := t.activeOps()
 	if len(ops) == 0 {
 		return kb, nil

@@ -46,6 +46,7 @@ func run() int {
 		logFile  = flag.String("log", "", "write diagnostics to this file")
 		save     = flag.String("save", "", "write the token-key ciphertexts made at start to this file")
 		check    = flag.String("check", "", "first decrypt the ciphertexts saved by an earlier -save run")
+		newKeys  = flag.Bool("new-keys", true, "make a new session or token key every 25 rounds")
 		pause    = flag.Duration("pause", 0, "wait this long after each round (0: none); a lighter load for long test matrices")
 	)
 	flag.Parse()
@@ -99,6 +100,7 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "p11load: error: slot %d: %v\n", s, err)
 			return 1
 		}
+		w.newKeys = *newKeys
 		workers = append(workers, w)
 	}
 	if *check != "" {

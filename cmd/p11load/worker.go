@@ -52,6 +52,7 @@ type worker struct {
 	rep     SlotReport
 	lat     []time.Duration
 	n       int
+	newKeys bool // make a new key every 25 rounds
 }
 
 var plain = bytes.Repeat([]byte("pkcshsm!"), 128) // 1 KiB
@@ -171,7 +172,7 @@ func (w *worker) round() {
 	}
 	// Now and then a new session key and a new token key, which must carry
 	// the new master key's blob too while a change is active.
-	if w.n%25 == 0 {
+	if w.newKeys && w.n%25 == 0 {
 		w.rep.Ops++
 		nk, err := w.genAES(w.n%50 == 0, "")
 		if err != nil {

@@ -160,6 +160,17 @@ func (e *crashEnv) setNew() {
 	}
 }
 
+// heldAt checks that a process stopped with SIGSTOP during its failpoint
+// sleep was stopped there, after its first batch of 50: exactly wantReenc
+// keys carry a REENC blob. Otherwise the test was too slow to stop it
+// within the sleep and says so instead of failing obscurely later.
+func (e *crashEnv) heldAt(wantReenc int) {
+	e.t.Helper()
+	if reenc, _ := e.count(); reenc != wantReenc {
+		e.t.Fatalf("%d keys with REENC when the process was stopped, want %d: it went past the failpoint before SIGSTOP (machine overloaded?)", reenc, wantReenc)
+	}
+}
+
 func noPanic(t *testing.T, what, out string) {
 	t.Helper()
 	if strings.Contains(out, "panic:") || strings.Contains(out, "goroutine ") {
@@ -358,9 +369,10 @@ func TestFinding3FIFOInTheOperationDirectory(t *testing.T) {
 func TestFinding4ConcurrentCancelRefused(t *testing.T) {
 	e := newCrashEnvKeys(t, findKeys)
 	p := e.loadNewAES()
-	re := e.startFP(pageSpec+",cli.pass.reencipher.after-batch-commit=sleep:5s@1", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	re := e.startFP(pageSpec+",cli.pass.reencipher.after-batch-commit=sleep:8s@1", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
 	re.reached("cli.pass.reencipher.after-batch-commit")
 	re.cmd.Process.Signal(syscall.SIGSTOP) // held in its pass for as long as the test needs
+	e.heldAt(50)
 	id := e.op().ID
 	pid := fmt.Sprintf("pid %d", re.cmd.Process.Pid)
 	for _, cmd := range []string{"cancel", "finalize"} {
@@ -392,9 +404,10 @@ func TestFinding4ConcurrentCancelRefused(t *testing.T) {
 func TestFinding4VanishedFileDuringReencipher(t *testing.T) {
 	e := newCrashEnvKeys(t, findKeys)
 	p := e.loadNewAES()
-	re := e.startFP(pageSpec+",cli.pass.reencipher.after-batch-commit=sleep:5s@1", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	re := e.startFP(pageSpec+",cli.pass.reencipher.after-batch-commit=sleep:8s@1", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
 	re.reached("cli.pass.reencipher.after-batch-commit")
 	re.cmd.Process.Signal(syscall.SIGSTOP)
+	e.heldAt(50)
 	id := e.op().ID
 	dir := e.layout.MKChangeDir()
 	os.Remove(filepath.Join(dir, string(id)+".copy"))
@@ -421,9 +434,10 @@ func TestFinding5CancelAgainAfterKilledCancel(t *testing.T) {
 	// so the next save fails and so does the recording of the error.
 	e.mustRun("reencipher", "-a", "01.0033,02.0033", "-A", p.String())
 	id := e.op().ID
-	c := e.startFP(pageSpec+",cli.pass.cancel.after-batch-commit=sleep:5s@1", "cancel", "-i", string(id))
+	c := e.startFP(pageSpec+",cli.pass.cancel.after-batch-commit=sleep:8s@1", "cancel", "-i", string(id))
 	c.reached("cli.pass.cancel.after-batch-commit")
 	c.cmd.Process.Signal(syscall.SIGSTOP)
+	e.heldAt(findKeys - 50)
 	dir := e.layout.MKChangeDir()
 	os.Remove(filepath.Join(dir, string(id)+".copy"))
 	os.Remove(filepath.Join(dir, string(id)))

@@ -213,14 +213,14 @@ type loadApp struct {
 	exited, killed bool
 }
 
-func (s *stack) startLoad(name string) *loadApp {
+func (s *stack) startLoad(name string, args ...string) *loadApp {
 	s.t.Helper()
 	dir := filepath.Join(s.sb.root, "apps")
 	os.MkdirAll(dir, 0o755)
 	a := &loadApp{out: &syncBuffer{}, done: make(chan struct{}),
 		log: filepath.Join(dir, name+".log"), report: filepath.Join(dir, name+".json")}
 	ready := filepath.Join(dir, name+".ready")
-	a.cmd = exec.Command(stackBin(s.t, "p11load"), "-slots", "2,4", "-ready", ready, "-report", a.report, "-log", a.log)
+	a.cmd = exec.Command(stackBin(s.t, "p11load"), append([]string{"-slots", "2,4", "-ready", ready, "-report", a.report, "-log", a.log}, args...)...)
 	a.cmd.Env = s.sb.env()
 	a.cmd.Stdin = strings.NewReader(userPIN + "\n")
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out

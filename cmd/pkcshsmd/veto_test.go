@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,4 +174,55 @@ func checkKeys(t *testing.T, s *stack, slot, mkType, pattern string) {
 	if n == 0 {
 		t.Errorf("slot %s has no %s key", slot, mkType)
 	}
+}
+
+// TestStoppedApplicationExcludedCatchesUp: a real application stopped
+// with SIGSTOP fails the EP11 reencipher by its silence, the automatic
+// cancel completes without it, reencipher --exclude-pid completes, and the
+// application, resumed before the new wrapping key is set, re-enciphers
+// its session keys from the operation file by itself: after the set and
+// finalize, neither application has a failed operation.
+func TestStoppedApplicationExcludedCatchesUp(t *testing.T) {
+	s := newStack(t)
+	running := s.startLoad("running")
+	// It makes no new keys: a key it was making at the instant it stopped
+	// could be stored after the token-object pass without a blob under
+	// the new master key (see STUCK PROCESSES), which this test does not
+	// race for.
+	stopped := s.startLoad("stopped", "-new-keys=false")
+	spid := strconv.Itoa(int(stopped.pid()))
+	if err := stopped.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the application to be stopped", func() bool { return procState(stopped.pid()) == "T" })
+
+	wk := s.loadNew(ep11AP, "WK")
+	code, out, _ := s.reencipher(true, wk, "--timeout", "2s")
+	if code != 10 || !strings.Contains(out, "process "+spid+" (p11load) did not answer within 2s") ||
+		!strings.Contains(out, "--exclude-pid "+spid) || strings.Contains(out, "did not answer the cancel step") {
+		t.Fatalf("EP11 reencipher with a stopped application: exit %d\n%s", code, out)
+	}
+	if ops := s.listOps(); len(ops) != 0 {
+		t.Fatalf("operations left by the automatic cancel: %v", ops)
+	}
+	code, out, id := s.reencipher(true, wk, "--timeout", "10s", "--exclude-pid", spid)
+	if code != 0 || id == "" {
+		t.Fatalf("reencipher --exclude-pid %s: exit %d\n%s", spid, code, out)
+	}
+
+	if err := stopped.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Its agent finds the events queued while it was stopped past their
+	// deadlines and reconciles from the operation file instead.
+	s.waitLogLine(stopped, "session keys in line with the operation", id, "REENCIPHERED")
+	s.must("", "hsmsim", "set", "--apqns", ep11AP, "--type", "WK")
+	s.must(userPIN+"\n", "pkcshsm_mk_change", "finalize", "-i", id, "--timeout", "10s")
+	for _, a := range []*loadApp{running, stopped} {
+		rep := s.stopLoad(a, 20*time.Second)
+		if rep.Failed != 0 || rep.Ops == 0 {
+			t.Errorf("pid %d: %d of %d operations failed", a.pid(), rep.Failed, rep.Ops)
+		}
+	}
+	checkKeys(t, s, "4", "EP11 WK", wk)
 }

@@ -50,6 +50,19 @@
 // while its pattern is the CURRENT or the OLD one; an EP11 blob only while
 // it is the CURRENT one, else hsm.ErrWrongMK.
 //
+// # EP11 sessions
+//
+// Each EP11 APQN keeps EP11 sessions (hsm.Sessions) in the shared state, so
+// they outlive the process that logged them in, up to a limit per APQN
+// (DefaultMaxSessions, or Topology.MaxSessions / Tx.SetMaxSessions). A
+// login derives the session from the PIN and the nonce; its pin blob and
+// session field are derived from that and the CURRENT wrapping key, so
+// APQNs with the same wrapping key return equal pin blobs. Keys made under
+// a context with an hsm.Binder are bound to the binder's session and work
+// only while it is logged in on the APQN used (else hsm.ErrSessionBound);
+// a re-encipher to NEW moves a bound key to the session's field under the
+// new wrapping key. See session.go.
+//
 // # Sharing between processes
 //
 // Every process that opens the directory sees the same adapters. Writers

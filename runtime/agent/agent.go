@@ -238,6 +238,10 @@ func (a *Agent) UpdateTokens() error {
 	return send(event.Wrap(&event.TokenUpdate{Tokens: a.opts.Handler.Tokens()}))
 }
 
+// RequestReconcile asks for a [Handler.Reconcile] call soon; requests
+// made while one is pending coalesce into it.
+func (a *Agent) RequestReconcile() { a.requestReconcile() }
+
 func (a *Agent) requestReconcile() {
 	select {
 	case a.reconcile <- struct{}{}:
@@ -383,6 +387,16 @@ func (a *Agent) work(ctx context.Context) {
 				a.log.Debug().Str("event", j.ev.ID).Msg("dropped event of a closed connection")
 				continue
 			default:
+			}
+			if !time.Now().Before(j.ev.Deadline) {
+				// The process was stopped or busy past the deadline: the
+				// daemon has counted it as timed out and drops a late
+				// reply, and the handler would only run out of time at
+				// once. The operation files say what the event asked for.
+				a.log.Warn().Str("event", j.ev.ID).Str("type", j.ev.Type).Time("deadline", j.ev.Deadline).
+					Msg("event handled after its deadline: reconciling from the operation files instead")
+				a.requestReconcile()
+				continue
 			}
 			failpoint.Hit("agent.event.before-handle")
 			r := a.handle(ctx, j.ev)

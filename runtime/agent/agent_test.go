@@ -314,3 +314,51 @@ func TestCloseIsBoundedWithAStuckHandler(t *testing.T) {
 		t.Fatalf("Close with a stuck handler: %v, want a DeadlineExceeded error", err)
 	}
 }
+
+// TestLateEventReconcilesInstead: an event still queued when its deadline
+// passes (the handler was busy, or the process stopped) is not handed to
+// the handler, which would only run out of time: the agent reconciles from
+// the operation files instead.
+func TestLateEventReconcilesInstead(t *testing.T) {
+	d := startDaemon(t, shortDir(t))
+	h := &handler{block: make(chan struct{})}
+	a := newAgent(t, agent.Options{AppSocket: d.cfg.AppSocket, Handler: h})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(h.block)
+		}
+	}
+	defer release()
+	waitFor(t, "the agent to connect and reconcile", func() bool {
+		return a.Connected() && d.processes(t) == 1 && h.reconciles.Load() >= 1
+	})
+	c, err := admin.Dial(context.Background(), d.cfg.AdminSocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		c2, err := admin.Dial(context.Background(), d.cfg.AdminSocket)
+		if err != nil {
+			return
+		}
+		defer c2.Close()
+		c2.Broadcast(context.Background(), event.Event{Type: "slow", Deadline: time.Now().Add(time.Minute)})
+	}()
+	waitFor(t, "the handler to be busy", func() bool { return h.events.Load() == 1 })
+	acct, err := c.Broadcast(context.Background(), event.Event{Type: "late", Deadline: time.Now().Add(200 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(acct.Processes) != 1 || acct.Processes[0].Outcome != event.TimedOut {
+		t.Fatalf("account of the late event: %+v", acct)
+	}
+	before := h.reconciles.Load()
+	release()
+	waitFor(t, "a reconcile instead of the late event", func() bool { return h.reconciles.Load() > before })
+	if n := h.events.Load(); n != 1 {
+		t.Errorf("the handler got %d events, want only the first: the late one must not reach it", n)
+	}
+}

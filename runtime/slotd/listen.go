@@ -92,8 +92,18 @@ func clearStale(path string, log zerolog.Logger) error {
 	return nil
 }
 
+// maxSocketPath is the longest path a Unix socket can be bound to.
+const maxSocketPath = 107
+
 // listen creates the socket with its deliberate mode and group.
 func listen(spec socketSpec, log zerolog.Logger) (*net.UnixListener, error) {
+	// sun_path holds 108 bytes with the terminating NUL; bind(2) says only
+	// "invalid argument" for a longer path.
+	if len(spec.path) > maxSocketPath {
+		return nil, errclass.Newh(errclass.InvalidArgument,
+			"use a shorter root directory (PKCSHSM_ROOT) or socket path",
+			"socket path %s has %d bytes, more than the %d a Unix socket allows", spec.path, len(spec.path), maxSocketPath)
+	}
 	if err := prepareDir(filepath.Dir(spec.path), spec.dirMode, log); err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
@@ -53,8 +52,15 @@ func entry(name string, fn func(l *tokenlib.Library) error) (rv C.CK_RV) {
 	if module.lib == nil {
 		return C.CKR_CRYPTOKI_NOT_INITIALIZED
 	}
+	if testHookEntered != nil {
+		testHookEntered(name)
+	}
 	return rvOf(name, fn(module.lib))
 }
+
+// testHookEntered, set only by tests (export_test.go), is called by every
+// entry point that holds the module lock, before it calls the engine.
+var testHookEntered func(name string)
 
 // recoverRV is deferred by every Go entry point: a panic never reaches
 // the host.
@@ -68,6 +74,8 @@ func recoverRV(name string, rv *C.CK_RV) {
 
 // rvOf is the one place where errors become CK_RV values: the engine's
 // errors carry their CK_RV or an errclass class (ck.RVFromError decides).
+// C_Initialize may only return the codes PKCS#11 lists for it: a failed
+// tokenlib.Open is CKR_FUNCTION_FAILED unless it was an internal error.
 // Failures are logged at debug level, without PINs or key material (the
 // engine's messages never contain them).
 func rvOf(name string, err error) C.CK_RV {
@@ -75,6 +83,9 @@ func rvOf(name string, err error) C.CK_RV {
 		return C.CKR_OK
 	}
 	rv := ck.RVFromError(err)
+	if name == "C_Initialize" && rv != ck.CKR_GENERAL_ERROR {
+		rv = ck.CKR_FUNCTION_FAILED
+	}
 	module.log.Debug().Str("function", name).Str("rv", rv.String()).Err(err).Msg("call failed")
 	return C.CK_RV(rv)
 }
@@ -110,21 +121,11 @@ func go_C_Initialize(pInitArgs C.CK_VOID_PTR) (rv C.CK_RV) {
 		if f != nil {
 			f.Close()
 		}
-		return rvOpen(err)
+		return rvOf("C_Initialize", err)
 	}
 	module.lib, module.log, module.logFile = lib, log, f
 	log.Info().Int("slots", len(lib.GetSlotList())).Msg("libpkcshsm initialized")
 	return C.CKR_OK
-}
-
-// rvOpen maps a failed tokenlib.Open: C_Initialize may only return the
-// codes PKCS#11 lists for it, so everything is CKR_FUNCTION_FAILED except
-// an internal error.
-func rvOpen(err error) C.CK_RV {
-	if errclass.Of(err) == errclass.Internal {
-		return C.CKR_GENERAL_ERROR
-	}
-	return C.CKR_FUNCTION_FAILED
 }
 
 // checkInitArgs validates CK_C_INITIALIZE_ARGS (PKCS#11 v2.40 §5.4):

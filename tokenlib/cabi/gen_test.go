@@ -1,6 +1,9 @@
 package cabi_test
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,4 +96,119 @@ func lookTool(t testing.TB, name string) string {
 		t.Skipf("%s not found", name)
 	}
 	return p
+}
+
+// TestNoInitWork: loading the library must not run Go code of ours (the
+// host has not called anything yet): no init functions, and package-level
+// variables without initialisers that call functions.
+func TestNoInitWork(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") || name == "gen.go" {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Recv == nil && d.Name.Name == "init" {
+					t.Errorf("%s: func init", fset.Position(d.Pos()))
+				}
+			case *ast.GenDecl:
+				if d.Tok != token.VAR {
+					continue
+				}
+				for _, s := range d.Specs {
+					for _, v := range s.(*ast.ValueSpec).Values {
+						ast.Inspect(v, func(n ast.Node) bool {
+							if _, ok := n.(*ast.CallExpr); ok {
+								t.Errorf("%s: package variable initialised by a call", fset.Position(n.Pos()))
+							}
+							return true
+						})
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestEveryEntryPointRecovers: each //export go_C_* function defers
+// recoverRV itself or returns through entry (or a helper that does), so
+// no panic can reach the host.
+func TestEveryEntryPointRecovers(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	funcs := map[string]*ast.FuncDecl{}
+	var exported []*ast.FuncDecl
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") || name == "gen.go" {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok {
+				continue
+			}
+			funcs[fd.Name.Name] = fd
+			if fd.Doc != nil {
+				for _, c := range fd.Doc.List {
+					if strings.HasPrefix(c.Text, "//export go_C_") {
+						exported = append(exported, fd)
+					}
+				}
+			}
+		}
+	}
+	// guarded reports whether fd recovers: it defers recoverRV, or its
+	// returned expression is a call of a guarded function.
+	var guarded func(fd *ast.FuncDecl, depth int) bool
+	guarded = func(fd *ast.FuncDecl, depth int) bool {
+		if fd == nil || depth > 3 {
+			return false
+		}
+		if fd.Name.Name == "entry" {
+			return true
+		}
+		for _, st := range fd.Body.List {
+			switch s := st.(type) {
+			case *ast.DeferStmt:
+				if id, ok := s.Call.Fun.(*ast.Ident); ok && id.Name == "recoverRV" {
+					return true
+				}
+			case *ast.ReturnStmt:
+				if len(s.Results) == 1 {
+					if call, ok := s.Results[0].(*ast.CallExpr); ok {
+						if id, ok := call.Fun.(*ast.Ident); ok {
+							return guarded(funcs[id.Name], depth+1)
+						}
+					}
+				}
+				return false
+			}
+		}
+		return false
+	}
+	if len(exported) < 50 {
+		t.Fatalf("found %d exported entry points", len(exported))
+	}
+	for _, fd := range exported {
+		if !guarded(fd, 0) {
+			t.Errorf("%s: does not recover panics (defer recoverRV, or return entry(...))", fd.Name.Name)
+		}
+	}
 }

@@ -3,6 +3,9 @@ package cabi_test
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/tokenlib/cabi/internal/ctest"
@@ -41,6 +44,23 @@ func TestFunctionList(t *testing.T) {
 	}
 
 	// PKCS#11 3.0 discovery returns the same 2.40 list.
+	cnt := m.ulong(0)
+	wantRV(t, "C_GetInterfaceList(NULL, NULL)", ctest.GetInterfaceList(0, 0), ck.CKR_ARGUMENTS_BAD)
+	m.ok("C_GetInterfaceList(NULL)", ctest.GetInterfaceList(0, cnt.P))
+	if ctest.ULong(cnt.P) != 1 {
+		t.Fatalf("%d interfaces, want 1", ctest.ULong(cnt.P))
+	}
+	ifs := m.alloc(2 * ctest.SizeofInterface)
+	ctest.SetULong(cnt.P, 0)
+	wantRV(t, "C_GetInterfaceList short", ctest.GetInterfaceList(ifs.P, cnt.P), ck.CKR_BUFFER_TOO_SMALL)
+	if ctest.ULong(cnt.P) != 1 || !bytes.Equal(ifs.Bytes(), make([]byte, ifs.N)) {
+		t.Errorf("short C_GetInterfaceList: count %d, buffer written: %v", ctest.ULong(cnt.P), !bytes.Equal(ifs.Bytes(), make([]byte, ifs.N)))
+	}
+	ctest.SetULong(cnt.P, 2)
+	m.ok("C_GetInterfaceList", ctest.GetInterfaceList(ifs.P, cnt.P))
+	if name, l := ctest.InterfaceAt(ifs.P, 0); ctest.ULong(cnt.P) != 1 || name != "PKCS 11" || !ctest.Same(l, m.f) {
+		t.Errorf("interface list: count %d, %q, same list %v", ctest.ULong(cnt.P), name, ctest.Same(l, m.f))
+	}
 	name := m.keep(ctest.CString("PKCS 11"))
 	for _, c := range []struct {
 		name, version uintptr
@@ -346,5 +366,26 @@ func TestLogFile(t *testing.T) {
 		if e["level"] != "warn" && e["level"] != "error" {
 			t.Errorf("%v logged at level warn", e)
 		}
+	}
+}
+
+// TestInitializeWithoutConfiguration: C_Initialize on a root without
+// pkcshsm.conf fails with CKR_FUNCTION_FAILED, says why in the log, and
+// leaves the library uninitialised.
+func TestInitializeWithoutConfiguration(t *testing.T) {
+	m := newModule(t)
+	if err := os.Remove(m.layout.GlobalConf()); err != nil {
+		t.Fatal(err)
+	}
+	wantRV(t, "C_Initialize", m.f.C_Initialize(0), ck.CKR_FUNCTION_FAILED)
+	wantRV(t, "C_GetInfo", m.f.C_GetInfo(m.alloc(ctest.SizeofInfo).P), ck.CKR_CRYPTOKI_NOT_INITIALIZED)
+	found := false
+	for _, e := range m.logLines() {
+		if e["message"] == "C_Initialize failed" && strings.Contains(fmt.Sprint(e["error"]), "pkcshsm.conf") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("the log does not say why C_Initialize failed: %v", m.logLines())
 	}
 }

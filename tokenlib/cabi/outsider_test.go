@@ -229,3 +229,24 @@ func TestP11KitServerForkingClient(t *testing.T) {
 	}
 	t.Logf("forkclient reinit through p11-kit server (3 children × 200 AES round trips, 2 busy threads) in %v", time.Since(start))
 }
+
+// TestP11KitRemoteForkingClient: the same forking client with
+// P11_KIT_SERVER_ADDRESS="|p11-kit remote MODULE": p11-kit-client.so
+// spawns p11-kit remote (fork and exec, so the module starts in a fresh
+// process) and speaks the RPC over its stdin and stdout, which is also how
+// it reaches a module on another machine ("|ssh host p11-kit remote ...").
+func TestP11KitRemoteForkingClient(t *testing.T) {
+	m := ready(t)
+	m.ok("C_Finalize", m.f.C_Finalize(0))
+	lib := moduleSO(t)
+	remote := lookTool(t, "p11-kit")
+	client := p11KitClient(t)
+	prog := cProgram(t, "forkclient")
+	cmd := exec.Command(prog, client, "reinit", "2", "1")
+	cmd.Env = append(os.Environ(), "CABI_PIN="+userPIN, "P11_KIT_SERVER_ADDRESS=|"+remote+" remote "+lib)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || !strings.HasSuffix(stdout.String(), "ok\n") || strings.Count(stdout.String(), " ok ") != 2 {
+		t.Fatalf("forkclient through p11-kit remote: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+}

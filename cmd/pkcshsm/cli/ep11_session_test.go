@@ -187,6 +187,10 @@ func TestEP11SessionTool(t *testing.T) {
 	if len(sess) != 1 || sess[0].Running {
 		t.Fatalf("after kill -9: %+v, want the session, not running", sess)
 	}
+	// The adapters still hold the killed program's sessions.
+	if n := simSessionCount(t, layout); n != 6 {
+		t.Fatalf("%d EP11 sessions on the adapters after kill -9, want 6", n)
+	}
 	out := ok(t, lines(userPIN), "ep11-session", "logout", "--slot", "2", "--dead")
 	if !strings.Contains(out, strings.ToUpper(sess[0].ID)+": logged out") || !strings.Contains(out, "1 EP11-Sessions logged out") {
 		t.Fatalf("logout --dead:\n%s", out)

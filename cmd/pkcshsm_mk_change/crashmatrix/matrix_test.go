@@ -87,8 +87,12 @@ type run struct {
 	traceDir string // set: record the points every process reaches
 	fpLog    string
 	set      bool // the officer activated the new master keys
-	restarts int  // daemon restarts
-	cmds     []string
+	// notReached: the tool's pass point was not hit as often as the
+	// kill asked (fewer batches than in the trace); the run went on
+	// without a kill.
+	notReached bool
+	restarts   int // daemon restarts
+	cmds       []string
 }
 
 func newRun(t *testing.T, b binaries, f *fixture, scenario string, kill *point, trace bool) *run {
@@ -262,7 +266,14 @@ func (r *run) scenarioSteps() (id string, stoppedAt int, out string) {
 			code, out, killed = r.mk(i, step, "--id", id)
 		}
 		if k := r.kill; k != nil && k.proc == "cli" && k.step == i && !killed {
-			r.t.Fatalf("%s was not killed at %s: exit %d\n%s", step, k.name, code, out)
+			// How many batches a pass has depends on the token keys the
+			// applications made meanwhile: a late hit of a pass point may
+			// not come in this run. do retries at the last hit there was.
+			if strings.HasPrefix(k.name, "cli.pass.") && (code == 0 || r.scenario == "rollback") {
+				r.notReached = true
+			} else {
+				r.t.Fatalf("%s was not killed at %s: exit %d\n%s", step, k.name, code, out)
+			}
 		}
 		if code != 0 {
 			if r.kill == nil && !(r.scenario == "rollback" && step == "reencipher") {
@@ -304,8 +315,8 @@ func (r *run) list() ([]listed, string) {
 // recover completes the operation the way list advises, as an operator
 // would: until list shows no operation, run the command it names. Where
 // list offers finalize or cancel (REENCIPHERED: it depends on what the
-// officer did), the scenario decides; the officer activates the new keys
-// only when list does not warn that this would lose keys.
+// officer did), see below; the officer activates the new keys only when
+// list does not warn that this would lose keys.
 func (r *run) recover() {
 	r.t.Helper()
 	for iter := 0; ; iter++ {
@@ -344,12 +355,17 @@ func (r *run) recover() {
 		if *op.SetLosesKeys && !strings.Contains(text, "DO NOT SET") {
 			r.t.Fatalf("list --json says setting the new keys loses keys, list does not warn:\n%s", text)
 		}
+		// Where list offers both, the operator takes the riskier way
+		// whenever list calls it safe: the officer activates the new keys
+		// and finalize follows. A list that calls the activation safe
+		// while keys lack their new blob (an interrupted cancel that
+		// recorded nothing) is caught here.
 		cmd := next[0]
 		if len(next) > 1 {
 			switch {
 			case !slices.Contains(next, "finalize") || !slices.Contains(next, "cancel"):
 				r.t.Fatalf("list offers %v", next)
-			case r.set || r.scenario == "finalize":
+			case r.set || !*op.SetLosesKeys:
 				cmd = "finalize"
 			default:
 				cmd = "cancel"
@@ -574,7 +590,7 @@ func (r *run) do() {
 	}
 	r.startApps(apps)
 	id, _, _ := r.scenarioSteps()
-	if k := r.kill; k != nil {
+	if k := r.kill; k != nil && !r.notReached {
 		var fired []string // the injected error of the rollback scenario aside
 		for _, f := range firedAt(t, r.fpLog) {
 			if !strings.HasSuffix(f, " error") {
@@ -808,7 +824,28 @@ func TestCrashMatrix(t *testing.T) {
 		for _, p := range matrix {
 			t.Run(p.String(), func(t *testing.T) {
 				t.Parallel()
-				newRun(t, b, f, p.scenario, &p, false).do()
+				// A pass point's late hits may not come in a run with fewer
+				// batches (the applications made fewer token keys): then
+				// kill at the last hit that run had, a few times at most.
+				k := p
+				for attempt := 0; ; attempt++ {
+					r := newRun(t, b, f, k.scenario, &k, strings.HasPrefix(k.name, "cli.pass."))
+					r.do()
+					if !r.notReached {
+						return
+					}
+					hits := 0
+					for _, n := range traceNames(t, filepath.Join(r.traceDir, fmt.Sprintf("cli-%d", k.step))) {
+						if n == k.name {
+							hits++
+						}
+					}
+					if hits == 0 || hits >= k.nth || attempt == 4 {
+						t.Fatalf("%s: not killed, %d hits in attempt %d", k, hits, attempt+1)
+					}
+					t.Logf("%s: %d hits in this run, killing at the last", k, hits)
+					k.nth = hits
+				}
 			})
 		}
 	})

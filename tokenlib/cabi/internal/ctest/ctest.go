@@ -13,6 +13,7 @@ package ctest
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../include
 #cgo LDFLAGS: -rdynamic
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cabi.h"
@@ -31,6 +32,11 @@ static CK_RV ctest_interface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR v, CK_FLAGS fl
 	if (rv == CKR_OK)
 		*out = (CK_FUNCTION_LIST_PTR)i->pFunctionList;
 	return rv;
+}
+
+static CK_RV ctest_interface_list(uintptr_t list, uintptr_t count)
+{
+	return C_GetInterfaceList((CK_INTERFACE_PTR)list, (CK_ULONG_PTR)count);
 }
 */
 import "C"
@@ -66,6 +72,21 @@ func Interface(name, version uintptr, flags uint) (*List, uint) {
 		return nil, uint(rv)
 	}
 	return &List{f}, uint(rv)
+}
+
+// GetInterfaceList calls C_GetInterfaceList with C addresses.
+func GetInterfaceList(list, count uintptr) uint {
+	return uint(C.ctest_interface_list(C.uintptr_t(list), C.uintptr_t(count)))
+}
+
+// SizeofInterface is sizeof(CK_INTERFACE).
+const SizeofInterface = C.sizeof_CK_INTERFACE
+
+// InterfaceAt reads entry i of a CK_INTERFACE array: the name and the
+// function list.
+func InterfaceAt(p uintptr, i int) (string, *List) {
+	c := (*C.CK_INTERFACE)(ptr(p + uintptr(i*SizeofInterface)))
+	return C.GoString((*C.char)(unsafe.Pointer(c.pInterfaceName))), &List{C.CK_FUNCTION_LIST_PTR(c.pFunctionList)}
 }
 
 // Same reports whether two lists are the same C structure.

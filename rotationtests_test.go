@@ -47,7 +47,7 @@ func TestRotationScenarios(t *testing.T) {
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			start := time.Now()
-			err := cmd.Run()
+			err = cmd.Run()
 			t.Logf("%s took %s", name, time.Since(start).Round(100*time.Millisecond))
 			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 			verdicts := 0

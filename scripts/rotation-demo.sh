@@ -99,15 +99,16 @@ counts() {
 }
 hold() {
 	outside || return 0
-	local before now i ok
+	local before now i ok inflight=()
+	for i in c python tools; do uses $i && inflight+=("$([ $i = c ] && echo 3 || echo 1)"); done
 	read -ra before <<<"$(counts)"
 	sleep "$LOAD"
 	for _ in $(seq 1200); do
 		read -ra now <<<"$(counts)"
 		ok=1
 		# More than the operations that may have been in flight when the
-		# phase began (3 threads of the C client).
-		for i in "${!before[@]}"; do [ "${now[$i]}" -gt $((before[i] + 3)) ] || ok=0; done
+		# phase began: 3 for the C client's threads, 1 for the others.
+		for i in "${!before[@]}"; do [ "${now[$i]}" -gt $((before[i] + ${inflight[$i]})) ] || ok=0; done
 		[ $ok = 1 ] && return 0
 		sleep 0.1
 	done

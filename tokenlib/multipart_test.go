@@ -51,7 +51,7 @@ func newCountingLib(t *testing.T) (*Library, *countingHSM) {
 
 // importSecret makes a session key with a known clear value, so that Go's
 // ciphers can say what the token must output.
-func importSecret(t *testing.T, l *Library, h SessionHandle, kt ck.KeyType, value []byte) ObjectHandle {
+func importSecret(t testing.TB, l *Library, h SessionHandle, kt ck.KeyType, value []byte) ObjectHandle {
 	t.Helper()
 	o, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)), Ulong(ck.CKA_KEY_TYPE, uint(kt)),
 		Bytes(ck.CKA_VALUE, value), Bool(ck.CKA_ENCRYPT, true), Bool(ck.CKA_DECRYPT, true)})
@@ -99,7 +99,7 @@ func (c blockCase) want(data []byte, enc bool) []byte {
 	return out
 }
 
-func blockCases(t *testing.T, l *Library, h SessionHandle) []blockCase {
+func blockCases(t testing.TB, l *Library, h SessionHandle) []blockCase {
 	t.Helper()
 	aesKey := bytes.Repeat([]byte{0x2b, 0x7e, 0x15, 0x16, 0x28, 0xae, 0xd2, 0xa6}, 4)
 	des3Key := []byte("pkcshsm-des3-test-key-24")
@@ -379,4 +379,77 @@ func TestMultipartUpdateConvention(t *testing.T) {
 	if want := g.Seal(nil, nonce, plain, nil); !bytes.Equal(ct, want) {
 		t.Fatalf("GCM multi-part output %x, want %x", ct, want)
 	}
+}
+
+// chunked runs a multi-part operation with the parts cut gives (each byte
+// a part length, the rest in one part) and returns its output, or the
+// CK_RV that stopped it.
+func chunked(t *testing.T, l *Library, h SessionHandle, c blockCase, decrypt bool, in, cut []byte) ([]byte, ck.RV) {
+	update, final, initOp := l.EncryptUpdate, l.EncryptFinal, l.EncryptInit
+	if decrypt {
+		update, final, initOp = l.DecryptUpdate, l.DecryptFinal, l.DecryptInit
+	}
+	must(t, initOp(h, c.mech, c.key))
+	var out []byte
+	buf := make([]byte, len(in)+2*c.bs)
+	for len(in) > 0 {
+		n := len(in)
+		if len(cut) > 0 {
+			n, cut = min(int(cut[0]), n), cut[1:]
+		}
+		m, err := update(h, in[:n], buf)
+		must(t, err)
+		out, in = append(out, buf[:m]...), in[n:]
+	}
+	n, err := final(h, buf)
+	return append(out, buf[:n]...), RV(err)
+}
+
+// FuzzMultipartChunks: however the data is cut into parts, multi-part
+// encryption is Go's cipher of it (or CKR_DATA_LEN_RANGE when it is not
+// whole blocks), and multi-part decryption of any bytes is Go's
+// decryption, or the CK_RV of what is wrong with them.
+func FuzzMultipartChunks(f *testing.F) {
+	l, _ := newTestLib(f)
+	h := userSession(f, l, slotCCA)
+	cases := blockCases(f, l, h)
+	f.Add(uint8(2), bytes.Repeat([]byte("p"), 100), []byte{1, 15, 16, 17})
+	f.Add(uint8(1), make([]byte, 64), []byte{0, 32, 0})
+	f.Add(uint8(0), make([]byte, 20), []byte{3})
+	f.Add(uint8(3), make([]byte, 24), []byte{7, 9})
+	f.Fuzz(func(t *testing.T, which uint8, data, cut []byte) {
+		c := cases[int(which)%len(cases)]
+		got, rv := chunked(t, l, h, c, false, data, cut)
+		switch {
+		case !c.pad && len(data)%c.bs != 0:
+			if rv != ck.CKR_DATA_LEN_RANGE {
+				t.Fatalf("%s: %d bytes encrypted with %v", c.name, len(data), rv)
+			}
+		case rv != ck.CKR_OK || !bytes.Equal(got, c.want(data, true)):
+			t.Fatalf("%s: encryption of %d bytes in parts %v: %v, output differs from Go's", c.name, len(data), cut, rv)
+		}
+		got, rv = chunked(t, l, h, c, true, data, cut)
+		if len(data)%c.bs != 0 || (c.pad && len(data) == 0) {
+			if rv != ck.CKR_ENCRYPTED_DATA_LEN_RANGE {
+				t.Fatalf("%s: %d bytes of ciphertext decrypted with %v", c.name, len(data), rv)
+			}
+			return
+		}
+		raw := c
+		raw.pad = false
+		plain := raw.want(data, false) // the padding still on
+		if c.pad {
+			n := int(plain[len(plain)-1])
+			if n == 0 || n > c.bs || !bytes.Equal(plain[len(plain)-n:], bytes.Repeat([]byte{byte(n)}, n)) {
+				if rv != ck.CKR_ENCRYPTED_DATA_INVALID {
+					t.Fatalf("%s: bad padding %x decrypted with %v", c.name, plain[len(plain)-c.bs:], rv)
+				}
+				return
+			}
+			plain = plain[:len(plain)-n]
+		}
+		if rv != ck.CKR_OK || !bytes.Equal(got, plain) {
+			t.Fatalf("%s: decryption of %d bytes in parts %v: %v, output differs from Go's", c.name, len(data), cut, rv)
+		}
+	})
 }

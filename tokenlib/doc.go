@@ -73,7 +73,10 @@
 // length, a short one is CKR_BUFFER_TOO_SMALL, and neither ends the
 // operation. [Library.GetAttributeValue] follows C_GetAttributeValue
 // entry by entry; [Library.GetAttributes] is the convenient form.
-// Multi-part operations buffer their input and produce all output at
+// Multi-part encryption and decryption with AES-ECB, AES-CBC, AES-CBC-PAD
+// and DES3-CBC output the complete blocks of every Update (CBC-PAD
+// decryption holds back the last block, whose padding Final removes); the
+// other multi-part operations buffer their input and produce all output at
 // Final.
 //
 // # Mapping to the C functions

@@ -59,12 +59,15 @@ func TestSymmetricRoundTrips(t *testing.T) {
 				}
 				// Multi-part gives the same result.
 				must(t, l.EncryptInit(h, c.mech, c.key))
-				must(t, l.EncryptUpdate(h, c.data[:len(c.data)/2]))
-				must(t, l.EncryptUpdate(h, c.data[len(c.data)/2:]))
-				ct2 := run(t, func(out []byte) (int, error) { return l.EncryptFinal(h, out) }, nil)
+				ct2 := run(t, func(out []byte) (int, error) { return l.EncryptUpdate(h, c.data[:len(c.data)/2], out) }, nil)
+				ct2 = append(ct2, run(t, func(out []byte) (int, error) { return l.EncryptUpdate(h, c.data[len(c.data)/2:], out) }, nil)...)
+				ct2 = append(ct2, run(t, func(out []byte) (int, error) { return l.EncryptFinal(h, out) }, nil)...)
+				if !bytes.Equal(ct2, ct) {
+					t.Fatal("multi-part ciphertext differs from the single-part one")
+				}
 				must(t, l.DecryptInit(h, c.mech, c.key))
-				must(t, l.DecryptUpdate(h, ct2))
-				pt2 := run(t, func(out []byte) (int, error) { return l.DecryptFinal(h, out) }, nil)
+				pt2 := run(t, func(out []byte) (int, error) { return l.DecryptUpdate(h, ct2, out) }, nil)
+				pt2 = append(pt2, run(t, func(out []byte) (int, error) { return l.DecryptFinal(h, out) }, nil)...)
 				if !bytes.Equal(pt2, c.data) {
 					t.Fatal("multi-part round trip failed")
 				}

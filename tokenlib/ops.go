@@ -34,9 +34,11 @@ const (
 
 var opNames = map[opKind]string{opEncrypt: "encrypt", opDecrypt: "decrypt", opSign: "sign", opVerify: "verify", opDigest: "digest"}
 
-// opState is an active operation. Multi-part operations buffer their input
-// and do the work at Final (hash-then-sign mechanisms and digests hash as
-// they go). The key is a snapshot taken at Init.
+// opState is an active operation. Multi-part encryption and decryption with
+// the block mechanisms work block by block as the parts come (see
+// multipart.go); the other multi-part operations buffer their input and do
+// the work at Final (hash-then-sign mechanisms and digests hash as they
+// go). The key is a snapshot taken at Init.
 type opState struct {
 	mech   Mechanism
 	spec   mechSpec
@@ -44,7 +46,9 @@ type opState struct {
 	key    *object
 	tok    *token
 	epoch  uint64
-	buf    []byte
+	buf    []byte // input not processed yet
+	iv     []byte // block modes: the IV of the next backend call (nil: params.IV)
+	total  int    // block modes: bytes given to the Update calls
 	h      hash.Hash
 	result []byte // output computed for a length query, returned next time
 	done   bool   // result is final
@@ -152,25 +156,11 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 // computed output, so the HSM is asked once. Any other error ends the
 // operation.
 func (l *Library) withOp(h SessionHandle, kind opKind, out []byte, final bool, fn func(op *opState) ([]byte, error)) (int, error) {
-	s, err := l.session(h)
+	s, op, err := l.activeOp(h, kind)
 	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	op := s.ops[kind]
-	if op == nil {
-		return 0, newErrh(ck.CKR_OPERATION_NOT_INITIALIZED, errclass.FailedPrecondition,
-			"call the matching Init function first", "no %s operation is active in this session", opNames[kind])
-	}
-	if op.key != nil && op.key.isPrivate() {
-		op.tok.mu.Lock()
-		stale := op.epoch != op.tok.loginEpoch
-		op.tok.mu.Unlock()
-		if stale {
-			delete(s.ops, kind)
-			return 0, newErr(ck.CKR_USER_NOT_LOGGED_IN, errclass.PermissionDenied, "the login that started the %s operation ended", opNames[kind])
-		}
-	}
 	if !op.done {
 		res, err := fn(op)
 		if err != nil {
@@ -192,6 +182,32 @@ func (l *Library) withOp(h SessionHandle, kind opKind, out []byte, final bool, f
 	copy(out, op.result)
 	delete(s.ops, kind)
 	return n, nil
+}
+
+// activeOp returns session h, locked, and its active operation of kind.
+// An operation on a private key whose login ended is ended here.
+func (l *Library) activeOp(h SessionHandle, kind opKind) (*session, *opState, error) {
+	s, err := l.session(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	op := s.ops[kind]
+	if op == nil {
+		s.mu.Unlock()
+		return nil, nil, newErrh(ck.CKR_OPERATION_NOT_INITIALIZED, errclass.FailedPrecondition,
+			"call the matching Init function first", "no %s operation is active in this session", opNames[kind])
+	}
+	if op.key != nil && op.key.isPrivate() {
+		op.tok.mu.Lock()
+		stale := op.epoch != op.tok.loginEpoch
+		op.tok.mu.Unlock()
+		if stale {
+			delete(s.ops, kind)
+			s.mu.Unlock()
+			return nil, nil, newErr(ck.CKR_USER_NOT_LOGGED_IN, errclass.PermissionDenied, "the login that started the %s operation ended", opNames[kind])
+		}
+	}
+	return s, op, nil
 }
 
 func (op *opState) update(data []byte) {
@@ -229,19 +245,25 @@ func (l *Library) Encrypt(h SessionHandle, data, out []byte) (int, error) {
 	})
 }
 
-// EncryptUpdate adds data to a multi-part encryption. This engine returns
-// all output at EncryptFinal, so it always reports 0 bytes.
-func (l *Library) EncryptUpdate(h SessionHandle, data []byte) error {
-	_, err := l.withOp(h, opEncrypt, nil, false, func(op *opState) ([]byte, error) {
-		op.update(data)
-		return nil, nil
-	})
-	return err
+// EncryptUpdate continues a multi-part encryption (C_EncryptUpdate) and
+// writes to out the ciphertext of the complete blocks it has, returning
+// its length: AES-ECB, AES-CBC, AES-CBC-PAD and DES3-CBC stream, AES-GCM
+// and RSA-OAEP output everything at EncryptFinal. out nil returns the
+// length; a short out is CKR_BUFFER_TOO_SMALL; after either, call again
+// with the same data.
+func (l *Library) EncryptUpdate(h SessionHandle, data, out []byte) (int, error) {
+	return l.withUpdate(h, opEncrypt, data, out)
 }
 
-// EncryptFinal finishes a multi-part encryption and returns its output.
+// EncryptFinal finishes a multi-part encryption and returns the rest of
+// its output.
 func (l *Library) EncryptFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) { return op.encrypt() })
+	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) {
+		if bm, ok := op.streams(opEncrypt); ok {
+			return op.blockFinal(bm, false)
+		}
+		return op.encrypt()
+	})
 }
 
 // DecryptInit starts a decryption (C_DecryptInit).
@@ -260,18 +282,22 @@ func (l *Library) Decrypt(h SessionHandle, data, out []byte) (int, error) {
 	})
 }
 
-// DecryptUpdate adds data to a multi-part decryption (output at Final).
-func (l *Library) DecryptUpdate(h SessionHandle, data []byte) error {
-	_, err := l.withOp(h, opDecrypt, nil, false, func(op *opState) ([]byte, error) {
-		op.update(data)
-		return nil, nil
-	})
-	return err
+// DecryptUpdate continues a multi-part decryption (C_DecryptUpdate); see
+// EncryptUpdate. AES-CBC-PAD holds back the last complete block until
+// more data comes or DecryptFinal removes its padding.
+func (l *Library) DecryptUpdate(h SessionHandle, data, out []byte) (int, error) {
+	return l.withUpdate(h, opDecrypt, data, out)
 }
 
-// DecryptFinal finishes a multi-part decryption.
+// DecryptFinal finishes a multi-part decryption and returns the rest of
+// its output.
 func (l *Library) DecryptFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) { return op.decrypt() })
+	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) {
+		if bm, ok := op.streams(opDecrypt); ok {
+			return op.blockFinal(bm, true)
+		}
+		return op.decrypt()
+	})
 }
 
 // SignInit starts a signature or MAC (C_SignInit).

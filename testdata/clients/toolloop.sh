@@ -69,10 +69,9 @@ p11 --read-object --type pubkey --id ${id}01 -o "$dir/ec.der" >/dev/null
 p11 --read-object --type pubkey --id ${id}02 -o "$dir/rsa.der" >/dev/null
 openssl pkey -pubin -inform DER -in "$dir/ec.der" -out "$dir/ec.pem"
 openssl pkey -pubin -inform DER -in "$dir/rsa.der" -out "$dir/rsa.pem"
-# Under 1 KiB: libpkcshsm's multi-part AES-CBC returns all output at
-# C_EncryptFinal, which is larger than the buffer pkcs11-tool gives it for
-# files over 1 KiB (pkcs11-tool reads and encrypts in 1 KiB parts).
-head -c 900 /dev/urandom >"$dir/data"
+# Over 1 KiB: pkcs11-tool encrypts in 1 KiB parts, so this goes through
+# C_EncryptUpdate and C_DecryptUpdate with output, and a small Final.
+head -c 5000 /dev/urandom >"$dir/data"
 iv=000102030405060708090a0b0c0d0e0f
 aes() { p11 --login --pin env:P11PIN "$1" -m AES-CBC-PAD --iv $iv --id ${id}03 --input-file "$2" --output-file "$3"; }
 aes --encrypt "$dir/data" "$dir/data.before" 2>&1 | grep -v -e '^Using' -e ALWAYS_AUTHENTICATE || true
@@ -81,7 +80,7 @@ echo $$ >"$dir/ready" # keys made, data encrypted: the loop starts
 n=0
 while [ ! -e "$stop" ]; do
 	n=$((n + 1))
-	head -c 200 /dev/urandom >"$dir/msg"
+	head -c 3000 /dev/urandom >"$dir/msg" # over 1 KiB: multi-part in pkcs11-tool
 	# pkcs11-tool signs the digest; plain openssl verifies the DER signature.
 	openssl dgst -sha256 -binary "$dir/msg" >"$dir/msg.sha256"
 	if run pkcs11-tool-ecdsa-sign p11 --login --pin env:P11PIN --sign -m ECDSA --id ${id}01 \

@@ -1,6 +1,10 @@
 package consumers_test
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -100,6 +104,70 @@ func TestPkcs11ToolObjectsKeygenSignVerify(t *testing.T) {
 		"--signature-format", "openssl", "--input-file", digest, "--output-file", sig)
 	out = run(t, "", nil, need(t, "openssl"), "dgst", "-sha256", "-verify", pem, "-signature", sig, msg)
 	mustContain(t, "openssl dgst -verify", out, "Verified OK")
+}
+
+// TestPkcs11ToolEncryptDecryptLarge: pkcs11-tool encrypts and decrypts a
+// file in 1 KiB parts (C_EncryptUpdate, C_DecryptUpdate) and gives Final a
+// buffer of about one block, so the module must hand back the complete
+// blocks of every part. The key is imported with a value the test knows:
+// the ciphertext must be Go's, block for block, and decrypt to the input.
+func TestPkcs11ToolEncryptDecryptLarge(t *testing.T) {
+	dir := t.TempDir()
+	clear := []byte("consumer test AES-256 key value!")
+	keyFile := filepath.Join(dir, "aes.key")
+	if err := os.WriteFile(keyFile, clear, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%04x", os.Getpid()&0xffff) + "e5"
+	p11tool(t, "--token-label", token, "--login", "--pin", "env:P11PIN", "--write-object", keyFile, "--type", "secrkey",
+		"--key-type", "AES:32", "--id", id, "--label", "large-"+id, "--usage-decrypt")
+	blk, err := aes.NewCipher(clear)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv := []byte("0123456789abcdef")
+	for _, c := range []struct {
+		mech string
+		size int
+	}{{"AES-CBC-PAD", 5000}, {"AES-CBC", 5008}, {"AES-ECB", 4096 + 16}} {
+		t.Run(c.mech, func(t *testing.T) {
+			plain := make([]byte, c.size)
+			for i := range plain {
+				plain[i] = byte(i*31 + i/256)
+			}
+			in := plain
+			if c.mech == "AES-CBC-PAD" {
+				n := 16 - len(plain)%16
+				in = append(bytes.Clone(plain), bytes.Repeat([]byte{byte(n)}, n)...)
+			}
+			want := make([]byte, len(in))
+			args := []string{"--token-label", token, "--login", "--pin", "env:P11PIN", "--id", id, "-m", c.mech}
+			if c.mech == "AES-ECB" {
+				for i := 0; i < len(in); i += 16 {
+					blk.Encrypt(want[i:], in[i:i+16])
+				}
+			} else {
+				cipher.NewCBCEncrypter(blk, iv).CryptBlocks(want, in)
+				args = append(args, "--iv", hex.EncodeToString(iv))
+			}
+			data, enc, dec := filepath.Join(dir, c.mech), filepath.Join(dir, c.mech+".enc"), filepath.Join(dir, c.mech+".dec")
+			if err := os.WriteFile(data, plain, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			p11tool(t, append(args, "--encrypt", "--input-file", data, "--output-file", enc)...)
+			got, err := os.ReadFile(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("pkcs11-tool --encrypt -m %s wrote %d bytes, not the %d of the %s encryption of the file", c.mech, len(got), len(want), c.mech)
+			}
+			p11tool(t, append(args, "--decrypt", "--input-file", enc, "--output-file", dec)...)
+			if got, err := os.ReadFile(dec); err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("pkcs11-tool --decrypt -m %s wrote %d bytes, not the %d of the file (%v)", c.mech, len(got), len(plain), err)
+			}
+		})
+	}
 }
 
 // TestPkcs11ToolTestLoggedIn runs OpenSC's self test as a logged-in user.

@@ -9,9 +9,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 )
 
-// Encryption, decryption, digests, signatures and verification. The
-// engine buffers multi-part input and produces all output at Final, so the
-// Update functions that have an output report 0 bytes.
+// Encryption, decryption, digests, signatures and verification.
 
 type (
 	initFn   func(l *tokenlib.Library, h tokenlib.SessionHandle, m tokenlib.Mechanism, key tokenlib.ObjectHandle) error
@@ -30,8 +28,12 @@ func opInit(name string, fn initFn, hSession C.CK_SESSION_HANDLE, pMechanism C.C
 	})
 }
 
-// opOne is a single-part call with output (C_Encrypt, C_Decrypt, C_Sign,
-// C_Digest).
+// opOne is a call with input and output: the single-part C_Encrypt,
+// C_Decrypt, C_Sign, C_Digest, and C_EncryptUpdate and C_DecryptUpdate,
+// whose block mechanisms output the complete blocks of every part. A NULL
+// pOut asks for the length, a short buffer is CKR_BUFFER_TOO_SMALL with it
+// in *pulOutLen; after either the application calls again with the same
+// input.
 func opOne(name string, fn oneFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PTR, ulInLen C.CK_ULONG, pOut C.CK_BYTE_PTR, pulOutLen C.CK_ULONG_PTR) C.CK_RV {
 	return entry(name, func(l *tokenlib.Library) error {
 		in, err := bytesIn(pIn, ulInLen, "the input")
@@ -47,24 +49,14 @@ func opOne(name string, fn oneFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PT
 	})
 }
 
-// opUpdate is C_*Update; pulOutLen is non-nil for the functions with an
-// output part (encrypt, decrypt), which always receive 0 bytes.
-func opUpdate(name string, fn updateFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PTR, ulInLen C.CK_ULONG, withOut bool, pulOutLen C.CK_ULONG_PTR) C.CK_RV {
+// opUpdate is C_DigestUpdate, C_SignUpdate and C_VerifyUpdate.
+func opUpdate(name string, fn updateFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PTR, ulInLen C.CK_ULONG) C.CK_RV {
 	return entry(name, func(l *tokenlib.Library) error {
-		if withOut && pulOutLen == nil {
-			return argsBad("the output length pointer is NULL")
-		}
 		in, err := bytesIn(pIn, ulInLen, "the input")
 		if err != nil {
 			return err
 		}
-		if err := fn(l, tokenlib.SessionHandle(hSession), in); err != nil {
-			return err
-		}
-		if withOut {
-			*pulOutLen = 0
-		}
-		return nil
+		return fn(l, tokenlib.SessionHandle(hSession), in)
 	})
 }
 
@@ -91,7 +83,7 @@ func go_C_Encrypt(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C
 
 //export go_C_EncryptUpdate
 func go_C_EncryptUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG, pEncryptedPart C.CK_BYTE_PTR, pulEncryptedPartLen C.CK_ULONG_PTR) C.CK_RV {
-	return opUpdate("C_EncryptUpdate", (*tokenlib.Library).EncryptUpdate, hSession, pPart, ulPartLen, true, pulEncryptedPartLen)
+	return opOne("C_EncryptUpdate", (*tokenlib.Library).EncryptUpdate, hSession, pPart, ulPartLen, pEncryptedPart, pulEncryptedPartLen)
 }
 
 //export go_C_EncryptFinal
@@ -111,7 +103,7 @@ func go_C_Decrypt(hSession C.CK_SESSION_HANDLE, pEncryptedData C.CK_BYTE_PTR, ul
 
 //export go_C_DecryptUpdate
 func go_C_DecryptUpdate(hSession C.CK_SESSION_HANDLE, pEncryptedPart C.CK_BYTE_PTR, ulEncryptedPartLen C.CK_ULONG, pPart C.CK_BYTE_PTR, pulPartLen C.CK_ULONG_PTR) C.CK_RV {
-	return opUpdate("C_DecryptUpdate", (*tokenlib.Library).DecryptUpdate, hSession, pEncryptedPart, ulEncryptedPartLen, true, pulPartLen)
+	return opOne("C_DecryptUpdate", (*tokenlib.Library).DecryptUpdate, hSession, pEncryptedPart, ulEncryptedPartLen, pPart, pulPartLen)
 }
 
 //export go_C_DecryptFinal
@@ -133,7 +125,7 @@ func go_C_Digest(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.
 
 //export go_C_DigestUpdate
 func go_C_DigestUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG) C.CK_RV {
-	return opUpdate("C_DigestUpdate", (*tokenlib.Library).DigestUpdate, hSession, pPart, ulPartLen, false, nil)
+	return opUpdate("C_DigestUpdate", (*tokenlib.Library).DigestUpdate, hSession, pPart, ulPartLen)
 }
 
 //export go_C_DigestFinal
@@ -153,7 +145,7 @@ func go_C_Sign(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.CK
 
 //export go_C_SignUpdate
 func go_C_SignUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG) C.CK_RV {
-	return opUpdate("C_SignUpdate", (*tokenlib.Library).SignUpdate, hSession, pPart, ulPartLen, false, nil)
+	return opUpdate("C_SignUpdate", (*tokenlib.Library).SignUpdate, hSession, pPart, ulPartLen)
 }
 
 //export go_C_SignFinal
@@ -183,7 +175,7 @@ func go_C_Verify(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.
 
 //export go_C_VerifyUpdate
 func go_C_VerifyUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPartLen C.CK_ULONG) C.CK_RV {
-	return opUpdate("C_VerifyUpdate", (*tokenlib.Library).VerifyUpdate, hSession, pPart, ulPartLen, false, nil)
+	return opUpdate("C_VerifyUpdate", (*tokenlib.Library).VerifyUpdate, hSession, pPart, ulPartLen)
 }
 
 //export go_C_VerifyFinal

@@ -59,8 +59,14 @@ func writeTestRoot(t testing.TB) paths.Layout {
 	return layout
 }
 
+// testLogger routes a Library's log to the test. Benchmarks and fuzz
+// targets get none: a *testing.F may not log once its fuzz function runs
+// (the testing package panics), and the Library's agent logs from its own
+// goroutine whenever it retries the daemon — which killed fuzz workers
+// ("fuzzing process hung or terminated unexpectedly").
 func testLogger(t testing.TB) zerolog.Logger {
-	if _, bench := t.(*testing.B); bench {
+	switch t.(type) {
+	case *testing.B, *testing.F:
 		return zerolog.Nop()
 	}
 	return zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)

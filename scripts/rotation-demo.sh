@@ -77,7 +77,7 @@ if outside; then
 	export PKCSHSM_LOG=$root/module.log
 fi
 if uses c; then
-	[ -x "$bin/p11stress" ] || gcc -O2 -pthread -I/usr/include/p11-kit-1 -o "$bin/p11stress" "$here/testdata/clients/p11stress.c" -ldl
+	[ -x "$bin/p11stress" ] || "${CC:-gcc}" -O2 -pthread -I/usr/include/p11-kit-1 -o "$bin/p11stress" "$here/testdata/clients/p11stress.c" -ldl
 fi
 # phase NAME: the clients attribute each operation to the last phase
 # started before it. hold keeps the load going for LOAD seconds, and then

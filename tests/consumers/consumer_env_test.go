@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/hostarch"
 )
 
 const (
@@ -64,7 +66,7 @@ func setup(dir string) error {
 	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
 		builds = append(builds, []string{"go", "build", "-o", filepath.Join(env.bin, c), "./cmd/" + c})
 	}
-	builds = append(builds, []string{"gcc", "-O2", "-Wall", "-Werror", "-pthread", "-I/usr/include/p11-kit-1", "-o",
+	builds = append(builds, []string{cc(), "-O2", "-Wall", "-Werror", "-pthread", "-I/usr/include/p11-kit-1", "-o",
 		filepath.Join(env.bin, "p11stress"), "testdata/clients/p11stress.c", "-ldl"})
 	for _, b := range builds {
 		cmd := exec.Command(b[0], b[1:]...)
@@ -129,6 +131,11 @@ func need(t *testing.T, tool string) string {
 		}
 		t.Skipf("%s is not installed: %v", tool, err)
 	}
+	// Every consumer here loads the module into its own process, which
+	// only a program of the module's architecture can (the s390x run).
+	if why := hostarch.Mismatch(p); why != "" {
+		t.Skip(why)
+	}
 	return p
 }
 
@@ -162,4 +169,13 @@ func mustContain(t *testing.T, what, out string, want ...string) {
 			t.Errorf("%s lacks %q:\n%s", what, w, out)
 		}
 	}
+}
+
+// cc is the C compiler for our own C client: $CC (s390x-linux-gnu-gcc in
+// scripts/test-s390x.sh) or gcc.
+func cc() string {
+	if c := os.Getenv("CC"); c != "" {
+		return c
+	}
+	return "gcc"
 }

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/hostarch"
 )
 
 // TestGeneratedUpToDate re-runs gen.go and compares its output with the
@@ -86,14 +88,35 @@ func TestGeneratedWrappers(t *testing.T) {
 
 // lookTool finds an external tool. Outside CI a missing tool skips the
 // test; under CI=true it fails it (.ci/run installs them all).
+// The C compiler and nm are $CC and $NM when set (scripts/test-s390x.sh
+// builds for s390x with s390x-linux-gnu-gcc and reads its symbols with
+// s390x-linux-gnu-nm).
 func lookTool(t testing.TB, name string) string {
 	t.Helper()
+	switch env := map[string]string{"gcc": "CC", "nm": "NM"}[name]; {
+	case env != "" && os.Getenv(env) != "":
+		name = os.Getenv(env)
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s not found; .ci/run must install it", name)
 		}
 		t.Skipf("%s not found", name)
+	}
+	return p
+}
+
+// loaderTool finds a program of this machine that loads the module into
+// its own process (p11-kit's server and client). A program of another
+// architecture than the module's cannot: under scripts/test-s390x.sh the
+// module is s390x and p11-kit is the host's, and the test is skipped with
+// that reason.
+func loaderTool(t testing.TB, name string) string {
+	t.Helper()
+	p := lookTool(t, name)
+	if why := hostarch.Mismatch(p); why != "" {
+		t.Skip(why)
 	}
 	return p
 }

@@ -78,6 +78,9 @@ if [ ${#execflag[@]} -eq 0 ]; then got=$("$probe/probe"); else got=$(qemu-s390x-
 [ "$got" = 42 ] || die "an s390x cgo program does not run under qemu (printed '$got')" "check qemu-user-static"
 go version
 go env GOARCH CC
+# Every package, the module and the tools build for s390x, and vet finds
+# nothing (vet also checks the cgo and unsafe code of the C boundary).
+go vet ./...
 
 flags=()
 [ "${SHORT:-}" = 1 ] && flags+=(-short)

@@ -340,7 +340,7 @@ func findFilter(q template) (f store.Filter, ok bool) {
 			if f.Attrs == nil {
 				f.Attrs = map[uint32][]byte{}
 			}
-			f.Attrs[uint32(a)] = v
+			f.Attrs[uint32(a)] = storedValue(a, v)
 		}
 	}
 	if len(f.Classes) == 0 {

@@ -74,7 +74,7 @@ func toStore(o *object) *store.Object {
 	}
 	for a, v := range o.attrs {
 		if a != CKA_UNIQUE_ID {
-			so.Attrs[uint32(a)] = v
+			so.Attrs[uint32(a)] = storedValue(a, v)
 		}
 	}
 	return so
@@ -83,7 +83,7 @@ func toStore(o *object) *store.Object {
 func fromStore(so *store.Object) *object {
 	o := &object{handle: ObjectHandle(so.Handle), version: so.Version, attrs: make(template, len(so.Attrs)+1)}
 	for a, v := range so.Attrs {
-		o.attrs[ck.Attribute(a)] = v
+		o.attrs[ck.Attribute(a)] = memoryValue(ck.Attribute(a), v)
 	}
 	o.attrs[CKA_UNIQUE_ID] = []byte(so.UniqueID)
 	return o

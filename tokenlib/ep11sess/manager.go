@@ -262,10 +262,11 @@ func (m *Manager) lockTokenSessions() (func(), error) {
 	return func() { lk.Unlock() }, nil
 }
 
+// ulong is a CK_ULONG value as token databases store it: little-endian on
+// every host (see tokenlib's byteorder.go; these hidden objects are read
+// back only here).
 func ulong(v uint) []byte {
-	b := make([]byte, 8)
-	binary.NativeEndian.PutUint64(b, uint64(v))
-	return b
+	return binary.LittleEndian.AppendUint64(nil, uint64(v))
 }
 
 var trueVal = []byte{1}

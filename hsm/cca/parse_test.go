@@ -1,0 +1,182 @@
+package cca
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+)
+
+func TestRuleArray(t *testing.T) {
+	got := ruleArray("AES", "KEYIDENT", "ECB")
+	if want := []byte("AES     KEYIDENTECB     "); !bytes.Equal(got, want) {
+		t.Fatalf("ruleArray = %q, want %q", got, want)
+	}
+}
+
+func TestRegStates(t *testing.T) {
+	n, c, o, err := regStates("x", "STATAES", []byte("3       2       1       "))
+	if err != nil || n != apqn.StateFull || c != apqn.StateValid || o != apqn.StateInvalid {
+		t.Fatalf("= %v %v %v %v", n, c, o, err)
+	}
+	n, _, _, err = regStates("x", "STATAES", []byte("2\x00\x00\x00\x00\x00\x00\x001       1       "))
+	if err != nil || n != apqn.StatePartial {
+		t.Fatalf("NUL-padded element: %v %v", n, err)
+	}
+	for _, bad := range []string{"4       2       2       ", "3       3       2       ", "3       2       ", "x       2       2       "} {
+		if _, _, _, err := regStates("APQN 01.0002", "STATAES", []byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		} else if errclass.Of(err) != errclass.Internal {
+			t.Errorf("%q: class %s", bad, errclass.Of(err))
+		}
+	}
+}
+
+func block(id uint16, v []byte) []byte {
+	b := make([]byte, 4, 4+len(v))
+	binary.BigEndian.PutUint16(b, uint16(4+len(v)))
+	binary.BigEndian.PutUint16(b[2:], id)
+	return append(b, v...)
+}
+
+func TestParseSTATICSB(t *testing.T) {
+	var data []byte
+	data = append(data, block(0x0F02, make([]byte, 16))...)
+	data = append(data, block(0x0F07, []byte{1, 2, 3, 4, 5, 6, 7, 8})...)
+	data = append(data, block(0x0F06, []byte{8, 7, 6, 5, 4, 3, 2, 1})...)
+	m, err := parseSTATICSB("x", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(m[0x0F07], []byte{1, 2, 3, 4, 5, 6, 7, 8}) || !bytes.Equal(m[0x0F06], []byte{8, 7, 6, 5, 4, 3, 2, 1}) || len(m[0x0F02]) != 16 {
+		t.Fatalf("blocks = %x", m)
+	}
+	// OCK's fixed offsets hold for this order: SYM CMK MKVP at 20+4.
+	if !bytes.Equal(data[24:32], []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatal("test data is not laid out as blocks")
+	}
+	for name, bad := range map[string][]byte{
+		"length past end": block(0x0F07, make([]byte, 8))[:10],
+		"length 2":        {0, 2, 0x0F, 0x07},
+		"stray bytes":     append(block(0x0F07, make([]byte, 8)), 1, 2),
+	} {
+		if _, err := parseSTATICSB("x", bad); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+	if _, err := pattern8("x", mkvp.CCAAES, 0x0F0B, make([]byte, 16)); err == nil {
+		t.Error("16-byte MKVP accepted")
+	}
+}
+
+func externalToken(sections ...[]byte) []byte {
+	tok := []byte{0x1E, 0, 0, 0, 0, 0, 0, 0}
+	for _, s := range sections {
+		tok = append(tok, s...)
+	}
+	binary.BigEndian.PutUint16(tok[2:], uint16(len(tok)))
+	return tok
+}
+
+func TestSPKIOfRSA(t *testing.T) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := []byte{1, 0, 1}
+	n := k.N.Bytes()
+	s := make([]byte, 12)
+	s[0] = 0x04
+	binary.BigEndian.PutUint16(s[6:], uint16(len(e)))
+	binary.BigEndian.PutUint16(s[8:], 2048)
+	binary.BigEndian.PutUint16(s[10:], uint16(len(n)))
+	s = append(append(s, e...), n...)
+	binary.BigEndian.PutUint16(s[2:], uint16(len(s)))
+	// A section the parser must skip comes first.
+	other := []byte{0x99, 0, 0, 6, 1, 2}
+	der, err := spkiOf(externalToken(other, s), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if !bytes.Equal(der, want) {
+		t.Fatal("RSA SPKI differs from the key's")
+	}
+	s[11]++ // modulus length past the section
+	if _, err := spkiOf(externalToken(s), 0); err == nil {
+		t.Fatal("modulus past the section accepted")
+	}
+}
+
+func TestSPKIOfEC(t *testing.T) {
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		k, _ := ecdsa.GenerateKey(curve, rand.Reader)
+		q, _ := k.PublicKey.Bytes()
+		s := make([]byte, 14)
+		s[0] = 0x21
+		binary.BigEndian.PutUint16(s[12:], uint16(len(q)))
+		s = append(s, q...)
+		binary.BigEndian.PutUint16(s[2:], uint16(len(s)))
+		der, err := spkiOf(externalToken(s), curve.Params().BitSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		if !bytes.Equal(der, want) {
+			t.Fatalf("%s SPKI differs", curve.Params().Name)
+		}
+		q[len(q)-1] ^= 1 // off the curve
+		copy(s[14:], q)
+		if _, err := spkiOf(externalToken(s), curve.Params().BitSize); err == nil {
+			t.Fatal("point off the curve accepted")
+		}
+	}
+	if _, err := spkiOf([]byte{0x1F, 0, 0, 8, 0, 0, 0, 0}, 256); err == nil {
+		t.Fatal("internal token accepted as public")
+	}
+}
+
+func TestCodeError(t *testing.T) {
+	for _, tc := range []struct {
+		verb     string
+		c        Codes
+		sentinel error
+		class    errclass.Class
+	}{
+		{"CSNBSAE", Codes{8, 48}, hsm.ErrWrongMK, errclass.FailedPrecondition},
+		{"CSNDDSV", Codes{4, 429}, hsm.ErrSignature, errclass.InvalidArgument},
+		{"CSNDDSV", Codes{8, 72}, hsm.ErrSignature, errclass.InvalidArgument},
+		{"CSNBSAE", Codes{8, 72}, nil, errclass.Internal},
+		{"CSNBHMV", Codes{4, 1}, hsm.ErrSignature, errclass.InvalidArgument},
+		{"CSNBSAD", Codes{8, 2947}, hsm.ErrBadData, errclass.InvalidArgument},
+		{"CSNBSAE", Codes{8, 29}, hsm.ErrBadBlob, errclass.InvalidArgument},
+		{"CSNBKTC2", Codes{12, 93}, hsm.ErrOffline, errclass.Unavailable},
+		{"CSNBKGN2", Codes{8, 90}, nil, errclass.PermissionDenied},
+		{"CSNBKGN2", Codes{8, 33}, nil, errclass.Internal},
+		{"CSNBKGN2", Codes{8, 9999}, nil, errclass.Internal},
+	} {
+		err := codeError(tc.verb, "APQN 01.0002", tc.c)
+		if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
+			t.Errorf("%s %v: %v, want %v", tc.verb, tc.c, err, tc.sentinel)
+		}
+		if errclass.Of(err) != tc.class {
+			t.Errorf("%s %v: class %s, want %s", tc.verb, tc.c, errclass.Of(err), tc.class)
+		}
+		msg := err.Error()
+		for _, want := range []string{tc.verb, "APQN 01.0002", "return code", "reason code"} {
+			if !bytes.Contains([]byte(msg), []byte(want)) {
+				t.Errorf("%q lacks %q", msg, want)
+			}
+		}
+	}
+}

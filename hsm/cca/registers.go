@@ -1,0 +1,203 @@
+package cca
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/errclass"
+	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/mkvp"
+)
+
+// Queues lists the CCA APQNs of the AP bus in ascending order.
+func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
+	qs, err := b.bus.Queues()
+	if err != nil {
+		return nil, err
+	}
+	var out []hsm.QueueInfo
+	for _, sq := range qs {
+		if sq.Card.Mode != apqn.ModeCCA {
+			continue
+		}
+		info, err := b.Queue(ctx, sq.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, c hsm.QueueInfo) int { return a.ID.Compare(c.ID) })
+	return out, nil
+}
+
+// Queue describes one CCA APQN: online state from sysfs, registers from
+// CSUACFQ and sysfs, compared.
+func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return hsm.QueueInfo{}, ctxErr(err)
+	}
+	sq, err := b.sysQueue(q)
+	if err != nil {
+		return hsm.QueueInfo{}, err
+	}
+	info := hsm.QueueInfo{ID: q, Mode: apqn.ModeCCA, Online: sq.Usable(), MK: map[mkvp.Type]hsm.Registers{}}
+	// The officer may change a register between the library's answer and
+	// the sysfs read: a disagreement is read again before it is an error.
+	var lastErr error
+	for range 3 {
+		sys, err := b.bus.MKVPs(q)
+		if err != nil {
+			return hsm.QueueInfo{}, err
+		}
+		if !info.Online {
+			for _, t := range mkvp.CCATypes() {
+				info.MK[t] = sysRegisters(t, sys)
+			}
+			return info, nil
+		}
+		_, adapter, err := b.target(ctx, q)
+		if err != nil {
+			return hsm.QueueInfo{}, err
+		}
+		var lib map[mkvp.Type]hsm.Registers
+		err = b.lib.onAPQN(adapter, q.Domain, func() error {
+			var err error
+			lib, err = b.lib.registers(q.String())
+			return err
+		})
+		if err != nil {
+			return hsm.QueueInfo{}, err
+		}
+		if lastErr = merge(q, lib, sys, info.MK); lastErr == nil {
+			return info, nil
+		}
+	}
+	return hsm.QueueInfo{}, lastErr
+}
+
+// registers reads SYM, AES and APKA registers of the selected APQN:
+// states from STATCCAE, STATAES and STATAPKA, patterns from STATICSB.
+func (l *Library) registers(where string) (map[mkvp.Type]hsm.Registers, error) {
+	out := map[mkvp.Type]hsm.Registers{}
+	states := map[mkvp.Type][3]apqn.RegState{}
+	for _, k := range []struct {
+		t       mkvp.Type
+		keyword string
+	}{{mkvp.CCASYM, "STATCCAE"}, {mkvp.CCAAES, "STATAES"}, {mkvp.CCAAPKA, "STATAPKA"}} {
+		rules, _, err := l.query(where, k.keyword, 0)
+		if err != nil {
+			return nil, err
+		}
+		n, c, o, err := regStates(where, k.keyword, rules)
+		if err != nil {
+			return nil, err
+		}
+		states[k.t] = [3]apqn.RegState{n, c, o}
+	}
+	_, data, err := l.query(where, "STATICSB", staticsbLen)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := parseSTATICSB(where, data)
+	if err != nil {
+		return nil, err
+	}
+	for t, st := range states {
+		ids := staticsbIDs[t]
+		var r hsm.Registers
+		r.New.State, r.Current.State, r.Old.State = st[0], st[1], st[2]
+		get := func(reg *hsm.Register, id uint16, required bool) error {
+			v, ok := blocks[id]
+			if !ok {
+				if required {
+					return errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s lacks block 0x%04X (%s pattern)", where, id, t)
+				}
+				return nil
+			}
+			p, err := pattern8(where, t, id, v)
+			if err != nil {
+				return err
+			}
+			reg.Pattern = p
+			return nil
+		}
+		if r.New.State == apqn.StateFull {
+			if err := get(&r.New, ids.newID, true); err != nil {
+				return nil, err
+			}
+		}
+		if r.Current.State == apqn.StateValid {
+			if err := get(&r.Current, ids.curID, true); err != nil {
+				return nil, err
+			}
+		}
+		if r.Old.State == apqn.StateValid {
+			if err := get(&r.Old, ids.oldID, false); err != nil {
+				return nil, err
+			}
+		}
+		out[t] = r
+	}
+	return out, nil
+}
+
+// sysRegisters reads one type's registers from the mkvps attribute: the
+// kernel prints AES, APKA and ASYM (8, 8 and 16 bytes; CCA ASYM patterns
+// are the first 8), no SYM line.
+func sysRegisters(t mkvp.Type, sys apqn.MKVPs) hsm.Registers {
+	var r hsm.Registers
+	one := func(reg *hsm.Register, name string) {
+		l, ok := sys.Lookup(t.Keyword(), name)
+		if !ok {
+			return
+		}
+		reg.State = l.State
+		if (l.State == apqn.StateValid || l.State == apqn.StateFull) && len(l.Pattern) >= t.Size() {
+			reg.Pattern, _ = mkvp.ForType(t, l.Pattern)
+		}
+	}
+	one(&r.New, "NEW")
+	one(&r.Current, "CUR")
+	one(&r.Old, "OLD")
+	return r
+}
+
+// merge fills out from the library's view and sysfs: ASYM from sysfs;
+// SYM from the library; AES and APKA from the library, the OLD pattern
+// from sysfs where STATICSB had none, and every register the kernel
+// shows compared with it.
+func merge(q apqn.ID, lib map[mkvp.Type]hsm.Registers, sys apqn.MKVPs, out map[mkvp.Type]hsm.Registers) error {
+	out[mkvp.CCAASYM] = sysRegisters(mkvp.CCAASYM, sys)
+	out[mkvp.CCASYM] = lib[mkvp.CCASYM]
+	for _, t := range []mkvp.Type{mkvp.CCAAES, mkvp.CCAAPKA} {
+		l, s := lib[t], sysRegisters(t, sys)
+		if l.Old.State == apqn.StateValid && l.Old.Pattern.IsZero() {
+			l.Old.Pattern = s.Old.Pattern
+		}
+		for _, c := range []struct {
+			name   string
+			lr, sr hsm.Register
+		}{{"NEW", l.New, s.New}, {"CURRENT", l.Current, s.Current}, {"OLD", l.Old, s.Old}} {
+			if c.sr.State == apqn.StateUnknown {
+				continue // the kernel could not ask the card
+			}
+			if c.lr != c.sr {
+				return errclass.Newh(errclass.FailedPrecondition,
+					"the CCA host library and the kernel disagree about the adapter; check `lszcrypt -V` and the library version, then retry",
+					"APQN %s: CSUACFQ reports the %s %s register as %s %s, sysfs mkvps as %s %s",
+					q, t, c.name, c.lr.State, patternText(c.lr.Pattern), c.sr.State, patternText(c.sr.Pattern))
+			}
+		}
+		out[t] = l
+	}
+	return nil
+}
+
+func patternText(p mkvp.Pattern) string {
+	if p.IsZero() {
+		return "(no pattern)"
+	}
+	return fmt.Sprint(p)
+}

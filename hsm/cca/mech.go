@@ -9,6 +9,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/pkcs1"
 )
 
 // keyFor reads a blob's header and checks it is a CCA key of one of the
@@ -328,14 +329,6 @@ func (b *Backend) oaep(ctx context.Context, q apqn.ID, key []byte, p hsm.Params,
 	return out, err
 }
 
-// digestInfo prefixes of PKCS#1 v1.5 (RFC 8017 §9.2 note 1).
-var digestInfo = map[crypto.Hash][]byte{
-	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
-	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-}
-
 var shaKeyword = map[crypto.Hash]string{
 	crypto.SHA1: "SHA-1", crypto.SHA224: "SHA-224", crypto.SHA256: "SHA-256", crypto.SHA384: "SHA-384", crypto.SHA512: "SHA-512",
 }
@@ -352,14 +345,11 @@ func sigInput(m hsm.Mechanism, p hsm.Params, data []byte) ([]string, []byte, err
 		if p.Hash == 0 {
 			return []string{"PKCS-1.1"}, data, nil
 		}
-		pre, ok := digestInfo[p.Hash]
+		di, ok := pkcs1.DigestInfo(p.Hash, data)
 		if !ok {
-			return nil, nil, mechErr("RSA-PKCS with hash %v is not supported", p.Hash)
+			return nil, nil, mechErr("RSA-PKCS with hash %v and a %d-byte digest is not supported", p.Hash, len(data))
 		}
-		if len(data) != p.Hash.Size() {
-			return nil, nil, dataErr("RSA-PKCS %v digest of %d bytes", p.Hash, len(data))
-		}
-		return []string{"PKCS-1.1"}, append(append([]byte(nil), pre...), data...), nil
+		return []string{"PKCS-1.1"}, di, nil
 	case hsm.MechRSAPSS:
 		kw, ok := shaKeyword[p.Hash]
 		if !ok {

@@ -324,3 +324,277 @@ func goBytes(p unsafe.Pointer, n int) []byte {
 	}
 	return C.GoBytes(p, C.int(n))
 }
+
+// Module flags (ep11.h XCP_Module_Flags) and versions (ep11_func.h).
+const (
+	xcpMFLModule = 2
+	xcpModV1     = 1
+	xcpModV2     = 2
+)
+
+// addModule builds a single-APQN target as openCryptoki's
+// get_ep11_target_for_apqn does (host-libraries.md §2.3): a zeroed
+// module, version 2 with host library 3 or later (else 1), flag
+// XCP_MFL_MODULE, module_nr the card and one bit set in the domain mask
+// (bit 0x80 of byte 0 is domain 0).
+func (l *Library) addModule(card uint8, domain uint16) (uint64, error) {
+	a := newArena()
+	defer a.free()
+	m := (*C.struct_XCP_Module)(a.alloc(int(unsafe.Sizeof(C.struct_XCP_Module{}))))
+	m.version = xcpModV1
+	if l.version[0] >= 3 {
+		m.version = xcpModV2
+	}
+	m.flags = xcpMFLModule
+	m.module_nr = C.uint32_t(card)
+	m.domainmask[domain/8] |= C.uchar(1 << (7 - domain%8))
+	t := (*C.target_t)(a.alloc(8))
+	*t = C.target_t(^uint64(0)) // XCP_TGT_INIT
+	if rc := C.ep11_add_module(l.fn["m_add_module"], m, t); rc != 0 {
+		return 0, errclass.New(errclass.Unavailable, "m_add_module for card %02x domain %d failed with %d", card, domain, int(rc))
+	}
+	return uint64(*t), nil
+}
+
+// rmModule frees a target (openCryptoki passes a NULL module).
+func (l *Library) rmModule(t uint64) {
+	C.ep11_rm_module(l.fn["m_rm_module"], nil, C.target_t(t))
+}
+
+// domainInfo calls m_get_xcp_info(CK_IBM_XCPQ_DOMAIN).
+func (l *Library) domainInfo(t uint64) (domainInfo, uint64, error) {
+	a := newArena()
+	defer a.free()
+	buf := a.alloc(domainInfoSize)
+	n := a.ulong(uint64(domainInfoSize))
+	rv := C.ep11_get_xcp_info(l.fn["m_get_xcp_info"], buf, n, 3, 0, C.target_t(t))
+	if rv != 0 {
+		return domainInfo{}, uint64(rv), nil
+	}
+	if int(*n) != domainInfoSize {
+		return domainInfo{}, 0, errclass.New(errclass.Internal, "m_get_xcp_info(CK_IBM_XCPQ_DOMAIN) returned %d bytes, want %d", uint64(*n), domainInfoSize)
+	}
+	return readDomainInfo(buf), 0, nil
+}
+
+// Buffer sizes as openCryptoki's EP11 token uses them: MAX_BLOBSIZE for
+// key blobs and admin blocks, MAX_CSUMSIZE for checksums.
+const (
+	maxBlob = 16384
+	maxCsum = 64
+)
+
+// generateKey calls m_GenerateKey.
+func (l *Library) generateKey(t uint64, mech uint64, attrs []attr, pin []byte) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	m := a.mech(mech, nil, 0)
+	tmpl, n := a.template(attrs)
+	var pp unsafe.Pointer
+	if len(pin) > 0 {
+		pp = a.bytes(pin, len(pin))
+	}
+	key := a.alloc(maxBlob)
+	klen := a.sizeT(maxBlob)
+	csum := a.alloc(maxCsum)
+	clen := a.sizeT(maxCsum)
+	rv := C.ep11_generate_key(l.fn["m_GenerateKey"], m, tmpl, n, (*C.uchar)(pp), C.size_t(len(pin)),
+		(*C.uchar)(key), klen, (*C.uchar)(csum), clen, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	return goBytes(key, min(int(*klen), maxBlob)), 0
+}
+
+// generateKeyPair calls m_GenerateKeyPair.
+func (l *Library) generateKeyPair(t uint64, mech uint64, pub, priv []attr, pin []byte) ([]byte, []byte, uint64) {
+	a := newArena()
+	defer a.free()
+	m := a.mech(mech, nil, 0)
+	pt, pn := a.template(pub)
+	st, sn := a.template(priv)
+	var pp unsafe.Pointer
+	if len(pin) > 0 {
+		pp = a.bytes(pin, len(pin))
+	}
+	key := a.alloc(maxBlob)
+	klen := a.sizeT(maxBlob)
+	spki := a.alloc(maxBlob)
+	slen := a.sizeT(maxBlob)
+	rv := C.ep11_generate_key_pair(l.fn["m_GenerateKeyPair"], m, pt, pn, st, sn, (*C.uchar)(pp), C.size_t(len(pin)),
+		(*C.uchar)(key), klen, (*C.uchar)(spki), slen, C.target_t(t))
+	if rv != 0 {
+		return nil, nil, uint64(rv)
+	}
+	return goBytes(key, min(int(*klen), maxBlob)), goBytes(spki, min(int(*slen), maxBlob)), 0
+}
+
+// mechSpec is a mechanism and its parameter, built in an arena.
+type mechSpec func(a *arena) *C.CK_MECHANISM
+
+// single calls m_EncryptSingle, m_DecryptSingle or m_SignSingle.
+func (l *Library) single(fn string, t uint64, key []byte, ms mechSpec, in []byte, outCap int) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	k := a.bytes(key, len(key))
+	m := ms(a)
+	ip := a.bytes(in, len(in))
+	op := a.alloc(outCap)
+	on := a.ulong(uint64(outCap))
+	rv := C.ep11_single(l.fn[fn], (*C.uchar)(k), C.size_t(len(key)), m, (*C.uchar)(ip), C.CK_ULONG(len(in)), (*C.uchar)(op), on, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	return goBytes(op, min(int(*on), outCap)), 0
+}
+
+// verifySingle calls m_VerifySingle.
+func (l *Library) verifySingle(t uint64, key []byte, ms mechSpec, data, sig []byte) uint64 {
+	a := newArena()
+	defer a.free()
+	k := a.bytes(key, len(key))
+	m := ms(a)
+	d := a.bytes(data, len(data))
+	s := a.bytes(sig, len(sig))
+	return uint64(C.ep11_verify_single(l.fn["m_VerifySingle"], (*C.uchar)(k), C.size_t(len(key)), m,
+		(*C.uchar)(d), C.CK_ULONG(len(data)), (*C.uchar)(s), C.CK_ULONG(len(sig)), C.target_t(t)))
+}
+
+// wrapKey calls m_WrapKey with no MAC key.
+func (l *Library) wrapKey(t uint64, key, kek []byte, ms mechSpec) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	k := a.bytes(key, len(key))
+	w := a.bytes(kek, len(kek))
+	m := ms(a)
+	out := a.alloc(maxBlob)
+	n := a.ulong(maxBlob)
+	rv := C.ep11_wrap_key(l.fn["m_WrapKey"], (*C.uchar)(k), C.size_t(len(key)), (*C.uchar)(w), C.size_t(len(kek)),
+		nil, 0, m, (*C.uchar)(out), n, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	return goBytes(out, min(int(*n), maxBlob)), 0
+}
+
+// unwrapKey calls m_UnwrapKey with no MAC key.
+func (l *Library) unwrapKey(t uint64, wrapped, kek []byte, ms mechSpec, attrs []attr, pin []byte) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	w := a.bytes(wrapped, len(wrapped))
+	k := a.bytes(kek, len(kek))
+	m := ms(a)
+	tmpl, tn := a.template(attrs)
+	var pp unsafe.Pointer
+	if len(pin) > 0 {
+		pp = a.bytes(pin, len(pin))
+	}
+	out := a.alloc(maxBlob)
+	on := a.sizeT(maxBlob)
+	cs := a.alloc(maxCsum)
+	cn := a.ulong(maxCsum)
+	rv := C.ep11_unwrap_key(l.fn["m_UnwrapKey"], (*C.uchar)(w), C.CK_ULONG(len(wrapped)), (*C.uchar)(k), C.size_t(len(kek)),
+		nil, 0, (*C.uchar)(pp), C.size_t(len(pin)), m, tmpl, tn, (*C.uchar)(out), on, (*C.uchar)(cs), cn, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	return goBytes(out, min(int(*on), maxBlob)), 0
+}
+
+// attribute calls m_GetAttributeValue for one attribute.
+func (l *Library) attribute(t uint64, obj []byte, typ uint64, capacity int) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	o := a.bytes(obj, len(obj))
+	tmpl, n := a.template([]attr{bytesAttr(typ, make([]byte, capacity))})
+	rv := C.ep11_get_attribute_value(l.fn["m_GetAttributeValue"], (*C.uchar)(o), C.size_t(len(obj)), tmpl, n, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	got := int(tmpl.ulValueLen)
+	if got < 0 || got > capacity {
+		return nil, 0x150 // CKR_BUFFER_TOO_SMALL
+	}
+	return goBytes(tmpl.pValue, got), 0
+}
+
+// login calls m_Login and returns the pin blob.
+func (l *Library) login(t uint64, pin, nonce []byte) ([]byte, uint64) {
+	a := newArena()
+	defer a.free()
+	p := a.bytes(pin, len(pin))
+	n := a.bytes(nonce, len(nonce))
+	blob := a.alloc(hsmPinBlob)
+	bl := a.sizeT(hsmPinBlob)
+	rv := C.ep11_login(l.fn["m_Login"], (*C.uchar)(p), C.CK_ULONG(len(pin)), (*C.uchar)(n), C.size_t(len(nonce)), (*C.uchar)(blob), bl, C.target_t(t))
+	if rv != 0 {
+		return nil, uint64(rv)
+	}
+	return goBytes(blob, min(int(*bl), hsmPinBlob)), 0
+}
+
+// logout calls m_Logout.
+func (l *Library) logout(t uint64, blob []byte) uint64 {
+	a := newArena()
+	defer a.free()
+	b := a.bytes(blob, len(blob))
+	return uint64(C.ep11_logout(l.fn["m_Logout"], (*C.uchar)(b), C.size_t(len(blob)), C.target_t(t)))
+}
+
+// Admin function codes and reasons (ep11.h).
+const (
+	xcpAdmReencrypt     = 25
+	xcpRscWKMissing     = 49
+	xcpRscNextWKMissing = 50
+)
+
+// adminResult is what xcpa_internal_rv parsed out of an m_admin response.
+type adminResult struct {
+	rv      uint64
+	reason  uint32
+	payload []byte
+}
+
+// reencrypt runs XCP_ADM_REENCRYPT on blob as openCryptoki's
+// ep11tok_reencipher_blob does (host-libraries.md §2.7): xcpa_cmdblock
+// with a response block whose domain is the APQN's, no transaction
+// counter and the blob as payload; m_admin on the single-APQN target;
+// xcpa_internal_rv for the embedded return value, reason and payload.
+func (l *Library) reencrypt(t uint64, domain uint16, blob []byte) (adminResult, uint64, error) {
+	a := newArena()
+	defer a.free()
+	rb := (*C.struct_XCPadmresp)(a.alloc(int(unsafe.Sizeof(C.struct_XCPadmresp{}))))
+	rb.domain = C.uint32_t(domain)
+	req := a.alloc(maxBlob)
+	pl := a.bytes(blob, len(blob))
+	n := C.ep11_cmdblock(l.fn["xcpa_cmdblock"], (*C.uchar)(req), maxBlob, xcpAdmReencrypt, rb, nil, (*C.uchar)(pl), C.size_t(len(blob)))
+	if n < 0 {
+		return adminResult{}, 0, errclass.New(errclass.Internal, "xcpa_cmdblock(XCP_ADM_REENCRYPT) failed with %d", int64(n))
+	}
+	resp := a.alloc(maxBlob)
+	rl := a.sizeT(maxBlob)
+	rv := C.ep11_admin(l.fn["m_admin"], (*C.uchar)(resp), rl, nil, nil, (*C.uchar)(req), C.size_t(n), nil, 0, C.target_t(t))
+	if rv != 0 {
+		return adminResult{}, uint64(rv), nil
+	}
+	if *rl == 0 || *rl > maxBlob {
+		return adminResult{}, 0, errclass.New(errclass.Internal, "m_admin(XCP_ADM_REENCRYPT) returned a %d-byte response", uint64(*rl))
+	}
+	lrb := (*C.struct_XCPadmresp)(a.alloc(int(unsafe.Sizeof(C.struct_XCPadmresp{}))))
+	lrb.domain = C.uint32_t(domain)
+	irv := (*C.CK_RV)(a.alloc(8))
+	if r := C.ep11_internal_rv(l.fn["xcpa_internal_rv"], (*C.uchar)(resp), *rl, lrb, irv); r < 0 {
+		return adminResult{}, 0, errclass.New(errclass.Internal, "xcpa_internal_rv could not parse the XCP_ADM_REENCRYPT response (%d)", int64(r))
+	}
+	res := adminResult{rv: uint64(*irv), reason: uint32(lrb.reason)}
+	if res.rv == 0 {
+		pllen := int(lrb.pllen)
+		// The payload points into the response buffer.
+		start := uintptr(unsafe.Pointer(lrb.payload)) - uintptr(resp)
+		if lrb.payload == nil || start > uintptr(*rl) || uintptr(pllen) > uintptr(*rl)-start {
+			return adminResult{}, 0, errclass.New(errclass.Internal, "xcpa_internal_rv returned a payload outside the response")
+		}
+		res.payload = goBytes(unsafe.Pointer(lrb.payload), pllen)
+	}
+	return res, 0, nil
+}

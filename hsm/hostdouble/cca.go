@@ -254,15 +254,20 @@ func (c *call) zeroLen(lenIdx int, name string) error {
 // pages describe for in/out length parameters; CHOSEN where a verb's page
 // does not say).
 func (c *call) output(lenIdx int, out []byte, name string) error {
+	return c.outputAt(lenIdx, lenIdx+1, out, name)
+}
+
+// outputAt is output for a buffer that does not follow its length.
+func (c *call) outputAt(lenIdx, bufIdx int, out []byte, name string) error {
 	n, ok := c.intArg(lenIdx)
 	if !ok {
 		return refuse(8, rsLength, "%s_length is NULL", name)
 	}
-	if n < int64(len(out)) || int64(c.capOf(lenIdx+1)) < int64(len(out)) {
+	if n < int64(len(out)) || int64(c.capOf(bufIdx)) < int64(len(out)) {
 		c.lengthBack = append(c.lengthBack, Output{Index: uint16(lenIdx), Int: int64(len(out)), IsInt: true})
 		return refuse(8, rsLength, "%s buffer of %d bytes, %d needed", name, n, len(out))
 	}
-	if err := c.setBytes(lenIdx+1, out); err != nil {
+	if err := c.setBytes(bufIdx, out); err != nil {
 		return err
 	}
 	return c.setInt(lenIdx, int64(len(out)))

@@ -317,7 +317,13 @@ func rsaKVS(bits int) []byte {
 func genPKA(t *testing.T, d *driver, rules, kvsHex, deriv string) []byte {
 	t.Helper()
 	n := len(splitComma(rules))
-	r := d.do("call CSNDPKB %s l:%d k:%s l:%d b:%s l:0 n l:0 n l:4 b:%s l:0 n l:0 n l:0 n l:8000 o:8000", rcrs, n, rules, len(kvsHex)/2, kvsHex, deriv)
+	// EC: customer data 0/NULL, derivation data in reserved_2; RSA: the
+	// five trailing pairs are NULL pointers, as OCK passes them.
+	tail := "l:0 n l:4 b:" + deriv + " l:0 n l:0 n l:0 n"
+	if deriv == "" {
+		tail = "n n n n n n n n n n"
+	}
+	r := d.do("call CSNDPKB %s l:%d k:%s l:%d b:%s l:0 n %s l:8000 o:8000", rcrs, n, rules, len(kvsHex)/2, kvsHex, tail)
 	wantCodes(t, "CSNDPKB", r, 0, 0)
 	skel := r.bytes(21)[:r.long(20)]
 	r = d.do("call CSNDPKG %s l:1 k:MASTER l:0 n l:%d b:%s b:%s l:8000 o:8000", rcrs, len(skel), hx(skel), hx(make([]byte, 64)))

@@ -21,6 +21,7 @@ package cca
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -118,6 +119,14 @@ func (b *Backend) adapterFor(c apqn.Card) (int, error) {
 // gives the count, then each CRPnn is allocated and asked its serial
 // number.
 func (l *Library) scanAdapters() (map[string]int, error) {
+	// No domain may be allocated meanwhile: the queries describe the
+	// adapter and run on the default domain.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := l.gate.enter(exclusive, func() error { return nil }); err != nil {
+		return nil, err
+	}
+	defer l.gate.leave(func() error { return nil })
 	count, _, err := l.adapterInfo("the default adapter")
 	if err != nil {
 		return nil, err

@@ -17,7 +17,24 @@ const (
 	tokenBuf     = 8000
 	fixedToken   = 64
 	transportKey = 64
+	// dataTokenMax is the longest DATA token of the simulator's layout
+	// (hsm/blob.go): the 64-byte CCA header, then the sealed key (28
+	// bytes of nonce and tag and up to 32 key bytes).
+	dataTokenMax = fixedToken + 28 + 32
 )
+
+// dataTokenLen is the length of a DATA token in buf: 64 bytes, or with
+// the simulator's layout 64 + 28 + the key byte count at offset 58.
+func dataTokenLen(buf []byte) int {
+	if len(buf) < fixedToken {
+		return len(buf)
+	}
+	n := fixedToken + 28 + int(binary.BigEndian.Uint16(buf[58:]))
+	if n > len(buf) {
+		return fixedToken
+	}
+	return n
+}
 
 // run selects q and runs fn there.
 func (b *Backend) run(ctx context.Context, q apqn.ID, fn func(where string) error) error {
@@ -117,12 +134,12 @@ func (l *Library) generateDES3(where string) ([]byte, error) {
 	c.buf(nil, 8)
 	c.buf(nil, transportKey)
 	c.buf(nil, transportKey)
-	out := c.buf(nil, fixedToken)
-	c.buf(nil, fixedToken)
+	out := c.buf(nil, dataTokenMax)
+	c.buf(nil, dataTokenMax)
 	if err := l.do(where, c); err != nil {
 		return nil, err
 	}
-	return append([]byte(nil), out.data...), nil
+	return append([]byte(nil), out.data[:dataTokenLen(out.data)]...), nil
 }
 
 // generateVariable builds a skeleton with CSNBKTB2 (Key Token Build2) and

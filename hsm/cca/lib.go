@@ -160,59 +160,75 @@ func (l *Library) verb(c *call) (Codes, error) {
 
 // domainGate serialises domain selection. IBM scopes coprocessor
 // allocation per thread and domain allocation per process (CSUACRA,
-// host-libraries.md §1.4, §3.1): calls on one domain may run at once,
-// each on its own locked OS thread with its own adapter; a call on
-// another domain waits until the domain is free.
+// host-libraries.md §1.4, §3.1): calls on one domain run at once, each on
+// its own locked OS thread with its own adapter, the domain allocated
+// once by the first of them and released (DOMN-DEF) by the last; a call
+// on another domain waits until the domain is free.
 type domainGate struct {
 	mu    sync.Mutex
 	cond  *sync.Cond
-	dom   int // selected domain, -1 when none
+	dom   int // allocated domain, -1 none, exclusive for an adapter scan
 	users int
 }
+
+const exclusive = -2
 
 func (g *domainGate) init() {
 	g.cond = sync.NewCond(&g.mu)
 	g.dom = -1
 }
 
-// onAPQN runs fn with adapter (1-based, the library's CRPnn) and domain
-// allocated to the calling thread, then releases them. fn's verb calls
-// run on the same OS thread.
-func (l *Library) onAPQN(adapter int, domain uint16, fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	g := &l.gate
+// enter waits until domain d (or, for exclusive, nothing) may be used
+// and, as the first user, runs allocate under the gate's lock.
+func (g *domainGate) enter(d int, allocate func() error) error {
 	g.mu.Lock()
-	for g.users > 0 && g.dom != int(domain) {
+	defer g.mu.Unlock()
+	for g.users > 0 && (g.dom != d || d == exclusive) {
 		g.cond.Wait()
 	}
-	g.dom = int(domain)
-	g.users++
-	g.mu.Unlock()
-
-	res := fmt.Sprintf("CRP%02d", adapter)
-	dev := fmt.Sprintf("DOMN%04d", domain)
-	err := l.resource("CSUACRA", res, "DEVICE", dev)
-	if err == nil {
-		err = fn()
+	if g.users == 0 {
+		if err := allocate(); err != nil {
+			return err
+		}
+		g.dom = d
 	}
+	g.users++
+	return nil
+}
 
+// leave ends a use; the last user runs release under the gate's lock.
+func (g *domainGate) leave(release func() error) error {
 	g.mu.Lock()
-	last := g.users == 1
-	var derr error
-	if last {
-		// The last user returns the process to the default domain; the
-		// lock is held so no other call selects a domain meanwhile.
-		derr = l.resource("CSUACRD", res, "DEVICE", "DOMN-DEF")
+	defer g.mu.Unlock()
+	var err error
+	if g.users == 1 {
+		err = release()
 		g.dom = -1
 	}
 	g.users--
 	g.cond.Broadcast()
-	g.mu.Unlock()
-	if !last {
-		derr = l.resource("CSUACRD", res, "DEVICE")
+	return err
+}
+
+// onAPQN runs fn with adapter (1-based, the library's CRPnn) allocated to
+// the calling thread and domain to the process, then releases them. fn's
+// verb calls run on the same OS thread.
+func (l *Library) onAPQN(adapter int, domain uint16, fn func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	dom := fmt.Sprintf("DOMN%04d", domain)
+	if err := l.gate.enter(int(domain), func() error { return l.resource("CSUACRA", "", dom) }); err != nil {
+		return err
 	}
-	if err == nil && derr != nil {
+	res := fmt.Sprintf("CRP%02d", adapter)
+	err := l.resource("CSUACRA", res, "DEVICE")
+	if err == nil {
+		err = fn()
+		if derr := l.resource("CSUACRD", res, "DEVICE"); err == nil {
+			err = derr
+		}
+	}
+	if derr := l.gate.leave(func() error { return l.resource("CSUACRD", "", "DOMN-DEF") }); err == nil {
 		err = derr
 	}
 	return err
@@ -225,23 +241,26 @@ func (l *Library) resource(verb, name string, rules ...string) error {
 	c := newCall(verb)
 	c.rules(len(rules), rules...)
 	c.long(int64(len(name)))
-	c.buf([]byte(name), len(name))
+	c.buf([]byte(name), max(len(name), 8))
 	codes, err := l.verb(c)
 	if err != nil {
 		return err
 	}
 	if codes.Return != 0 {
-		return codeError(verb, fmt.Sprintf("adapter %s %s", name, strings.Join(rules, " ")), codes)
+		what := strings.Join(rules, " ")
+		if name != "" {
+			what = "adapter " + name + " " + what
+		}
+		return codeError(verb, what, codes)
 	}
 	return nil
 }
 
-// adapterSerial allocates adapter CRPnn to the calling thread, reads its
+// adapterSerial (called by scanAdapters, on its locked thread with no
+// domain allocated) allocates adapter CRPnn to the calling thread, reads its
 // serial number (CSUACFQ STATCRD2) and releases it. No domain is
 // selected: STATCRD2 describes the card.
 func (l *Library) adapterSerial(n int) (string, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	res := fmt.Sprintf("CRP%02d", n)
 	if err := l.resource("CSUACRA", res, "DEVICE"); err != nil {
 		return "", err

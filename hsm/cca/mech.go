@@ -10,6 +10,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pkcs1"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/pubkey"
 )
 
 // keyFor reads a blob's header and checks it is a CCA key of one of the
@@ -107,6 +108,12 @@ func (b *Backend) cipher(ctx context.Context, q apqn.ID, key []byte, m hsm.Mecha
 		})
 		return out, err
 	case hsm.MechRSAOAEP:
+		if pub := pubkey.Parse(key); pub != nil && enc {
+			if _, err := b.sysQueue(q); err != nil {
+				return nil, err
+			}
+			return pubkey.EncryptOAEP(pub, p, data)
+		}
 		if _, err := keyFor(q, key, m, hsm.KeyRSA); err != nil {
 			return nil, err
 		}
@@ -257,7 +264,7 @@ func (l *Library) des3CBC(where string, key, iv, data []byte, enc bool) ([]byte,
 		verb = "CSNBDEC"
 	}
 	c := newCall(verb)
-	c.buf(key, fixedToken)
+	c.buf(key, max(len(key), fixedToken))
 	n := c.long(int64(len(data)))
 	c.buf(data, len(data))
 	c.buf(iv, 8)
@@ -429,6 +436,13 @@ func (b *Backend) Verify(ctx context.Context, q apqn.ID, key []byte, m hsm.Mecha
 			_, err := b.lib.hmac(where, "CSNBHMV", key, data, sig)
 			return err
 		})
+	}
+	if pub := pubkey.Parse(key); pub != nil {
+		// A plain public key: no secret involved (hsm/internal/pubkey).
+		if _, err := b.sysQueue(q); err != nil {
+			return err
+		}
+		return pubkey.Verify(pub, m, p, data, sig)
 	}
 	want := hsm.KeyRSA
 	if m == hsm.MechECDSA {

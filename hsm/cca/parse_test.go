@@ -42,37 +42,27 @@ func TestRegStates(t *testing.T) {
 	}
 }
 
-func block(id uint16, v []byte) []byte {
-	b := make([]byte, 4, 4+len(v))
-	binary.BigEndian.PutUint16(b, uint16(4+len(v)))
-	binary.BigEndian.PutUint16(b[2:], id)
-	return append(b, v...)
-}
-
-func TestParseSTATICSB(t *testing.T) {
-	var data []byte
-	data = append(data, block(0x0F02, make([]byte, 16))...)
-	data = append(data, block(0x0F07, []byte{1, 2, 3, 4, 5, 6, 7, 8})...)
-	data = append(data, block(0x0F06, []byte{8, 7, 6, 5, 4, 3, 2, 1})...)
-	m, err := parseSTATICSB("x", data)
-	if err != nil {
-		t.Fatal(err)
+func TestSTATICSB(t *testing.T) {
+	data := make([]byte, 240)
+	put := func(at int, id uint16, v []byte) {
+		binary.BigEndian.PutUint16(data[at:], id)
+		copy(data[at+2:], v)
 	}
-	if !bytes.Equal(m[0x0F07], []byte{1, 2, 3, 4, 5, 6, 7, 8}) || !bytes.Equal(m[0x0F06], []byte{8, 7, 6, 5, 4, 3, 2, 1}) || len(m[0x0F02]) != 16 {
-		t.Fatalf("blocks = %x", m)
+	put(134, 0x0F07, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	put(182, 0x0F0B, []byte{8, 7, 6, 5, 4, 3, 2, 1})
+	e := staticsbIDs[mkvp.CCASYM]
+	if v, ok := staticsbValue(data, e.cur); !ok || !bytes.Equal(v, []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Fatalf("SYM CMK = %x %v", v, ok)
 	}
-	// OCK's fixed offsets hold for this order: SYM CMK MKVP at 20+4.
-	if !bytes.Equal(data[24:32], []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
-		t.Fatal("test data is not laid out as blocks")
+	if v, ok := staticsbValue(data, staticsbIDs[mkvp.CCAAES].cur); !ok || !bytes.Equal(v, []byte{8, 7, 6, 5, 4, 3, 2, 1}) {
+		t.Fatalf("AES CMK = %x %v", v, ok)
 	}
-	for name, bad := range map[string][]byte{
-		"length past end": block(0x0F07, make([]byte, 8))[:10],
-		"length 2":        {0, 2, 0x0F, 0x07},
-		"stray bytes":     append(block(0x0F07, make([]byte, 8)), 1, 2),
-	} {
-		if _, err := parseSTATICSB("x", bad); err == nil {
-			t.Errorf("%s accepted", name)
-		}
+	// A wrong ID at the offset, or data too short, is no value.
+	if _, ok := staticsbValue(data, e.nw); ok {
+		t.Fatal("SYM NMK found where the ID is 0")
+	}
+	if _, ok := staticsbValue(data[:140], e.cur); ok {
+		t.Fatal("value past the end of the data")
 	}
 	if _, err := pattern8("x", mkvp.CCAAES, 0x0F0B, make([]byte, 16)); err == nil {
 		t.Error("16-byte MKVP accepted")

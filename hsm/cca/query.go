@@ -132,38 +132,35 @@ func regStates(where, keyword string, rules []byte) (nw, cur, old apqn.RegState,
 	return
 }
 
-// STATICSB verb data is a sequence of blocks, each a big-endian 2-byte
-// length (of the whole block), a 2-byte ID and the value; IBM says to
-// find fields by ID ("STATICSB" page). The master key verification
-// patterns are 8 bytes. IDs of NEW and CURRENT are openCryptoki's
-// (CCA_STATICSB_*); IDs of OLD are not in openCryptoki — they are inferred
-// from the order IBM gives (OLD, CURRENT, NEW with descending IDs) and
-// used only when present.
-var staticsbIDs = map[mkvp.Type]struct{ newID, curID, oldID uint16 }{
-	mkvp.CCASYM:  {0x0F06, 0x0F07, 0x0F08},
-	mkvp.CCAAES:  {0x0F0A, 0x0F0B, 0x0F0C},
-	mkvp.CCAAPKA: {0x0F0D, 0x0F0E, 0x0F0F},
+// STATICSB verb data holds each master key verification pattern, 8
+// bytes, after a 2-byte big-endian register ID, at the offsets
+// openCryptoki reads (cca_stdll.h CCA_STATICSB_*; IBM "STATICSB": fields
+// in a fixed order, multi-byte values big-endian, the IDs to be checked).
+// The IDs of NEW and CURRENT are openCryptoki's. The OLD entries are not
+// in openCryptoki; their offsets and IDs here are inferred from the order
+// IBM gives (OLD, CURRENT, NEW per type, IDs descending) and used only
+// when the ID found there matches.
+type staticsbEntry struct {
+	at int    // offset of the ID; the pattern follows it
+	id uint16 // register ID
+}
+
+var staticsbIDs = map[mkvp.Type]struct{ nw, cur, old staticsbEntry }{
+	mkvp.CCASYM:  {staticsbEntry{146, 0x0F06}, staticsbEntry{134, 0x0F07}, staticsbEntry{122, 0x0F08}},
+	mkvp.CCAAES:  {staticsbEntry{194, 0x0F0A}, staticsbEntry{182, 0x0F0B}, staticsbEntry{170, 0x0F0C}},
+	mkvp.CCAAPKA: {staticsbEntry{230, 0x0F0D}, staticsbEntry{218, 0x0F0E}, staticsbEntry{206, 0x0F0F}},
 }
 
 // staticsbLen is the verb data buffer for STATICSB (openCryptoki: 256).
 const staticsbLen = 256
 
-// parseSTATICSB returns the 8-byte values by block ID.
-func parseSTATICSB(where string, data []byte) (map[uint16][]byte, error) {
-	out := map[uint16][]byte{}
-	for off := 0; off < len(data); {
-		if len(data)-off < 4 {
-			return nil, errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s: %d stray bytes at offset %d", where, len(data)-off, off)
-		}
-		n := int(binary.BigEndian.Uint16(data[off:]))
-		id := binary.BigEndian.Uint16(data[off+2:])
-		if n < 4 || off+n > len(data) {
-			return nil, errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s: block at offset %d has length %d (data %d bytes)", where, off, n, len(data))
-		}
-		out[id] = data[off+4 : off+n]
-		off += n
+// staticsbValue returns the pattern of entry e, or ok false when the
+// data is too short or carries another ID there.
+func staticsbValue(data []byte, e staticsbEntry) ([]byte, bool) {
+	if e.at+10 > len(data) || binary.BigEndian.Uint16(data[e.at:]) != e.id {
+		return nil, false
 	}
-	return out, nil
+	return data[e.at+2 : e.at+10], true
 }
 
 // pattern8 makes a CCA pattern from a STATICSB value.

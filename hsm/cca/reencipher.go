@@ -73,10 +73,12 @@ func (b *Backend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.
 		c.rules(2, rule, k.alg)
 		var n, tok *slot
 		if k.verb == "CSNBKTC" {
-			if len(blob) != fixedToken {
-				return errclass.New(errclass.InvalidArgument, "%s token of %d bytes, want %d: %w", bl.Layout, len(blob), fixedToken, hsm.ErrBadBlob)
+			// A fixed-length DATA token, changed in place: the 64-byte
+			// CCA token, or the simulator's 64-byte header and sealed key.
+			if len(blob) != dataTokenLen(blob) {
+				return errclass.New(errclass.InvalidArgument, "%s token of %d bytes, want %d: %w", bl.Layout, len(blob), dataTokenLen(blob), hsm.ErrBadBlob)
 			}
-			tok = c.buf(blob, fixedToken)
+			tok = c.buf(blob, len(blob))
 		} else {
 			n = c.long(int64(len(blob)))
 			tok = c.buf(blob, len(blob))

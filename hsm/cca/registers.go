@@ -100,23 +100,19 @@ func (l *Library) registers(where string) (map[mkvp.Type]hsm.Registers, error) {
 	if err != nil {
 		return nil, err
 	}
-	blocks, err := parseSTATICSB(where, data)
-	if err != nil {
-		return nil, err
-	}
 	for t, st := range states {
 		ids := staticsbIDs[t]
 		var r hsm.Registers
 		r.New.State, r.Current.State, r.Old.State = st[0], st[1], st[2]
-		get := func(reg *hsm.Register, id uint16, required bool) error {
-			v, ok := blocks[id]
+		get := func(reg *hsm.Register, e staticsbEntry, required bool) error {
+			v, ok := staticsbValue(data, e)
 			if !ok {
 				if required {
-					return errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s lacks block 0x%04X (%s pattern)", where, id, t)
+					return errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s: no %s pattern with ID 0x%04X at offset %d (%d bytes returned)", where, t, e.id, e.at, len(data))
 				}
 				return nil
 			}
-			p, err := pattern8(where, t, id, v)
+			p, err := pattern8(where, t, e.id, v)
 			if err != nil {
 				return err
 			}
@@ -124,17 +120,17 @@ func (l *Library) registers(where string) (map[mkvp.Type]hsm.Registers, error) {
 			return nil
 		}
 		if r.New.State == apqn.StateFull {
-			if err := get(&r.New, ids.newID, true); err != nil {
+			if err := get(&r.New, ids.nw, true); err != nil {
 				return nil, err
 			}
 		}
 		if r.Current.State == apqn.StateValid {
-			if err := get(&r.Current, ids.curID, true); err != nil {
+			if err := get(&r.Current, ids.cur, true); err != nil {
 				return nil, err
 			}
 		}
 		if r.Old.State == apqn.StateValid {
-			if err := get(&r.Old, ids.oldID, false); err != nil {
+			if err := get(&r.Old, ids.old, false); err != nil {
 				return nil, err
 			}
 		}

@@ -3,17 +3,14 @@ package ep11
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
-	"math/big"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pkcs1"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/pubkey"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
@@ -352,6 +349,12 @@ func cipherMech(q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byt
 
 // Encrypt calls m_EncryptSingle.
 func (b *Backend) Encrypt(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byte) ([]byte, error) {
+	if pub := pubkey.Parse(key); pub != nil && m == hsm.MechRSAOAEP {
+		if _, err := b.sysQueue(q); err != nil {
+			return nil, err
+		}
+		return pubkey.EncryptOAEP(pub, p, data)
+	}
 	ms, capacity, err := cipherMech(q, key, m, p, data, true)
 	if err != nil {
 		return nil, err
@@ -379,19 +382,7 @@ func (b *Backend) oaepEncrypt(ctx context.Context, q apqn.ID, key []byte, p hsm.
 	if err != nil {
 		return nil, err
 	}
-	pub, err := x509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return nil, errclass.New(errclass.Internal, "public key of APQN %s: %v", q, err)
-	}
-	rk, ok := pub.(*rsa.PublicKey)
-	if !ok {
-		return nil, mechErr("RSA-OAEP needs an RSA key")
-	}
-	out, err := rsa.EncryptOAEP(p.Hash.New(), rand.Reader, rk, data, p.Label)
-	if err != nil {
-		return nil, dataErr("RSA-OAEP: %v", err)
-	}
-	return out, nil
+	return pubkey.EncryptOAEP(pubkey.Parse(der), p, data)
 }
 
 // Decrypt calls m_DecryptSingle.
@@ -479,6 +470,12 @@ func (b *Backend) Sign(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechani
 // the private blob reports (CKA_PUBLIC_KEY_INFO), as EP11 verifies with
 // MACed SPKIs the token does not keep.
 func (b *Backend) Verify(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data, sig []byte) error {
+	if pub := pubkey.Parse(key); pub != nil {
+		if _, err := b.sysQueue(q); err != nil {
+			return err
+		}
+		return pubkey.Verify(pub, m, p, data, sig)
+	}
 	ms, in, err := signMech(q, key, m, p, data)
 	if err != nil {
 		return err
@@ -501,32 +498,9 @@ func (b *Backend) verifyPublic(ctx context.Context, q apqn.ID, key []byte, m hsm
 	if err != nil {
 		return err
 	}
-	pub, err := x509.ParsePKIXPublicKey(der)
-	if err != nil {
-		return errclass.New(errclass.Internal, "public key of APQN %s: %v", q, err)
+	pub := pubkey.Parse(der)
+	if pub == nil {
+		return errclass.New(errclass.Internal, "public key of APQN %s is not a SubjectPublicKeyInfo", q)
 	}
-	bad := errclass.New(errclass.InvalidArgument, "%s signature does not verify: %w", m, hsm.ErrSignature)
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		n := (k.Curve.Params().BitSize + 7) / 8
-		if len(sig) != 2*n {
-			return bad
-		}
-		r, s := new(big.Int).SetBytes(sig[:n]), new(big.Int).SetBytes(sig[n:])
-		if !ecdsa.Verify(k, data, r, s) {
-			return bad
-		}
-	case *rsa.PublicKey:
-		switch m {
-		case hsm.MechRSAPKCS:
-			if rsa.VerifyPKCS1v15(k, p.Hash, data, sig) != nil {
-				return bad
-			}
-		case hsm.MechRSAPSS:
-			if rsa.VerifyPSS(k, p.Hash, data, sig, &rsa.PSSOptions{SaltLength: p.SaltLen, Hash: p.Hash}) != nil {
-				return bad
-			}
-		}
-	}
-	return nil
+	return pubkey.Verify(pub, m, p, data, sig)
 }

@@ -290,7 +290,7 @@ func (b *Backend) ImportKey(ctx context.Context, q apqn.ID, spec hsm.KeySpec, ma
 	if _, err := b.sysQueue(q); err != nil {
 		return nil, err
 	}
-	return nil, errclass.Newh(errclass.FailedPrecondition,
+	return nil, errclass.Newh(errclass.InvalidArgument,
 		"generate the key on the adapter instead (C_GenerateKey / C_GenerateKeyPair), or use the simulator",
 		"importing clear %s keys is not available with hsm-backend = host on CCA adapters: %w", spec.Type, hsm.ErrMechanism)
 }

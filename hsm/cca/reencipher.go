@@ -60,7 +60,9 @@ func (b *Backend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.
 		if regs.Old.State != apqn.StateValid {
 			return nil, errclass.New(errclass.FailedPrecondition, "APQN %s: re-encipher from OLD needs the %s OLD register valid, it is %s: %w", q, bl.MKType, regs.Old.State, hsm.ErrWrongMK)
 		}
-		if regs.Old.Pattern != bl.Pattern {
+		// Where the library reports no OLD pattern (SYM), the verb
+		// decides: a token not under OLD fails with 8/48.
+		if !regs.Old.Pattern.IsZero() && regs.Old.Pattern != bl.Pattern || bl.Pattern == regs.Current.Pattern {
 			return nil, errclass.New(errclass.FailedPrecondition, "APQN %s: the key's %s master key %s is not the OLD one: %w", q, bl.MKType, bl.Pattern, hsm.ErrWrongMK)
 		}
 		rule, want = "RTCMK", regs.Current

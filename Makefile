@@ -58,6 +58,8 @@ HD_CFLAGS     ?= -std=gnu11 -O2 -Wall -Wextra -Wno-unused-parameter -fPIC -share
 host-doubles:
 	@mkdir -p $(HOST_DOUBLES)
 	$(CC) $(HD_CFLAGS) -o $(HOST_DOUBLES)/libcsulcca.so $(HD_SRC)/transport.c $(HD_SRC)/csulcca.c -lpthread
+	$(CC) $(HD_CFLAGS) -o $(HOST_DOUBLES)/libep11.so $(HD_SRC)/transport.c $(HD_SRC)/ep11.c -lpthread
+	for v in 1 2 3 4; do ln -sf libep11.so $(HOST_DOUBLES)/libep11.so.$$v; done
 
 install: build
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)

@@ -190,7 +190,3 @@ func (c *call) capOf(i int) int {
 	}
 	return 0
 }
-
-func (s *Server) ep11Call(c *call) error {
-	return frameErr("EP11 is not served yet")
-}

@@ -3,6 +3,7 @@ package cca
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -46,7 +47,7 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 	// The officer may change a register between the library's answer and
 	// the sysfs read: a disagreement is read again before it is an error.
 	var lastErr error
-	for range 3 {
+	for range 20 {
 		sys, err := b.bus.MKVPs(q)
 		if err != nil {
 			return hsm.QueueInfo{}, err
@@ -70,8 +71,17 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		if err != nil {
 			return hsm.QueueInfo{}, err
 		}
+		// A register that changed while the library answered is read
+		// again; only a disagreement with a steady sysfs view is an error.
+		if again, err := b.bus.MKVPs(q); err != nil || !reflect.DeepEqual(again, sys) {
+			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the master key registers kept changing while being read", q)
+			continue
+		}
 		if lastErr = merge(q, lib, sys, info.MK); lastErr == nil {
 			return info, nil
+		}
+		if errclass.Of(lastErr) == errclass.FailedPrecondition {
+			return hsm.QueueInfo{}, lastErr
 		}
 	}
 	return hsm.QueueInfo{}, lastErr

@@ -12,6 +12,7 @@ package ep11
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"sync"
 
@@ -154,7 +155,7 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 	}
 	info := hsm.QueueInfo{ID: q, Mode: apqn.ModeEP11, Online: sq.Usable(), MK: map[mkvp.Type]hsm.Registers{}}
 	var lastErr error
-	for range 3 {
+	for range 20 {
 		sys, err := b.bus.MKVPs(q)
 		if err != nil {
 			return hsm.QueueInfo{}, err
@@ -193,9 +194,16 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 			r.New.Pattern, _ = mkvp.ForType(mkvp.EP11WK, d.nextwk[:])
 		}
 		info.MK[mkvp.EP11WK] = r
-		if lastErr = compare(q, r, s); lastErr == nil {
-			return info, nil
+		// A register that changed while the library answered is read
+		// again; only a disagreement with a steady sysfs view is an error.
+		if again, err := b.bus.MKVPs(q); err != nil || !reflect.DeepEqual(again, sys) {
+			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the wrapping key registers kept changing while being read", q)
+			continue
 		}
+		if err := compare(q, r, s); err != nil {
+			return hsm.QueueInfo{}, err
+		}
+		return info, nil
 	}
 	return hsm.QueueInfo{}, lastErr
 }

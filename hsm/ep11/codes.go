@@ -12,6 +12,7 @@ import (
 // host-libraries.md §2.9).
 const (
 	ckrFunctionFailed      = 0x06
+	ckrFunctionNotSupp     = 0x54
 	ckrArgumentsBad        = 0x07
 	ckrAttributeValueInv   = 0x13
 	ckrDataInvalid         = 0x20
@@ -95,6 +96,8 @@ var rvClasses = map[uint64]rvClass{
 	ckrArgumentsBad: {class: errclass.Internal, meaning: "CKR_ARGUMENTS_BAD",
 		hint: "pkcshsm and the EP11 host library disagree about a call; report it with the library version"},
 	ckrBufferTooSmall: {class: errclass.Internal, meaning: "CKR_BUFFER_TOO_SMALL"},
+	ckrFunctionNotSupp: {class: errclass.FailedPrecondition, meaning: "CKR_FUNCTION_NOT_SUPPORTED: the library or the adapter firmware does not offer this",
+		hint: "update the EP11 host library and the adapter firmware (openCryptoki: \"possibly caused by missing EP11 firmware fix\")"},
 }
 
 // rvError turns a failed call into an error naming the function, the

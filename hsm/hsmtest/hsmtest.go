@@ -65,10 +65,17 @@ type Limits struct {
 	// NoCCASymOldPattern: the CCA SYM OLD register's state is reported,
 	// its pattern is not (zero).
 	NoCCASymOldPattern bool
+	// NoEP11SessionStatus: SessionStatus fails with FailedPrecondition
+	// (the EP11 host library reports no session count).
+	NoEP11SessionStatus bool
 }
 
 // Run runs the contract suite; newEnv is called once per subtest.
-func Run(t *testing.T, newEnv func(t *testing.T) Env) {
+func Run(t *testing.T, newEnv func(t *testing.T) Env) { RunOnly(t, newEnv) }
+
+// RunOnly runs the named subtests of the suite (all when none is named);
+// naming one the suite does not have is an error.
+func RunOnly(t *testing.T, newEnv func(t *testing.T) Env, names ...string) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, e Env)
@@ -88,7 +95,20 @@ func Run(t *testing.T, newEnv func(t *testing.T) Env) {
 		{"EP11SessionBinding", testSessionBinding},
 		{"EP11SessionReencipher", testSessionReencipher},
 	}
+	for _, n := range names {
+		if !slices.ContainsFunc(tests, func(tc struct {
+			name string
+			fn   func(t *testing.T, e Env)
+		}) bool {
+			return tc.name == n
+		}) {
+			t.Fatalf("hsmtest: no subtest %q", n)
+		}
+	}
 	for _, tc := range tests {
+		if len(names) > 0 && !slices.Contains(names, tc.name) {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			if len(e.CCA) == 0 || len(e.EP11) == 0 || e.Backend == nil || e.Officer == nil {

@@ -170,3 +170,37 @@ func TestCodeError(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeDisagreement(t *testing.T) {
+	q := apqn.MustParse("01.0033")
+	p1, _ := mkvp.New([]byte{1, 1, 1, 1, 1, 1, 1, 1})
+	p2, _ := mkvp.New([]byte{2, 2, 2, 2, 2, 2, 2, 2})
+	sys, err := apqn.ParseMKVPs([]byte("AES NEW: empty 0x0000000000000000\nAES CUR: valid 0x0101010101010101\nAES OLD: invalid 0x0000000000000000\n" +
+		"APKA NEW: empty 0x0000000000000000\nAPKA CUR: valid 0x0202020202020202\nAPKA OLD: invalid 0x0000000000000000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := map[mkvp.Type]hsm.Registers{
+		mkvp.CCAAES:  {New: hsm.Register{State: apqn.StateEmpty}, Current: hsm.Register{State: apqn.StateValid, Pattern: p1}, Old: hsm.Register{State: apqn.StateInvalid}},
+		mkvp.CCAAPKA: {New: hsm.Register{State: apqn.StateEmpty}, Current: hsm.Register{State: apqn.StateValid, Pattern: p2}, Old: hsm.Register{State: apqn.StateInvalid}},
+	}
+	out := map[mkvp.Type]hsm.Registers{}
+	if err := merge(q, lib, sys, out); err != nil {
+		t.Fatalf("agreeing views: %v", err)
+	}
+	if out[mkvp.CCAAES].Current.Pattern != p1 || out[mkvp.CCAAPKA].Current.Pattern != p2 {
+		t.Fatalf("merged %+v", out)
+	}
+	r := lib[mkvp.CCAAPKA]
+	r.Current.Pattern = p1 // the library says APKA CURRENT is 0101...
+	lib[mkvp.CCAAPKA] = r
+	err = merge(q, lib, sys, map[mkvp.Type]hsm.Registers{})
+	if err == nil || errclass.Of(err) != errclass.FailedPrecondition {
+		t.Fatalf("disagreement: %v", err)
+	}
+	for _, want := range []string{"01.0033", "CSUACFQ", "APKA", "CURRENT", "0101010101010101", "0202020202020202"} {
+		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Errorf("%q lacks %q", err, want)
+		}
+	}
+}

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
+
+// settle is the pause before a register read is repeated after the
+// library and sysfs disagreed; 20 reads span about a second.
+const settle = 50 * time.Millisecond
 
 // Queues lists the CCA APQNs of the AP bus in ascending order.
 func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
@@ -80,9 +85,10 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		if lastErr = merge(q, lib, sys, info.MK); lastErr == nil {
 			return info, nil
 		}
-		if errclass.Of(lastErr) == errclass.FailedPrecondition {
-			return hsm.QueueInfo{}, lastErr
-		}
+		// The kernel's view and the library's may pass through an
+		// officer's change at different moments: a disagreement must
+		// last before it is reported.
+		time.Sleep(settle)
 	}
 	return hsm.QueueInfo{}, lastErr
 }

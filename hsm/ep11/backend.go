@@ -15,6 +15,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -112,6 +113,10 @@ func ctxErr(err error) error {
 	return errclass.New(errclass.Aborted, "EP11 host library: %w", err)
 }
 
+// settle is the pause before a register read is repeated after the
+// library and sysfs disagreed; 20 reads span about a second.
+const settle = 50 * time.Millisecond
+
 // Domain flags (ep11.h CK_IBM_DOM_*).
 const (
 	domCurrWK       = 2
@@ -200,10 +205,13 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the wrapping key registers kept changing while being read", q)
 			continue
 		}
-		if err := compare(q, r, s); err != nil {
-			return hsm.QueueInfo{}, err
+		if lastErr = compare(q, r, s); lastErr == nil {
+			return info, nil
 		}
-		return info, nil
+		// The kernel's view and the library's may pass through an
+		// officer's change at different moments: a disagreement must
+		// last before it is reported.
+		time.Sleep(settle)
 	}
 	return hsm.QueueInfo{}, lastErr
 }

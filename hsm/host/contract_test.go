@@ -22,6 +22,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/hsm/hostdouble"
 	"github.com/pkcshsm/pkcshsm/hsm/hsmtest"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
 // The contract suite runs against the host backends with IBM's libraries
@@ -242,5 +243,56 @@ func TestEP11DoubleGaps(t *testing.T) {
 	_, err = b.ImportKey(ctx, q, hsm.KeySpec{Type: hsm.KeyAES, Bits: 128}, make([]byte, 16))
 	if err == nil || !strings.Contains(err.Error(), "m_UnwrapKey") || !strings.Contains(err.Error(), "CKR_MECHANISM_INVALID") {
 		t.Errorf("ImportKey over the EP11 double: %v, want CKR_MECHANISM_INVALID from m_UnwrapKey", err)
+	}
+}
+
+// TestConcurrentDomains: goroutines on APQNs of two domains (with
+// different master keys) at once through the CCA double. Each key must
+// come back under the CURRENT master key of its own APQN: a call run on
+// the wrong adapter or domain would make it under the other group's key
+// (or be refused by the double's per-thread and per-process selection).
+func TestConcurrentDomains(t *testing.T) {
+	b, _ := newEnv(t, false)
+	ctx := context.Background()
+	want := map[apqn.ID]mkvp.Pattern{}
+	for _, q := range ccaIDs {
+		info, err := b.Queue(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[q] = info.MK[mkvp.CCAAES].Current.Pattern
+	}
+	if want[ccaIDs[0]] == want[ccaIDs[2]] {
+		t.Fatal("test set-up: the two domain groups share the AES master key")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 8 {
+				q := ccaIDs[(g+i)%len(ccaIDs)]
+				blob, err := b.GenerateKey(ctx, q, hsm.KeySpec{Type: hsm.KeyAES, Bits: 256})
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", q, err)
+					return
+				}
+				info, err := hsm.Inspect(blob)
+				if err != nil || info.Pattern != want[q] {
+					errs <- fmt.Errorf("%s: key under %s, want %s (%v)", q, info.Pattern, want[q], err)
+					return
+				}
+				if _, err := b.Encrypt(ctx, q, blob, hsm.MechAESECB, hsm.Params{}, make([]byte, 16)); err != nil {
+					errs <- fmt.Errorf("%s: encrypt: %w", q, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -9,35 +9,20 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/backend"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pkcs1"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pubkey"
 )
 
-// keyFor reads a blob's header and checks it is a CCA key of one of the
-// given types.
+// keyFor checks the blob a call is given (hsm/internal/backend).
 func keyFor(q apqn.ID, key []byte, m hsm.Mechanism, types ...hsm.KeyType) (hsm.BlobInfo, error) {
-	info, err := hsm.Inspect(key)
-	if err != nil {
-		return info, err
-	}
-	if info.Mode != apqn.ModeCCA {
-		return info, errclass.New(errclass.InvalidArgument, "APQN %s is CCA, the key is a %s key: %w", q, info.Mode, hsm.ErrWrongMode)
-	}
-	for _, t := range types {
-		if info.KeyType == t {
-			return info, nil
-		}
-	}
-	return info, errclass.New(errclass.InvalidArgument, "%s cannot use a %s key: %w", m, info.KeyType, hsm.ErrMechanism)
+	return backend.Key(q, apqn.ModeCCA, key, m, types...)
 }
 
-func mechErr(format string, args ...any) error {
-	return errclass.New(errclass.InvalidArgument, format+": %w", append(args, hsm.ErrMechanism)...)
-}
-
-func dataErr(format string, args ...any) error {
-	return errclass.New(errclass.InvalidArgument, format+": %w", append(args, hsm.ErrBadData)...)
-}
+var (
+	mechErr = backend.MechErr
+	dataErr = backend.DataErr
+)
 
 // PublicKey calls CSNDPKX (PKA Public Key Extract, no rule keywords) and
 // converts the external public token to a SubjectPublicKeyInfo.

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/backend"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
@@ -19,23 +19,7 @@ const settle = 50 * time.Millisecond
 
 // Queues lists the CCA APQNs of the AP bus in ascending order.
 func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
-	qs, err := b.bus.Queues()
-	if err != nil {
-		return nil, err
-	}
-	var out []hsm.QueueInfo
-	for _, sq := range qs {
-		if sq.Card.Mode != apqn.ModeCCA {
-			continue
-		}
-		info, err := b.Queue(ctx, sq.ID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, info)
-	}
-	slices.SortFunc(out, func(a, c hsm.QueueInfo) int { return a.ID.Compare(c.ID) })
-	return out, nil
+	return backend.Queues(ctx, b.bus, apqn.ModeCCA, b.Queue)
 }
 
 // Queue describes one CCA APQN: online state from sysfs, registers from

@@ -13,13 +13,13 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/backend"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
@@ -126,23 +126,7 @@ const (
 
 // Queues lists the EP11 APQNs of the AP bus in ascending order.
 func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
-	qs, err := b.bus.Queues()
-	if err != nil {
-		return nil, err
-	}
-	var out []hsm.QueueInfo
-	for _, sq := range qs {
-		if sq.Card.Mode != apqn.ModeEP11 {
-			continue
-		}
-		info, err := b.Queue(ctx, sq.ID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, info)
-	}
-	slices.SortFunc(out, func(a, c hsm.QueueInfo) int { return a.ID.Compare(c.ID) })
-	return out, nil
+	return backend.Queues(ctx, b.bus, apqn.ModeEP11, b.Queue)
 }
 
 // Queue describes one EP11 APQN: the wrapping key registers from

@@ -9,6 +9,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/internal/backend"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pkcs1"
 	"github.com/pkcshsm/pkcshsm/hsm/internal/pubkey"
 	"github.com/pkcshsm/pkcshsm/mkvp"
@@ -209,31 +210,15 @@ func spkiOf(maced []byte) ([]byte, error) {
 	return append([]byte(nil), raw.FullBytes...), nil
 }
 
-// keyFor reads a blob's header and checks it is an EP11 key of one of
-// the given types.
+// keyFor checks the blob a call is given (hsm/internal/backend).
 func keyFor(q apqn.ID, key []byte, m hsm.Mechanism, types ...hsm.KeyType) (hsm.BlobInfo, error) {
-	info, err := hsm.Inspect(key)
-	if err != nil {
-		return info, err
-	}
-	if info.Mode != apqn.ModeEP11 {
-		return info, errclass.New(errclass.InvalidArgument, "APQN %s is EP11, the key is a %s key: %w", q, info.Mode, hsm.ErrWrongMode)
-	}
-	for _, t := range types {
-		if info.KeyType == t {
-			return info, nil
-		}
-	}
-	return info, errclass.New(errclass.InvalidArgument, "%s cannot use a %s key: %w", m, info.KeyType, hsm.ErrMechanism)
+	return backend.Key(q, apqn.ModeEP11, key, m, types...)
 }
 
-func mechErr(format string, args ...any) error {
-	return errclass.New(errclass.InvalidArgument, format+": %w", append(args, hsm.ErrMechanism)...)
-}
-
-func dataErr(format string, args ...any) error {
-	return errclass.New(errclass.InvalidArgument, format+": %w", append(args, hsm.ErrBadData)...)
-}
+var (
+	mechErr = backend.MechErr
+	dataErr = backend.DataErr
+)
 
 // PublicKey reads CKA_PUBLIC_KEY_INFO of a private key blob with
 // m_GetAttributeValue (openCryptoki import_blob; host-libraries.md §2.4).

@@ -316,31 +316,37 @@ func (c *call) sigRules(hash []byte) (hsm.Mechanism, hsm.Params, []byte, hsm.Key
 	return hsm.MechRSAPSS, hsm.Params{Hash: h, SaltLen: salt}, hash[4:], hsm.KeyRSA, nil
 }
 
-// csnddsg signs (§1.12); the signature buffer must hold the signature
-// (8/72, length back); signature_bit_length returns its length in bits.
-func (s *Server) csnddsg(c *call) error {
-	tok, err := c.inBuf(6, 1, 8000, "PKA_private_key_id")
+// sigSetup reads the key, hash and rules of CSNDDSG/CSNDDSV and returns
+// what the simulator takes; a key of the wrong type for the scheme is 8/39.
+func (s *Server) sigSetup(c *call, publicOK bool) (q hsm.QueueInfo, key []byte, m hsm.Mechanism, p hsm.Params, data []byte, err error) {
+	tok, err := c.inBuf(6, 1, 8000, "PKA_key_id")
 	if err != nil {
-		return err
+		return
 	}
 	hash, err := c.inBuf(8, 1, 1024, "hash")
 	if err != nil {
-		return err
+		return
 	}
 	m, p, data, kt, err := c.sigRules(hash)
 	if err != nil {
-		return err
+		return
 	}
-	q, err := s.apqn(c)
+	if q, err = s.apqn(c); err != nil {
+		return
+	}
+	key, got, err := c.pkaKey(q, tok, publicOK, hsm.LayoutCCAECC, hsm.LayoutCCARSACRT, hsm.LayoutCCARSAME)
+	if err == nil && got != kt {
+		err = refuse(8, rsCVViolation, "a %s key cannot be used for a %s signature", got, m)
+	}
+	return q, key, m, p, data, err
+}
+
+// csnddsg signs (§1.12); the signature buffer must hold the signature
+// (8/72, length back); signature_bit_length returns its length in bits.
+func (s *Server) csnddsg(c *call) error {
+	q, key, m, p, data, err := s.sigSetup(c, false)
 	if err != nil {
 		return err
-	}
-	key, got, err := c.pkaKey(q, tok, false, hsm.LayoutCCAECC, hsm.LayoutCCARSACRT, hsm.LayoutCCARSAME)
-	if err != nil {
-		return err
-	}
-	if got != kt {
-		return refuse(8, rsCVViolation, "a %s key cannot make a %s signature", got, m)
 	}
 	sig, err := s.h.Sign(c.ctx, q.ID, key, m, p, data)
 	if err != nil {
@@ -355,32 +361,13 @@ func (s *Server) csnddsg(c *call) error {
 // csnddsv verifies with a public or private token; a signature that does
 // not verify is 4/429 (§1.15).
 func (s *Server) csnddsv(c *call) error {
-	tok, err := c.inBuf(6, 1, 8000, "PKA_public_key_id")
-	if err != nil {
-		return err
-	}
-	hash, err := c.inBuf(8, 1, 1024, "hash")
-	if err != nil {
-		return err
-	}
 	sig, err := c.inBuf(10, 1, 1024, "signature_field")
 	if err != nil {
 		return err
 	}
-	m, p, data, kt, err := c.sigRules(hash)
+	q, key, m, p, data, err := s.sigSetup(c, true)
 	if err != nil {
 		return err
-	}
-	q, err := s.apqn(c)
-	if err != nil {
-		return err
-	}
-	key, got, err := c.pkaKey(q, tok, true, hsm.LayoutCCAECC, hsm.LayoutCCARSACRT, hsm.LayoutCCARSAME)
-	if err != nil {
-		return err
-	}
-	if got != kt {
-		return refuse(8, rsCVViolation, "a %s key cannot check a %s signature", got, m)
 	}
 	if err := s.h.Verify(c.ctx, q.ID, key, m, p, data, sig); err != nil {
 		if errors.Is(err, hsm.ErrSignature) || errors.Is(err, hsm.ErrBadData) {

@@ -168,35 +168,36 @@ func (s *Server) ep11Call(c *call) error {
 	return nil
 }
 
+// simRVs maps the simulator's sentinel errors to the CK_RV the EP11
+// library gives for that situation; the first match wins.
+var simRVs = []struct {
+	err error
+	rv  uint64
+}{
+	{hsm.ErrWrongMK, ckrIBMWKIDMismatch},
+	{hsm.ErrRegisterState, ckrIBMWKNotInitialized},
+	{hsm.ErrOffline, ckrIBMTargetInvalid},
+	{hsm.ErrNoSuchAPQN, ckrIBMTargetInvalid},
+	{hsm.ErrSessionBound, ckrSessionClosed},
+	{hsm.ErrSessionLimit, ckrSessionCount},
+	{hsm.ErrNoSession, ckrSessionHandleInvalid},
+	{hsm.ErrBadPIN, ckrPinLenRange},
+	{hsm.ErrBadBlob, ckrIBMBlobError},
+	{hsm.ErrWrongMode, ckrKeyTypeInconsistent},
+	{hsm.ErrMechanism, ckrMechanismParamInvalid},
+	{hsm.ErrSignature, ckrSignatureInvalid},
+	{hsm.ErrBadData, ckrDataLenRange},
+}
+
 // simRV maps a simulator error to the CK_RV the EP11 library gives.
 func simRV(err error) error {
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, hsm.ErrWrongMK):
-		return ckr(ckrIBMWKIDMismatch, "%v", err)
-	case errors.Is(err, hsm.ErrRegisterState):
-		return ckr(ckrIBMWKNotInitialized, "%v", err)
-	case errors.Is(err, hsm.ErrOffline), errors.Is(err, hsm.ErrNoSuchAPQN):
-		return ckr(ckrIBMTargetInvalid, "%v", err)
-	case errors.Is(err, hsm.ErrSessionBound):
-		return ckr(ckrSessionClosed, "%v", err)
-	case errors.Is(err, hsm.ErrSessionLimit):
-		return ckr(ckrSessionCount, "%v", err)
-	case errors.Is(err, hsm.ErrNoSession):
-		return ckr(ckrSessionHandleInvalid, "%v", err)
-	case errors.Is(err, hsm.ErrBadPIN):
-		return ckr(ckrPinLenRange, "%v", err)
-	case errors.Is(err, hsm.ErrBadBlob):
-		return ckr(ckrIBMBlobError, "%v", err)
-	case errors.Is(err, hsm.ErrWrongMode):
-		return ckr(ckrKeyTypeInconsistent, "%v", err)
-	case errors.Is(err, hsm.ErrMechanism):
-		return ckr(ckrMechanismParamInvalid, "%v", err)
-	case errors.Is(err, hsm.ErrSignature):
-		return ckr(ckrSignatureInvalid, "%v", err)
-	case errors.Is(err, hsm.ErrBadData):
-		return ckr(ckrDataLenRange, "%v", err)
+	}
+	for _, m := range simRVs {
+		if errors.Is(err, m.err) {
+			return ckr(m.rv, "%v", err)
+		}
 	}
 	return ckr(ckrFunctionFailed, "simulator: %v", err)
 }

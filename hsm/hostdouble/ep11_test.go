@@ -67,6 +67,9 @@ func wantRV(t *testing.T, what string, r result, rv uint64) {
 func addModule(t *testing.T, d *driver, target int64, flags uint64, card uint8, doms ...uint16) (uint64, result) {
 	t.Helper()
 	r := d.do("call m_add_module io:%s:1360 l:%d", hx(xcpModule(2, flags, card, doms...)), target)
+	// m_add_module returns int: only the low 32 bits of the register are
+	// the value (s390x sign-extends, amd64 need not).
+	r.ret = uint64(uint32(r.ret))
 	return uint64(r.long(1)), r
 }
 
@@ -76,7 +79,9 @@ func TestEP11Double(t *testing.T) {
 	ctx := context.Background()
 	q6 := apqn.MustParse("06.0033")
 
-	wantRV(t, "m_init", d.do("call m_init"), 0)
+	if r := d.do("call m_init"); uint32(r.ret) != 0 {
+		t.Fatalf("m_init: %d", int32(r.ret))
+	}
 	r := d.do("call m_get_xcp_info o:4 l:4 v:0xff000001 v:0 v:0")
 	wantRV(t, "XCPHQ_VERSION", r, rvOK)
 	if v := ne.Uint32(r.bytes(0)); v != 0x00040000 {
@@ -242,7 +247,7 @@ func TestEP11Double(t *testing.T) {
 		rb := make([]byte, 96)
 		ne.PutUint32(rb[4:], dom)
 		cmd := d.do("call xcpa_cmdblock o:16384 v:16384 v:25 b:%s n b:%s v:%d", hx(rb), hx(blob), len(blob))
-		if int64(cmd.ret) <= 0 {
+		if int64(cmd.ret) <= 0 { // long
 			t.Fatalf("xcpa_cmdblock: %d", int64(cmd.ret))
 		}
 		block := cmd.bytes(0)[:cmd.ret]
@@ -307,7 +312,9 @@ func TestEP11Double(t *testing.T) {
 	qb := d.do("call xcpa_queryblock o:100 v:100 v:0x10006 v:%d n v:0", uint64(6)<<32|0x33)
 	resp = d.do("call m_admin o:200 l:200 n n b:%s v:%d n v:0 v:%d", hx(qb.bytes(0)[:qb.ret]), qb.ret, t6)
 	wantRV(t, "control-point query", resp, rvOK)
-	wantRV(t, "m_rm_module", d.do("call m_rm_module n v:%d", group), rvOK)
+	if r := d.do("call m_rm_module n v:%d", group); uint32(r.ret) != rvOK {
+		t.Fatalf("m_rm_module: 0x%x", uint32(r.ret))
+	}
 	wantRV(t, "a removed target", d.do("call m_EncryptSingle b:%s v:%d m:0x1081 b:%s v:16 o:16 l:16 v:%d", hx(re), len(re), hx(make([]byte, 16)), group), rvArgumentsBad)
 }
 

@@ -14,8 +14,8 @@ import (
 // body gives its C body) and returns its path.
 func stubLibrary(t *testing.T, verbs []string, body map[string]string) string {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Fatalf("gcc is needed to build the stub library: %v", err)
+	if _, err := exec.LookPath(compiler()); err != nil {
+		t.Fatalf("%s is needed to build the stub library: %v", compiler(), err)
 	}
 	var src strings.Builder
 	src.WriteString("#include <string.h>\n")
@@ -35,7 +35,7 @@ func stubLibrary(t *testing.T, verbs []string, body map[string]string) string {
 	if err := os.WriteFile(c, []byte(src.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
+	if out, err := exec.Command(compiler(), "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	return so
@@ -129,4 +129,13 @@ func TestCSUACFVFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "return code 12, reason 338") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// compiler is $CC (a cross compiler when the tests run under qemu), else
+// gcc.
+func compiler() string {
+	if cc := os.Getenv("CC"); cc != "" {
+		return cc
+	}
+	return "gcc"
 }

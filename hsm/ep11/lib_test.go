@@ -29,7 +29,7 @@ func stubLibrary(t *testing.T, names []string, body map[string]string) string {
 	if err := os.WriteFile(c, []byte(src.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("gcc", "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
+	if out, err := exec.Command(compiler(), "-shared", "-fPIC", "-o", so, c).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	return so
@@ -131,4 +131,13 @@ func TestInitFailure(t *testing.T) {
 	if _, err := Load(so); err == nil || !strings.Contains(err.Error(), "m_init") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// compiler is $CC (a cross compiler when the tests run under qemu), else
+// gcc.
+func compiler() string {
+	if cc := os.Getenv("CC"); cc != "" {
+		return cc
+	}
+	return "gcc"
 }

@@ -64,7 +64,7 @@ var anyVerbCodes = map[Codes]codeClass{
 	{8, 90}: {class: errclass.PermissionDenied, meaning: "an access control point of the adapter's role forbids this verb",
 		hint: "enable the access control point in the domain's default role with the TKE"},
 	{8, 33}: {class: errclass.Internal, meaning: "the library refused a rule-array keyword",
-		hint: "pkcshsm and the CCA host library disagree about the verb; report it with the library version (pkcshsm slots -v)"},
+		hint: "pkcshsm and the CCA host library disagree about the verb; report it with the library version"},
 	{8, 35}: {class: errclass.Internal, meaning: "the library refused the rule-array count",
 		hint: "pkcshsm and the CCA host library disagree about the verb; report it with the library version"},
 	{8, 72}: {class: errclass.Internal, meaning: "a length or buffer was refused",

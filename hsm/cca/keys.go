@@ -67,25 +67,26 @@ func outLen(verb, where string, n *slot, buf *slot) ([]byte, error) {
 	return append([]byte(nil), buf.data[:n.long]...), nil
 }
 
-// checkNew checks a token the library made: its layout and type, and that
-// the CURRENT master key of q enciphers it (openCryptoki checks every
-// generated token with analyse_cca_key_token and check_expected_mkvp).
-func (b *Backend) checkNew(ctx context.Context, q apqn.ID, verb string, blob []byte, spec hsm.KeySpec) ([]byte, error) {
+// checkNew checks a token the library made, in the selection that made
+// it: its layout and type, and that the CURRENT master key of the APQN
+// enciphers it (openCryptoki checks every generated token with
+// analyse_cca_key_token and check_expected_mkvp).
+func (l *Library) checkNew(where, verb string, blob []byte, spec hsm.KeySpec) error {
 	info, err := hsm.Inspect(blob)
 	if err != nil {
-		return nil, errclass.New(errclass.Internal, "%s on APQN %s returned a token pkcshsm cannot read: %v", verb, q, err)
+		return errclass.New(errclass.Internal, "%s on %s returned a token pkcshsm cannot read: %v", verb, where, err)
 	}
 	if info.Mode != apqn.ModeCCA || info.KeyType != spec.Type || info.Bits != spec.Bits {
-		return nil, errclass.New(errclass.Internal, "%s on APQN %s returned a %s %s-bit key, want %s %d-bit", verb, q, info.KeyType, strconv.Itoa(info.Bits), spec.Type, spec.Bits)
+		return errclass.New(errclass.Internal, "%s on %s returned a %s %s-bit key, want %s %d-bit", verb, where, info.KeyType, strconv.Itoa(info.Bits), spec.Type, spec.Bits)
 	}
-	qi, err := b.Queue(ctx, q)
+	r, err := l.registersOf(where, info.MKType)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if cur := qi.MK[info.MKType].Current; cur.Pattern != info.Pattern {
-		return nil, errclass.New(errclass.Internal, "%s on APQN %s returned a key under %s master key %s, not the CURRENT one %s", verb, q, info.MKType, info.Pattern, cur.Pattern)
+	if r.Current.Pattern != info.Pattern {
+		return errclass.New(errclass.Internal, "%s on %s returned a key under %s master key %s, not the CURRENT one %s", verb, where, info.MKType, info.Pattern, r.Current.Pattern)
 	}
-	return blob, nil
+	return nil
 }
 
 // GenerateKey makes a secret key under the CURRENT master key of q.
@@ -114,12 +115,15 @@ func (b *Backend) GenerateKey(ctx context.Context, q apqn.ID, spec hsm.KeySpec) 
 		default:
 			return errclass.New(errclass.InvalidArgument, "GenerateKey makes secret keys, not %s: use GenerateKeyPair", spec.Type)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return b.lib.checkNew(where, verb, blob, spec)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return b.checkNew(ctx, q, verb, blob, spec)
+	return blob, nil
 }
 
 // generateDES3 calls CSNBKGN (Key Generate) for a triple-length DATA key
@@ -197,7 +201,7 @@ func (b *Backend) GenerateKeyPair(ctx context.Context, q apqn.ID, spec hsm.KeySp
 	if spec.Type != hsm.KeyEC && spec.Type != hsm.KeyRSA {
 		return nil, nil, errclass.New(errclass.InvalidArgument, "GenerateKeyPair makes EC and RSA keys, not %s", spec.Type)
 	}
-	var token []byte
+	var token, pubTok []byte
 	err = b.run(ctx, q, func(where string) error {
 		skeleton, err := b.lib.buildPKA(where, spec)
 		if err != nil {
@@ -215,17 +219,23 @@ func (b *Backend) GenerateKeyPair(ctx context.Context, q apqn.ID, spec hsm.KeySp
 		if err := b.lib.do(where, c); err != nil {
 			return err
 		}
-		token, err = outLen("CSNDPKG", where, n, out)
+		if token, err = outLen("CSNDPKG", where, n, out); err != nil {
+			return err
+		}
+		if err := b.lib.checkNew(where, "CSNDPKG", token, spec); err != nil {
+			return err
+		}
+		pubTok, err = b.lib.publicToken(where, token)
 		return err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	if token, err = b.checkNew(ctx, q, "CSNDPKG", token, spec); err != nil {
-		return nil, nil, err
+	ecBits := 0
+	if spec.Type == hsm.KeyEC {
+		ecBits = spec.Bits
 	}
-	pub, err = b.PublicKey(ctx, q, token)
-	if err != nil {
+	if pub, err = spkiOf(pubTok, ecBits); err != nil {
 		return nil, nil, err
 	}
 	return token, pub, nil

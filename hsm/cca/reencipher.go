@@ -39,38 +39,38 @@ func (b *Backend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.
 	if !ok {
 		return nil, errclass.New(errclass.InvalidArgument, "no key token change verb for %s tokens: %w", bl.Layout, hsm.ErrBadBlob)
 	}
-	qi, err := b.Queue(ctx, q)
-	if err != nil {
-		return nil, err
-	}
-	regs := qi.MK[bl.MKType]
-	var rule string
-	var want hsm.Register
-	switch d {
-	case hsm.ToNew:
-		if regs.New.State != apqn.StateFull {
-			return nil, errclass.Newh(errclass.FailedPrecondition, "load the new master key completely first",
-				"APQN %s: re-encipher to NEW needs the %s NEW register full, it is %s: %w", q, bl.MKType, regs.New.State, hsm.ErrRegisterState)
-		}
-		if regs.Current.Pattern != bl.Pattern {
-			return nil, errclass.New(errclass.FailedPrecondition, "APQN %s: the key's %s master key %s is not the CURRENT one: %w", q, bl.MKType, bl.Pattern, hsm.ErrWrongMK)
-		}
-		rule, want = "RTNMK", regs.New
-	case hsm.FromOld:
-		if regs.Old.State != apqn.StateValid {
-			return nil, errclass.New(errclass.FailedPrecondition, "APQN %s: re-encipher from OLD needs the %s OLD register valid, it is %s: %w", q, bl.MKType, regs.Old.State, hsm.ErrWrongMK)
-		}
-		// Where the library reports no OLD pattern (SYM), the verb
-		// decides: a token not under OLD fails with 8/48.
-		if !regs.Old.Pattern.IsZero() && regs.Old.Pattern != bl.Pattern || bl.Pattern == regs.Current.Pattern {
-			return nil, errclass.New(errclass.FailedPrecondition, "APQN %s: the key's %s master key %s is not the OLD one: %w", q, bl.MKType, bl.Pattern, hsm.ErrWrongMK)
-		}
-		rule, want = "RTCMK", regs.Current
-	default:
-		return nil, errclass.New(errclass.InvalidArgument, "unknown re-encipher direction %d", d)
-	}
 	var out []byte
+	var want hsm.Register
+	var rule string
 	err = b.run(ctx, q, func(where string) error {
+		// The registers are read in the selection that runs the verb.
+		regs, err := b.lib.registersOf(where, bl.MKType)
+		if err != nil {
+			return err
+		}
+		switch d {
+		case hsm.ToNew:
+			if regs.New.State != apqn.StateFull {
+				return errclass.Newh(errclass.FailedPrecondition, "load the new master key completely first",
+					"APQN %s: re-encipher to NEW needs the %s NEW register full, it is %s: %w", q, bl.MKType, regs.New.State, hsm.ErrRegisterState)
+			}
+			if regs.Current.Pattern != bl.Pattern {
+				return errclass.New(errclass.FailedPrecondition, "APQN %s: the key's %s master key %s is not the CURRENT one: %w", q, bl.MKType, bl.Pattern, hsm.ErrWrongMK)
+			}
+			rule, want = "RTNMK", regs.New
+		case hsm.FromOld:
+			if regs.Old.State != apqn.StateValid {
+				return errclass.New(errclass.FailedPrecondition, "APQN %s: re-encipher from OLD needs the %s OLD register valid, it is %s: %w", q, bl.MKType, regs.Old.State, hsm.ErrWrongMK)
+			}
+			// Where the library reports no OLD pattern (SYM), the verb
+			// decides: a token not under OLD fails with 8/48.
+			if !regs.Old.Pattern.IsZero() && regs.Old.Pattern != bl.Pattern || bl.Pattern == regs.Current.Pattern {
+				return errclass.New(errclass.FailedPrecondition, "APQN %s: the key's %s master key %s is not the OLD one: %w", q, bl.MKType, bl.Pattern, hsm.ErrWrongMK)
+			}
+			rule, want = "RTCMK", regs.Current
+		default:
+			return errclass.New(errclass.InvalidArgument, "unknown re-encipher direction %d", d)
+		}
 		c := newCall(k.verb)
 		c.rules(2, rule, k.alg)
 		var n, tok *slot

@@ -77,62 +77,91 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 	return hsm.QueueInfo{}, lastErr
 }
 
+// stateKeyword is the CSUACFQ keyword of a type's register states.
+var stateKeyword = map[mkvp.Type]string{mkvp.CCASYM: "STATCCAE", mkvp.CCAAES: "STATAES", mkvp.CCAAPKA: "STATAPKA"}
+
+// registersOf reads the registers of one master key type on the selected
+// APQN (two CSUACFQ calls): what a key operation checks its token
+// against, in the same selection as the verb. ASYM has no CSUACFQ view.
+func (l *Library) registersOf(where string, t mkvp.Type) (hsm.Registers, error) {
+	kw, ok := stateKeyword[t]
+	if !ok {
+		return hsm.Registers{}, errclass.New(errclass.InvalidArgument, "no CSUACFQ view of the %s master key", t)
+	}
+	rules, _, err := l.query(where, kw, 0)
+	if err != nil {
+		return hsm.Registers{}, err
+	}
+	var r hsm.Registers
+	if r.New.State, r.Current.State, r.Old.State, err = regStates(where, kw, rules); err != nil {
+		return hsm.Registers{}, err
+	}
+	_, data, err := l.query(where, "STATICSB", staticsbLen)
+	if err != nil {
+		return hsm.Registers{}, err
+	}
+	return r, fillPatterns(where, t, data, &r)
+}
+
+// fillPatterns sets the patterns of the loaded registers from STATICSB.
+func fillPatterns(where string, t mkvp.Type, data []byte, r *hsm.Registers) error {
+	ids := staticsbIDs[t]
+	get := func(reg *hsm.Register, e staticsbEntry, required bool) error {
+		v, ok := staticsbValue(data, e)
+		if !ok {
+			if required {
+				return errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s: no %s pattern with ID 0x%04X at offset %d (%d bytes returned)", where, t, e.id, e.at, len(data))
+			}
+			return nil
+		}
+		p, err := pattern8(where, t, e.id, v)
+		if err != nil {
+			return err
+		}
+		reg.Pattern = p
+		return nil
+	}
+	if r.New.State == apqn.StateFull {
+		if err := get(&r.New, ids.nw, true); err != nil {
+			return err
+		}
+	}
+	if r.Current.State == apqn.StateValid {
+		if err := get(&r.Current, ids.cur, true); err != nil {
+			return err
+		}
+	}
+	if r.Old.State == apqn.StateValid {
+		return get(&r.Old, ids.old, false)
+	}
+	return nil
+}
+
 // registers reads SYM, AES and APKA registers of the selected APQN:
 // states from STATCCAE, STATAES and STATAPKA, patterns from STATICSB.
 func (l *Library) registers(where string) (map[mkvp.Type]hsm.Registers, error) {
 	out := map[mkvp.Type]hsm.Registers{}
 	states := map[mkvp.Type][3]apqn.RegState{}
-	for _, k := range []struct {
-		t       mkvp.Type
-		keyword string
-	}{{mkvp.CCASYM, "STATCCAE"}, {mkvp.CCAAES, "STATAES"}, {mkvp.CCAAPKA, "STATAPKA"}} {
-		rules, _, err := l.query(where, k.keyword, 0)
+	for t, kw := range stateKeyword {
+		rules, _, err := l.query(where, kw, 0)
 		if err != nil {
 			return nil, err
 		}
-		n, c, o, err := regStates(where, k.keyword, rules)
+		n, c, o, err := regStates(where, kw, rules)
 		if err != nil {
 			return nil, err
 		}
-		states[k.t] = [3]apqn.RegState{n, c, o}
+		states[t] = [3]apqn.RegState{n, c, o}
 	}
 	_, data, err := l.query(where, "STATICSB", staticsbLen)
 	if err != nil {
 		return nil, err
 	}
 	for t, st := range states {
-		ids := staticsbIDs[t]
 		var r hsm.Registers
 		r.New.State, r.Current.State, r.Old.State = st[0], st[1], st[2]
-		get := func(reg *hsm.Register, e staticsbEntry, required bool) error {
-			v, ok := staticsbValue(data, e)
-			if !ok {
-				if required {
-					return errclass.New(errclass.Internal, "CSUACFQ STATICSB on %s: no %s pattern with ID 0x%04X at offset %d (%d bytes returned)", where, t, e.id, e.at, len(data))
-				}
-				return nil
-			}
-			p, err := pattern8(where, t, e.id, v)
-			if err != nil {
-				return err
-			}
-			reg.Pattern = p
-			return nil
-		}
-		if r.New.State == apqn.StateFull {
-			if err := get(&r.New, ids.nw, true); err != nil {
-				return nil, err
-			}
-		}
-		if r.Current.State == apqn.StateValid {
-			if err := get(&r.Current, ids.cur, true); err != nil {
-				return nil, err
-			}
-		}
-		if r.Old.State == apqn.StateValid {
-			if err := get(&r.Old, ids.old, false); err != nil {
-				return nil, err
-			}
+		if err := fillPatterns(where, t, data, &r); err != nil {
+			return nil, err
 		}
 		out[t] = r
 	}

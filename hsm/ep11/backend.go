@@ -129,11 +129,8 @@ func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
 	return backend.Queues(ctx, b.bus, apqn.ModeEP11, b.Queue)
 }
 
-// Queue describes one EP11 APQN: the wrapping key registers from
-// m_get_xcp_info(CK_IBM_XCPQ_DOMAIN) — CURRENT from wk when
-// CK_IBM_DOM_CURR_WK is set, NEW from nextwk when CK_IBM_DOM_NEXT_WK is
-// (committed with CK_IBM_DOM_COMMITTED_NWK); the first 16 bytes are the
-// pattern blobs carry (host-libraries.md §2.5) — compared with sysfs.
+// Queue describes one EP11 APQN: the wrapping key registers from the
+// library (wkRegisters), compared with sysfs.
 func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 	if err := ctx.Err(); err != nil {
 		return hsm.QueueInfo{}, ctxErr(err)
@@ -158,29 +155,9 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		if err != nil {
 			return hsm.QueueInfo{}, err
 		}
-		d, rv, err := b.lib.domainInfo(t)
+		r, err := b.wkRegisters(t, q)
 		if err != nil {
-			return hsm.QueueInfo{}, errclass.New(errclass.Of(err), "APQN %s: %w", q, err)
-		}
-		if rv != 0 {
-			return hsm.QueueInfo{}, rvError("m_get_xcp_info(CK_IBM_XCPQ_DOMAIN)", q, rv)
-		}
-		if d.domain != uint64(q.Domain) {
-			return hsm.QueueInfo{}, errclass.New(errclass.Internal, "m_get_xcp_info(CK_IBM_XCPQ_DOMAIN) on APQN %s answered for domain %d", q, d.domain)
-		}
-		var r hsm.Registers
-		r.Current.State = apqn.StateInvalid
-		if d.flags&domCurrWK != 0 {
-			r.Current.State = apqn.StateValid
-			r.Current.Pattern, _ = mkvp.ForType(mkvp.EP11WK, d.wk[:])
-		}
-		r.New.State = apqn.StateEmpty
-		if d.flags&domNextWK != 0 {
-			r.New.State = apqn.StateUncommitted
-			if d.flags&domCommittedNWK != 0 {
-				r.New.State = apqn.StateCommitted
-			}
-			r.New.Pattern, _ = mkvp.ForType(mkvp.EP11WK, d.nextwk[:])
+			return hsm.QueueInfo{}, err
 		}
 		info.MK[mkvp.EP11WK] = r
 		// A register that changed while the library answered is read
@@ -198,6 +175,39 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		time.Sleep(settle)
 	}
 	return hsm.QueueInfo{}, lastErr
+}
+
+// wkRegisters reads the wrapping key registers of q's target from
+// m_get_xcp_info(CK_IBM_XCPQ_DOMAIN): CURRENT from wk when
+// CK_IBM_DOM_CURR_WK is set, NEW from nextwk when CK_IBM_DOM_NEXT_WK is
+// (committed with CK_IBM_DOM_COMMITTED_NWK); the first 16 bytes are the
+// pattern blobs carry (host-libraries.md §2.5).
+func (b *Backend) wkRegisters(t uint64, q apqn.ID) (hsm.Registers, error) {
+	d, rv, err := b.lib.domainInfo(t)
+	if err != nil {
+		return hsm.Registers{}, errclass.New(errclass.Of(err), "APQN %s: %w", q, err)
+	}
+	if rv != 0 {
+		return hsm.Registers{}, rvError("m_get_xcp_info(CK_IBM_XCPQ_DOMAIN)", q, rv)
+	}
+	if d.domain != uint64(q.Domain) {
+		return hsm.Registers{}, errclass.New(errclass.Internal, "m_get_xcp_info(CK_IBM_XCPQ_DOMAIN) on APQN %s answered for domain %d", q, d.domain)
+	}
+	var r hsm.Registers
+	r.Current.State = apqn.StateInvalid
+	if d.flags&domCurrWK != 0 {
+		r.Current.State = apqn.StateValid
+		r.Current.Pattern, _ = mkvp.ForType(mkvp.EP11WK, d.wk[:])
+	}
+	r.New.State = apqn.StateEmpty
+	if d.flags&domNextWK != 0 {
+		r.New.State = apqn.StateUncommitted
+		if d.flags&domCommittedNWK != 0 {
+			r.New.State = apqn.StateCommitted
+		}
+		r.New.Pattern, _ = mkvp.ForType(mkvp.EP11WK, d.nextwk[:])
+	}
+	return r, nil
 }
 
 // sysRegisters reads the WK lines of the mkvps attribute (32 bytes

@@ -10,7 +10,6 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
-	"github.com/pkcshsm/pkcshsm/mkvp"
 )
 
 // unwrapTemplate is the template of a key made by m_UnwrapKey.
@@ -177,11 +176,10 @@ func (b *Backend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.
 	if err != nil {
 		return nil, err
 	}
-	qi, err := b.Queue(ctx, q)
+	r, err := b.wkRegisters(t, q)
 	if err != nil {
 		return nil, err
 	}
-	r := qi.MK[mkvp.EP11WK]
 	if r.New.State != apqn.StateCommitted {
 		return nil, errclass.Newh(errclass.FailedPrecondition, "load and commit the new wrapping key first",
 			"APQN %s: re-encipher to NEW needs the NEW wrapping key committed, it is %s: %w", q, r.New.State, hsm.ErrRegisterState)

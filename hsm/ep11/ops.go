@@ -106,11 +106,11 @@ func (b *Backend) prepare(ctx context.Context, q apqn.ID, bind bool) (uint64, mk
 	if err != nil {
 		return 0, mkvp.Pattern{}, nil, err
 	}
-	qi, err := b.Queue(ctx, q)
+	r, err := b.wkRegisters(t, q)
 	if err != nil {
 		return 0, mkvp.Pattern{}, nil, err
 	}
-	cur := qi.MK[mkvp.EP11WK].Current
+	cur := r.Current
 	if cur.State != apqn.StateValid {
 		return 0, mkvp.Pattern{}, nil, errclass.New(errclass.FailedPrecondition, "APQN %s has no current wrapping key: %w", q, hsm.ErrRegisterState)
 	}

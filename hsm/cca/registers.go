@@ -3,8 +3,6 @@ package cca
 import (
 	"context"
 	"fmt"
-	"reflect"
-	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -12,10 +10,6 @@ import (
 	"github.com/pkcshsm/pkcshsm/hsm/internal/backend"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 )
-
-// settle is the pause before a register read is repeated after the
-// library and sysfs disagreed; 20 reads span about a second.
-const settle = 50 * time.Millisecond
 
 // Queues lists the CCA APQNs of the AP bus in ascending order.
 func (b *Backend) Queues(ctx context.Context) ([]hsm.QueueInfo, error) {
@@ -33,48 +27,32 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		return hsm.QueueInfo{}, err
 	}
 	info := hsm.QueueInfo{ID: q, Mode: apqn.ModeCCA, Online: sq.Usable(), MK: map[mkvp.Type]hsm.Registers{}}
-	// The officer may change a register between the library's answer and
-	// the sysfs read: a disagreement is read again before it is an error.
-	var lastErr error
-	for range 20 {
+	if !info.Online {
 		sys, err := b.bus.MKVPs(q)
 		if err != nil {
 			return hsm.QueueInfo{}, err
 		}
-		if !info.Online {
-			for _, t := range mkvp.CCATypes() {
-				info.MK[t] = sysRegisters(t, sys)
-			}
-			return info, nil
+		for _, t := range mkvp.CCATypes() {
+			info.MK[t] = sysRegisters(t, sys)
 		}
-		_, adapter, err := b.target(ctx, q)
-		if err != nil {
-			return hsm.QueueInfo{}, err
-		}
-		var lib map[mkvp.Type]hsm.Registers
-		err = b.lib.onAPQN(adapter, q.Domain, func() error {
+		return info, nil
+	}
+	_, adapter, err := b.target(ctx, q)
+	if err != nil {
+		return hsm.QueueInfo{}, err
+	}
+	var lib map[mkvp.Type]hsm.Registers
+	read := func() error {
+		return b.lib.onAPQN(adapter, q.Domain, func() error {
 			var err error
 			lib, err = b.lib.registers(q.String())
 			return err
 		})
-		if err != nil {
-			return hsm.QueueInfo{}, err
-		}
-		// A register that changed while the library answered is read
-		// again; only a disagreement with a steady sysfs view is an error.
-		if again, err := b.bus.MKVPs(q); err != nil || !reflect.DeepEqual(again, sys) {
-			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the master key registers kept changing while being read", q)
-			continue
-		}
-		if lastErr = merge(q, lib, sys, info.MK); lastErr == nil {
-			return info, nil
-		}
-		// The kernel's view and the library's may pass through an
-		// officer's change at different moments: a disagreement must
-		// last before it is reported.
-		time.Sleep(settle)
 	}
-	return hsm.QueueInfo{}, lastErr
+	if err := backend.Steady(b.bus, q, read, func(sys apqn.MKVPs) error { return merge(q, lib, sys, info.MK) }); err != nil {
+		return hsm.QueueInfo{}, err
+	}
+	return info, nil
 }
 
 // stateKeyword is the CSUACFQ keyword of a type's register states.

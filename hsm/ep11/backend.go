@@ -12,9 +12,7 @@ package ep11
 import (
 	"context"
 	"errors"
-	"reflect"
 	"sync"
-	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -113,10 +111,6 @@ func ctxErr(err error) error {
 	return errclass.New(errclass.Aborted, "EP11 host library: %w", err)
 }
 
-// settle is the pause before a register read is repeated after the
-// library and sysfs disagreed; 20 reads span about a second.
-const settle = 50 * time.Millisecond
-
 // Domain flags (ep11.h CK_IBM_DOM_*).
 const (
 	domCurrWK       = 2
@@ -140,41 +134,29 @@ func (b *Backend) Queue(ctx context.Context, q apqn.ID) (hsm.QueueInfo, error) {
 		return hsm.QueueInfo{}, err
 	}
 	info := hsm.QueueInfo{ID: q, Mode: apqn.ModeEP11, Online: sq.Usable(), MK: map[mkvp.Type]hsm.Registers{}}
-	var lastErr error
-	for range 20 {
+	if !info.Online {
 		sys, err := b.bus.MKVPs(q)
 		if err != nil {
 			return hsm.QueueInfo{}, err
 		}
-		s := sysRegisters(sys)
-		if !info.Online {
-			info.MK[mkvp.EP11WK] = s
-			return info, nil
-		}
-		t, err := b.target(ctx, q)
-		if err != nil {
-			return hsm.QueueInfo{}, err
-		}
-		r, err := b.wkRegisters(t, q)
-		if err != nil {
-			return hsm.QueueInfo{}, err
-		}
-		info.MK[mkvp.EP11WK] = r
-		// A register that changed while the library answered is read
-		// again; only a disagreement with a steady sysfs view is an error.
-		if again, err := b.bus.MKVPs(q); err != nil || !reflect.DeepEqual(again, sys) {
-			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the wrapping key registers kept changing while being read", q)
-			continue
-		}
-		if lastErr = compare(q, r, s); lastErr == nil {
-			return info, nil
-		}
-		// The kernel's view and the library's may pass through an
-		// officer's change at different moments: a disagreement must
-		// last before it is reported.
-		time.Sleep(settle)
+		info.MK[mkvp.EP11WK] = sysRegisters(sys)
+		return info, nil
 	}
-	return hsm.QueueInfo{}, lastErr
+	t, err := b.target(ctx, q)
+	if err != nil {
+		return hsm.QueueInfo{}, err
+	}
+	var r hsm.Registers
+	read := func() error {
+		var err error
+		r, err = b.wkRegisters(t, q)
+		return err
+	}
+	if err := backend.Steady(b.bus, q, read, func(sys apqn.MKVPs) error { return compare(q, r, sysRegisters(sys)) }); err != nil {
+		return hsm.QueueInfo{}, err
+	}
+	info.MK[mkvp.EP11WK] = r
+	return info, nil
 }
 
 // wkRegisters reads the wrapping key registers of q's target from

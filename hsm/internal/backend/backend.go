@@ -6,7 +6,9 @@ package backend
 
 import (
 	"context"
+	"reflect"
 	"slices"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -59,4 +61,36 @@ func Queues(ctx context.Context, bus apqn.Bus, mode apqn.Mode, describe func(con
 	}
 	slices.SortFunc(out, func(a, c hsm.QueueInfo) int { return a.ID.Compare(c.ID) })
 	return out, nil
+}
+
+// settle is the pause before the views are read again after they
+// disagreed; the 20 reads of Steady span about a second.
+const settle = 50 * time.Millisecond
+
+// Steady reads a library's view of q's registers (read) between two reads
+// of the kernel's mkvps attribute and checks them against each other
+// (check). A sysfs view that changed while the library answered is read
+// again; so is a disagreement, since the kernel and the library pass
+// through an officer's change at different moments. Only a disagreement
+// that lasts is returned, as check's error.
+func Steady(bus apqn.Bus, q apqn.ID, read func() error, check func(sys apqn.MKVPs) error) error {
+	var lastErr error
+	for range 20 {
+		sys, err := bus.MKVPs(q)
+		if err != nil {
+			return err
+		}
+		if err := read(); err != nil {
+			return err
+		}
+		if again, err := bus.MKVPs(q); err != nil || !reflect.DeepEqual(again, sys) {
+			lastErr = errclass.New(errclass.Unavailable, "APQN %s: the master key registers kept changing while being read", q)
+			continue
+		}
+		if lastErr = check(sys); lastErr == nil {
+			return nil
+		}
+		time.Sleep(settle)
+	}
+	return lastErr
 }

@@ -206,6 +206,12 @@ func TestCCASelectionPerThreadAndProcess(t *testing.T) {
 	if s := serial(""); s != "93AAC002" {
 		t.Fatalf("parent after the fork uses %s", s)
 	}
+	// Six new threads at once: none inherits this thread's CRP02.
+	for i, r := range d.par(6, "call CSUACFQ %s l:1 k:STATCRD2 l:0 n", rcrs) {
+		if r.codes() != [2]int64{0, 0} || string(r.bytes(5)[112:120]) != "93AAC001" {
+			t.Fatalf("thread %d: %v serial %q, want the default 93AAC001", i, r.codes(), r.bytes(5)[112:120])
+		}
+	}
 }
 
 func TestCCAGenerateAndReencipher(t *testing.T) {

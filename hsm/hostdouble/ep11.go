@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -89,6 +91,9 @@ const (
 	ckaECParams       = 0x180
 
 	ckoSecretKey      = 4
+	ckoPrivateKey     = 3
+	ckkRSA            = 0x0
+	ckkEC             = 0x3
 	ckkGenericSecret  = 0x10
 	ckkDES3           = 0x15
 	ckkAES            = 0x1F
@@ -417,6 +422,21 @@ func (c *call) ep11Out(bufIdx, lenIdx int, data []byte) (bool, error) {
 	return true, c.setInt(lenIdx, int64(len(data)))
 }
 
+// keyOut returns a new key blob (buffer keyIdx, length keyIdx+1) and its
+// checksum (buffer csIdx, length csIdx+1); both must fit before either is
+// written (CKR_BUFFER_TOO_SMALL with the needed length).
+func (c *call) keyOut(keyIdx, csIdx int, key, cs []byte) error {
+	if !c.isNull(csIdx) && c.capOf(csIdx) < len(cs) {
+		c.lengthBack = append(c.lengthBack, Output{Index: uint16(csIdx + 1), Int: int64(len(cs)), IsInt: true})
+		return ckr(ckrBufferTooSmall, "checksum buffer of %d bytes, %d needed", c.capOf(csIdx), len(cs))
+	}
+	if _, err := c.ep11Out(keyIdx, keyIdx+1, key); err != nil {
+		return err
+	}
+	_, err := c.ep11Out(csIdx, csIdx+1, cs)
+	return err
+}
+
 // ---- sessions (§2.6) ---------------------------------------------------
 
 func (s *Server) mLogin(c *call) error {
@@ -689,15 +709,7 @@ func (s *Server) mGenerateKey(c *call) error {
 	if err != nil {
 		return err
 	}
-	if c.capOf(7) < len(cs) && !c.isNull(7) {
-		c.lengthBack = append(c.lengthBack, Output{Index: 8, Int: int64(len(cs)), IsInt: true})
-		return ckr(ckrBufferTooSmall, "checksum buffer of %d bytes, %d needed", c.capOf(7), len(cs))
-	}
-	if _, err := c.ep11Out(5, 6, key); err != nil {
-		return err
-	}
-	_, err = c.ep11Out(7, 8, cs)
-	return err
+	return c.keyOut(5, 7, key, cs)
 }
 
 var (
@@ -1072,6 +1084,9 @@ func (s *Server) mUnwrapKey(c *call) error {
 	if err != nil {
 		return err
 	}
+	if m.mech == ckmAESCBCPad {
+		return s.importKey(c, m)
+	}
 	hm, err := wrapMech(m)
 	if err != nil {
 		return err
@@ -1153,15 +1168,7 @@ func (s *Server) mUnwrapKey(c *call) error {
 	if err != nil {
 		return err
 	}
-	if !c.isNull(13) && c.capOf(13) < len(cs) {
-		c.lengthBack = append(c.lengthBack, Output{Index: 14, Int: int64(len(cs)), IsInt: true})
-		return ckr(ckrBufferTooSmall, "checksum buffer of %d bytes, %d needed", c.capOf(13), len(cs))
-	}
-	if _, err := c.ep11Out(11, 12, key); err != nil {
-		return err
-	}
-	_, err = c.ep11Out(13, 14, cs)
-	return err
+	return c.keyOut(11, 13, key, cs)
 }
 
 // ---- m_admin (§2.7) ----------------------------------------------------
@@ -1263,4 +1270,102 @@ func (s *Server) reencrypt(c *call, q hsm.QueueInfo, blob []byte) (uint64, uint3
 		return ckrFunctionFailed, 0, nil
 	}
 	return ckrOK, 0, out
+}
+
+// importKey is m_UnwrapKey with CKM_AES_CBC_PAD: the way clear keys enter
+// an EP11 adapter (OCK encrypts the clear key under a wrapping key it
+// generated, then unwraps it). The KEK must be an AES key blob, the IV 16
+// bytes; the template names a secret key (CKA_KEY_TYPE AES, DES3 or
+// GENERIC_SECRET; the length is the decrypted key's) or a private key
+// (CKA_CLASS CKO_PRIVATE_KEY, CKA_KEY_TYPE CKK_EC or CKK_RSA; the
+// decrypted bytes are PKCS#8 DER).
+func (s *Server) importKey(c *call, m *mechanism) error {
+	hm, p, err := c.cryptMech(m)
+	if err != nil {
+		return err
+	}
+	if mk, _ := c.buf(4); len(mk) != 0 {
+		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
+	}
+	t, err := c.template(9, 10)
+	if err != nil {
+		return err
+	}
+	cl, ok := find(t, ckaClass)
+	kt, ok2 := find(t, ckaKeyType)
+	if !ok || !ok2 {
+		return ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
+	}
+	class, err := c.ulong(cl)
+	if err != nil {
+		return err
+	}
+	typ, err := c.ulong(kt)
+	if err != nil {
+		return err
+	}
+	ctx, err := c.bindCtx(6)
+	if err != nil {
+		return err
+	}
+	q, err := s.target(c, 15, false)
+	if err != nil {
+		return err
+	}
+	kek, err := s.keyFor(c, 2, q, false)
+	if err != nil {
+		return err
+	}
+	wrapped, _ := c.buf(0)
+	material, err := s.h.Decrypt(c.ctx, q.ID, kek, hm, p, wrapped)
+	if err != nil {
+		if errors.Is(err, hsm.ErrBadData) {
+			return ckr(ckrEncryptedDataInvalid, "%v", err)
+		}
+		return simRV(err)
+	}
+	var spec hsm.KeySpec
+	switch {
+	case class == ckoSecretKey && typ == ckkAES:
+		spec = hsm.KeySpec{Type: hsm.KeyAES, Bits: len(material) * 8}
+	case class == ckoSecretKey && typ == ckkDES3:
+		spec = hsm.KeySpec{Type: hsm.KeyDES3, Bits: len(material) * 8}
+	case class == ckoSecretKey && typ == ckkGenericSecret:
+		spec = hsm.KeySpec{Type: hsm.KeyHMAC, Bits: len(material) * 8}
+	case class == ckoPrivateKey && (typ == ckkEC || typ == ckkRSA):
+		key, err := x509.ParsePKCS8PrivateKey(material)
+		if err != nil {
+			return ckr(ckrEncryptedDataInvalid, "the decrypted private key is not PKCS#8 DER")
+		}
+		switch k := key.(type) {
+		case *ecdsa.PrivateKey:
+			spec = hsm.KeySpec{Type: hsm.KeyEC, Bits: k.Curve.Params().BitSize}
+		case *rsa.PrivateKey:
+			spec = hsm.KeySpec{Type: hsm.KeyRSA, Bits: k.N.BitLen()}
+		}
+		if (typ == ckkEC) != (spec.Type == hsm.KeyEC) {
+			return ckr(ckrTemplateInconsistent, "CKA_KEY_TYPE 0x%x does not match the decrypted %s key", typ, spec.Type)
+		}
+	default:
+		return ckr(ckrTemplateInconsistent, "CKA_CLASS %d / CKA_KEY_TYPE 0x%x", class, typ)
+	}
+	if vl, ok := find(t, ckaValueLen); ok {
+		if n, err := c.ulong(vl); err != nil || int(n)*8 != spec.Bits {
+			return ckr(ckrTemplateInconsistent, "CKA_VALUE_LEN does not match the decrypted key of %d bytes", len(material))
+		}
+	}
+	if err := hsm.CheckSpec(spec); err != nil {
+		return ckr(ckrKeySizeRange, "%v", err)
+	}
+	key, err := s.h.ImportKey(ctx, q.ID, spec, material)
+	if err != nil {
+		return simRV(err)
+	}
+	var cs []byte
+	if spec.Type == hsm.KeyAES || spec.Type == hsm.KeyDES3 || spec.Type == hsm.KeyHMAC {
+		if cs, err = s.csum(c, q.ID, key, spec); err != nil {
+			return err
+		}
+	}
+	return c.keyOut(11, 13, key, cs)
 }

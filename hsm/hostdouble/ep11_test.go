@@ -3,9 +3,15 @@ package hostdouble_test
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"fmt"
+	"math/big"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -335,4 +341,72 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestEP11ImportAndThreads imports clear keys the way openCryptoki does
+// (encrypt under a generated AES key with CBC-PAD, then m_UnwrapKey with
+// CKM_AES_CBC_PAD), checks the imported keys compute with the clear key,
+// and runs calls from many threads at once through the connection pool.
+func TestEP11ImportAndThreads(t *testing.T) {
+	_, dir := newSim(t)
+	d := startDriver(t, "libep11.so", dir, "PKCSHSM_HOSTDOUBLE_CONNS=3")
+	t6, r := addModule(t, d, -1, 2, 6, 0x33)
+	wantRV(t, "m_add_module", r, rvOK)
+	r = d.do("call m_GenerateKey m:0x1080 t:0x161=u32 v:1 n v:0 o:16384 l:16384 o:64 l:64 v:%d", t6)
+	wantRV(t, "KEK", r, rvOK)
+	kek := r.bytes(5)[:r.long(6)]
+	iv := bytes.Repeat([]byte{5}, 16)
+	wrap := func(clear []byte) []byte {
+		r := d.do("call m_EncryptSingle b:%s v:%d m:0x1085:%s b:%s v:%d o:4096 l:4096 v:%d", hx(kek), len(kek), hx(iv), hx(clear), len(clear), t6)
+		wantRV(t, "encrypt the clear key", r, rvOK)
+		return r.bytes(5)[:r.long(6)]
+	}
+	unwrap := func(w []byte, templ string) result {
+		return d.do("call m_UnwrapKey b:%s v:%d b:%s v:%d n v:0 n v:0 m:0x1085:%s %s v:%d o:16384 l:16384 o:64 l:64 v:%d",
+			hx(w), len(w), hx(kek), len(kek), hx(iv), templ, countAttrs(templ), t6)
+	}
+
+	clear := []byte("0123456789abcdef")
+	r = unwrap(wrap(clear), "t:0x0=u4;0x100=u31")
+	wantRV(t, "import AES", r, rvOK)
+	imported := r.bytes(11)[:r.long(12)]
+	blk, _ := aes.NewCipher(clear)
+	want := make([]byte, 16)
+	blk.Encrypt(want, make([]byte, 16))
+	r = d.do("call m_EncryptSingle b:%s v:%d m:0x1081 b:%s v:16 o:16 l:16 v:%d", hx(imported), len(imported), hx(make([]byte, 16)), t6)
+	if r.ret != rvOK || !bytes.Equal(r.bytes(5), want) {
+		t.Fatalf("imported key's ECB of zero: 0x%x % x, want % x", r.ret, r.bytes(5), want)
+	}
+	wantRV(t, "import AES with a wrong CKA_VALUE_LEN", unwrap(wrap(clear), "t:0x0=u4;0x100=u31;0x161=u32"), 0xD1)
+	wantRV(t, "import of a truncated encryption", unwrap(wrap(clear)[:31], "t:0x0=u4;0x100=u31"), rvEncryptedInvalid)
+
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, err := x509.MarshalPKCS8PrivateKey(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantRV(t, "EC key declared RSA", unwrap(wrap(p8), "t:0x0=u3;0x100=u0"), 0xD1)
+	r = unwrap(wrap(p8), "t:0x0=u3;0x100=u3")
+	wantRV(t, "import EC", r, rvOK)
+	ecBlob := r.bytes(11)[:r.long(12)]
+	digest := sha256.Sum256([]byte("imported"))
+	r = d.do("call m_SignSingle b:%s v:%d m:0x1041 b:%s v:32 o:132 l:132 v:%d", hx(ecBlob), len(ecBlob), hx(digest[:]), t6)
+	wantRV(t, "sign with the imported EC key", r, rvOK)
+	sig := r.bytes(5)[:r.long(6)]
+	rr, ss := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+	if !ecdsa.Verify(&ecKey.PublicKey, digest[:], rr, ss) {
+		t.Fatal("the imported key's signature does not verify with the clear key's public key")
+	}
+
+	// Eight threads at once over three server connections: every call
+	// answers, each with the same ciphertext.
+	rs := d.par(8, "call m_EncryptSingle b:%s v:%d m:0x1081 b:%s v:16 o:16 l:16 v:%d", hx(imported), len(imported), hx(make([]byte, 16)), t6)
+	for i, r := range rs {
+		if r.ret != rvOK || !bytes.Equal(r.bytes(5), want) {
+			t.Fatalf("thread %d: 0x%x % x", i, r.ret, r.bytes(5))
+		}
+	}
 }

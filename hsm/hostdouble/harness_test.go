@@ -255,5 +255,32 @@ func (d *driver) do(format string, args ...any) result {
 	return r
 }
 
+// par runs one call in n threads at once ("par N call ...").
+func (d *driver) par(n int, format string, args ...any) []result {
+	d.t.Helper()
+	line := fmt.Sprintf("par %d "+format, append([]any{n}, args...)...)
+	if _, err := fmt.Fprintln(d.in, line); err != nil {
+		d.t.Fatalf("driver: %v", err)
+	}
+	if !d.out.Scan() {
+		d.t.Fatalf("driver ended at %q: %v", line, d.out.Err())
+	}
+	var out []result
+	for _, part := range strings.Split(d.out.Text(), " | ") {
+		f := strings.Fields(part)
+		if len(f) < 2 || f[0] != "ok" {
+			d.t.Fatalf("%s: %s", line, part)
+		}
+		var r result
+		fmt.Sscan(f[1], &r.ret)
+		r.args = f[2:]
+		out = append(out, r)
+	}
+	if len(out) != n {
+		d.t.Fatalf("%s: %d answers", line, len(out))
+	}
+	return out
+}
+
 // hx is hex for a driver argument.
 func hx(b []byte) string { return hex.EncodeToString(b) }

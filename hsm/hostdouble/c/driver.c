@@ -5,6 +5,8 @@
  *   call NAME ARG...          run NAME in this thread
  *   thread call NAME ARG...   run it in a new thread (joined)
  *   fork call NAME ARG...     run it in a fork child (waited for)
+ *   par N call NAME ARG...    run it in N threads at once; the N answers
+ *                             on one line, separated by " | "
  *
  * Every CCA and EP11 parameter is a pointer or a 64-bit integer, which the
  * LP64 ABIs (amd64, s390x) pass alike, so one generic caller serves every
@@ -124,7 +126,8 @@ static int parse(char *tok, struct arg *a, void **val)
 	} else if (!strncmp(tok, "k:", 2)) {
 		unsigned char *p = calloc(1, 8 * 64);
 		int i = 0;
-		for (char *w = strtok(tok + 2, ","); w && i < 64; w = strtok(NULL, ","), i++) {
+		char *sv;
+		for (char *w = strtok_r(tok + 2, ",", &sv); w && i < 64; w = strtok_r(NULL, ",", &sv), i++) {
 			memset(p + 8 * i, ' ', 8);
 			memcpy(p + 8 * i, w, strlen(w) > 8 ? 8 : strlen(w));
 		}
@@ -176,7 +179,8 @@ static int parse(char *tok, struct arg *a, void **val)
 	} else if (!strncmp(tok, "t:", 2)) {
 		attr_t *t = calloc(32, sizeof(*t));
 		int i = 0;
-		for (char *w = strtok(tok + 2, ";"); w && i < 32; w = strtok(NULL, ";"), i++) {
+		char *sv;
+		for (char *w = strtok_r(tok + 2, ";", &sv); w && i < 32; w = strtok_r(NULL, ";", &sv), i++) {
 			char *eq = strchr(w, '=');
 			t[i].type = num(w);
 			if (eq[1] == 'u') {
@@ -269,6 +273,27 @@ int main(int argc, char **argv)
 			pthread_t t;
 			pthread_create(&t, NULL, thread_main, &j);
 			pthread_join(t, NULL);
+		} else if (!strncmp(line, "par ", 4)) {
+			/* par N call ...: N threads run the call at once */
+			char *rest;
+			int n = strtol(line + 4, &rest, 10);
+			if (n < 1 || n > 64) {
+				printf("error: par takes 1..64 threads\n");
+				continue;
+			}
+			struct job *js = calloc(n, sizeof(*js));
+			pthread_t *ts = calloc(n, sizeof(*ts));
+			for (int i = 0; i < n; i++) {
+				strcpy(js[i].line, rest + 1);
+				pthread_create(&ts[i], NULL, thread_main, &js[i]);
+			}
+			for (int i = 0; i < n; i++)
+				pthread_join(ts[i], NULL);
+			for (int i = 0; i < n; i++)
+				printf("%s%s", js[i].out, i + 1 < n ? " | " : "\n");
+			free(js);
+			free(ts);
+			continue;
 		} else if (!strncmp(line, "fork ", 5)) {
 			strcpy(j.line, line + 5);
 			fflush(stdout);

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -21,22 +22,23 @@ import (
 
 // CK_RVs the tests expect (PKCS#11; IBM ep11.h, host-libraries.md §2.9).
 const (
-	rvOK                 = 0
-	rvArgumentsBad       = 0x7
-	rvEncryptedInvalid   = 0x40
-	rvKeySizeRange       = 0x62
-	rvMechInvalid        = 0x70
-	rvMechParamInvalid   = 0x71
-	rvPinLenRange        = 0xA2
-	rvSessionClosed      = 0xB0
-	rvSignatureInvalid   = 0xC0
-	rvTemplateIncomplete = 0xD0
-	rvCurveNotSupported  = 0x140
-	rvBufferTooSmall     = 0x150
-	rvWKIDMismatch       = 0x80010001
-	rvBlobError          = 0x80010004
-	rvWKNotInitialized   = 0x80010009
-	rvTargetInvalid      = 0x80010030
+	rvOK                   = 0
+	rvArgumentsBad         = 0x7
+	rvEncryptedInvalid     = 0x40
+	rvKeySizeRange         = 0x62
+	rvMechInvalid          = 0x70
+	rvMechParamInvalid     = 0x71
+	rvPinLenRange          = 0xA2
+	rvSessionClosed        = 0xB0
+	rvSignatureInvalid     = 0xC0
+	rvTemplateIncomplete   = 0xD0
+	rvCurveNotSupported    = 0x140
+	rvBufferTooSmall       = 0x150
+	rvAttributeTypeInvalid = 0x12
+	rvWKIDMismatch         = 0x80010001
+	rvBlobError            = 0x80010004
+	rvWKNotInitialized     = 0x80010009
+	rvTargetInvalid        = 0x80010030
 )
 
 var ne = binary.NativeEndian
@@ -408,5 +410,39 @@ func TestEP11ImportAndThreads(t *testing.T) {
 		if r.ret != rvOK || !bytes.Equal(r.bytes(5), want) {
 			t.Fatalf("thread %d: 0x%x % x", i, r.ret, r.bytes(5))
 		}
+	}
+}
+
+// TestEP11GetAttributeValue: the public key of a private key blob, as
+// openCryptoki reads it (§2.4), with C_GetAttributeValue's conventions.
+func TestEP11GetAttributeValue(t *testing.T) {
+	h, dir := newSim(t)
+	d := startDriver(t, "libep11.so", dir)
+	t6, r := addModule(t, d, -1, 2, 6, 0x33)
+	wantRV(t, "m_add_module", r, rvOK)
+	r = d.do("call m_GenerateKeyPair m:0x1040 t:0x180=06082a8648ce3d030107 v:1 t:0x2=u1 v:1 n v:0 o:16384 l:16384 o:16384 l:16384 v:%d", t6)
+	wantRV(t, "m_GenerateKeyPair", r, rvOK)
+	priv := r.bytes(7)[:r.long(8)]
+	want, err := h.PublicKey(context.Background(), apqn.MustParse("06.0033"), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := func(templ string, n int) []string {
+		r := d.do("call m_GetAttributeValue b:%s v:%d T:%s v:%d v:%d", hx(priv), len(priv), templ, n, t6)
+		return append([]string{fmt.Sprint(r.ret)}, strings.Split(r.args[2], ";")...)
+	}
+	got := attrs("0x129=-1;0x100=-1", 2)
+	if got[0] != "0" || got[1] != fmt.Sprintf("%d:", len(want)) || got[2] != "8:" {
+		t.Fatalf("length query: %v, want CKR_OK, %d and 8", got, len(want))
+	}
+	got = attrs(fmt.Sprintf("0x129=%d;0x100=8", len(want)), 2)
+	kt := make([]byte, 8)
+	ne.PutUint64(kt, 3) // CKK_EC
+	if got[0] != "0" || got[1] != fmt.Sprintf("%d:%s", len(want), hx(want)) || got[2] != "8:"+hx(kt) {
+		t.Fatalf("values: %v", got)
+	}
+	got = attrs("0x129=10;0x80010000=8;0x100=8", 3)
+	if got[0] != fmt.Sprint(rvAttributeTypeInvalid) || got[1] != "-1:" || got[2] != "-1:" || got[3] != "8:"+hx(kt) {
+		t.Fatalf("short buffer and unknown attribute: %v, want CKR_ATTRIBUTE_TYPE_INVALID, both unavailable, the key type", got)
 	}
 }

@@ -1092,27 +1092,11 @@ func (s *Server) mUnwrapKey(c *call) error {
 	if err != nil {
 		return err
 	}
-	if mk, _ := c.buf(4); len(mk) != 0 {
-		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
-	}
-	t, err := c.template(9, 10)
+	t, class, typ, err := c.unwrapTemplate()
 	if err != nil {
 		return err
 	}
 	wrapped, _ := c.buf(0)
-	cl, ok := find(t, ckaClass)
-	kt, ok2 := find(t, ckaKeyType)
-	if !ok || !ok2 {
-		return ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
-	}
-	class, err := c.ulong(cl)
-	if err != nil {
-		return err
-	}
-	typ, err := c.ulong(kt)
-	if err != nil {
-		return err
-	}
 	if class != ckoSecretKey {
 		return ckr(ckrTemplateInconsistent, "CKA_CLASS %d: the double unwraps secret keys", class)
 	}
@@ -1273,6 +1257,29 @@ func (s *Server) reencrypt(c *call, q hsm.QueueInfo, blob []byte) (uint64, uint3
 	return ckrOK, 0, out
 }
 
+// unwrapTemplate reads m_UnwrapKey's template (arguments 9, 10): its
+// CKA_CLASS and CKA_KEY_TYPE are required (CKR_TEMPLATE_INCOMPLETE). A MAC
+// key (argument 4) is for attribute-bound wrapping, which the double does
+// not do (CKR_ARGUMENTS_BAD).
+func (c *call) unwrapTemplate() (t []attr, class, typ uint64, err error) {
+	if mk, _ := c.buf(4); len(mk) != 0 {
+		return nil, 0, 0, ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
+	}
+	if t, err = c.template(9, 10); err != nil {
+		return nil, 0, 0, err
+	}
+	cl, ok := find(t, ckaClass)
+	kt, ok2 := find(t, ckaKeyType)
+	if !ok || !ok2 {
+		return nil, 0, 0, ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
+	}
+	if class, err = c.ulong(cl); err != nil {
+		return nil, 0, 0, err
+	}
+	typ, err = c.ulong(kt)
+	return t, class, typ, err
+}
+
 // importKey is m_UnwrapKey with CKM_AES_CBC_PAD: the way clear keys enter
 // an EP11 adapter (OCK encrypts the clear key under a wrapping key it
 // generated, then unwraps it). The KEK must be an AES key blob, the IV 16
@@ -1285,23 +1292,7 @@ func (s *Server) importKey(c *call, m *mechanism) error {
 	if err != nil {
 		return err
 	}
-	if mk, _ := c.buf(4); len(mk) != 0 {
-		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
-	}
-	t, err := c.template(9, 10)
-	if err != nil {
-		return err
-	}
-	cl, ok := find(t, ckaClass)
-	kt, ok2 := find(t, ckaKeyType)
-	if !ok || !ok2 {
-		return ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
-	}
-	class, err := c.ulong(cl)
-	if err != nil {
-		return err
-	}
-	typ, err := c.ulong(kt)
+	t, class, typ, err := c.unwrapTemplate()
 	if err != nil {
 		return err
 	}

@@ -131,6 +131,12 @@ func TestEP11Double(t *testing.T) {
 		t.Fatalf("XCPQ_DOMAIN into 40 bytes: 0x%x, length %d, want CKR_BUFFER_TOO_SMALL and 88", r.ret, r.long(1))
 	}
 	wantRV(t, "XCPQ_DOMAIN on a group", domInfo(group), rvArgumentsBad)
+	wantRV(t, "query 99", d.do("call m_get_xcp_info o:88 l:88 v:99 v:0 v:%d", t6), rvArgumentsBad)
+	wantRV(t, "XCPHQ_VERSION subquery 1", d.do("call m_get_xcp_info o:4 l:4 v:0xff000001 v:1 v:0"), rvArgumentsBad)
+	r = d.do("call m_get_xcp_info o:16 l:16 v:1 v:2 v:%d", t6)
+	if r.ret != rvOK || r.long(1) != 16 {
+		t.Fatalf("XCPQ_MODULE FNLIST: 0x%x, %d bytes", r.ret, r.long(1))
+	}
 	wantRV(t, "XCPQ_DOMAIN on target 0", domInfo(0), rvArgumentsBad)
 	wantRV(t, "XCPQ_DOMAIN on a made-up target", domInfo(0x1234), rvArgumentsBad)
 
@@ -195,6 +201,7 @@ func TestEP11Double(t *testing.T) {
 	pin := []byte("12345678")
 	nonce := []byte("nonce")
 	wantRV(t, "m_Login on a group", d.do("call m_Login b:%s v:8 b:%s v:5 o:80 l:80 v:%d", hx(pin), hx(nonce), group), rvArgumentsBad)
+	wantRV(t, "m_Login with a 33-byte nonce", d.do("call m_Login b:%s v:8 b:%s v:33 o:80 l:80 v:%d", hx(pin), hx(bytes.Repeat([]byte{1}, 33)), t6), rvArgumentsBad)
 	wantRV(t, "m_Login with a 4-byte PIN", d.do("call m_Login b:%s v:4 b:%s v:5 o:80 l:80 v:%d", hx(pin[:4]), hx(nonce), t6), rvPinLenRange)
 	r = d.do("call m_Login b:%s v:8 b:%s v:5 o:40 l:40 v:%d", hx(pin), hx(nonce), t6)
 	if r.ret != rvBufferTooSmall || r.long(5) != 80 {

@@ -348,3 +348,19 @@ func splitComma(s string) []string {
 	}
 	return out
 }
+
+// TestTransportFailures: without a server the doubles fail the call with
+// the codes of an adapter that does not answer (CCA 12/338, EP11
+// CKR_IBM_TRANSPORT_ERROR), never hang or crash; a server that exits is
+// the same.
+func TestTransportFailures(t *testing.T) {
+	_, dir := newSim(t)
+	for _, bin := range []string{"/nonexistent/hsmsim", "/bin/true"} {
+		d := startDriver(t, "libcsulcca.so", dir, "PKCSHSM_HOSTDOUBLE_HSMSIM="+bin)
+		wantCodes(t, bin, d.do("call CSUACFV %s l:20 o:20", rcrs), 12, 338)
+		e := startDriver(t, "libep11.so", dir, "PKCSHSM_HOSTDOUBLE_HSMSIM="+bin)
+		if r := e.do("call m_get_xcp_info o:4 l:4 v:0xff000001 v:0 v:0"); r.ret != 0x80010003 {
+			t.Fatalf("%s: EP11 CK_RV 0x%x, want CKR_IBM_TRANSPORT_ERROR", bin, r.ret)
+		}
+	}
+}

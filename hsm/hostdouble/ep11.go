@@ -130,21 +130,22 @@ type ep11Func struct {
 }
 
 var ep11Funcs = map[string]ep11Func{
-	"m_init":            {0, func(*Server, *call) error { return nil }},
-	"m_shutdown":        {0, func(*Server, *call) error { return nil }},
-	"m_add_module":      {5, (*Server).mAddModule},
-	"m_get_xcp_info":    {5, (*Server).mGetXCPInfo},
-	"m_Login":           {7, (*Server).mLogin},
-	"m_Logout":          {3, (*Server).mLogout},
-	"m_GenerateKey":     {10, (*Server).mGenerateKey},
-	"m_GenerateKeyPair": {12, (*Server).mGenerateKeyPair},
-	"m_EncryptSingle":   {8, func(s *Server, c *call) error { return s.mCrypt(c, true) }},
-	"m_DecryptSingle":   {8, func(s *Server, c *call) error { return s.mCrypt(c, false) }},
-	"m_SignSingle":      {8, (*Server).mSignSingle},
-	"m_VerifySingle":    {8, (*Server).mVerifySingle},
-	"m_WrapKey":         {10, (*Server).mWrapKey},
-	"m_UnwrapKey":       {16, (*Server).mUnwrapKey},
-	"m_admin":           {9, (*Server).mAdmin},
+	"m_init":              {0, func(*Server, *call) error { return nil }},
+	"m_shutdown":          {0, func(*Server, *call) error { return nil }},
+	"m_add_module":        {5, (*Server).mAddModule},
+	"m_get_xcp_info":      {5, (*Server).mGetXCPInfo},
+	"m_Login":             {7, (*Server).mLogin},
+	"m_Logout":            {3, (*Server).mLogout},
+	"m_GenerateKey":       {10, (*Server).mGenerateKey},
+	"m_GenerateKeyPair":   {12, (*Server).mGenerateKeyPair},
+	"m_EncryptSingle":     {8, func(s *Server, c *call) error { return s.mCrypt(c, true) }},
+	"m_DecryptSingle":     {8, func(s *Server, c *call) error { return s.mCrypt(c, false) }},
+	"m_SignSingle":        {8, (*Server).mSignSingle},
+	"m_VerifySingle":      {8, (*Server).mVerifySingle},
+	"m_WrapKey":           {10, (*Server).mWrapKey},
+	"m_UnwrapKey":         {16, (*Server).mUnwrapKey},
+	"m_admin":             {9, (*Server).mAdmin},
+	"m_GetAttributeValue": {4, (*Server).mGetAttributeValue},
 }
 
 func (s *Server) ep11Call(c *call) error {
@@ -1091,27 +1092,11 @@ func (s *Server) mUnwrapKey(c *call) error {
 	if err != nil {
 		return err
 	}
-	if mk, _ := c.buf(4); len(mk) != 0 {
-		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
-	}
-	t, err := c.template(9, 10)
+	t, class, typ, err := c.unwrapTemplate()
 	if err != nil {
 		return err
 	}
 	wrapped, _ := c.buf(0)
-	cl, ok := find(t, ckaClass)
-	kt, ok2 := find(t, ckaKeyType)
-	if !ok || !ok2 {
-		return ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
-	}
-	class, err := c.ulong(cl)
-	if err != nil {
-		return err
-	}
-	typ, err := c.ulong(kt)
-	if err != nil {
-		return err
-	}
 	if class != ckoSecretKey {
 		return ckr(ckrTemplateInconsistent, "CKA_CLASS %d: the double unwraps secret keys", class)
 	}
@@ -1272,6 +1257,29 @@ func (s *Server) reencrypt(c *call, q hsm.QueueInfo, blob []byte) (uint64, uint3
 	return ckrOK, 0, out
 }
 
+// unwrapTemplate reads m_UnwrapKey's template (arguments 9, 10): its
+// CKA_CLASS and CKA_KEY_TYPE are required (CKR_TEMPLATE_INCOMPLETE). A MAC
+// key (argument 4) is for attribute-bound wrapping, which the double does
+// not do (CKR_ARGUMENTS_BAD).
+func (c *call) unwrapTemplate() (t []attr, class, typ uint64, err error) {
+	if mk, _ := c.buf(4); len(mk) != 0 {
+		return nil, 0, 0, ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
+	}
+	if t, err = c.template(9, 10); err != nil {
+		return nil, 0, 0, err
+	}
+	cl, ok := find(t, ckaClass)
+	kt, ok2 := find(t, ckaKeyType)
+	if !ok || !ok2 {
+		return nil, 0, 0, ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
+	}
+	if class, err = c.ulong(cl); err != nil {
+		return nil, 0, 0, err
+	}
+	typ, err = c.ulong(kt)
+	return t, class, typ, err
+}
+
 // importKey is m_UnwrapKey with CKM_AES_CBC_PAD: the way clear keys enter
 // an EP11 adapter (OCK encrypts the clear key under a wrapping key it
 // generated, then unwraps it). The KEK must be an AES key blob, the IV 16
@@ -1284,23 +1292,7 @@ func (s *Server) importKey(c *call, m *mechanism) error {
 	if err != nil {
 		return err
 	}
-	if mk, _ := c.buf(4); len(mk) != 0 {
-		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
-	}
-	t, err := c.template(9, 10)
-	if err != nil {
-		return err
-	}
-	cl, ok := find(t, ckaClass)
-	kt, ok2 := find(t, ckaKeyType)
-	if !ok || !ok2 {
-		return ckr(ckrTemplateIncomplete, "unwrap needs CKA_CLASS and CKA_KEY_TYPE")
-	}
-	class, err := c.ulong(cl)
-	if err != nil {
-		return err
-	}
-	typ, err := c.ulong(kt)
+	t, class, typ, err := c.unwrapTemplate()
 	if err != nil {
 		return err
 	}
@@ -1368,4 +1360,108 @@ func (s *Server) importKey(c *call, m *mechanism) error {
 		}
 	}
 	return c.keyOut(11, 13, key, cs)
+}
+
+// Attributes m_GetAttributeValue answers.
+const (
+	ckaPublicKeyInfo        = 0x129
+	ckrAttributeTypeInvalid = 0x012
+	ckUnavailable           = ^uint64(0)
+)
+
+// mGetAttributeValue reads attributes of a key blob (§2.4: OCK asks a
+// private key blob for CKA_PUBLIC_KEY_INFO, the DER SPKI, and
+// CKA_KEY_TYPE). The C side sends the blob, the template as (type,
+// capacity) pairs (capacity -1: pValue NULL, a length query), and the
+// target; the answer is one stream per attribute — u64 ulValueLen (all
+// ones: CK_UNAVAILABLE_INFORMATION), u32 n, n value bytes — that the C
+// side writes into the caller's template. As PKCS#11's C_GetAttributeValue:
+// an attribute the double does not know gets CK_UNAVAILABLE_INFORMATION
+// and CKR_ATTRIBUTE_TYPE_INVALID, one whose buffer is too small gets it
+// and CKR_BUFFER_TOO_SMALL; the others are still returned.
+func (s *Server) mGetAttributeValue(c *call) error {
+	blob, ok := c.buf(0)
+	if !ok || len(blob) == 0 {
+		return ckr(ckrArgumentsBad, "the key blob is NULL or empty")
+	}
+	raw, ok := c.buf(1)
+	if !ok {
+		return ckr(ckrArgumentsBad, "the template is NULL")
+	}
+	q, err := s.target(c, 3, false)
+	if err != nil {
+		return err
+	}
+	b, err := hsm.DecodeBlob(blob)
+	if err != nil {
+		return ckr(ckrIBMBlobError, "%v", err)
+	}
+	r := &reader{b: raw}
+	n := int(r.u32())
+	if n > 64 {
+		return frameErr("template of %d attributes", n)
+	}
+	var out []byte
+	var rv uint64
+	be := binary.BigEndian
+	for i := 0; i < n && r.err == nil; i++ {
+		typ, capacity := r.u64(), int64(r.u64())
+		var val []byte
+		known := true
+		switch typ {
+		case ckaPublicKeyInfo:
+			if b.KeyType != hsm.KeyEC && b.KeyType != hsm.KeyRSA {
+				known = false
+				break
+			}
+			spki, err := s.h.PublicKey(c.ctx, q.ID, blob)
+			if err != nil {
+				return simRV(err)
+			}
+			val = spki
+		case ckaKeyType:
+			kt := map[hsm.KeyType]uint64{hsm.KeyAES: ckkAES, hsm.KeyDES3: ckkDES3, hsm.KeyHMAC: ckkGenericSecret, hsm.KeyEC: ckkEC, hsm.KeyRSA: ckkRSA}[b.KeyType]
+			val = c.order.AppendUint64(nil, kt)
+		case ckaValueLen:
+			if b.KeyType == hsm.KeyEC || b.KeyType == hsm.KeyRSA {
+				known = false
+				break
+			}
+			val = c.order.AppendUint64(nil, uint64(b.Bits/8))
+		default:
+			known = false
+		}
+		switch {
+		case !known:
+			out = be.AppendUint64(out, ckUnavailable)
+			out = be.AppendUint32(out, 0)
+			rv = ckrAttributeTypeInvalid
+		case capacity < 0:
+			out = be.AppendUint64(out, uint64(len(val)))
+			out = be.AppendUint32(out, 0)
+		case capacity < int64(len(val)):
+			out = be.AppendUint64(out, ckUnavailable)
+			out = be.AppendUint32(out, 0)
+			if rv == 0 {
+				rv = ckrBufferTooSmall
+			}
+		default:
+			out = be.AppendUint64(out, uint64(len(val)))
+			out = be.AppendUint32(out, uint32(len(val)))
+			out = append(out, val...)
+		}
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return frameErr("malformed attribute template")
+	}
+	if err := c.setBytes(2, out); err != nil {
+		return err
+	}
+	if rv != 0 {
+		// The per-attribute answers are returned with the error, as
+		// C_GetAttributeValue does.
+		c.lengthBack = append(c.lengthBack, c.outs...)
+		return ckr(rv, "m_GetAttributeValue: an attribute is unknown or its buffer too small")
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/big"
+	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -21,22 +22,23 @@ import (
 
 // CK_RVs the tests expect (PKCS#11; IBM ep11.h, host-libraries.md §2.9).
 const (
-	rvOK                 = 0
-	rvArgumentsBad       = 0x7
-	rvEncryptedInvalid   = 0x40
-	rvKeySizeRange       = 0x62
-	rvMechInvalid        = 0x70
-	rvMechParamInvalid   = 0x71
-	rvPinLenRange        = 0xA2
-	rvSessionClosed      = 0xB0
-	rvSignatureInvalid   = 0xC0
-	rvTemplateIncomplete = 0xD0
-	rvCurveNotSupported  = 0x140
-	rvBufferTooSmall     = 0x150
-	rvWKIDMismatch       = 0x80010001
-	rvBlobError          = 0x80010004
-	rvWKNotInitialized   = 0x80010009
-	rvTargetInvalid      = 0x80010030
+	rvOK                   = 0
+	rvArgumentsBad         = 0x7
+	rvEncryptedInvalid     = 0x40
+	rvKeySizeRange         = 0x62
+	rvMechInvalid          = 0x70
+	rvMechParamInvalid     = 0x71
+	rvPinLenRange          = 0xA2
+	rvSessionClosed        = 0xB0
+	rvSignatureInvalid     = 0xC0
+	rvTemplateIncomplete   = 0xD0
+	rvCurveNotSupported    = 0x140
+	rvBufferTooSmall       = 0x150
+	rvAttributeTypeInvalid = 0x12
+	rvWKIDMismatch         = 0x80010001
+	rvBlobError            = 0x80010004
+	rvWKNotInitialized     = 0x80010009
+	rvTargetInvalid        = 0x80010030
 )
 
 var ne = binary.NativeEndian
@@ -129,6 +131,12 @@ func TestEP11Double(t *testing.T) {
 		t.Fatalf("XCPQ_DOMAIN into 40 bytes: 0x%x, length %d, want CKR_BUFFER_TOO_SMALL and 88", r.ret, r.long(1))
 	}
 	wantRV(t, "XCPQ_DOMAIN on a group", domInfo(group), rvArgumentsBad)
+	wantRV(t, "query 99", d.do("call m_get_xcp_info o:88 l:88 v:99 v:0 v:%d", t6), rvArgumentsBad)
+	wantRV(t, "XCPHQ_VERSION subquery 1", d.do("call m_get_xcp_info o:4 l:4 v:0xff000001 v:1 v:0"), rvArgumentsBad)
+	r = d.do("call m_get_xcp_info o:16 l:16 v:1 v:2 v:%d", t6)
+	if r.ret != rvOK || r.long(1) != 16 {
+		t.Fatalf("XCPQ_MODULE FNLIST: 0x%x, %d bytes", r.ret, r.long(1))
+	}
 	wantRV(t, "XCPQ_DOMAIN on target 0", domInfo(0), rvArgumentsBad)
 	wantRV(t, "XCPQ_DOMAIN on a made-up target", domInfo(0x1234), rvArgumentsBad)
 
@@ -193,6 +201,7 @@ func TestEP11Double(t *testing.T) {
 	pin := []byte("12345678")
 	nonce := []byte("nonce")
 	wantRV(t, "m_Login on a group", d.do("call m_Login b:%s v:8 b:%s v:5 o:80 l:80 v:%d", hx(pin), hx(nonce), group), rvArgumentsBad)
+	wantRV(t, "m_Login with a 33-byte nonce", d.do("call m_Login b:%s v:8 b:%s v:33 o:80 l:80 v:%d", hx(pin), hx(bytes.Repeat([]byte{1}, 33)), t6), rvArgumentsBad)
 	wantRV(t, "m_Login with a 4-byte PIN", d.do("call m_Login b:%s v:4 b:%s v:5 o:80 l:80 v:%d", hx(pin[:4]), hx(nonce), t6), rvPinLenRange)
 	r = d.do("call m_Login b:%s v:8 b:%s v:5 o:40 l:40 v:%d", hx(pin), hx(nonce), t6)
 	if r.ret != rvBufferTooSmall || r.long(5) != 80 {
@@ -408,5 +417,39 @@ func TestEP11ImportAndThreads(t *testing.T) {
 		if r.ret != rvOK || !bytes.Equal(r.bytes(5), want) {
 			t.Fatalf("thread %d: 0x%x % x", i, r.ret, r.bytes(5))
 		}
+	}
+}
+
+// TestEP11GetAttributeValue: the public key of a private key blob, as
+// openCryptoki reads it (§2.4), with C_GetAttributeValue's conventions.
+func TestEP11GetAttributeValue(t *testing.T) {
+	h, dir := newSim(t)
+	d := startDriver(t, "libep11.so", dir)
+	t6, r := addModule(t, d, -1, 2, 6, 0x33)
+	wantRV(t, "m_add_module", r, rvOK)
+	r = d.do("call m_GenerateKeyPair m:0x1040 t:0x180=06082a8648ce3d030107 v:1 t:0x2=u1 v:1 n v:0 o:16384 l:16384 o:16384 l:16384 v:%d", t6)
+	wantRV(t, "m_GenerateKeyPair", r, rvOK)
+	priv := r.bytes(7)[:r.long(8)]
+	want, err := h.PublicKey(context.Background(), apqn.MustParse("06.0033"), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := func(templ string, n int) []string {
+		r := d.do("call m_GetAttributeValue b:%s v:%d T:%s v:%d v:%d", hx(priv), len(priv), templ, n, t6)
+		return append([]string{fmt.Sprint(r.ret)}, strings.Split(r.args[2], ";")...)
+	}
+	got := attrs("0x129=-1;0x100=-1", 2)
+	if got[0] != "0" || got[1] != fmt.Sprintf("%d:", len(want)) || got[2] != "8:" {
+		t.Fatalf("length query: %v, want CKR_OK, %d and 8", got, len(want))
+	}
+	got = attrs(fmt.Sprintf("0x129=%d;0x100=8", len(want)), 2)
+	kt := make([]byte, 8)
+	ne.PutUint64(kt, 3) // CKK_EC
+	if got[0] != "0" || got[1] != fmt.Sprintf("%d:%s", len(want), hx(want)) || got[2] != "8:"+hx(kt) {
+		t.Fatalf("values: %v", got)
+	}
+	got = attrs("0x129=10;0x80010000=8;0x100=8", 3)
+	if got[0] != fmt.Sprint(rvAttributeTypeInvalid) || got[1] != "-1:" || got[2] != "-1:" || got[3] != "8:"+hx(kt) {
+		t.Fatalf("short buffer and unknown attribute: %v, want CKR_ATTRIBUTE_TYPE_INVALID, both unavailable, the key type", got)
 	}
 }

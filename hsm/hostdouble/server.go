@@ -88,10 +88,11 @@ func (s *Server) Handle(ctx context.Context, req *Request) (*Response, error) {
 	if req.Lib != s.lib {
 		return nil, frameErr("a library %d call reached the library %d server", req.Lib, s.lib)
 	}
-	c := &call{ctx: ctx, req: req, s: s, order: binary.BigEndian}
+	var order byteOrder = binary.BigEndian
 	if req.LittleEndian {
-		c.order = binary.LittleEndian
+		order = binary.LittleEndian
 	}
+	c := &call{ctx: ctx, req: req, s: s, order: order}
 	var err error
 	if s.lib == LibCCA {
 		err = s.cca(c)
@@ -105,12 +106,18 @@ func (s *Server) Handle(ctx context.Context, req *Request) (*Response, error) {
 	return &Response{ID: req.ID, Ret: c.ret, Outs: c.outs}, nil
 }
 
+// byteOrder reads and appends native data in the client's order.
+type byteOrder interface {
+	binary.ByteOrder
+	binary.AppendByteOrder
+}
+
 // call is one request being answered.
 type call struct {
 	ctx   context.Context
 	req   *Request
 	s     *Server
-	order binary.ByteOrder // the client's byte order for native data
+	order byteOrder // the client's byte order for native data
 	outs  []Output
 	ret   uint64
 	// CCA codes, also set as outputs 0 and 1.

@@ -24,6 +24,8 @@
  *   g:MECH:IV:AAD:BITS CK_MECHANISM with a CK_GCM_PARAMS
  *   e:MECH:HASH:MGF    CK_MECHANISM with a CK_RSA_PKCS_OAEP_PARAMS (no label)
  *   t:TYPE=HEX;TYPE=uDEC;...  CK_ATTRIBUTE array (u: a native CK_ULONG)
+ *   T:TYPE=N;...       CK_ATTRIBUTE array of N-byte zeroed buffers (N -1:
+ *                      NULL pValue), printed afterwards as LEN:HEX;...
  *
  * The answer is "ok RET A0 A1 ...": RET the return value (EP11 CK_RV; junk
  * for the void CCA verbs), each Ai "-" or the long's value or the buffer's
@@ -65,7 +67,7 @@ typedef struct {
 	unsigned long len;
 } attr_t;
 
-enum { K_NONE, K_LONG, K_BUF };
+enum { K_NONE, K_LONG, K_BUF, K_TEMPL };
 struct arg {
 	int kind;
 	void *p;
@@ -176,6 +178,21 @@ static int parse(char *tok, struct arg *a, void **val)
 		m->p = o;
 		m->len = sizeof(*o);
 		*val = m;
+	} else if (!strncmp(tok, "T:", 2)) {
+		attr_t *t = calloc(32, sizeof(*t));
+		int i = 0;
+		char *sv;
+		for (char *w = strtok_r(tok + 2, ";", &sv); w && i < 32; w = strtok_r(NULL, ";", &sv), i++) {
+			char *eq = strchr(w, '=');
+			long n = strtol(eq + 1, NULL, 0);
+			t[i].type = num(w);
+			t[i].len = n < 0 ? 0 : n;
+			t[i].p = n < 0 ? NULL : calloc(1, n + 1);
+		}
+		a->kind = K_TEMPL;
+		a->p = t;
+		a->n = i;
+		*val = t;
 	} else if (!strncmp(tok, "t:", 2)) {
 		attr_t *t = calloc(32, sizeof(*t));
 		int i = 0;
@@ -241,6 +258,14 @@ static void run(struct job *j)
 				o += snprintf(j->out + o, sizeof(j->out) - o, "%02x", ((unsigned char *)a[i].p)[k]);
 			if (a[i].n == 0)
 				o += snprintf(j->out + o, sizeof(j->out) - o, "=");
+		} else if (a[i].kind == K_TEMPL) {
+			attr_t *t = a[i].p;
+			o += snprintf(j->out + o, sizeof(j->out) - o, " ");
+			for (size_t k = 0; k < a[i].n && o < sizeof(j->out) - 40; k++) {
+				o += snprintf(j->out + o, sizeof(j->out) - o, "%s%ld:", k ? ";" : "", (long)t[k].len);
+				for (size_t b = 0; t[k].p && b < t[k].len && (long)t[k].len > 0 && o < sizeof(j->out) - 4; b++)
+					o += snprintf(j->out + o, sizeof(j->out) - o, "%02x", ((unsigned char *)t[k].p)[b]);
+			}
 		} else {
 			o += snprintf(j->out + o, sizeof(j->out) - o, " -");
 		}

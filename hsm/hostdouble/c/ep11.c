@@ -694,6 +694,64 @@ EXPORT long xcpa_internal_rv(const unsigned char *rsp, size_t rlen, struct XCPad
 	return 0;
 }
 
+/* m_GetAttributeValue (§2.4): the template goes as (type, capacity) pairs
+ * (capacity -1 for a NULL pValue); the answer is a stream of (u64
+ * ulValueLen, u32 n, n bytes) per attribute, written back into the
+ * caller's template, also with CKR_ATTRIBUTE_TYPE_INVALID and
+ * CKR_BUFFER_TOO_SMALL, as C_GetAttributeValue does. */
+#define CKR_ATTRIBUTE_TYPE_INVALID 0x12
+EXPORT CK_RV m_GetAttributeValue(const unsigned char *obj, size_t olen, CK_ATTRIBUTE_PTR pTemplate, CK_ULONG ulCount,
+				 target_t target)
+{
+	if (!pTemplate || ulCount > 64)
+		return CKR_ARGUMENTS_BAD;
+	struct flat f = {0};
+	size_t cap = 0;
+	put32(&f, ulCount);
+	for (CK_ULONG i = 0; i < ulCount; i++) {
+		put64(&f, pTemplate[i].type);
+		if (pTemplate[i].pValue && pTemplate[i].ulValueLen <= 65536) {
+			put64(&f, pTemplate[i].ulValueLen);
+			cap += pTemplate[i].ulValueLen;
+		} else {
+			put64(&f, (uint64_t)-1);
+		}
+		cap += 12;
+	}
+	unsigned char *stream = calloc(1, cap);
+	if (!stream) {
+		free(f.b);
+		return CKR_IBM_TRANSPORT_ERROR;
+	}
+	BEGIN("m_GetAttributeValue");
+	hd_arg_in(&r, obj, olen);
+	hd_arg_bytes(&r, f.b, f.n);
+	hd_arg_out(&r, stream, cap);
+	arg_target(&r, target);
+	free(f.b);
+	CK_RV rv = finish(&r);
+	if (rv == CKR_OK || rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_BUFFER_TOO_SMALL) {
+		size_t off = 0;
+		for (CK_ULONG i = 0; i < ulCount; i++) {
+			if (off + 12 > cap)
+				return CKR_IBM_TRANSPORT_ERROR;
+			uint64_t l = be(stream + off, 8);
+			size_t n = be(stream + off + 8, 4);
+			off += 12;
+			if (off + n > cap || (n && (!pTemplate[i].pValue || n > pTemplate[i].ulValueLen))) {
+				free(stream);
+				return CKR_IBM_TRANSPORT_ERROR;
+			}
+			if (n)
+				memcpy(pTemplate[i].pValue, stream + off, n);
+			pTemplate[i].ulValueLen = (CK_ULONG)l;
+			off += n;
+		}
+	}
+	free(stream);
+	return rv;
+}
+
 /* The other functions openCryptoki resolves (§2.1: all 48 must exist).
  * The double does not implement them. */
 #define UNIMPLEMENTED(fn)                                                                                              \
@@ -731,5 +789,4 @@ UNIMPLEMENTED(m_VerifyFinal)
 UNIMPLEMENTED(m_DeriveKey)
 UNIMPLEMENTED(m_GetMechanismList)
 UNIMPLEMENTED(m_GetMechanismInfo)
-UNIMPLEMENTED(m_GetAttributeValue)
 UNIMPLEMENTED(m_SetAttributeValue)

@@ -145,9 +145,8 @@ func copyLib(t *testing.T, lib string) string {
 }
 
 // newEnv makes a simulator and opens the host backends over it through
-// the doubles: CCA always through libcsulcca.so, EP11 through libep11.so
-// when ep11Double, else through the simulator itself.
-func newEnv(t *testing.T, ep11Double bool) (*host.Backend, *sim.HSM) {
+// the doubles.
+func newEnv(t *testing.T) (*host.Backend, *sim.HSM) {
 	t.Helper()
 	ccaLib, ep11Lib := doubles(t)
 	dir := t.TempDir()
@@ -176,69 +175,31 @@ func newEnv(t *testing.T, ep11Double bool) (*host.Backend, *sim.HSM) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lib.Close() })
-	var ep hsm.Backend = h
-	if ep11Double {
-		if ep11Lib == "" {
-			t.Fatal("hsm/hostdouble/c/ep11.c is missing")
-		}
-		el, err := ep11.Load(copyLib(t, ep11Lib))
-		if err != nil {
-			t.Fatal(err)
-		}
-		eb := ep11.New(el, h.SysfsRoot())
-		t.Cleanup(func() { eb.Close(); el.Close() })
-		ep = eb
+	if ep11Lib == "" {
+		t.Fatal("hsm/hostdouble/c/ep11.c is missing")
 	}
-	return host.New(h.SysfsRoot(), cca.New(lib, h.SysfsRoot()), ep), h
+	el, err := ep11.Load(copyLib(t, ep11Lib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eb := ep11.New(el, h.SysfsRoot())
+	t.Cleanup(func() { eb.Close(); el.Close() })
+	return host.New(h.SysfsRoot(), cca.New(lib, h.SysfsRoot()), eb), h
 }
 
-// ccaLimits are the CCA library's (docs/ARCHITECTURE.md, "Host
-// libraries"); the EP11 library adds that it reports no session count.
-var (
-	ccaLimits  = hsmtest.Limits{NoCCAKeyWrap: true, NoCCAImport: true, NoCCAOAEPLabel: true, NoCCASymOldPattern: true}
-	hostLimits = hsmtest.Limits{NoCCAKeyWrap: true, NoCCAImport: true, NoCCAOAEPLabel: true, NoCCASymOldPattern: true,
-		NoEP11SessionStatus: true}
-)
+// hostLimits are the libraries' (docs/ARCHITECTURE.md, "Host
+// libraries"): four of the CCA library as openCryptoki uses it, and the
+// EP11 library reports no session count.
+var hostLimits = hsmtest.Limits{NoCCAKeyWrap: true, NoCCAImport: true, NoCCAOAEPLabel: true, NoCCASymOldPattern: true,
+	NoEP11SessionStatus: true}
 
 // TestContract: the whole suite, CCA through the CCA double, EP11
-// through the simulator.
+// through the EP11 double.
 func TestContract(t *testing.T) {
 	hsmtest.Run(t, func(t *testing.T) hsmtest.Env {
-		b, h := newEnv(t, false)
-		return hsmtest.Env{Backend: b, Officer: h, CCA: ccaIDs, EP11: ep11IDs, Limits: ccaLimits}
-	})
-}
-
-// TestContractEP11Double: both libraries through the doubles, every
-// subtest that needs no function the EP11 double lacks (see
-// TestEP11DoubleGaps).
-func TestContractEP11Double(t *testing.T) {
-	hsmtest.RunOnly(t, func(t *testing.T) hsmtest.Env {
-		b, h := newEnv(t, true)
+		b, h := newEnv(t)
 		return hsmtest.Env{Backend: b, Officer: h, CCA: ccaIDs, EP11: ep11IDs, Limits: hostLimits}
-	}, "Queues", "UnknownAPQN", "CCATransitions", "CCAKeyParts", "EP11Transitions", "WrongStateChangesNothing",
-		"CCABlobLifecycle", "KnownAnswers", "Errors", "EP11SessionLogin", "EP11SessionReencipher")
-}
-
-// TestEP11DoubleGaps pins what the EP11 double does not yet offer and
-// the backend calls as openCryptoki does: m_GetAttributeValue
-// (CKA_PUBLIC_KEY_INFO, openCryptoki import_blob) for the public key of a
-// private blob — needed by PublicKey and by Verify with a private blob.
-// When the double gains it this test fails: then run the
-// EP11BlobLifecycle, Mechanisms and EP11SessionBinding subtests in
-// TestContractEP11Double too and delete this test.
-func TestEP11DoubleGaps(t *testing.T) {
-	b, _ := newEnv(t, true)
-	ctx := context.Background()
-	q := ep11IDs[0]
-	priv, pub, err := b.GenerateKeyPair(ctx, q, hsm.KeySpec{Type: hsm.KeyEC, Bits: 256})
-	if err != nil || len(pub) == 0 {
-		t.Fatalf("GenerateKeyPair: %v", err)
-	}
-	_, err = b.PublicKey(ctx, q, priv)
-	if err == nil || !strings.Contains(err.Error(), "m_GetAttributeValue") || !strings.Contains(err.Error(), "0x54") {
-		t.Errorf("PublicKey over the EP11 double: %v, want CKR_FUNCTION_NOT_SUPPORTED from m_GetAttributeValue", err)
-	}
+	})
 }
 
 // TestConcurrentDomains: goroutines on APQNs of two domains (with
@@ -247,7 +208,7 @@ func TestEP11DoubleGaps(t *testing.T) {
 // the wrong adapter or domain would make it under the other group's key
 // (or be refused by the double's per-thread and per-process selection).
 func TestConcurrentDomains(t *testing.T) {
-	b, _ := newEnv(t, false)
+	b, _ := newEnv(t)
 	ctx := context.Background()
 	want := map[apqn.ID]mkvp.Pattern{}
 	for _, q := range ccaIDs {

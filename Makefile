@@ -32,7 +32,7 @@ SBIN_CMDS     := pkcshsmd
 # The PKCS#11 module is built when its main package exists.
 MODULE        := $(if $(wildcard cmd/libpkcshsm/*.go),$(BUILD)/libpkcshsm.so)
 
-.PHONY: all build install uninstall check demo rotation-tests clean
+.PHONY: all build install uninstall check demo rotation-tests clean host-doubles
 all: build
 
 build: $(addprefix $(BUILD)/,$(CMDS) $(SBIN_CMDS)) $(MODULE)
@@ -48,6 +48,18 @@ $(BUILD)/libpkcshsm.so: FORCE
 	@rm -f $(BUILD)/libpkcshsm.h
 
 FORCE:
+
+# Test doubles of the IBM host libraries (hsm/hostdouble): never installed,
+# not part of `make`. CC=s390x-linux-gnu-gcc builds them for linux/s390x.
+HOST_DOUBLES  ?= $(BUILD)/host-doubles
+HD_SRC        := hsm/hostdouble/c
+HD_CFLAGS     ?= -std=gnu11 -O2 -Wall -Wextra -Wno-unused-parameter -fPIC -shared -fvisibility=hidden
+
+host-doubles:
+	@mkdir -p $(HOST_DOUBLES)
+	$(CC) $(HD_CFLAGS) -o $(HOST_DOUBLES)/libcsulcca.so $(HD_SRC)/transport.c $(HD_SRC)/csulcca.c -lpthread
+	$(CC) $(HD_CFLAGS) -o $(HOST_DOUBLES)/libep11.so $(HD_SRC)/transport.c $(HD_SRC)/ep11.c -lpthread
+	for v in 1 2 3 4; do ln -sf libep11.so $(HOST_DOUBLES)/libep11.so.$$v; done
 
 install: build
 	$(INSTALL) -d -m 0755 $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)

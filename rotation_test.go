@@ -15,15 +15,24 @@ import (
 // in both modes: a complete master key rotation (and a canceled one) on the
 // simulator with the real binaries, the real daemon, three application
 // processes using keys throughout, and the verification of every key. The
-// script exits 0 only when everything verified.
+// script exits 0 only when everything verified. The host/ runs do the same
+// with hsm-backend = host: every process goes through the C interface of
+// IBM's host libraries, served by their doubles (make host-doubles).
 func TestRotationDemo(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Fatalf("bash is required: %v", err)
 	}
-	for _, mode := range []string{"finalize", "cancel"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, run := range []struct{ backend, mode string }{
+		{"simulator", "finalize"}, {"simulator", "cancel"}, {"host", "finalize"}, {"host", "cancel"},
+	} {
+		name := run.mode
+		if run.backend != "simulator" {
+			name = run.backend + "/" + run.mode
+		}
+		mode := run.mode
+		t.Run(name, func(t *testing.T) {
 			cmd := exec.Command("bash", "scripts/rotation-demo.sh")
-			cmd.Env = append(os.Environ(), "MODE="+mode, "TMPDIR="+t.TempDir())
+			cmd.Env = append(os.Environ(), "MODE="+mode, "BACKEND="+run.backend, "TMPDIR="+t.TempDir())
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			start := time.Now()

@@ -8,6 +8,13 @@
 #   verified under the new master keys, with its previous blob kept, and data
 #   encrypted before the rotation still decrypts.
 #
+# BACKEND=host runs the same rotation with `hsm-backend = host`: every
+# process loads IBM's CCA and EP11 host libraries — here the test doubles
+# that `make host-doubles` builds (hsm/hostdouble), which forward each call
+# to the simulator — so the C ABI the real libraries document is what the
+# tokens, the tool and the applications go through. BACKEND=simulator (the
+# default) uses the simulator directly.
+#
 # MODE=cancel cancels the change instead of activating and finalizing it;
 # the keys must then be exactly as before. APPS sets the number of
 # applications (default 3). Exits 0 only when everything verified. KEEP=1
@@ -37,6 +44,9 @@ app_pids=
 APPS=${APPS:-3}
 MODE=${MODE:-finalize}
 case $MODE in finalize | cancel) ;; *) echo "MODE must be finalize or cancel" >&2; exit 2 ;; esac
+BACKEND=${BACKEND:-simulator}
+case $BACKEND in simulator | host) ;; *) echo "error: BACKEND=$BACKEND is not a backend
+hint: use BACKEND=simulator or BACKEND=host" >&2; exit 2 ;; esac
 CLIENT=${CLIENT:-go}
 [ "$CLIENT" = all ] && CLIENT=go,c,python,tools
 for c in ${CLIENT//,/ }; do
@@ -70,6 +80,19 @@ else
 	fi
 fi
 export PATH=$bin:$PATH
+if [ "$BACKEND" = host ]; then
+	step "host-library doubles (make host-doubles)"
+	doubles=$root/host-doubles
+	(cd "$here" && make -s host-doubles HOST_DOUBLES="$doubles")
+	for l in libcsulcca.so libep11.so; do
+		[ -e "$doubles/$l" ] || fail "make host-doubles did not build $l"
+	done
+	# hsm/hostdouble/c/hostdouble.h: the doubles start `hsmsim host-double`
+	# over the simulator; the host backend reads the simulator's sysfs view.
+	export PKCSHSM_CCA_LIBRARY=$doubles/libcsulcca.so PKCSHSM_EP11_LIBRARY=$doubles/libep11.so
+	export PKCSHSM_HOSTDOUBLE_HSMSIM=$bin/hsmsim PKCSHSM_SIM_DIR=$root/var/lib/pkcshsm/sim
+	export PKCSHSM_SYSFS_ROOT=$root/var/lib/pkcshsm/sim/sys
+fi
 module=$bin/libpkcshsm.so
 if outside; then
 	[ -e "$module" ] || { echo "error: $module is missing; hint: build it with go build -buildmode=c-shared -o $module ./cmd/libpkcshsm" >&2; exit 2; }
@@ -125,7 +148,7 @@ hsmsim show
 step "token configuration: slots 2 and 3 CCA, slot 4 EP11"
 mkdir -p "$root/etc/pkcshsm"
 cat >"$root/etc/pkcshsm/pkcshsm.conf" <<CONF
-hsm-backend = simulator
+hsm-backend = $BACKEND
 slot 2 {
 	token-type = cca
 	tokname = cca

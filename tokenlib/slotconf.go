@@ -6,7 +6,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
-	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/hsm/open"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib/config"
@@ -33,27 +33,21 @@ type slotConf struct {
 // globalConf is the engine's view of pkcshsm.conf and the token files.
 type globalConf struct {
 	slots         []slotConf
-	backend       string // "simulator"
+	path          string // pkcshsm.conf, for messages
+	backend       string // hsm-backend: "simulator" or "host"
 	simulatorDir  string
 	disableEvents bool // disable-event-support: no daemon connection
 }
 
-// openBackend opens the HSM backend the configuration names.
+// openBackend opens the HSM backend the configuration names (hsm/open):
+// the simulator, or IBM's host libraries for the token types configured.
 func openBackend(gc *globalConf, layout paths.Layout, log zerolog.Logger) (hsm.Backend, func() error, error) {
-	switch gc.backend {
-	case "", "simulator":
-		dir := gc.simulatorDir
-		if dir == "" {
-			dir = layout.SimDir()
-		}
-		h, err := sim.Open(dir, sim.Options{Logger: log})
-		if err != nil {
-			return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
-		}
-		return h, h.Close, nil
+	o := open.Options{Logger: log, Layout: layout, SimulatorDir: gc.simulatorDir, ConfPath: gc.path}
+	for _, s := range gc.slots {
+		o.CCA = o.CCA || s.typ == TokenCCA
+		o.EP11 = o.EP11 || s.typ == TokenEP11
 	}
-	return nil, nil, errclass.Newh(errclass.InvalidArgument, "set hsm-backend = simulator",
-		"hsm-backend %q is not supported", gc.backend)
+	return open.Open(gc.backend, o)
 }
 
 // loadConfig reads pkcshsm.conf and every slot's token configuration.
@@ -62,7 +56,7 @@ func loadConfig(path string, layout paths.Layout) (*globalConf, error) {
 	if err != nil {
 		return nil, err
 	}
-	gc := &globalConf{backend: g.HSMBackend, simulatorDir: g.SimulatorDir, disableEvents: g.DisableEventSupport}
+	gc := &globalConf{path: path, backend: g.HSMBackend, simulatorDir: g.SimulatorDir, disableEvents: g.DisableEventSupport}
 	for i := range g.Slots {
 		s := &g.Slots[i]
 		sc := slotConf{id: SlotID(s.ID), tokname: s.TokName, description: s.Description, expected: map[mkvp.Type]mkvp.Pattern{}}

@@ -57,8 +57,12 @@ func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor)
 // (tokversion 3.12 is 0x0003000C).
 func (v Version) Packed() uint32 { return uint32(v.Major)<<16 | uint32(v.Minor) }
 
-// Backend names. The simulator is the only backend today.
-const BackendSimulator = "simulator"
+// Backend names (hsm/open opens them): the simulator, or IBM's host
+// libraries on IBM Z.
+const (
+	BackendSimulator = "simulator"
+	BackendHost      = "host"
+)
 
 // Slot limits and defaults (upstream values).
 const (
@@ -84,7 +88,7 @@ type Global struct {
 	// FileVersion is the value of a leading "version" line ("" if none).
 	// It is kept, never interpreted.
 	FileVersion string
-	// HSMBackend is the backend the tokens use; "simulator".
+	// HSMBackend is the backend the tokens use: "simulator" or "host".
 	HSMBackend string
 	// SimulatorDir is the simulator's state directory (absolute).
 	SimulatorDir string
@@ -186,9 +190,9 @@ func ParseGlobal(name string, data []byte) (*Global, error) {
 			if !ok {
 				return nil, errAt(name, n.line, "write: hsm-backend = simulator", "hsm-backend needs a value")
 			}
-			if v != BackendSimulator {
-				return nil, errAt(name, n.line, "write: hsm-backend = simulator",
-					"hsm-backend %q is not supported; the only backend is %q", v, BackendSimulator)
+			if v != BackendSimulator && v != BackendHost {
+				return nil, errAt(name, n.line, "write: hsm-backend = simulator (the simulator) or hsm-backend = host (IBM's CCA and EP11 host libraries)",
+					"hsm-backend %q is not supported; the backends are %q and %q", v, BackendSimulator, BackendHost)
 			}
 			g.HSMBackend = v
 		case n.key == "simulator-dir":

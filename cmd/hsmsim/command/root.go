@@ -101,7 +101,7 @@ sysfs-shaped view, readable like /sys, is in the sys subdirectory.`,
 	root.AddCommand(
 		newInitCommand(a), newLoadNewCommand(a), newCommitCommand(a), newSetCommand(a),
 		newClearNewCommand(a), newShowCommand(a), newMKVPsCommand(a), newOfflineCommand(a),
-		newOnlineCommand(a), newFaultCommand(a),
+		newOnlineCommand(a), newFaultCommand(a), newHostDoubleCommand(a),
 	)
 	root.CompletionOptions.DisableDefaultCmd = true
 	return root

@@ -97,6 +97,9 @@ func ParseSummary(b []byte) (KeySummary, error) {
 				return bad("cut short")
 			}
 			t := mkvp.Type(b[0])
+			if !t.Valid() || int(b[1]) != t.Size() {
+				return bad("pattern of %d bytes for type %d", b[1], b[0])
+			}
 			p, err := mkvp.ForType(t, b[2:2+int(b[1])])
 			if err != nil {
 				return bad("%v", err)

@@ -152,7 +152,7 @@ func (c *command) runVerify(ctx context.Context, cmd *cobra.Command, o *verifyOp
 			return err
 		}
 	}
-	r, err := s.readiness(ctx, tgt, queues)
+	r, err := s.readiness(ctx, tgt, queues, true)
 	if err != nil {
 		return err
 	}
@@ -302,7 +302,7 @@ func newFromRegisters(queues []hsm.QueueInfo, apqns apqn.List, types []mkvp.Type
 // asks the running processes about their session keys, and compares with
 // the operations of this host: the answer of verify, and what list checks
 // before it says the keys can be set.
-func (s *session) readiness(ctx context.Context, tgt verifyTarget, queues []hsm.QueueInfo) (*readiness, error) {
+func (s *session) readiness(ctx context.Context, tgt verifyTarget, queues []hsm.QueueInfo, sessions bool) (*readiness, error) {
 	r := &readiness{APQNs: []string{}, Types: []string{}, Slots: []readySlot{}, Problems: []string{},
 		newp: tgt.newp, apqnList: tgt.apqns}
 	for _, q := range tgt.apqns {
@@ -354,7 +354,9 @@ func (s *session) readiness(ctx context.Context, tgt verifyTarget, queues []hsm.
 		}
 		r.Slots = append(r.Slots, rs)
 	}
-	s.sessionCensus(ctx, r, types)
+	if sessions {
+		s.sessionCensus(ctx, r, types)
+	}
 	d, err := s.openDir(true)
 	var ops []*state.Op
 	if err == nil {
@@ -571,6 +573,167 @@ func (r *readiness) text() string {
 		strings.Join(r.APQNs, ", "), missing, plural(missing, "OBJECT", "OBJECTS"))
 	if r.Fix != "" {
 		fmt.Fprintf(&b, "Fix:          %s\n", r.Fix)
+	}
+	return b.String()
+}
+
+// summary says in one line how many keys setting would lose.
+func (r *readiness) summary() string {
+	missing, lost := 0, 0
+	for _, sl := range r.Slots {
+		missing += sl.MissingNew + sl.SessionKeysMissingNew
+		lost += sl.Lost
+	}
+	out := fmt.Sprintf("%d key %s no blob under the new master key", missing, plural(missing, "object has", "objects have"))
+	if lost > 0 {
+		out += fmt.Sprintf(", %d %s under a master key no adapter has", lost, plural(lost, "is", "are"))
+	}
+	return out
+}
+
+// keyChecks are the checks list makes from the keys: per operation in
+// REENCIPHERED the check of verify -i (or why it could not run), and
+// the tokens of this host a loaded NEW register concerns that no
+// operation covers.
+type keyChecks struct {
+	ops     map[state.ID]*readiness
+	failed  map[state.ID]string
+	foreign *readiness // nil: nothing to report
+}
+
+// keyChecks runs list's checks. They never fail list: a check that cannot
+// run is reported as not done.
+func (c *command) keyChecks(ctx context.Context, cmd *cobra.Command, ops []*state.Op) keyChecks {
+	chk := keyChecks{ops: map[state.ID]*readiness{}, failed: map[state.ID]string{}}
+	fail := func(why string) keyChecks {
+		for _, op := range ops {
+			if op.State == state.Reenciphered {
+				chk.failed[op.ID] = why
+			}
+		}
+		return chk
+	}
+	if c.deps.OpenTokens == nil {
+		return fail("no token library")
+	}
+	s, err := c.newSession(ctx, cmd, false)
+	if err != nil {
+		return fail(err.Error())
+	}
+	defer s.close()
+	queues, err := s.tokens.Queues(ctx)
+	if err != nil {
+		return fail(fmt.Sprintf("the APQNs cannot be listed: %v", err))
+	}
+	for _, op := range ops {
+		if op.State != state.Reenciphered {
+			continue
+		}
+		r, err := s.readiness(ctx, verifyTarget{apqns: op.APQNs, newp: op.New, op: op}, queues, true)
+		if err != nil {
+			chk.failed[op.ID] = err.Error()
+			continue
+		}
+		chk.ops[op.ID] = r
+	}
+	chk.foreign = s.foreignCheck(ctx, queues)
+	return chk
+}
+
+// foreignCheck looks for tokens of this host that a loaded NEW register
+// concerns and that no operation of this host covers: the change was
+// started on another host sharing the adapter domains, and a set would
+// lose their keys. It also counts keys already under a master key no
+// adapter has. nil: nothing to report.
+func (s *session) foreignCheck(ctx context.Context, queues []hsm.QueueInfo) *readiness {
+	var loaded apqn.List
+	for _, q := range queues {
+		for _, regs := range q.MK {
+			if regs.New.State != apqn.StateEmpty && !regs.New.Pattern.IsZero() {
+				loaded = append(loaded, q.ID)
+				break
+			}
+		}
+	}
+	var all apqn.List
+	for _, q := range queues {
+		all = append(all, q.ID)
+	}
+	r := &readiness{Slots: []readySlot{}, Problems: []string{}}
+	if len(loaded) > 0 {
+		newp, _, err := newFromRegisters(queues, loaded, nil, nil)
+		if err == nil {
+			if rr, err := s.readiness(ctx, verifyTarget{apqns: loaded, newp: newp}, queues, false); err == nil {
+				r = rr
+			}
+		}
+	}
+	var out []readySlot
+	for _, sl := range r.Slots {
+		for _, why := range sl.Reasons {
+			if strings.Contains(why, "DO NOT SET ON THIS HOST") {
+				out = append(out, sl)
+				break
+			}
+		}
+	}
+	// Keys already lost to an activation: a census against the CURRENT
+	// registers finds them whatever is loaded.
+	cur := map[mkvp.Type]mkvp.Pattern{}
+	for _, q := range queues {
+		for t, regs := range q.MK {
+			if !regs.Current.Pattern.IsZero() {
+				cur[t] = regs.Current.Pattern
+			}
+		}
+	}
+	lost := map[uint]int{}
+	if len(cur) > 0 {
+		slots, _ := s.tokens.Slots(ctx)
+		for _, sl := range slots {
+			if !sl.Present {
+				continue
+			}
+			cr, err := s.tokens.Census(ctx, sl.ID, all, cur)
+			if err == nil && cr.Lost > 0 {
+				lost[sl.ID] = cr.Lost
+				found := false
+				for i := range out {
+					if out[i].Slot == sl.ID {
+						out[i].Lost, found = cr.Lost, true
+					}
+				}
+				if !found {
+					out = append(out, readySlot{Slot: sl.ID, Token: sl.Label, TokenType: sl.Type, Lost: cr.Lost})
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	r.Slots = out
+	return r
+}
+
+// foreignText renders foreignCheck's findings for list.
+func (r *readiness) foreignText() string {
+	var b strings.Builder
+	for _, sl := range r.Slots {
+		if sl.MissingNew > 0 || sl.SessionKeysMissingNew > 0 {
+			fmt.Fprintf(&b, "WARNING: A NEW MASTER KEY IS LOADED ON %s, BUT NO MASTER KEY CHANGE OPERATION OF\n"+
+				"         THIS HOST COVERS SLOT %d (%s): %d KEY %s NO BLOB UNDER IT.\n"+
+				"         DO NOT SET ON THIS HOST UNTIL IT RE-ENCIPHERS: run '%s'\n",
+				strings.Join(r.APQNs, ", "), sl.Slot, sl.Token, sl.MissingNew+sl.SessionKeysMissingNew,
+				plural(sl.MissingNew+sl.SessionKeysMissingNew, "OBJECT HAS", "OBJECTS HAVE"), r.Fix)
+		}
+		if sl.Lost > 0 {
+			fmt.Fprintf(&b, "WARNING: SLOT %d (%s): %d KEY %s UNDER A MASTER KEY NO ADAPTER HAS ANY MORE: the new\n"+
+				"         master key was activated without this host re-enciphering; 'pkcshsm keys restore-old'\n"+
+				"         and 'cancel' cannot bring them back. Have the security officer reload the previous\n"+
+				"         master key, or restore the keys from a backup.\n",
+				sl.Slot, sl.Token, sl.Lost, plural(sl.Lost, "OBJECT IS", "OBJECTS ARE"))
+		}
 	}
 	return b.String()
 }

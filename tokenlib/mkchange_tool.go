@@ -184,3 +184,84 @@ func (l *Library) sessionCensus(ev event.Event) event.Reply {
 	}
 	return reply
 }
+
+// MKChangeUncovered is what `pkcshsm slots` reports of a token a master
+// key change of another host concerns: the APQNs of the token with a
+// loaded NEW register for a type the token uses, those patterns, how many
+// token keys have no blob under them, and whether an active operation of
+// this host covers the token. Keys under master keys no register of the
+// token's APQNs holds are counted in Lost whatever is loaded.
+type MKChangeUncovered struct {
+	APQNs      apqn.List
+	New        map[mkvp.Type]mkvp.Pattern
+	MissingNew int
+	Lost       int
+	Covered    bool
+}
+
+// MKChangeForeign checks slot id against its adapters' NEW registers and
+// this host's operations (read-only, no PIN).
+func (l *Library) MKChangeForeign(ctx context.Context, id SlotID) (MKChangeUncovered, error) {
+	var u MKChangeUncovered
+	mt, err := l.MKChangeToken(ctx, id)
+	if err != nil {
+		return u, err
+	}
+	u.New = map[mkvp.Type]mkvp.Pattern{}
+	cur := map[mkvp.Type]mkvp.Pattern{}
+	uses := mkchange.TypesFor(mt.Type)
+	for _, q := range mt.APQNs {
+		info, err := l.backend.Queue(ctx, q)
+		if err != nil {
+			return u, wrapRV(ck.CKR_DEVICE_ERROR, err, "slot %d: query APQN %s", id, q)
+		}
+		for _, typ := range uses {
+			if c := info.MK[typ].Current.Pattern; !c.IsZero() {
+				cur[typ] = c
+			}
+			if r := info.MK[typ].New; r.State != apqn.StateEmpty && !r.Pattern.IsZero() {
+				u.New[typ] = r.Pattern
+				if !u.APQNs.Contains(q) {
+					u.APQNs = append(u.APQNs, q)
+				}
+			}
+		}
+	}
+	all := apqn.List(mt.APQNs)
+	if len(u.New) == 0 {
+		// Nothing loaded: only keys already lost to an activation.
+		r, _, err := l.MKChangeCensus(ctx, id, all, cur)
+		u.Lost = r.Lost
+		return u, err
+	}
+	r, _, err := l.MKChangeCensus(ctx, id, all, u.New)
+	if err != nil {
+		return u, err
+	}
+	u.MissingNew, u.Lost = r.MissingNew, r.Lost
+	d, err := state.Open(l.layout.MKChangeDir(), state.Options{ReadOnly: true, Logger: l.log})
+	if errclass.Of(err) == errclass.NotFound {
+		return u, nil
+	}
+	if err != nil {
+		return u, err
+	}
+	defer d.Close()
+	ops, _, err := d.List(ctx)
+	if err != nil {
+		return u, err
+	}
+	for _, op := range ops {
+		for _, s := range op.Slots {
+			if s.ID != uint(id) {
+				continue
+			}
+			for typ, p := range u.New {
+				if op.New[typ] == p {
+					u.Covered = true
+				}
+			}
+		}
+	}
+	return u, nil
+}

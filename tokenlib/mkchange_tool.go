@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 	"maps"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
@@ -264,4 +265,14 @@ func (l *Library) MKChangeForeign(ctx context.Context, id SlotID) (MKChangeUncov
 		}
 	}
 	return u, nil
+}
+
+// MKChangeLastPass reads slot id's journal: the master key change pass
+// that last touched its token objects (no PIN needed).
+func (l *Library) MKChangeLastPass(ctx context.Context, id SlotID) (store.Journal, bool, error) {
+	t, err := l.token(id)
+	if err != nil {
+		return store.Journal{}, false, err
+	}
+	return t.db.st.LastPass(ctx)
 }

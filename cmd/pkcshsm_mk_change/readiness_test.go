@@ -104,6 +104,21 @@ func TestReadinessFinding1RestoredOperationFile(t *testing.T) {
 		!strings.HasPrefix(v.Fix, "pkcshsm_mk_change cancel --id "+id) {
 		t.Fatalf("verify -i of the restored file: exit %d %+v\n%s", code, v, vout)
 	}
+	// The store's journal: a cancel of this operation has begun.
+	journal := "WARNING: slot 2: the token store says a cancel of this operation has begun, not completed, but the operation file says REENCIPHERED"
+	if len(v.Problems) != 1 || !strings.HasPrefix(v.Problems[0], journal) {
+		t.Fatalf("verify -i does not report the journal: %q", v.Problems)
+	}
+	// A finalize over the half-done cancel is refused up front (before
+	// the fix it finalized 200 keys and stopped at ERROR on the others).
+	code, fout := e.run("finalize", "-i", id)
+	if code != 4 || !strings.Contains(fout, "the token stores say a cancel of master key change operation '"+id+"' has begun") ||
+		!strings.Contains(fout, "hint: run 'pkcshsm_mk_change cancel --id "+id+"' (what the token stores say)") {
+		t.Fatalf("finalize over a half-done cancel: exit %d\n%s", code, fout)
+	}
+	if reenc, old := e.count(); reenc != findKeys-100 || old != 0 {
+		t.Fatalf("the refused finalize changed keys: %d REENC, %d OLD", reenc, old)
+	}
 	code, v, vout = e.verify("-a", "01.0033,02.0033", "-A", p.String())
 	if code != 4 || v.Ready || v.Slots[0].MissingNew != 100 {
 		t.Fatalf("verify -a of the restored file: exit %d %+v\n%s", code, v, vout)

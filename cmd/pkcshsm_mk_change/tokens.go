@@ -69,6 +69,14 @@ func (t *libTokens) Census(ctx context.Context, slot uint, apqns apqn.List, newp
 		Unreadable: r.Unreadable, Lost: r.Lost}, nil
 }
 
+func (t *libTokens) LastPass(ctx context.Context, slot uint) (cli.LastPass, bool, error) {
+	j, ok, err := t.lib.MKChangeLastPass(ctx, tokenlib.SlotID(slot))
+	if err != nil || !ok {
+		return cli.LastPass{}, ok, err
+	}
+	return cli.LastPass{Op: state.ID(j.Op), Action: j.Action, Done: j.Done}, true, nil
+}
+
 func (t *libTokens) Query(ctx context.Context, slot uint, op *state.Op, a state.Action) (cli.QueryResult, error) {
 	mt, err := t.lib.MKChangeToken(ctx, tokenlib.SlotID(slot))
 	if err != nil {

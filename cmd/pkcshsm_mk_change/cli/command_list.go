@@ -236,7 +236,17 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks) str
 			fmt.Fprintf(&b, "    Next:        run '%s'\n", r.Fix)
 		}
 	}
-	if !checked || r.Ready || r.Fix == "" {
+	truth, disagree := chk.truth[op.ID]
+	if disagree {
+		fmt.Fprintf(&b, "    WARNING:     THE TOKEN STORES DISAGREE WITH THE OPERATION FILE:\n")
+		for _, w := range truth.warnings {
+			fmt.Fprintf(&b, "                 %s\n", w)
+		}
+		if truth.next != 0 && !running {
+			fmt.Fprintf(&b, "    Next:        run 'pkcshsm_mk_change %s --id %s' (what the token stores say)\n", truth.next, op.ID)
+		}
+	}
+	if (!checked || r.Ready || r.Fix == "") && !(disagree && truth.next != 0 && !running) {
 		fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
 	}
 	if op.SetLosesKeys() {

@@ -367,6 +367,22 @@ func (s *session) readiness(ctx context.Context, tgt verifyTarget, queues []hsm.
 		r.Problems = append(r.Problems, fmt.Sprintf("the operation directory cannot be read: %v", err))
 	}
 	s.judge(r, tgt, ops)
+	if tgt.op != nil {
+		// The token stores' journals against the operation file.
+		truth := s.crossCheck(ctx, tgt.op)
+		for _, w := range truth.warnings {
+			r.Problems = append(r.Problems, "WARNING: "+w)
+		}
+		if len(truth.warnings) > 0 {
+			r.Ready = false
+		}
+		switch {
+		case truth.next == state.ActFinalize || (truth.next != 0 && r.Fix == ""):
+			r.Fix = fmt.Sprintf("pkcshsm_mk_change %s --id %s", truth.next, tgt.op.ID)
+		case len(truth.warnings) > 0 && r.Fix == "":
+			r.Fix = "fix the problems listed, then run verify again"
+		}
+	}
 	return r, nil
 }
 
@@ -598,13 +614,14 @@ func (r *readiness) summary() string {
 type keyChecks struct {
 	ops     map[state.ID]*readiness
 	failed  map[state.ID]string
-	foreign *readiness // nil: nothing to report
+	truth   map[state.ID]storeTruth // operations not in REENCIPHERED whose stores disagree
+	foreign *readiness              // nil: nothing to report
 }
 
 // keyChecks runs list's checks. They never fail list: a check that cannot
 // run is reported as not done.
 func (c *command) keyChecks(ctx context.Context, cmd *cobra.Command, ops []*state.Op) keyChecks {
-	chk := keyChecks{ops: map[state.ID]*readiness{}, failed: map[state.ID]string{}}
+	chk := keyChecks{ops: map[state.ID]*readiness{}, failed: map[state.ID]string{}, truth: map[state.ID]storeTruth{}}
 	fail := func(why string) keyChecks {
 		for _, op := range ops {
 			if op.State == state.Reenciphered {
@@ -627,6 +644,9 @@ func (c *command) keyChecks(ctx context.Context, cmd *cobra.Command, ops []*stat
 	}
 	for _, op := range ops {
 		if op.State != state.Reenciphered {
+			if t := s.crossCheck(ctx, op); len(t.warnings) > 0 {
+				chk.truth[op.ID] = t
+			}
 			continue
 		}
 		r, err := s.readiness(ctx, verifyTarget{apqns: op.APQNs, newp: op.New, op: op}, queues, true)

@@ -72,6 +72,14 @@ type CensusResult struct {
 	Keys, MissingNew, Unrecorded, Unreadable, Lost int
 }
 
+// LastPass is a token store's journal entry: which operation and action
+// last committed a page of a pass there, and whether that pass completed.
+type LastPass struct {
+	Op     state.ID
+	Action string
+	Done   bool
+}
+
 // Progress is called during a token-object pass.
 type Progress func(done, total int)
 
@@ -91,6 +99,9 @@ type Tokens interface {
 	// blob under the patterns in newp (readiness to activate them on
 	// apqns). Affected is false when the change does not concern the slot.
 	Census(ctx context.Context, slot uint, apqns apqn.List, newp map[mkvp.Type]mkvp.Pattern) (CensusResult, error)
+	// LastPass reads slot's journal: the master key change pass that
+	// touched its token objects last (ok false: none ever did).
+	LastPass(ctx context.Context, slot uint) (p LastPass, ok bool, err error)
 	// Queues lists the APQNs on the AP bus with their state.
 	Queues(ctx context.Context) ([]hsm.QueueInfo, error)
 	// Close logs out and releases the tokens.

@@ -74,6 +74,10 @@ func (f *fakeTokens) Census(_ context.Context, slot uint, _ apqn.List, _ map[mkv
 	return f.census[slot], nil
 }
 
+func (f *fakeTokens) LastPass(context.Context, uint) (LastPass, bool, error) {
+	return LastPass{}, false, nil
+}
+
 func (f *fakeTokens) Queues(context.Context) ([]hsm.QueueInfo, error) { return f.queues, nil }
 
 func (f *fakeTokens) record(format string, args ...any) {

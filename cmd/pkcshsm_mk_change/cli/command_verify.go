@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -407,7 +408,10 @@ func (s *session) sessionCensus(ctx context.Context, r *readiness, types []mkvp.
 		return
 	}
 	tt := tokenTypes(&state.Op{New: r.newp})
-	ev := event.Event{Type: state.CensusEventType, Payload: payload, Deadline: s.deps.Now().Add(s.opts.timeout),
+	// A census only reads: a process gets a short while to answer (one
+	// that does not is reported, and verify is not ready).
+	wait := min(s.opts.timeout, 15*time.Second)
+	ev := event.Event{Type: state.CensusEventType, Payload: payload, Deadline: s.deps.Now().Add(wait),
 		Target: &event.Target{ExcludeCaller: true, Types: tt}}
 	acc, err := bc.Broadcast(ctx, ev)
 	if err != nil {

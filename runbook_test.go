@@ -154,17 +154,7 @@ func TestRunbook(t *testing.T) {
 		fmt.Fprintf(&script, "exec 0<%q\n{\n%s} >%q 2>%q\necho block %d done >>%q\n",
 			pins, b.text, filepath.Join(dir, fmt.Sprintf("out.%d", i)), filepath.Join(dir, fmt.Sprintf("err.%d", i)), i, filepath.Join(dir, "done"))
 	}
-	cmd := exec.Command("bash", "-c", script.String())
-	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	// Its own process group: whatever the runbook left running (the daemon,
-	// an application) is killed with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	t.Cleanup(func() {
-		if cmd.Process != nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	})
-	runOut, runErr := cmd.CombinedOutput()
+	runOut, runErr := runbookShell(t, dir, script.String())
 	done, _ := os.ReadFile(filepath.Join(dir, "done"))
 	ran := strings.Count(string(done), "\n")
 	for i, b := range blocks {
@@ -182,6 +172,21 @@ func TestRunbook(t *testing.T) {
 	if runErr != nil {
 		t.Fatalf("the runbook's shell failed after every block: %v\n%s", runErr, runOut)
 	}
+}
+
+// runbookShell runs script in one bash, in its own process group:
+// whatever the runbook left running (the daemon, an application) is
+// killed with it when the test ends.
+func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	t.Cleanup(func() {
+		if cmd.Process != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
+	return cmd.CombinedOutput()
 }
 
 // runbookBinaries builds the commands the runbook uses into dir/bin.
@@ -255,15 +260,7 @@ p11load -slots 2,4 -duration 1s -check "$PKCSHSM_ROOT/before.json" >check.out 2>
 kill -TERM $APP; wait $APP
 jq -r .failed "$PKCSHSM_ROOT/app.json" >app.failed
 `, good)
-	cmd := exec.Command("bash", "-c", script.String())
-	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	t.Cleanup(func() {
-		if cmd.Process != nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	})
-	runOut, _ := cmd.CombinedOutput()
+	runOut, _ := runbookShell(t, dir, script.String())
 	read := func(name string) string {
 		b, _ := os.ReadFile(filepath.Join(dir, name))
 		return strings.TrimSpace(string(b))

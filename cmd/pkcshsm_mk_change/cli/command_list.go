@@ -41,13 +41,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		// Nothing was ever started here; a change started on another host
 		// sharing the adapters is still reported.
 		chk := c.keyChecks(ctx, cmd, nil)
-		if chk.foreign != nil {
-			w := cmd.OutOrStdout()
-			if o.json {
-				w = cmd.ErrOrStderr()
-			}
-			fmt.Fprint(w, chk.foreign.foreignText())
-		}
+		printForeign(cmd, chk, o.json, false)
 		return printOps(cmd.OutOrStdout(), nil, nil, o.json, chk)
 	}
 	if err != nil {
@@ -89,16 +83,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 	}
 	// The keys, not the files, say whether the new master keys can be set.
 	chk := c.keyChecks(ctx, cmd, ops)
-	if chk.foreign != nil {
-		w := cmd.OutOrStdout()
-		if o.json {
-			w = cmd.ErrOrStderr()
-		}
-		fmt.Fprint(w, chk.foreign.foreignText())
-		if !o.json && len(ops) > 0 {
-			fmt.Fprintln(w)
-		}
-	}
+	printForeign(cmd, chk, o.json, len(ops) > 0)
 	if err := printOps(cmd.OutOrStdout(), d, ops, o.json, chk); err != nil {
 		return err
 	}
@@ -107,6 +92,23 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		return errclass.As(errclass.DataLoss, &shown{damaged})
 	}
 	return nil
+}
+
+// printForeign prints what keyChecks found of tokens no operation of this
+// host covers: before the operations (a blank line after, if more
+// follows), or on standard error with --json, which must stay JSON.
+func printForeign(cmd *cobra.Command, chk keyChecks, asJSON, more bool) {
+	if chk.foreign == nil {
+		return
+	}
+	w := cmd.OutOrStdout()
+	if asJSON {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprint(w, chk.foreign.foreignText())
+	if !asJSON && more {
+		fmt.Fprintln(w)
+	}
 }
 
 // accessWrite is access(2)'s W_OK.

@@ -157,7 +157,7 @@ func (c *command) runVerify(ctx context.Context, cmd *cobra.Command, o *verifyOp
 	if err != nil {
 		return err
 	}
-	r.Problems = append(problems, r.Problems...)
+	r.Problems = append(append([]string{}, problems...), r.Problems...) // [] in JSON, never null
 	r.Ready = r.Ready && len(problems) == 0
 	if !r.Ready && r.Fix == "" && len(problems) > 0 {
 		r.Fix = "have the security officer load the intended new master keys into the NEW registers, then run verify again"

@@ -747,7 +747,8 @@ func (r *readiness) foreignText() string {
 		if sl.MissingNew > 0 || sl.SessionKeysMissingNew > 0 {
 			fmt.Fprintf(&b, "WARNING: A NEW MASTER KEY IS LOADED ON %s, BUT NO MASTER KEY CHANGE OPERATION OF\n"+
 				"         THIS HOST COVERS SLOT %d (%s): %d KEY %s NO BLOB UNDER IT.\n"+
-				"         DO NOT SET ON THIS HOST UNTIL IT RE-ENCIPHERS: run '%s'\n",
+				"         DO NOT SET ON THIS HOST UNTIL IT RE-ENCIPHERS: run '%s'\n"+
+				"         (if the change was called off, the security officer clears the NEW register instead)\n",
 				strings.Join(r.APQNs, ", "), sl.Slot, sl.Token, sl.MissingNew+sl.SessionKeysMissingNew,
 				plural(sl.MissingNew+sl.SessionKeysMissingNew, "OBJECT HAS", "OBJECTS HAVE"), r.Fix)
 		}

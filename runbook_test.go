@@ -141,12 +141,7 @@ func TestRunbook(t *testing.T) {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
-	}
+	bin := runbookBinaries(t, dir)
 	pins := filepath.Join(dir, "pins")
 	if err := os.WriteFile(pins, bytes.Repeat([]byte("12345678\n"), 16), 0o600); err != nil {
 		t.Fatal(err)
@@ -159,17 +154,7 @@ func TestRunbook(t *testing.T) {
 		fmt.Fprintf(&script, "exec 0<%q\n{\n%s} >%q 2>%q\necho block %d done >>%q\n",
 			pins, b.text, filepath.Join(dir, fmt.Sprintf("out.%d", i)), filepath.Join(dir, fmt.Sprintf("err.%d", i)), i, filepath.Join(dir, "done"))
 	}
-	cmd := exec.Command("bash", "-c", script.String())
-	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
-	// Its own process group: whatever the runbook left running (the daemon,
-	// an application) is killed with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	t.Cleanup(func() {
-		if cmd.Process != nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		}
-	})
-	runOut, runErr := cmd.CombinedOutput()
+	runOut, runErr := runbookShell(t, dir, script.String())
 	done, _ := os.ReadFile(filepath.Join(dir, "done"))
 	ran := strings.Count(string(done), "\n")
 	for i, b := range blocks {
@@ -186,5 +171,115 @@ func TestRunbook(t *testing.T) {
 	}
 	if runErr != nil {
 		t.Fatalf("the runbook's shell failed after every block: %v\n%s", runErr, runOut)
+	}
+}
+
+// runbookShell runs script in one bash, in its own process group:
+// whatever the runbook left running (the daemon, an application) is
+// killed with it when the test ends.
+func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "TMPDIR="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	t.Cleanup(func() {
+		if cmd.Process != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		}
+	})
+	return cmd.CombinedOutput()
+}
+
+// runbookBinaries builds the commands the runbook uses into dir/bin.
+func runbookBinaries(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "bin")
+	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
+	}
+	return bin
+}
+
+// TestRunbookSlip is issue 16's finding 3: an operator pastes the runbook
+// block after block into a shell (no set -e: a failed command does not
+// stop the paste) and mistypes the USER PIN at the EP11 reencipher. Before
+// the fix §3 checked only the CCA operation and §4 set the new wrapping
+// key, and every EP11 key was lost. Now the EP11 reencipher block says
+// STOP, §3's verify of every operation fails, §4 sets nothing on the EP11
+// APQNs, and the EP11 keys still decrypt the data of before.
+func TestRunbookSlip(t *testing.T) {
+	for _, tool := range []string{"bash", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required: %v", tool, err)
+		}
+	}
+	doc, err := os.ReadFile("docs/runbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := bytes.Index(doc, []byte("\n## 5."))
+	if stop < 0 {
+		t.Fatal("docs/runbook.md has no section 5")
+	}
+	stopLine := bytes.Count(doc[:stop], []byte("\n")) + 1
+	dir := t.TempDir()
+	bin := runbookBinaries(t, dir)
+	good, bad := filepath.Join(dir, "pins"), filepath.Join(dir, "wrong-pins")
+	os.WriteFile(good, bytes.Repeat([]byte("12345678\n"), 16), 0o600)
+	os.WriteFile(bad, bytes.Repeat([]byte("11112222\n"), 16), 0o600)
+	var script strings.Builder
+	fmt.Fprintf(&script, "export PATH=%q:$PATH\ncd %q\n", bin, dir)
+	slipped, set := -1, -1
+	for i, b := range blocks {
+		if b.line > stopLine {
+			break
+		}
+		in := good
+		if strings.Contains(b.text, "reencipher -a 06.0033,0e.0033 -e") && !strings.Contains(b.text, "--dry-run") {
+			in, slipped = bad, i
+		}
+		if strings.Contains(b.text, "hsmsim set") {
+			set = i
+		}
+		fmt.Fprintf(&script, "exec 0<%q\n{\n%s} >%q 2>%q\n", in, b.text,
+			filepath.Join(dir, fmt.Sprintf("out.%d", i)), filepath.Join(dir, fmt.Sprintf("err.%d", i)))
+	}
+	if slipped < 0 || set < slipped {
+		t.Fatalf("runbook: EP11 reencipher block %d, set block %d", slipped, set)
+	}
+	// What the test checks afterwards, in the same shell.
+	fmt.Fprintf(&script, `exec 0<%[1]q
+hsmsim show --json | jq -r '.[] | select(.apqn == "06.0033" or .apqn == "0E.0033") | .registers.WK.current.pattern' >wk.now
+echo "$OLD_WK" >wk.old
+p11load -slots 2,4 -duration 1s -check "$PKCSHSM_ROOT/before.json" >check.out 2>&1; echo $? >check.rc
+kill -TERM $APP; wait $APP
+jq -r .failed "$PKCSHSM_ROOT/app.json" >app.failed
+`, good)
+	runOut, _ := runbookShell(t, dir, script.String())
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		return strings.TrimSpace(string(b))
+	}
+	if e := read(fmt.Sprintf("err.%d", slipped)); !strings.Contains(e, "STOP: the EP11 reencipher failed") {
+		t.Errorf("the EP11 reencipher with a wrong PIN does not say STOP:\n%s", e)
+	}
+	if e := read(fmt.Sprintf("err.%d", set)); !strings.Contains(e, "STOP: not set on 06.0033") || !strings.Contains(e, "STOP: not set on 0e.0033") {
+		t.Errorf("the set block does not refuse the EP11 APQNs:\n%s", e)
+	}
+	old := read("wk.old")
+	now := strings.Fields(read("wk.now"))
+	if old == "" || len(now) != 2 || !strings.EqualFold(now[0], old) || !strings.EqualFold(now[1], old) {
+		t.Errorf("the EP11 wrapping key was set after the slip: CURRENT %v, before %q\n%s", now, old, runOut)
+	}
+	if rc := read("check.rc"); rc != "0" {
+		t.Errorf("the EP11 keys no longer decrypt the data of before (exit %s):\n%s", rc, read("check.out"))
+	}
+	if f := read("app.failed"); f != "0" {
+		t.Errorf("the application failed %s operations", f)
 	}
 }

@@ -300,12 +300,17 @@ if [ "$MODE" = finalize ]; then
 	step "officer: activate the new master keys, one APQN at a time"
 	for q in ${CCA_APQNS//,/ }; do
 		phase "set-$q"
-		for t in SYM AES APKA; do hsmsim set --apqns "$q" --type $t >/dev/null; done
+		for t in SYM AES APKA; do
+			# From the keys: no key may lack a blob under the new master key.
+			pkcshsm_mk_change verify -a "$q" -t $t >/dev/null || fail "verify: not ready to set $t on $q"
+			hsmsim set --apqns "$q" --type $t >/dev/null
+		done
 		echo "set $q"
 		hold
 	done
 	for q in ${EP11_APQNS//,/ }; do
 		phase "set-$q"
+		pkcshsm_mk_change verify -a "$q" -t WK >/dev/null || fail "verify: not ready to set WK on $q"
 		hsmsim set --apqns "$q" --type WK >/dev/null
 		echo "set $q"
 		hold

@@ -24,7 +24,9 @@ rt_snapshot before
 rt_step "officer: out-of-band rollback to K1 on every APQN (no pkcshsm_mk_change)"
 wk=$(load_new "$EP11_APQNS" WK "$k1")
 [ "$wk" = "$wk1" ] || rt_fail "reloaded K1 has pattern $wk, want $wk1"
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
+# verify knows the keys have no blob under K1 as CKA_IBM_OPAQUE or REENC.
+not_ready "DO NOT SET" -a "$EP11_APQNS"
+for q in ${EP11_APQNS//,/ }; do set_anyway "$q" WK; done
 must_fail 1 1 p11load -slots 4 -duration 1s -check "$RT_ROOT/before.json"
 
 rt_step "administrator: restore every key from CKA_IBM_OPAQUE_OLD"

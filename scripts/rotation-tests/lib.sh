@@ -181,11 +181,36 @@ load_new() {
 	awk 'NR==1 {print substr($5, 3)}' <<<"$out"
 }
 
-# set_new APQN TYPE... activates the loaded keys on one APQN.
+# set_new APQN TYPE... activates the loaded keys on one APQN, each only
+# after pkcshsm_mk_change verify said, from the keys, that no key is lost
+# by it (the runbook's step before every set).
 set_new() {
 	local q=$1 t
 	shift
+	for t in "$@"; do
+		run pkcshsm_mk_change verify -a "$q" -t "$t"
+		run hsmsim set --apqns "$q" --type "$t"
+	done
+}
+
+# set_anyway APQN TYPE... activates without asking verify: what an officer
+# does out of band (a deliberate rollback, or another host's change).
+set_anyway() {
+	local q=$1 t
+	shift
 	for t in "$@"; do run hsmsim set --apqns "$q" --type "$t"; done
+}
+
+# not_ready WANT ARGS...: verify ARGS must exit 4 and its output contain
+# WANT (a fixed string).
+not_ready() {
+	local want=$1 rc=0
+	shift
+	rt_log "\$ pkcshsm_mk_change verify $*"
+	RT_OUT=$(pkcshsm_mk_change verify "$@" 2>&1) || rc=$?
+	printf '%s\n' "$RT_OUT" | sed 's/^/    /' >>"$RT_ROOT/steps.log"
+	[ "$rc" -eq 4 ] || rt_fail "verify $* exited $rc, want 4 (not ready): $(tail -n 3 <<<"$RT_OUT")"
+	grep -qF -- "$want" <<<"$RT_OUT" || rt_fail "verify $* does not say '$want': $(tail -n 5 <<<"$RT_OUT")"
 }
 
 # Administrator helpers.

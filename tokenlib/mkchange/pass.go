@@ -113,6 +113,9 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 	if err := ctx.Err(); err != nil {
 		return changed, fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
 	}
+	if err := st.JournalDone(ctx, string(op.ID), a.String()); err != nil {
+		return changed, fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
+	}
 	if progress != nil && done == 0 {
 		progress(0, 0)
 	}
@@ -134,6 +137,11 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 		n := 0
 		err := st.Batch(ctx, dk, func(tx *store.Tx) error {
 			conflicts, n = conflicts[:0], 0
+			// The keys remember which operation and action touched them
+			// last, with the page (store/journal.go).
+			if err := tx.Journal(string(op.ID), a.String()); err != nil {
+				return err
+			}
 			for _, o := range objs {
 				err := tx.Update(o)
 				switch {

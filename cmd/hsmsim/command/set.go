@@ -26,9 +26,14 @@ wrapping key becomes CURRENT and NEW is emptied; keys under the previous
 wrapping key stop working at once.
 
 --type is required for CCA APQNs; for EP11 APQNs it defaults to WK. All
-listed APQNs change, or none.`,
-		Example: `  hsmsim set --apqns 01.0033,02.0033 --type AES
-  hsmsim set --apqns 06.0033,0e.0033`,
+listed APQNs change, or none.
+
+Run 'pkcshsm_mk_change verify' for the same APQNs and type first, on every
+host whose tokens use them, and set only when it exits 0: it counts, from
+the keys themselves, the keys that have no blob under the new master key,
+which a set would lose.`,
+		Example: `  pkcshsm_mk_change verify -a 01.0033,02.0033 -t AES && hsmsim set --apqns 01.0033,02.0033 --type AES
+  pkcshsm_mk_change verify -a 06.0033,0e.0033 -t WK && hsmsim set --apqns 06.0033,0e.0033`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fs := cmd.Flags()

@@ -38,7 +38,11 @@ func (c *command) newListCommand() *cobra.Command {
 func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOptions) error {
 	d, err := c.openDir(true)
 	if errclass.Of(err) == errclass.NotFound && !cmd.Flags().Changed("id") {
-		return printOps(cmd.OutOrStdout(), nil, nil, o.json) // nothing was ever started
+		// Nothing was ever started here; a change started on another host
+		// sharing the adapters is still reported.
+		chk := c.keyChecks(ctx, cmd, nil)
+		printForeign(cmd, chk, o.json, false)
+		return printOps(cmd.OutOrStdout(), nil, nil, o.json, chk)
 	}
 	if err != nil {
 		return err
@@ -77,7 +81,10 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		}
 		damaged = warnBroken(cmd.ErrOrStderr(), broken, "")
 	}
-	if err := printOps(cmd.OutOrStdout(), d, ops, o.json); err != nil {
+	// The keys, not the files, say whether the new master keys can be set.
+	chk := c.keyChecks(ctx, cmd, ops)
+	printForeign(cmd, chk, o.json, len(ops) > 0)
+	if err := printOps(cmd.OutOrStdout(), d, ops, o.json, chk); err != nil {
 		return err
 	}
 	if damaged != nil {
@@ -85,6 +92,23 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		return errclass.As(errclass.DataLoss, &shown{damaged})
 	}
 	return nil
+}
+
+// printForeign prints what keyChecks found of tokens no operation of this
+// host covers: before the operations (a blank line after, if more
+// follows), or on standard error with --json, which must stay JSON.
+func printForeign(cmd *cobra.Command, chk keyChecks, asJSON, more bool) {
+	if chk.foreign == nil {
+		return
+	}
+	w := cmd.OutOrStdout()
+	if asJSON {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprint(w, chk.foreign.foreignText())
+	if !asJSON && more {
+		fmt.Fprintln(w)
+	}
 }
 
 // accessWrite is access(2)'s W_OK.
@@ -119,10 +143,14 @@ type listed struct {
 	Next         []string `json:"next"`
 	SetLosesKeys bool     `json:"set_loses_keys"`
 	RunningPID   int      `json:"running_pid,omitempty"`
-	Running      string   `json:"running,omitempty"`
+	// Keys is the check of verify -i for an operation in REENCIPHERED;
+	// KeysUnchecked says why it could not run.
+	Keys          *readiness `json:"keys,omitempty"`
+	KeysUnchecked string     `json:"keys_unchecked,omitempty"`
+	Running       string     `json:"running,omitempty"`
 }
 
-func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
+func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool, chk keyChecks) error {
 	claimant := func(op *state.Op) (state.ClaimInfo, bool) {
 		if d == nil {
 			return state.ClaimInfo{}, false
@@ -133,6 +161,14 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 		out := []listed{}
 		for _, op := range ops {
 			l := listed{Op: op, SetLosesKeys: op.SetLosesKeys()}
+			if r, ok := chk.ops[op.ID]; ok && !r.Ready {
+				l.SetLosesKeys, l.Keys = true, r
+			} else if ok {
+				l.Keys = r
+			}
+			if e, ok := chk.failed[op.ID]; ok {
+				l.KeysUnchecked = e
+			}
 			for _, a := range op.Completes() {
 				l.Next = append(l.Next, a.String())
 			}
@@ -150,7 +186,7 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 			fmt.Fprintln(w)
 		}
 		ci, running := claimant(op)
-		fmt.Fprint(w, formatOp(op, ci, running))
+		fmt.Fprint(w, formatOp(op, ci, running, chk))
 	}
 	return nil
 }
@@ -159,10 +195,16 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 // the creation time, initiator, last error, the step in progress, the
 // command that completes it and, in capitals, whether setting the new
 // master keys now would lose keys.
-func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
+func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Operation:       %s\n", op.ID)
-	fmt.Fprintf(&b, "    State:       %s\n", strings.ReplaceAll(op.State.Text(), "\n", "\n                 "))
+	stateText := op.State.Text()
+	r, checked := chk.ops[op.ID]
+	if op.State == state.Reenciphered && (!checked || !r.Ready) {
+		// Never "can now be set" unless the keys say so.
+		stateText = "Key objects have been re-enciphered according to the operation file"
+	}
+	fmt.Fprintf(&b, "    State:       %s\n", strings.ReplaceAll(stateText, "\n", "\n                 "))
 	if op.Step != "" && op.State != state.Reenciphered {
 		fmt.Fprintf(&b, "    Step:        %s\n", state.StepText(op.Step))
 	}
@@ -176,7 +218,39 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
 	if running {
 		fmt.Fprintf(&b, "    Running:     %s\n", ci)
 	}
-	fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
+	switch {
+	case op.State != state.Reenciphered:
+	case !checked:
+		fmt.Fprintf(&b, "    Keys:        NOT CHECKED (%s):\n"+
+			"                 run 'pkcshsm_mk_change verify -i %s' before setting the new master keys\n", chk.failed[op.ID], op.ID)
+	case !r.Ready:
+		fmt.Fprintf(&b, "    WARNING:     THE KEYS DISAGREE WITH THE OPERATION FILE: DO NOT SET/ACTIVATE THE NEW\n"+
+			"                 MASTER KEYS: %s.\n", strings.ToUpper(r.summary()))
+		for _, sl := range r.Slots {
+			for _, why := range sl.Reasons {
+				fmt.Fprintf(&b, "                 Slot %d: %s\n", sl.Slot, why)
+			}
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(&b, "                 %s\n", p)
+		}
+		if r.Fix != "" {
+			fmt.Fprintf(&b, "    Next:        run '%s'\n", r.Fix)
+		}
+	}
+	truth, disagree := chk.truth[op.ID]
+	if disagree {
+		fmt.Fprintf(&b, "    WARNING:     THE TOKEN STORES DISAGREE WITH THE OPERATION FILE:\n")
+		for _, w := range truth.warnings {
+			fmt.Fprintf(&b, "                 %s\n", w)
+		}
+		if truth.next != 0 && !running {
+			fmt.Fprintf(&b, "    Next:        run 'pkcshsm_mk_change %s --id %s' (what the token stores say)\n", truth.next, op.ID)
+		}
+	}
+	if (!checked || r.Ready || r.Fix == "") && !(disagree && truth.next != 0 && !running) {
+		fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
+	}
 	if op.SetLosesKeys() {
 		fmt.Fprintf(&b, "    WARNING:     DO NOT SET/ACTIVATE THE NEW MASTER KEYS: KEY OBJECTS WITHOUT A BLOB\n"+
 			"                 UNDER THE NEW MASTER KEY WOULD BE LOST. COMPLETE THE OPERATION FIRST.\n")

@@ -74,6 +74,17 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		return err
 	}
 	defer s.close()
+	// The token stores remember which action last touched them: a file
+	// restored from an older generation must not send the keys the other
+	// way (a finalize over a half-done cancel loses keys).
+	if t := s.crossCheck(ctx, op); t.next != 0 && t.next != a {
+		for _, w := range t.warnings {
+			fmt.Fprintf(s.errw, "WARNING: %s\n", w)
+		}
+		return errclass.Newh(errclass.FailedPrecondition,
+			fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' (what the token stores say)", t.next, id),
+			"the token stores say a %s of master key change operation '%s' has begun; its file (%s) is older than the keys", t.next, id, op.State)
+	}
 	if err := s.checkAPQNs(ctx, op, a); err != nil {
 		return err
 	}

@@ -192,7 +192,7 @@ if grep -q "$USER" "$base/inventory.yml"; then fail "a PIN is in the inventory i
 
 playbook() {
 	ANSIBLE_COLLECTIONS_PATH=$base/collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_NOCOLOR=1 \
-		ANSIBLE_RETRY_FILES_ENABLED=false ANSIBLE_FORKS=$FORKS ANSIBLE_HOST_KEY_CHECKING=false \
+		ANSIBLE_RETRY_FILES_ENABLED=false ANSIBLE_PIPELINING=true ANSIBLE_FORKS=$FORKS ANSIBLE_HOST_KEY_CHECKING=false \
 		ansible-playbook -i "$base/inventory.yml" --vault-password-file "$base/vault-pass" \
 		"$here/ansible/playbooks/rotate.yml" "$@"
 }
@@ -266,7 +266,7 @@ if [ -z "$FAIL_HOST" ]; then
 else
 	[ $rc != 0 ] || fail "the playbook succeeded although $FAIL_HOST had a wrong PIN"
 	step "$FAIL_HOST failed: the play named it, canceled every host, set no key"
-	grep -q "Failed: $FAIL_HOST (reencipher: failed to log in" "$base/play1.out" || fail "the play did not name $FAIL_HOST and its wrong PIN"
+	grep -q "$FAIL_HOST (reencipher: failed to log in to slot 2: USER PIN: PIN incorrect" "$base/play1.out" || fail "the play did not name $FAIL_HOST and its wrong PIN"
 	[ "$(current AES)" = "$old_aes" ] && [ "$(current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
 	for h in "${hosts[@]}"; do
 		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active after the cancel"
@@ -276,7 +276,6 @@ else
 			[ ! -s "$hist" ] || fail "$h: the failed reencipher left history: $(cat "$hist")"
 		else
 			grep -q '"outcome":"canceled"' "$hist" || fail "$h: not canceled (history: $(cat "$hist" 2>/dev/null))"
-			grep -q "^$h *: .*This host $h: canceled operation\|$h.*canceled operation" "$base/play1.out" || true
 		fi
 		check_keys "$h" 2 cancel "$old_sym" "$old_aes" "$old_apka"
 		check_keys "$h" 4 cancel "$old_wk"

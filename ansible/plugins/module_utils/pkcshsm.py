@@ -288,10 +288,11 @@ class Tools:
                 answer = None
             if proc.poll() is not None and not sel.get_map():
                 break
-        if stdin_open:
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
             try:
-                proc.stdin.close()
-            except OSError:
+                f.close()
+            except (BrokenPipeError, OSError):
                 pass
         rc = proc.wait()
         return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), missing

@@ -2,6 +2,8 @@ package state
 
 import (
 	"fmt"
+	"github.com/pkcshsm/pkcshsm/apqn"
+	"github.com/pkcshsm/pkcshsm/mkvp"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -47,4 +49,18 @@ func ParseEventType(s string) (Action, error) {
 		}
 	}
 	return 0, errclass.New(errclass.InvalidArgument, "unknown master key change event type %q", s)
+}
+
+// CensusEventType is the event `pkcshsm_mk_change verify` sends to every
+// process: count the session keys that have no blob under the new master
+// keys. Its payload is [CensusRequest] as JSON; it changes nothing. Each
+// process answers per token with the keys concerned (Objects) and those
+// missing a blob under the new pattern (ObjectsFailed).
+const CensusEventType = "mkchange.census"
+
+// CensusRequest is the payload of a census event: the APQNs and the new
+// master key patterns whose activation is in question.
+type CensusRequest struct {
+	APQNs apqn.List                  `json:"apqns"`
+	New   map[mkvp.Type]mkvp.Pattern `json:"new"`
 }

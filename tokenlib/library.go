@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
 	"slices"
 	"strings"
 	"sync"
@@ -232,7 +233,7 @@ func (l *Library) openToken(sc slotConf) (*token, error) {
 	}
 	st, err := store.Open(l.layout.TokenDir(sc.tokname), store.Options{
 		Logger: l.log.With().Str("token", sc.tokname).Logger(), MinPINLen: minPIN, MaxPINLen: maxPIN,
-		KDF: l.kdf,
+		KDF: l.kdf, Summary: mkchange.Summarize, SummaryAttrs: mkchange.SummaryAttrs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("slot %d (token %s): %w", sc.id, sc.tokname, err)

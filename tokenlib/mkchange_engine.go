@@ -616,6 +616,9 @@ func (h agentHandler) Tokens() []event.Token {
 
 func (h agentHandler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
 	reply := event.Reply{EventID: ev.ID}
+	if ev.Type == state.CensusEventType {
+		return h.l.sessionCensus(ev)
+	}
 	if _, err := state.ParseEventType(ev.Type); err != nil {
 		return reply // not ours: every token not affected
 	}

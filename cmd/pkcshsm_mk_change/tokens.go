@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
@@ -57,6 +58,15 @@ func (t *libTokens) Slots(ctx context.Context) ([]cli.Slot, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+func (t *libTokens) Census(ctx context.Context, slot uint, apqns apqn.List, newp map[mkvp.Type]mkvp.Pattern) (cli.CensusResult, error) {
+	r, affected, err := t.lib.MKChangeCensus(ctx, tokenlib.SlotID(slot), apqns, newp)
+	if err != nil || !affected {
+		return cli.CensusResult{}, err
+	}
+	return cli.CensusResult{Affected: true, Keys: r.Keys, MissingNew: r.MissingNew, Unrecorded: r.Unrecorded,
+		Unreadable: r.Unreadable, Lost: r.Lost}, nil
 }
 
 func (t *libTokens) Query(ctx context.Context, slot uint, op *state.Op, a state.Action) (cli.QueryResult, error) {

@@ -397,8 +397,9 @@ func (t *Tx) Create(o *Object) error {
 	o.sealed = nil
 	blob := encodeObject(o, t.dk)
 	ix := t.s.indexColumns(o, t.dk)
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs, label_ix, id_ix) VALUES (?, ?, ?, 1, ?, ?, ?)`,
-		uid, int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1])
+	mk, _ := t.s.summary(o)
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs, label_ix, id_ix, mk) VALUES (?, ?, ?, 1, ?, ?, ?, ?)`,
+		uid, int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1], mk)
 	if err != nil {
 		o.UniqueID = ""
 		return classifyDB(fmt.Errorf("create object: %w", err))
@@ -444,14 +445,18 @@ func (t *Tx) Update(o *Object) error {
 	// blobs of a million keys and should not rewrite two indexes too.
 	var res sql.Result
 	var err error
+	// The master key summary is rewritten with the blobs (census.go).
+	mk, setMK := t.s.summary(o)
 	if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) {
-		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?
+		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?,
+		mk = CASE WHEN ? THEN ? ELSE mk END
 		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-			int64(o.Class), boolInt(o.Private), blob, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+			int64(o.Class), boolInt(o.Private), blob, boolInt(setMK), mk, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
 	} else {
-		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?, label_ix = ?, id_ix = ?
+		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?, label_ix = ?, id_ix = ?,
+		mk = CASE WHEN ? THEN ? ELSE mk END
 		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-			int64(o.Class), boolInt(o.Private), blob, ixArg(ix[0]), ixArg(ix[1]), int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
+			int64(o.Class), boolInt(o.Private), blob, ixArg(ix[0]), ixArg(ix[1]), boolInt(setMK), mk, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
 	}
 	if err != nil {
 		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))

@@ -49,6 +49,21 @@ ALTER TABLE object ADD COLUMN id_ix BLOB;
 CREATE INDEX object_label ON object (label_ix);
 CREATE INDEX object_id ON object (id_ix);
 `,
+	// 3 (readiness): the master key summary of each object (see census.go;
+	// NULL: not recorded, e.g. written by an older release), and the
+	// journal of master key change passes (see journal.go). Touches no
+	// table another migration creates, so it commutes with them.
+	`
+ALTER TABLE object ADD COLUMN mk BLOB;
+CREATE TABLE journal (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	op      TEXT    NOT NULL,           -- operation id
+	action  TEXT    NOT NULL,           -- reencipher, finalize, cancel
+	done    INTEGER NOT NULL DEFAULT 0, -- 1: the pass of this action completed
+	pages   INTEGER NOT NULL DEFAULT 0, -- pages committed by this action's passes
+	updated INTEGER NOT NULL            -- unix seconds
+);
+`,
 }
 
 // SchemaVersion returns the schema version this package writes.

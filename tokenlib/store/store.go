@@ -63,6 +63,15 @@ type Options struct {
 	// BusyTimeout bounds how long a statement waits for a lock held by
 	// another process; 0 means [DefaultBusyTimeout].
 	BusyTimeout time.Duration
+	// Summary, if set, computes the object's master key summary from its
+	// attributes (clear values), which the store keeps in a column of its
+	// own, readable without a data key ([Store.Census]). It must depend
+	// only on the attribute types in SummaryAttrs: an Update of an object
+	// read partially ([Filter.Only]) without all of them keeps the stored
+	// summary. Without Summary, every write clears the summary (NULL: not
+	// recorded), so a stale one never survives a change.
+	Summary      func(attrs map[uint32][]byte) []byte
+	SummaryAttrs []uint32
 }
 
 // Store is one token's object store: an open SQLite database shared with

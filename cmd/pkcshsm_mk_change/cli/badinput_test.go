@@ -36,11 +36,11 @@ func TestBadInput(t *testing.T) {
 		{name: "bad verbose level", args: []string{"list", "-v", "loud"}, code: 2, msg: "invalid verbose level 'loud'"},
 		{name: "zero timeout", args: []string{"list", "--timeout", "0s"}, code: 2, msg: "--timeout must be positive"},
 		// Options on the wrong subcommand.
-		{name: "apqns on finalize", args: []string{"finalize", "-a", "01.0033"}, code: 2, msg: "option -a/--apqns is only valid for the 'reencipher' command"},
-		{name: "wkvp on cancel", args: []string{"cancel", "--ep11-wkvp", ok32}, code: 2, msg: "option -e/--ep11-wkvp is only valid for the 'reencipher' command"},
+		{name: "apqns on finalize", args: []string{"finalize", "-a", "01.0033"}, code: 2, msg: "option -a/--apqns is only valid for the 'reencipher' or 'verify' command"},
+		{name: "wkvp on cancel", args: []string{"cancel", "--ep11-wkvp", ok32}, code: 2, msg: "option -e/--ep11-wkvp is only valid for the 'reencipher' or 'verify' command"},
 		{name: "aes on list", args: []string{"list", "-A", ok16}, code: 2, msg: "option -A/--cca-aes-mkvp is only valid"},
-		{name: "id on reencipher", args: []string{"reencipher", "-i", "abcdef"}, code: 2, msg: "option -i/--id is only valid for the 'finalize', 'cancel' or 'list' command"},
-		{name: "json on finalize", args: []string{"finalize", "--json"}, code: 2, msg: "option --json is only valid for the 'list' command"},
+		{name: "id on reencipher", args: []string{"reencipher", "-i", "abcdef"}, code: 2, msg: "option -i/--id is only valid for the 'verify', 'finalize', 'cancel' or 'list' command"},
+		{name: "json on finalize", args: []string{"finalize", "--json"}, code: 2, msg: "option --json is only valid for the 'verify' or 'list' command"},
 		{name: "dry-run on cancel", args: []string{"cancel", "--dry-run"}, code: 2, msg: "option --dry-run is only valid for the 'reencipher' command"},
 		// Missing required options.
 		{name: "reencipher without apqns", args: []string{"reencipher", "-A", ok16}, code: 2, msg: "option -a/--apqns is required"},

@@ -31,6 +31,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
@@ -58,6 +59,19 @@ type QueryResult struct {
 	Current map[mkvp.Type]mkvp.Pattern
 }
 
+// CensusResult is a token's answer to the readiness census
+// (Tokens.Census): what activating the new patterns does to its token
+// objects.
+type CensusResult struct {
+	Affected bool
+	// Keys counts the key objects under a master key type being changed,
+	// MissingNew those without a blob under the new pattern (lost by the
+	// activation), Unrecorded and Unreadable the part of MissingNew whose
+	// master key could not be read without the PIN, Lost the keys under
+	// master keys no APQN of the token has in any register.
+	Keys, MissingNew, Unrecorded, Unreadable, Lost int
+}
+
 // Progress is called during a token-object pass.
 type Progress func(done, total int)
 
@@ -73,6 +87,10 @@ type Tokens interface {
 	// Pass applies action a of op to every token object of slot and
 	// returns how many key objects it changed. It is idempotent.
 	Pass(ctx context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error)
+	// Census counts, without a PIN, the token objects of slot that have no
+	// blob under the patterns in newp (readiness to activate them on
+	// apqns). Affected is false when the change does not concern the slot.
+	Census(ctx context.Context, slot uint, apqns apqn.List, newp map[mkvp.Type]mkvp.Pattern) (CensusResult, error)
 	// Queues lists the APQNs on the AP bus with their state.
 	Queues(ctx context.Context) ([]hsm.QueueInfo, error)
 	// Close logs out and releases the tokens.

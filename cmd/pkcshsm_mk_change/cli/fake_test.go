@@ -39,6 +39,9 @@ type fakeTokens struct {
 	// 1) and may fail it.
 	queryHook func(n int) error
 	queries   int
+	// census holds scripted readiness answers per slot (default: not
+	// affected, nothing missing).
+	census map[uint]CensusResult
 }
 
 func newFakeTokens() *fakeTokens {
@@ -63,6 +66,12 @@ func busOf(ids ...string) []hsm.QueueInfo {
 		out = append(out, hsm.QueueInfo{ID: apqn.MustParse(s), Online: true})
 	}
 	return out
+}
+
+func (f *fakeTokens) Census(_ context.Context, slot uint, _ apqn.List, _ map[mkvp.Type]mkvp.Pattern) (CensusResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.census[slot], nil
 }
 
 func (f *fakeTokens) Queues(context.Context) ([]hsm.QueueInfo, error) { return f.queues, nil }

@@ -86,7 +86,7 @@ HSM master key change while applications keep running.
 	pf.StringVar(&c.opts.socket, "socket", deps.Layout.AdminSocket(), "the daemon's admin socket")
 	pf.DurationVar(&c.opts.timeout, "timeout", 2*time.Minute, "how long every process may take for one step")
 	pf.BoolVar(&c.opts.progress, "progress", false, "print a progress line per batch of key objects even when standard error is not a terminal")
-	root.AddCommand(c.newReencipherCommand(), c.newListCommand(), c.newFinalizeCommand(), c.newCancelCommand())
+	root.AddCommand(c.newReencipherCommand(), c.newVerifyCommand(), c.newListCommand(), c.newFinalizeCommand(), c.newCancelCommand())
 	root.SetFlagErrorFunc(flagError)
 	for _, sub := range root.Commands() {
 		sub.SetFlagErrorFunc(flagError)
@@ -97,14 +97,14 @@ HSM master key change while applications keep running.
 // onlyFor says which subcommand takes each option, for the message when it
 // is given to another one.
 var onlyFor = map[string]string{
-	"apqns": "'reencipher'", "ep11-wkvp": "'reencipher'", "cca-sym-mkvp": "'reencipher'",
-	"cca-asym-mkvp": "'reencipher'", "cca-aes-mkvp": "'reencipher'", "cca-apka-mkvp": "'reencipher'",
-	"dry-run": "'reencipher'", "id": "'finalize', 'cancel' or 'list'", "json": "'list'",
+	"apqns": "'reencipher' or 'verify'", "ep11-wkvp": "'reencipher' or 'verify'", "cca-sym-mkvp": "'reencipher' or 'verify'",
+	"cca-asym-mkvp": "'reencipher' or 'verify'", "cca-aes-mkvp": "'reencipher' or 'verify'", "cca-apka-mkvp": "'reencipher' or 'verify'",
+	"dry-run": "'reencipher'", "id": "'verify', 'finalize', 'cancel' or 'list'", "json": "'verify' or 'list'", "type": "'verify'",
 	"exclude-pid": "'reencipher', 'finalize' or 'cancel'",
 }
 
 var shortNames = map[string]string{"a": "apqns", "e": "ep11-wkvp", "s": "cca-sym-mkvp",
-	"S": "cca-asym-mkvp", "A": "cca-aes-mkvp", "p": "cca-apka-mkvp", "i": "id"}
+	"S": "cca-asym-mkvp", "A": "cca-aes-mkvp", "p": "cca-apka-mkvp", "i": "id", "t": "type"}
 
 var unknownFlag = regexp.MustCompile(`unknown (?:shorthand )?flag: (?:'(\w)' in -\S+|--([\w-]+))`)
 
@@ -143,7 +143,7 @@ func Main(deps Deps, args []string) int {
 		return 0
 	}
 	if strings.HasPrefix(err.Error(), "unknown command") {
-		err = errclass.Newh(errclass.InvalidArgument, "the commands are reencipher, list, finalize and cancel",
+		err = errclass.Newh(errclass.InvalidArgument, "the commands are reencipher, verify, list, finalize and cancel",
 			"%s", strings.SplitN(err.Error(), "\n", 2)[0])
 	}
 	code := printError(deps, err)

@@ -223,20 +223,23 @@ echo "every application: 0 failed operations"
 # check_keys HOST SLOT MODE PATTERNS...: every key from before has, after
 # a finalize, its current blob under one of PATTERNS and its OLD blob
 # under the pattern its current blob had before; after a cancel, exactly
-# the blobs it had before. No REENC blob, no key lost or added.
+# the blobs it had before. Every key of the slot (also those the
+# application made during the change) is under one of PATTERNS; no REENC
+# blob is left.
 check_keys() {
-	local h=$1 slot=$2 mode=$3 rows p o r want n=0 under=0
+	local h=$1 slot=$2 mode=$3 rows k p o r want n=0 under=0 total
 	shift 3
 	rows=$(keyrows "$h" "$slot")
-	[ "$(grep -c . <<<"$rows")" = "$(grep -c . "$base/$h/keys$slot.before")" ] || fail "$h slot $slot: $(grep -c . <<<"$rows") keys now, $(grep -c . "$base/$h/keys$slot.before") before"
+	total=$(grep -c . <<<"$rows" || true)
 	while read -r k p o r; do
 		if [ "$mode" = finalize ]; then want="$k [0-9A-F]* $p -"; else want="$k $p $o -"; fi
 		grep -qx "$want" <<<"$rows" || fail "$h slot $slot key $k: before \"$k $p $o $r\", now \"$(grep "^$k " <<<"$rows" || echo missing)\", want \"$want\""
 		n=$((n + 1))
 	done <"$base/$h/keys$slot.before"
 	for p in "$@"; do under=$((under + $(awk -v p="$p" 'toupper($2) == toupper(p)' <<<"$rows" | grep -c . || true))); done
-	[ "$under" = "$n" ] || fail "$h slot $slot: $under of $n keys under the expected master keys ($*)"
-	echo "$h slot $slot: $n keys, current blob under the expected master key, $([ "$mode" = finalize ] && echo "OLD blob = the pre-change blob's pattern" || echo "blobs unchanged"), no REENC"
+	[ "$under" = "$total" ] || fail "$h slot $slot: $under of $total keys under the expected master keys ($*)"
+	if awk '$4 != "-"' <<<"$rows" | grep -q .; then fail "$h slot $slot: REENC blobs left"; fi
+	echo "$h slot $slot: $total keys under the expected master keys, no REENC; the $n keys from before: $([ "$mode" = finalize ] && echo "OLD blob = the pre-change blob's pattern" || echo "blobs unchanged")"
 }
 
 if [ -z "$FAIL_HOST" ]; then

@@ -31,7 +31,7 @@ description:
     in logs or in the result.
 version_added: "1.0.0"
 author:
-  - pkcshsm contributors
+  - pkcshsm contributors (@pkcshsm)
 options:
   state:
     description:

@@ -21,7 +21,7 @@ description:
   - Changes nothing on the host.
 version_added: "1.0.0"
 author:
-  - pkcshsm contributors
+  - pkcshsm contributors (@pkcshsm)
 options:
   apqns:
     description:

@@ -25,7 +25,7 @@ description:
     nothing.
 version_added: "1.0.0"
 author:
-  - pkcshsm contributors
+  - pkcshsm contributors (@pkcshsm)
 options:
   slots:
     description: The slots to look at; default every slot C(pkcshsm slots) lists as initialized.

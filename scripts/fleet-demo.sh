@@ -13,7 +13,10 @@
 # operations and still decrypts what it encrypted before; a second run of
 # the playbook changes nothing.
 #
-# FAIL_HOST=NAME (for example host2) gives that host a wrong USER PIN, so
+# FAIL_HOST=NAME (for example host2) first checks that bad input on that
+# host stops the play in its pre-checks, naming the host, before anything
+# changes (a missing PIN variable, a different change, another operation
+# already active on the host); then gives that host a wrong USER PIN, so
 # its reencipher fails: the play must stop before the activation, cancel
 # every host that re-enciphered and leave every key as it was, the new
 # master keys loaded but not set.
@@ -166,41 +169,94 @@ ln -s "$here/ansible" "$base/collections/ansible_collections/pkcshsm/hsm"
 head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$base/vault-pass"
 chmod 600 "$base/vault-pass"
 vault() { printf '%s' "$2" | ansible-vault encrypt_string --vault-password-file "$base/vault-pass" --stdin-name "$1" 2>/dev/null | sed 's/^/      /'; echo; }
-{
-	echo "pkcshsm:"
-	echo "  vars:"
-	echo "    pkcshsm_bin_dir: $bin"
-	echo "    pkcshsm_officer: simulator"
-	echo "    pkcshsm_sim_dir: $sim"
-	echo "    ansible_connection: local"
-	echo "    ansible_python_interpreter: /usr/bin/python3"
-	echo "    pkcshsm_change:"
-	echo "      apqns: [\"${CCA_APQNS//,/\", \"}\", \"${EP11_APQNS//,/\", \"}\"]"
-	echo "      cca_sym_mkvp: \"$new_sym\""
-	echo "      cca_aes_mkvp: \"$new_aes\""
-	echo "      cca_apka_mkvp: \"$new_apka\""
-	echo "      ep11_wkvp: \"$new_wk\""
-	echo "  hosts:"
-	for h in "${hosts[@]}"; do
-		echo "    $h:"
-		echo "      pkcshsm_root: $base/$h"
-		if [ "$h" = "$FAIL_HOST" ]; then vault pkcshsm_user_pin 99999999; else vault pkcshsm_user_pin $USER; fi
-	done
-} >"$base/inventory.yml"
-grep -q '!vault' "$base/inventory.yml" || fail "ansible-vault encrypt_string failed"
-if grep -q "$USER" "$base/inventory.yml"; then fail "a PIN is in the inventory in clear"; fi
+# inventory FILE [nopin|otherchange|good]: the fleet's inventory; FAIL_HOST
+# gets a wrong PIN, or (bad inventories) no PIN, or another change, or
+# (good) the right PIN.
+inventory() {
+	local h
+	{
+		echo "pkcshsm:"
+		echo "  vars:"
+		echo "    pkcshsm_bin_dir: $bin"
+		echo "    pkcshsm_officer: simulator"
+		echo "    pkcshsm_sim_dir: $sim"
+		echo "    ansible_connection: local"
+		echo "    ansible_python_interpreter: /usr/bin/python3"
+		echo "    pkcshsm_change:"
+		echo "      apqns: [\"${CCA_APQNS//,/\", \"}\", \"${EP11_APQNS//,/\", \"}\"]"
+		echo "      cca_sym_mkvp: \"$new_sym\""
+		echo "      cca_aes_mkvp: \"$new_aes\""
+		echo "      cca_apka_mkvp: \"$new_apka\""
+		echo "      ep11_wkvp: \"$new_wk\""
+		echo "  hosts:"
+		for h in "${hosts[@]}"; do
+			echo "    $h:"
+			echo "      pkcshsm_root: $base/$h"
+			if [ "$h" != "$FAIL_HOST" ]; then
+				vault pkcshsm_user_pin $USER
+				continue
+			fi
+			case ${2:-} in
+			nopin) ;;
+			otherchange)
+				vault pkcshsm_user_pin $USER
+				echo "      pkcshsm_change: {apqns: [\"${CCA_APQNS//,/\", \"}\"], cca_aes_mkvp: \"$new_aes\"}"
+				;;
+			good) vault pkcshsm_user_pin $USER ;;
+			*) vault pkcshsm_user_pin 99999999 ;;
+			esac
+		done
+	} >"$1"
+	grep -q '!vault' "$1" || fail "ansible-vault encrypt_string failed"
+	if grep -q "$USER" "$1"; then fail "a PIN is in the inventory in clear"; fi
+}
+inventory "$base/inventory.yml"
 
+# playbook INVENTORY [ARGS...]
 playbook() {
+	local inv=$1
+	shift
 	ANSIBLE_COLLECTIONS_PATH=$base/collections ANSIBLE_LOCALHOST_WARNING=false ANSIBLE_NOCOLOR=1 \
 		ANSIBLE_RETRY_FILES_ENABLED=false ANSIBLE_PIPELINING=true ANSIBLE_FORKS=$FORKS ANSIBLE_HOST_KEY_CHECKING=false \
-		ansible-playbook -i "$base/inventory.yml" --vault-password-file "$base/vault-pass" \
+		ansible-playbook -i "$inv" --vault-password-file "$base/vault-pass" \
 		"$here/ansible/playbooks/rotate.yml" "$@"
 }
+
+# refused NAME INVENTORY TEXT: the play must stop in its pre-checks, on
+# every host, saying TEXT, with no operation started anywhere.
+refused() {
+	local rc h
+	set +e
+	playbook "$2" >"$base/$1.out" 2>&1
+	rc=$?
+	set -e
+	[ $rc != 0 ] || fail "$1: the playbook succeeded"
+	grep -qF "$3" "$base/$1.out" || { cat "$base/$1.out"; fail "$1: the play did not say \"$3\""; }
+	if grep -q "Traceback" "$base/$1.out"; then fail "$1: a Python traceback"; fi
+	if grep -q "PLAY \[Rotate" "$base/$1.out"; then fail "$1: the play went past the pre-checks"; fi
+	echo "$1: refused in the pre-checks: $(grep -oF "$3" "$base/$1.out" | head -1)..."
+}
+
+if [ -n "$FAIL_HOST" ]; then
+	step "bad input on $FAIL_HOST is refused before anything changes"
+	inventory "$base/nopin.yml" nopin
+	refused "missing PIN" "$base/nopin.yml" "host $FAIL_HOST: neither pkcshsm_user_pin nor pkcshsm_user_pins is set. Fix: add it to host_vars/$FAIL_HOST.yml"
+	inventory "$base/otherchange.yml" otherchange
+	refused "other change" "$base/otherchange.yml" "host $FAIL_HOST: pkcshsm_change is 01.0033,02.0033 AES="
+	out=$(printf '%s\n' $USER | PKCSHSM_ROOT=$base/$FAIL_HOST pkcshsm_mk_change reencipher -a "$CCA_APQNS" -A "$new_aes")
+	other=$(sed -n "s/^Master key change operation '\(.*\)' created.$/\1/p" <<<"$out")
+	[ -n "$other" ] || fail "no operation id: $out"
+	refused "another operation" "$base/inventory.yml" "host $FAIL_HOST is already in master key change operation $other"
+	printf '%s\n' $USER | PKCSHSM_ROOT=$base/$FAIL_HOST pkcshsm_mk_change cancel -i "$other" >/dev/null
+	for h in "${hosts[@]}"; do
+		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation after the refused runs"
+	done
+fi
 
 step "ansible-playbook rotate.yml over $HOSTS hosts (forks $FORKS)"
 t0=$(date +%s.%N)
 set +e
-playbook >"$base/play1.out" 2>&1
+playbook "$base/inventory.yml" >"$base/play1.out" 2>&1
 rc=$?
 set -e
 t1=$(date +%s.%N)
@@ -210,15 +266,17 @@ echo "playbook: $HOSTS hosts, $secs s (exit $rc)"
 if grep -q "$USER\|99999999" "$base/play1.out"; then fail "a PIN appears in the playbook output"; fi
 if grep -q "Traceback" "$base/play1.out"; then fail "a Python traceback in the playbook output"; fi
 
-step "the applications stop; each must have had zero failed operations"
-for i in "${!app_pids[@]}"; do kill -TERM "${app_pids[$i]}"; done
-for i in "${!app_pids[@]}"; do
-	h=${hosts[$i]}
-	if ! wait "${app_pids[$i]}"; then fail "$h: the application failed: $(cat "$base/$h/app.out")"; fi
-	grep -Eq ', 0 failed$' "$base/$h/app.out" || fail "$h: the application reports failed operations: $(cat "$base/$h/app.out")"
-done
-app_pids=()
-echo "every application: 0 failed operations"
+stop_apps() {
+	step "the applications stop; each must have had zero failed operations"
+	for i in "${!app_pids[@]}"; do kill -TERM "${app_pids[$i]}"; done
+	for i in "${!app_pids[@]}"; do
+		h=${hosts[$i]}
+		if ! wait "${app_pids[$i]}"; then fail "$h: the application failed: $(cat "$base/$h/app.out")"; fi
+		grep -Eq ', 0 failed$' "$base/$h/app.out" || fail "$h: the application reports failed operations: $(cat "$base/$h/app.out")"
+	done
+	app_pids=()
+	echo "every application: 0 failed operations"
+}
 
 # check_keys HOST SLOT MODE PATTERNS...: every key from before has, after
 # a finalize, its current blob under one of PATTERNS and its OLD blob
@@ -244,6 +302,7 @@ check_keys() {
 
 if [ -z "$FAIL_HOST" ]; then
 	[ $rc = 0 ] || fail "the playbook failed (exit $rc)"
+	stop_apps
 	step "every key on every host under the new master keys"
 	for h in "${hosts[@]}"; do
 		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active"
@@ -256,7 +315,7 @@ if [ -z "$FAIL_HOST" ]; then
 
 	step "a second run on the finished fleet changes nothing"
 	set +e
-	playbook >"$base/play2.out" 2>&1
+	playbook "$base/inventory.yml" >"$base/play2.out" 2>&1
 	rc2=$?
 	set -e
 	[ $rc2 = 0 ] || { cat "$base/play2.out"; fail "the second run failed (exit $rc2)"; }
@@ -275,13 +334,57 @@ else
 		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active after the cancel"
 		hist=$base/$h/var/lib/pkcshsm/HSM_MK_CHANGE/history.jsonl
 		if [ "$h" = "$FAIL_HOST" ]; then
-			# A reencipher refused at the login records nothing.
-			[ ! -s "$hist" ] || fail "$h: the failed reencipher left history: $(cat "$hist")"
+			# A reencipher refused at the login records nothing; the only
+			# entry is the operation canceled in the bad-input step.
+			[ "$(grep -c . "$hist")" = 1 ] || fail "$h: the failed reencipher left history: $(cat "$hist")"
 		else
 			grep -q '"outcome":"canceled"' "$hist" || fail "$h: not canceled (history: $(cat "$hist" 2>/dev/null))"
 		fi
 		check_keys "$h" 2 cancel "$old_sym" "$old_aes" "$old_apka"
 		check_keys "$h" 4 cancel "$old_wk"
 	done
-	printf '\nFLEET DEMO PASSED (FAIL_HOST=%s): the play stopped before the activation, every other host was canceled, no key changed.\n' "$FAIL_HOST"
+
+	step "after the activation the play never cancels: $FAIL_HOST's pkcshsmd is down at finalize"
+	inventory "$base/good.yml" good
+	playbook "$base/good.yml" --tags prepare >"$base/prepare.out" 2>&1 || { cat "$base/prepare.out"; fail "--tags prepare failed"; }
+	if grep -q "TASK \[Finalize\|TASK \[Officer" "$base/prepare.out"; then fail "--tags prepare ran the officer step or finalize"; fi
+	for h in "${hosts[@]}"; do
+		PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list | grep -q "Key objects have been re-enciphered" || fail "$h: not re-enciphered after --tags prepare"
+	done
+	echo "every host re-enciphered; the officer sets the new master keys"
+	for t in SYM AES APKA; do hsmsim --dir "$sim" set --apqns "$CCA_APQNS" --type $t >/dev/null; done
+	hsmsim --dir "$sim" set --apqns "$EP11_APQNS" --type WK >/dev/null
+	i=$((${FAIL_HOST#host} - 1))
+	kill -TERM "${daemon_pids[$i]}"
+	wait "${daemon_pids[$i]}" 2>/dev/null || true
+	set +e
+	playbook "$base/good.yml" --tags finalize >"$base/finalize.out" 2>&1
+	rc=$?
+	set -e
+	[ $rc != 0 ] || { cat "$base/finalize.out"; fail "finalize succeeded with $FAIL_HOST's daemon down"; }
+	grep -q "These hosts still need finalize (never cancel now): $FAIL_HOST (" "$base/finalize.out" || { cat "$base/finalize.out"; fail "the play did not name $FAIL_HOST as needing finalize"; }
+	if grep -q "TASK \[Cancel" "$base/finalize.out"; then fail "the play canceled after the activation"; fi
+	for h in "${hosts[@]}"; do
+		if [ "$h" = "$FAIL_HOST" ]; then
+			PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list | grep -q "Key objects have been re-enciphered" || fail "$h: its operation is not left for finalize"
+		else
+			[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: not finalized"
+		fi
+	done
+	echo "the play finalized every other host, named $FAIL_HOST, canceled nothing"
+	PKCSHSM_ROOT=$base/$FAIL_HOST pkcshsmd --log-format text --log-level warn 2>>"$base/$FAIL_HOST/pkcshsmd.log" &
+	daemon_pids[$i]=$!
+	for _ in $(seq 200); do [ -S "$base/$FAIL_HOST/run/pkcshsm/admin.sock" ] && break; sleep 0.1; done
+	step "a rerun of the whole play finalizes $FAIL_HOST and changes nothing else"
+	playbook "$base/good.yml" >"$base/rerun.out" 2>&1 || { cat "$base/rerun.out"; fail "the rerun failed"; }
+	sed -n '/PLAY RECAP/,$p' "$base/rerun.out"
+	for h in "${hosts[@]}"; do
+		if [ "$h" = "$FAIL_HOST" ]; then want="changed=1 "; else want="changed=0 "; fi
+		grep -Eq "^$h +: ok=[0-9]+ +$want +unreachable=0 +failed=0" "$base/rerun.out" || fail "$h: the rerun did not change exactly what was left"
+		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active"
+		check_keys "$h" 2 finalize "$new_sym" "$new_aes" "$new_apka"
+		check_keys "$h" 4 finalize "$new_wk"
+	done
+	stop_apps
+	printf '\nFLEET DEMO PASSED (FAIL_HOST=%s): bad input refused in the pre-checks; a wrong PIN stopped the play before the activation, every other host was canceled, no key changed; after the activation nothing was canceled, %s was named for finalize and a rerun completed it.\n' "$FAIL_HOST" "$FAIL_HOST"
 fi

@@ -117,6 +117,8 @@ def normalize_apqn(text):
 def apqn_list(values):
     out = []
     for v in values or []:
+        if not isinstance(v, str):
+            raise ValueError("APQN %r is not text: quote it (\"01.0033\"), YAML reads 01.0033 as a number" % (v,))
         for part in re.split(r"[\s,]+", v.strip()):
             if part:
                 out.append(normalize_apqn(part))

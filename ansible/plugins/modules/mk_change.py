@@ -44,39 +44,15 @@ options:
       - The APQNs whose master keys change, as C(CARD.DOMAIN) in hexadecimal
         as lszcrypt prints them (for example C(0a.0024)); items may also be
         comma-separated lists.
-      - Required with O(state=reenciphered); with the other states they and
-        the patterns select the operation when O(id) is not given.
+      - Required with C(state=reenciphered); with the other states they and
+        the patterns select the operation when C(id) is not given.
     type: list
     elements: str
-  ep11_wkvp:
-    description: The verification pattern of the new EP11 wrapping key (16 bytes in hex).
-    type: str
-  cca_sym_mkvp:
-    description: The verification pattern of the new CCA SYM master key (8 bytes in hex).
-    type: str
-  cca_asym_mkvp:
-    description: The verification pattern of the new CCA ASYM master key (8 bytes in hex).
-    type: str
-  cca_aes_mkvp:
-    description: The verification pattern of the new CCA AES master key (8 bytes in hex).
-    type: str
-  cca_apka_mkvp:
-    description: The verification pattern of the new CCA APKA master key (8 bytes in hex).
-    type: str
   id:
     description:
-      - The operation id (6 letters and digits) for O(state=finalized) or
-        O(state=canceled), instead of selecting it by O(apqns) and patterns.
+      - The operation id (6 letters and digits) for C(state=finalized) or
+        C(state=canceled), instead of selecting it by C(apqns) and patterns.
     type: str
-  user_pin:
-    description:
-      - The USER PIN of every affected token (use Ansible Vault).
-      - Used for every slot not named in O(user_pins).
-    type: str
-  user_pins:
-    description:
-      - USER PINs by slot number, for tokens with different PINs.
-    type: dict
   exclude_pids:
     description:
       - Processes not to address (C(--exclude-pid)); see STUCK PROCESSES in
@@ -84,40 +60,23 @@ options:
     type: list
     elements: int
     default: []
-  root:
-    description:
-      - The root of every default pkcshsm path (C(PKCSHSM_ROOT)); default the
-        environment's, else C(/).
-    type: path
-  bin_dir:
-    description: The directory of the pkcshsm tools; default a search of PATH.
-    type: path
-  config:
-    description: The token configuration (C(--config)).
-    type: path
-  state_dir:
-    description: The directory of the operation files (C(--state-dir)).
-    type: path
-  socket:
-    description: The daemon's admin socket (C(--socket)).
-    type: path
-  timeout:
-    description: How long every process may take for one step (C(--timeout), for example C(2m)).
-    type: str
+extends_documentation_fragment:
+  - pkcshsm.hsm.common
+  - pkcshsm.hsm.common.patterns
 attributes:
   check_mode:
     support: full
     description:
-      - O(state=reenciphered) runs C(reencipher --dry-run), every check of
+      - C(state=reenciphered) runs C(reencipher --dry-run), every check of
         the tool, and reports what it would re-encipher; the other states
         run C(verify) and report what they would do.
 notes:
   - Run it on all hosts sharing the adapter domains before the officer
     activates the new master keys; the playbook C(rotate.yml) of this
     collection does, and gates the activation on C(verify) of every host.
-  - Exit codes of the tool are returned in RV(rc) with their class in
-    RV(error_class); the tool's C(error:) and C(hint:) lines in RV(error)
-    and RV(hint).
+  - Exit codes of the tool are returned in C(rc) with their class in
+    C(error_class); the tool's C(error:) and C(hint:) lines in C(error)
+    and C(hint).
 """
 
 EXAMPLES = r"""
@@ -173,11 +132,11 @@ actions:
   elements: str
   sample: ["cancel --id WX9jrc", "reencipher --apqns 01.0033 --cca-aes-mkvp 7DA05B2C85C962E4"]
 plan:
-  description: The tool's dry-run output in check mode (O(state=reenciphered)).
+  description: The tool's dry-run output in check mode (C(state=reenciphered)).
   returned: in check mode
   type: str
 verify:
-  description: The C(verify --json) result in check mode for O(state=finalized) and O(state=canceled).
+  description: The C(verify --json) result in check mode for C(state=finalized) and C(state=canceled).
   returned: in check mode when an operation is active
   type: dict
 rc:
@@ -186,7 +145,7 @@ rc:
   type: int
   sample: 7
 error_class:
-  description: The class of RV(rc) (invalid argument, not found, failed precondition, conflict, unavailable, permission denied, ...).
+  description: The class of C(rc) (invalid argument, not found, failed precondition, conflict, unavailable, permission denied, ...).
   returned: failure
   type: str
   sample: permission denied

@@ -14,7 +14,7 @@ short_description: The master key change operations of a host and whether activa
 description:
   - Returns the active master key change operations of the pkcshsm tokens of
     a host (C(pkcshsm_mk_change list --json)), the ended ones from the
-    history of the state directory, and, with O(verify=true), the result of
+    history of the state directory, and, with C(verify=true), the result of
     C(pkcshsm_mk_change verify --json) for the given operation or APQNs and
     patterns - whether setting (activating) the new master keys on those
     APQNs now loses no key.
@@ -26,26 +26,11 @@ options:
   apqns:
     description:
       - The APQNs of the change, as C(CARD.DOMAIN) in hexadecimal; with the
-        patterns they select RV(operation) and what O(verify) checks.
+        patterns they select C(operation) and what C(verify) checks.
     type: list
     elements: str
-  ep11_wkvp:
-    description: The verification pattern of the new EP11 wrapping key.
-    type: str
-  cca_sym_mkvp:
-    description: The verification pattern of the new CCA SYM master key.
-    type: str
-  cca_asym_mkvp:
-    description: The verification pattern of the new CCA ASYM master key.
-    type: str
-  cca_aes_mkvp:
-    description: The verification pattern of the new CCA AES master key.
-    type: str
-  cca_apka_mkvp:
-    description: The verification pattern of the new CCA APKA master key.
-    type: str
   id:
-    description: An operation id; selects RV(operation) and what O(verify) checks.
+    description: An operation id; selects C(operation) and what C(verify) checks.
     type: str
   verify:
     description:
@@ -53,30 +38,9 @@ options:
         (not ready) are results; any other is a failure of the module.
     type: bool
     default: false
-  user_pin:
-    description: The USER PIN of the tokens, should the tool ask for one (use Ansible Vault).
-    type: str
-  user_pins:
-    description: USER PINs by slot number.
-    type: dict
-  root:
-    description: The root of every default pkcshsm path (C(PKCSHSM_ROOT)).
-    type: path
-  bin_dir:
-    description: The directory of the pkcshsm tools; default a search of PATH.
-    type: path
-  config:
-    description: The token configuration (C(--config)).
-    type: path
-  state_dir:
-    description: The directory of the operation files (C(--state-dir)).
-    type: path
-  socket:
-    description: The daemon's admin socket (C(--socket)).
-    type: path
-  timeout:
-    description: Passed as C(--timeout).
-    type: str
+extends_documentation_fragment:
+  - pkcshsm.hsm.common
+  - pkcshsm.hsm.common.patterns
 attributes:
   check_mode:
     support: full
@@ -103,12 +67,12 @@ operations:
   type: list
   elements: dict
 operation:
-  description: The active operation selected by O(id) or by O(apqns) and the patterns.
+  description: The active operation selected by C(id) or by C(apqns) and the patterns.
   returned: when one is active
   type: dict
 others:
-  description: Active operations that share an APQN and a master key type with O(apqns) and the patterns (a reencipher would be refused).
-  returned: when O(apqns) are given
+  description: Active operations that share an APQN and a master key type with C(apqns) and the patterns (a reencipher would be refused).
+  returned: when C(apqns) are given
   type: list
   elements: dict
 ended:
@@ -120,11 +84,11 @@ verify:
     - The object C(verify --json) prints (ready, apqns, types, slots with
       keys, missing_new, session_keys_missing_new, lost and reasons,
       problems, fix) plus its exit status in C(rc).
-  returned: when O(verify=true)
+  returned: when C(verify=true)
   type: dict
 ready:
   description: Whether verify found activation safe (exit status 0).
-  returned: when O(verify=true)
+  returned: when C(verify=true)
   type: bool
 """
 

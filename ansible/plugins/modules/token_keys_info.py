@@ -19,7 +19,7 @@ description:
     during a change) - as C(pkcshsm keys list --json) reads them from the
     blob headers.
   - With new patterns given, also counts the keys whose current blob is
-    under none of them (RV(slots[].not_new)), so a play can assert that a
+    under none of them (C(slots[].not_new)), so a play can assert that a
     rotation reached every key.
   - Logs in as USER with the PIN given, over standard input. Changes
     nothing.
@@ -31,45 +31,9 @@ options:
     description: The slots to look at; default every slot C(pkcshsm slots) lists as initialized.
     type: list
     elements: int
-  ep11_wkvp:
-    description: The pattern of the new EP11 wrapping key, for RV(slots[].not_new).
-    type: str
-  cca_sym_mkvp:
-    description: The pattern of the new CCA SYM master key, for RV(slots[].not_new).
-    type: str
-  cca_asym_mkvp:
-    description: The pattern of the new CCA ASYM master key, for RV(slots[].not_new).
-    type: str
-  cca_aes_mkvp:
-    description: The pattern of the new CCA AES master key, for RV(slots[].not_new).
-    type: str
-  cca_apka_mkvp:
-    description: The pattern of the new CCA APKA master key, for RV(slots[].not_new).
-    type: str
-  user_pin:
-    description: The USER PIN of every token (use Ansible Vault).
-    type: str
-  user_pins:
-    description: USER PINs by slot number.
-    type: dict
-  root:
-    description: The root of every default pkcshsm path (C(PKCSHSM_ROOT)).
-    type: path
-  bin_dir:
-    description: The directory of the pkcshsm tools; default a search of PATH.
-    type: path
-  config:
-    description: The token configuration (C(--config)).
-    type: path
-  state_dir:
-    description: Not used by this module (accepted for symmetry with the others).
-    type: path
-  socket:
-    description: Not used by this module (accepted for symmetry with the others).
-    type: path
-  timeout:
-    description: Not used by this module (accepted for symmetry with the others).
-    type: str
+extends_documentation_fragment:
+  - pkcshsm.hsm.common
+  - pkcshsm.hsm.common.patterns
 attributes:
   check_mode:
     support: full
@@ -139,6 +103,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pkcshsm.hsm.plugins.module_utils.pkcshsm import (
     COMMON_ARGS,
+    PATTERN_ARGS,
     PIN_ARGS,
     ToolError,
     Tools,
@@ -189,14 +154,8 @@ def count(keys, patterns):
 
 
 def main():
-    args = dict(
-        slots=dict(type="list", elements="int"),
-        ep11_wkvp=dict(type="str"),
-        cca_sym_mkvp=dict(type="str"),
-        cca_asym_mkvp=dict(type="str"),
-        cca_aes_mkvp=dict(type="str"),
-        cca_apka_mkvp=dict(type="str"),
-    )
+    args = dict(slots=dict(type="list", elements="int"))
+    args.update((k, v) for k, v in PATTERN_ARGS.items() if k != "apqns")
     args.update(PIN_ARGS)
     args.update(COMMON_ARGS)
     module = AnsibleModule(argument_spec=args, supports_check_mode=True)

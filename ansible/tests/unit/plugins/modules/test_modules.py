@@ -28,6 +28,9 @@ from unittest import mock
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.pkcshsm.hsm.plugins.filter.change import fingerprint
 from ansible_collections.pkcshsm.hsm.plugins.module_utils import pkcshsm as utils
 from ansible_collections.pkcshsm.hsm.plugins.modules import mk_change, mk_change_info, token_keys_info
 
@@ -452,6 +455,28 @@ class TestUtils(unittest.TestCase):
     def test_patterns(self):
         self.assertEqual(utils.normalize_pattern("0x" + "ab" * 32, 32), "AB" * 16)  # sysfs WK form
         self.assertEqual(utils.apqn_list(["6.33, 0e.0033", "0x0a.0x24"]), ["06.0033", "0E.0033", "0A.0024"])
+
+
+class TestFingerprint(unittest.TestCase):
+    def test_same_change_in_other_spellings(self):
+        a = fingerprint({"apqns": ["01.0033", "02.0033"], "cca_aes_mkvp": AES})
+        b = fingerprint({"apqns": ["2.33", "0x01.0033"], "cca_aes_mkvp": "0x" + AES.lower()})
+        self.assertEqual(a, b)
+        self.assertEqual(a, "01.0033,02.0033 AES=" + AES)
+
+    def test_different_changes_differ(self):
+        a = fingerprint({"apqns": ["01.0033", "02.0033"], "cca_aes_mkvp": AES})
+        for other in (
+            {"apqns": ["01.0033"], "cca_aes_mkvp": AES},
+            {"apqns": ["01.0033", "02.0033"], "cca_aes_mkvp": APKA},
+            {"apqns": ["01.0033", "02.0033"], "cca_aes_mkvp": AES, "cca_apka_mkvp": APKA},
+        ):
+            self.assertNotEqual(a, fingerprint(other), other)
+
+    def test_bad_change(self):
+        for bad in ("01.0033", {"apqns": [1.0033], "cca_aes_mkvp": AES}, {"apqns": ["01.0033"], "cca_aes_mkvp": "xyz"}):
+            with self.assertRaises(AnsibleFilterError):
+                fingerprint(bad)
 
 
 if __name__ == "__main__":

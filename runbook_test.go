@@ -124,7 +124,9 @@ func TestRunbookMatcher(t *testing.T) {
 // the PIN of each affected slot), so a block holds at most one command that
 // reads a PIN.
 func TestRunbook(t *testing.T) {
-	for _, tool := range []string{"bash", "jq"} {
+	// ansible-playbook, ansible-galaxy, ansible-vault: chapter 10 (many
+	// hosts) rotates a practice fleet with the collection in ansible/.
+	for _, tool := range []string{"bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is required: %v", tool, err)
 		}
@@ -149,7 +151,12 @@ func TestRunbook(t *testing.T) {
 	// One bash runs every block: variables set in one block are seen by the
 	// next. Each block's output goes to its own file, then a marker line.
 	var script strings.Builder
-	fmt.Fprintf(&script, "set -euo pipefail\nexport PATH=%q:$PATH\ncd %q\n", bin, dir)
+	src, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// PKCSHSM_SRC: the source tree, whose ansible/ the runbook installs.
+	fmt.Fprintf(&script, "set -euo pipefail\nexport PATH=%q:$PATH\nexport PKCSHSM_SRC=%q\ncd %q\n", bin, src, dir)
 	for i, b := range blocks {
 		fmt.Fprintf(&script, "exec 0<%q\n{\n%s} >%q 2>%q\necho block %d done >>%q\n",
 			pins, b.text, filepath.Join(dir, fmt.Sprintf("out.%d", i)), filepath.Join(dir, fmt.Sprintf("err.%d", i)), i, filepath.Join(dir, "done"))

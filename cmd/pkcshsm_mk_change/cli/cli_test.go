@@ -396,3 +396,35 @@ func TestQueryErrorPrintedOnce(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, errs)
 	}
 }
+
+// The USER PIN is wiped as soon as the login is done, whether it succeeded
+// or not: the fake keeps the very slices it was given and the test looks
+// at them after the command.
+func TestUserPINWipedAfterLogin(t *testing.T) {
+	for _, c := range []struct {
+		name, pin string
+		code      int
+	}{{"right PIN", "1234", 0}, {"wrong PIN", "9999", 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.stdin = c.pin + "\n"
+			code, out, errs := e.run("reencipher", "-a", cliAPQN, "--cca-aes-mkvp", aesNew)
+			if (code == 0) != (c.code == 0) {
+				t.Fatalf("reencipher exit %d\n%s\n%s", code, out, errs)
+			}
+			if len(e.tokens.heldPINs) != 1 {
+				t.Fatalf("%d logins", len(e.tokens.heldPINs))
+			}
+			for _, pin := range e.tokens.heldPINs {
+				if len(pin) != len(c.pin) {
+					t.Fatalf("login got a PIN of %d bytes, want %d", len(pin), len(c.pin))
+				}
+				for _, b := range pin {
+					if b != 0 {
+						t.Fatalf("the USER PIN was not wiped after login: %q", pin)
+					}
+				}
+			}
+		})
+	}
+}

@@ -39,6 +39,9 @@ type fakeTokens struct {
 	// 1) and may fail it.
 	queryHook func(n int) error
 	queries   int
+	// heldPINs are the PIN slices Login was given, not copies: the test
+	// checks that the caller wiped them after use.
+	heldPINs [][]byte
 }
 
 func newFakeTokens() *fakeTokens {
@@ -102,6 +105,9 @@ func (f *fakeTokens) Query(_ context.Context, slot uint, op *state.Op, a state.A
 }
 
 func (f *fakeTokens) Login(_ context.Context, slot uint, pin []byte) error {
+	f.mu.Lock()
+	f.heldPINs = append(f.heldPINs, pin)
+	f.mu.Unlock()
 	if string(pin) != f.pins[slot] {
 		return errclass.New(errclass.PermissionDenied, "PIN incorrect")
 	}

@@ -60,7 +60,7 @@ func TestReencipherFinalize(t *testing.T) {
 		t.Fatalf("events = %v", got)
 	}
 	ev := e.daemon.events[0]
-	if ev.OpID != string(op.ID) || !ev.Target.ExcludeCaller || !slices.Equal(ev.Target.Types, []event.TokenType{event.CCA}) || ev.Deadline.IsZero() {
+	if ev.OpID != string(op.ID) || !ev.Target.ExcludeCaller || !slices.Equal(ev.Target.Types, []event.TokenType{event.CCA}) || ev.Timeout != event.TimeoutOf(2*time.Minute) {
 		t.Fatalf("event = %+v target %+v", ev, ev.Target)
 	}
 	if got := e.tokens.mutations(); !slices.Equal(got, []string{"pass reencipher 2"}) {

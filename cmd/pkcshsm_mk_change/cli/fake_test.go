@@ -42,6 +42,9 @@ type fakeTokens struct {
 	// heldPINs are the PIN slices Login was given, not copies: the test
 	// checks that the caller wiped them after use.
 	heldPINs [][]byte
+	// checkErr and lost script Check per slot.
+	checkErr map[uint]error
+	lost     map[uint][]string
 }
 
 func newFakeTokens() *fakeTokens {
@@ -113,6 +116,19 @@ func (f *fakeTokens) Login(_ context.Context, slot uint, pin []byte) error {
 	}
 	f.record("login %d", slot)
 	return nil
+}
+
+func (f *fakeTokens) Check(_ context.Context, slot uint, op *state.Op, current map[mkvp.Type]mkvp.Pattern) ([]string, int, error) {
+	f.record("check %d", slot)
+	if err := f.checkErr[slot]; err != nil {
+		return nil, 0, err
+	}
+	return f.lost[slot], len(f.lost[slot]), nil
+}
+
+func (f *fakeTokens) CheckStore(_ context.Context, slot uint) error {
+	f.record("check-store %d", slot)
+	return f.checkErr[slot]
 }
 
 func (f *fakeTokens) Pass(_ context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error) {

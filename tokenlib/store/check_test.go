@@ -142,3 +142,48 @@ func TestBackupIsAConsistentCopy(t *testing.T) {
 		t.Fatalf("CheckFile of a truncated backup: %v", err)
 	}
 }
+
+// Restore puts the backup's state back: objects created after the backup
+// are gone, those of the backup are there with their blobs, and a damaged
+// backup changes nothing.
+func TestRestoreBringsBackTheBackup(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, dk := newTokenIn(t, dir, testOptions(t))
+	fillKeys(t, s, dk, 20, "a")
+	backup := filepath.Join(t.TempDir(), "b.db")
+	if err := s.Backup(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	fillKeys(t, s, dk, 5, "b")
+	s.Close()
+	bad := filepath.Join(t.TempDir(), "bad.db")
+	if err := os.WriteFile(bad, []byte("SQLite format 3\x00 but not really"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(ctx, dir, bad); errclass.Of(err) != errclass.DataLoss {
+		t.Fatalf("restore of a damaged backup: %v", err)
+	}
+	count := func() int {
+		r := openTest(t, dir)
+		defer r.Close()
+		rdk, err := r.Login(ctx, User, userPIN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs, err := r.List(ctx, rdk, Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(objs)
+	}
+	if n := count(); n != 25 {
+		t.Fatalf("after the refused restore: %d objects, want 25", n)
+	}
+	if err := Restore(ctx, dir, backup); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 20 {
+		t.Fatalf("after the restore: %d objects, want the 20 of the backup", n)
+	}
+}

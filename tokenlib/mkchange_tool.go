@@ -115,7 +115,7 @@ func (l *Library) MKChangeCheck(ctx context.Context, id SlotID, op *state.Op, cu
 			"log in as USER first", "slot %d: the USER is not logged in", id)
 	}
 	if err := t.db.st.Check(ctx, dk); err != nil {
-		return nil, 0, errclass.WithHint(fmt.Errorf("slot %d: %w", id, err), storeRestoreHint(id))
+		return nil, 0, errclass.WithHint(err, storeRestoreHint(id))
 	}
 	mt, err := l.MKChangeToken(ctx, id)
 	if err != nil {
@@ -140,7 +140,7 @@ func (l *Library) CheckStore(ctx context.Context, id SlotID) error {
 	dk := t.readKey()
 	t.mu.Unlock()
 	if err := t.db.st.Check(ctx, dk); err != nil {
-		return errclass.WithHint(fmt.Errorf("slot %d: %w", id, err), storeRestoreHint(id))
+		return errclass.WithHint(err, storeRestoreHint(id))
 	}
 	return nil
 }

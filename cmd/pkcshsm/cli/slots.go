@@ -48,7 +48,7 @@ func (o *slotsOptions) run(cmd *cobra.Command, _ []string) error {
 			state = "initialized"
 			if err := lib.CheckStore(cmd.Context(), id); err != nil {
 				state = "DAMAGED"
-				damaged = append(damaged, err)
+				damaged = append(damaged, fmt.Errorf("slot %d: %w", id, err))
 			}
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", id, strings.ToUpper(ti.TokenType.String()), ti.TokenName,

@@ -31,7 +31,8 @@ func newTokenRestoreCommand(g *globalOptions) *cobra.Command {
 backup'. Every change made to the token since the backup is lost: keys
 created since are gone, keys deleted since come back, and each key has the
 blobs it had then. Stop the applications that use the token first (the
-daemon's status lists them); they must not hold the old database open.
+daemon's status lists them): a process that holds the database open is
+named and the restore refused.
 
 FILE is checked first (SQLite's integrity check, schema version, an
 initialized token record); a damaged backup changes nothing. The restore is
@@ -63,6 +64,12 @@ func (o *tokenRestoreOptions) run(cmd *cobra.Command, args []string) error {
 	lib.Close() // the store must not be open here while it is replaced
 	if err != nil {
 		return err
+	}
+	// A process holding the old database open would go on writing to it
+	// (and its WAL) after the restore: refused, whatever --force says.
+	if holders := dbHolders(db); len(holders) > 0 {
+		return errclass.Newh(errclass.FailedPrecondition, "stop these processes first (the daemon's status lists the applications using the token), then run the command again",
+			"refusing to restore slot %d: the token database is open in %s", o.slot, strings.Join(holders, ", "))
 	}
 	active, err := activeOperations(ctx)
 	if err != nil {

@@ -125,7 +125,29 @@ func (l *Library) MKChangeCheck(ctx context.Context, id SlotID, op *state.Op, cu
 	if err != nil && errclass.Of(err) == errclass.DataLoss {
 		err = errclass.WithHint(err, storeRestoreHint(id))
 	}
+	for i := range lost {
+		lost[i].UnderOld = l.underOld(ctx, mt.APQNs, lost[i].MKType, lost[i].Pattern)
+	}
 	return lost, n, err
+}
+
+// underOld reports whether p is the valid OLD master key of type typ on
+// every one of qs (CCA keeps one; EP11 has none).
+func (l *Library) underOld(ctx context.Context, qs []apqn.ID, typ mkvp.Type, p mkvp.Pattern) bool {
+	if typ == mkvp.EP11WK || len(qs) == 0 {
+		return false
+	}
+	for _, q := range qs {
+		qi, err := l.backend.Queue(ctx, q)
+		if err != nil {
+			return false
+		}
+		old := qi.MK[typ].Old
+		if old.State != apqn.StateValid || old.Pattern != p {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckStore checks slot id's store without a login: SQLite's integrity

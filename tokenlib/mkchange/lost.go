@@ -19,10 +19,19 @@ type LostKey struct {
 	Label   string
 	MKType  mkvp.Type
 	Pattern mkvp.Pattern
+	// UnderOld is set (by the caller, who knows the registers) when the
+	// pattern is the OLD master key of every APQN of the token (CCA): the
+	// key still works, but a change re-enciphers only from CURRENT. Such a
+	// key is not LOST and must not be deleted.
+	UnderOld bool
 }
 
 func (k LostKey) String() string {
-	return fmt.Sprintf("key %d %s under %s %s", k.Handle, k.Label, k.MKType.LongName(), k.Pattern)
+	s := fmt.Sprintf("key %d %s under %s %s", k.Handle, k.Label, k.MKType.LongName(), k.Pattern)
+	if k.UnderOld {
+		s += " (the OLD register: it still works, do not delete it)"
+	}
+	return s
 }
 
 // FindLost reads every key object of the token (page by page, only its

@@ -480,9 +480,9 @@ func TestLostKeysRefusedUpFront(t *testing.T) {
 			}
 			e.stdin = "1234\n"
 			code, out, errs := e.run(args...)
-			if code != 4 || !strings.Contains(errs, "slot 2 (cca): 1 key object is LOST") ||
+			if code != 4 || !strings.Contains(errs, "slot 2 (cca): 1 key object is under a master key that is neither") ||
 				!strings.Contains(errs, `key 7 label "pay-1" under CCA AES master key 2222222222222222`) ||
-				!strings.Contains(errs, "hint: delete them with 'pkcshsm keys delete --slot N --lost' (slot 2)") {
+				!strings.Contains(errs, "hint: delete the LOST ones with 'pkcshsm keys delete --slot N --lost' (slot 2;") {
 				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 			}
 			if len(e.ops()) != 0 || len(e.daemon.events) != 0 || len(e.tokens.mutations()) != 0 {

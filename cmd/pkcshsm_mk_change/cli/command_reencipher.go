@@ -299,7 +299,7 @@ func (s *session) checkTokens(ctx context.Context, affected []Slot, op *state.Op
 			continue
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "slot %d (%s): %s LOST: under a master key that is neither the current nor the new one, so %s cannot be re-enciphered:",
+		fmt.Fprintf(&b, "slot %d (%s): %s under a master key that is neither the current nor the new one, so %s cannot be re-enciphered (LOST unless marked OLD):",
 			sl.ID, sl.Label, plural(n, "1 key object is", fmt.Sprintf("%d key objects are", n)), plural(n, "it", "they"))
 		for _, name := range names {
 			fmt.Fprintf(&b, "\n    %s", name)
@@ -317,7 +317,7 @@ func (s *session) checkTokens(ctx context.Context, affected []Slot, op *state.Op
 	}
 	if len(lost) > 0 {
 		return errclass.Newh(errclass.FailedPrecondition,
-			fmt.Sprintf("delete them with 'pkcshsm keys delete --slot N --lost' (slot %s), or have the security officer set their master key again; then run the command again",
+			fmt.Sprintf("delete the LOST ones with 'pkcshsm keys delete --slot N --lost' (slot %s; 'pkcshsm keys list --slot N --lost' lists them), or have the security officer set their master key again; keys marked OLD still work (through the OLD register) but no pass re-enciphers from it: re-create or re-import them under the current master key; then run the command again",
 				strings.Join(lostSlots, ", ")),
 			"refusing the master key change, nothing was recorded: the pass would fail on these keys and roll back:\n  %w", indented{errors.Join(lost...)})
 	}

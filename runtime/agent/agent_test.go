@@ -358,6 +358,11 @@ func TestLateEventReconcilesInstead(t *testing.T) {
 	if len(acct.Processes) != 1 || acct.Processes[0].Outcome != event.TimedOut {
 		t.Fatalf("account of the late event: %+v", acct)
 	}
+	// The agent counts the event's timeout from when it read the frame, on
+	// its own clock: its deadline is the daemon's plus the delivery delay
+	// (milliseconds; more on a loaded machine). Release the handler well
+	// after both.
+	time.Sleep(time.Second)
 	before := h.reconciles.Load()
 	release()
 	waitFor(t, "a reconcile instead of the late event", func() bool { return h.reconciles.Load() > before })

@@ -39,7 +39,10 @@
 // sends each process what is left of it; the agent turns that into a
 // deadline on its own monotonic clock when it reads the frame and hands it
 // to its handler as the context deadline. The daemon stops waiting for a
-// process at its deadline and reports it as [TimedOut]. A step of the wall
+// process at its deadline and reports it as [TimedOut]; the agent's
+// deadline is later by the time the frame took to arrive, so a reply
+// made in that gap is dropped by the daemon as late (the operation files
+// still tell the process what the event asked). A step of the wall
 // clock (NTP, date -s) during a broadcast changes neither. Version 1 sent
 // an absolute wall-clock deadline; version 2 replaced it.
 package event

@@ -376,3 +376,35 @@ func TestPowerCutRemove(t *testing.T) {
 		t.Errorf("operation %s vanished without a history entry", op.ID)
 	})
 }
+
+// An Update that finds the operation file damaged quarantines it into
+// .broken/ (a rename across directories, both synced) before it writes
+// the new generation: a power cut at any point of that still finds the
+// operation, from the copy or from the new files.
+func TestPowerCutUpdateAfterQuarantine(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir()
+	op := advance(t, openDir(t, path))
+	d, p := recordDir(t, path)
+	good := read(t, d.mainPath(op.ID))
+	if err := os.WriteFile(d.mainPath(op.ID), flip(good, 30), fileMode); err != nil {
+		t.Fatal(err)
+	}
+	p.vol[d.mainPath(op.ID)] = p.newIno() // as if written and synced before the recording
+	p.dur[d.mainPath(op.ID)] = p.vol[d.mainPath(op.ID)]
+	p.durData[p.vol[d.mainPath(op.ID)]] = flip(good, 30)
+	p.points = p.points[:0]
+	p.record("damaged main file")
+	next, err := d.Update(ctx, op.ID, func(o *Op) error { return o.Move(Reenciphered, time.Now()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	quarantined := false
+	for _, pt := range p.points {
+		quarantined = quarantined || strings.HasPrefix(pt.after, "rename "+string(op.ID)+" →")
+	}
+	if !quarantined {
+		t.Fatalf("the damaged file was not quarantined: %v", p.points)
+	}
+	checkPoints(t, p, op.ID, op.Gen, next.Gen, nil)
+}

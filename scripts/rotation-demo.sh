@@ -276,7 +276,7 @@ hsmsim commit --apqns "$EP11_APQNS" >/dev/null
 echo "new SYM $new_sym AES $new_aes APKA $new_apka WK $new_wk"
 
 step "reencipher (a dry run first)"
-pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"
+printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"
 phase reencipher
 out=$(printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka")
 echo "$out"

@@ -62,6 +62,9 @@ type Options struct {
 	// fsyncDir replaces the directory fsync, so tests see which
 	// directories were synced.
 	fsyncDir func(path string) error
+	// fs is the write path's file system (default osFS); the power-cut
+	// tests record through it.
+	fs fileSystem
 }
 
 // Dir is the operation directory. Methods are safe for concurrent use by
@@ -69,6 +72,7 @@ type Options struct {
 type Dir struct {
 	path string
 	opts Options
+	fs   fileSystem
 	log  zerolog.Logger
 	mu   sync.Mutex // serialises this process's users of the lock file
 }
@@ -87,9 +91,13 @@ func Open(path string, opts Options) (*Dir, error) {
 		opts.hook = func(string) {}
 	}
 	path = filepath.Clean(path)
+	if opts.fs == nil {
+		opts.fs = osFS{}
+	}
 	d := &Dir{
 		path: path,
 		opts: opts,
+		fs:   opts.fs,
 		log:  opts.Logger.With().Str("component", "state").Logger(),
 	}
 	if !opts.ReadOnly {
@@ -387,7 +395,7 @@ func (d *Dir) repair(id ID) (map[string]string, error) {
 // and a crash must not lose the file from both.
 func (d *Dir) quarantine(name string) (string, error) {
 	qdir := filepath.Join(d.path, brokenDir)
-	err := os.Mkdir(qdir, dirMode)
+	err := d.fs.Mkdir(qdir, dirMode)
 	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", ioErr(err, "create %s", qdir)
 	}
@@ -406,7 +414,7 @@ func (d *Dir) quarantine(name string) (string, error) {
 		}
 		to = fmt.Sprintf("%s-%d", base, i)
 	}
-	if err := os.Rename(filepath.Join(d.path, name), to); err != nil {
+	if err := d.fs.Rename(filepath.Join(d.path, name), to); err != nil {
 		return "", ioErr(err, "quarantine %s", name)
 	}
 	d.point("quarantine-before-dirsync")
@@ -609,14 +617,14 @@ func (d *Dir) Remove(ctx context.Context, id ID, outcome Outcome) error {
 			return err
 		}
 		d.point("remove-after-history")
-		if err := os.Remove(d.copyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.fs.Remove(d.copyPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ioErr(err, "remove operation file copy %s", d.copyPath(id))
 		}
 		if err := d.syncDir(d.path); err != nil {
 			return err
 		}
 		d.point("remove-after-copy")
-		if err := os.Remove(d.mainPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.fs.Remove(d.mainPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return ioErr(err, "remove operation file %s", id)
 		}
 		// The claim file goes last; its holder (if any) keeps its flock on
@@ -642,7 +650,7 @@ func (d *Dir) Discard(ctx context.Context, id ID) error {
 			return errclass.New(errclass.FailedPrecondition, "operation %s is %s, not INITIAL: it must be completed, not discarded", id, r.op.State)
 		}
 		for _, p := range []string{d.copyPath(id), d.mainPath(id)} {
-			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := d.fs.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return ioErr(err, "remove operation file %s", p)
 			}
 		}
@@ -657,7 +665,7 @@ func (d *Dir) appendHistory(e HistoryEntry) error {
 		return errclass.New(errclass.Internal, "failed to encode history entry: %w", err)
 	}
 	name := filepath.Join(d.path, historyName)
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, fileMode)
+	f, err := d.fs.OpenAppend(name, fileMode)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return notRegular(name, fs.ModeSymlink)

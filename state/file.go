@@ -99,7 +99,7 @@ func readRegular(name string) ([]byte, error) {
 // are called at prefix+"-before-fsync", "-before-rename" and
 // "-before-dirsync".
 func (d *Dir) writeFile(name string, raw []byte, prefix string) error {
-	f, err := os.CreateTemp(d.path, tmpPrefix+filepath.Base(name)+"-")
+	f, err := d.fs.CreateTemp(d.path, tmpPrefix+filepath.Base(name)+"-")
 	if err != nil {
 		return ioErr(err, "create temporary file in %s", d.path)
 	}
@@ -108,7 +108,7 @@ func (d *Dir) writeFile(name string, raw []byte, prefix string) error {
 	defer func() {
 		if !ok {
 			f.Close()
-			os.Remove(tmp)
+			d.fs.Remove(tmp)
 		}
 	}()
 	if err := f.Chmod(fileMode); err != nil {
@@ -125,7 +125,7 @@ func (d *Dir) writeFile(name string, raw []byte, prefix string) error {
 		return ioErr(err, "close %s", tmp)
 	}
 	d.point(prefix + "-before-rename")
-	if err := os.Rename(tmp, name); err != nil {
+	if err := d.fs.Rename(tmp, name); err != nil {
 		return ioErr(err, "rename %s", tmp)
 	}
 	ok = true
@@ -142,7 +142,7 @@ func (d *Dir) cleanTemps() {
 	}
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			if err := os.Remove(filepath.Join(d.path, e.Name())); err == nil {
+			if err := d.fs.Remove(filepath.Join(d.path, e.Name())); err == nil {
 				d.log.Warn().Str("file", e.Name()).Msg("removed temporary file left by an interrupted write")
 			}
 		}
@@ -186,7 +186,7 @@ func (d *Dir) syncDir(path string) error {
 	if d.opts.fsyncDir != nil {
 		return d.opts.fsyncDir(path)
 	}
-	return fsyncDir(path)
+	return d.fs.SyncDir(path)
 }
 
 func fsyncDir(path string) error {

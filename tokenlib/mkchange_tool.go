@@ -3,18 +3,19 @@ package tokenlib
 import (
 	"context"
 	"encoding/json"
-	"github.com/pkcshsm/pkcshsm/runtime/event"
-	"github.com/pkcshsm/pkcshsm/tokenlib/store"
+	"fmt"
 	"maps"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/mkvp"
+	"github.com/pkcshsm/pkcshsm/runtime/event"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/config"
 	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
 // This file is what pkcshsm_mk_change uses of a Library: the master key
@@ -275,4 +276,102 @@ func (l *Library) MKChangeLastPass(ctx context.Context, id SlotID) (store.Journa
 		return store.Journal{}, false, err
 	}
 	return t.db.st.LastPass(ctx)
+}
+
+// MKChangeCheck checks slot id before a master key change records
+// anything: its store (integrity, schema version, and the data key of the
+// USER logged in on it) and its key objects, all of which are read and
+// unsealed; it returns the first max keys op cannot re-encipher
+// ([mkchange.LostKey]) and how many there are. current holds the token's
+// current patterns (from the query). A damaged store is an error of class
+// DataLoss that names the way out.
+func (l *Library) MKChangeCheck(ctx context.Context, id SlotID, op *state.Op, current map[mkvp.Type]mkvp.Pattern, max int) ([]mkchange.LostKey, int, error) {
+	t, err := l.token(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	t.mu.Lock()
+	dk := t.readKey()
+	t.mu.Unlock()
+	if dk == nil {
+		return nil, 0, newErrh(ck.CKR_USER_NOT_LOGGED_IN, errclass.PermissionDenied,
+			"log in as USER first", "slot %d: the USER is not logged in", id)
+	}
+	if err := t.db.st.Check(ctx, dk); err != nil {
+		return nil, 0, errclass.WithHint(err, storeRestoreHint(id))
+	}
+	mt, err := l.MKChangeToken(ctx, id)
+	if err != nil {
+		return nil, 0, err
+	}
+	lost, n, err := mt.FindLost(ctx, t.db.st, dk, op, current, max)
+	if err != nil && errclass.Of(err) == errclass.DataLoss {
+		err = errclass.WithHint(err, storeRestoreHint(id))
+	}
+	for i := range lost {
+		lost[i].UnderOld = l.underOld(ctx, mt.APQNs, lost[i].MKType, lost[i].Pattern)
+	}
+	return lost, n, err
+}
+
+// underOld reports whether p is the valid OLD master key of type typ on
+// every one of qs (CCA keeps one; EP11 has none).
+func (l *Library) underOld(ctx context.Context, qs []apqn.ID, typ mkvp.Type, p mkvp.Pattern) bool {
+	if typ == mkvp.EP11WK || len(qs) == 0 {
+		return false
+	}
+	for _, q := range qs {
+		qi, err := l.backend.Queue(ctx, q)
+		if err != nil {
+			return false
+		}
+		old := qi.MK[typ].Old
+		if old.State != apqn.StateValid || old.Pattern != p {
+			return false
+		}
+	}
+	return true
+}
+
+// CheckStore checks slot id's store without a login: SQLite's integrity
+// check, the schema version, the token record and the USER PIN's wrap of
+// the data key (and the data key itself if a USER is logged in).
+func (l *Library) CheckStore(ctx context.Context, id SlotID) error {
+	t, err := l.token(id)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	dk := t.readKey()
+	t.mu.Unlock()
+	if err := t.db.st.Check(ctx, dk); err != nil {
+		return errclass.WithHint(err, storeRestoreHint(id))
+	}
+	return nil
+}
+
+// BackupStore writes a consistent copy of slot id's store to dest (see
+// [store.Store.Backup]); applications go on using the token meanwhile.
+func (l *Library) BackupStore(ctx context.Context, id SlotID, dest string) error {
+	t, err := l.token(id)
+	if err != nil {
+		return err
+	}
+	if err := t.db.st.Backup(ctx, dest); err != nil {
+		return fmt.Errorf("slot %d: %w", id, err)
+	}
+	return nil
+}
+
+// StorePath returns the database file of slot id's token.
+func (l *Library) StorePath(id SlotID) (string, error) {
+	t, err := l.token(id)
+	if err != nil {
+		return "", err
+	}
+	return t.db.st.Path(), nil
+}
+
+func storeRestoreHint(id SlotID) string {
+	return fmt.Sprintf("restore the token from its last backup: stop the applications using it, then run 'pkcshsm token restore --slot %d FILE' (a backup is made with 'pkcshsm token backup --slot %d FILE')", id, id)
 }

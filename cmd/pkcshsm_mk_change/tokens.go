@@ -176,3 +176,22 @@ func (t *libTokens) Close() error {
 	t.mu.Unlock()
 	return t.lib.Close()
 }
+
+func (t *libTokens) Check(ctx context.Context, slot uint, op *state.Op, current map[mkvp.Type]mkvp.Pattern) ([]string, int, error) {
+	lost, n, err := t.lib.MKChangeCheck(ctx, tokenlib.SlotID(slot), op, current, maxLostNamed)
+	if err != nil {
+		return nil, 0, err
+	}
+	names := make([]string, len(lost))
+	for i, k := range lost {
+		names[i] = k.String()
+	}
+	return names, n, nil
+}
+
+// maxLostNamed bounds the LOST keys a check names per slot.
+const maxLostNamed = 10
+
+func (t *libTokens) CheckStore(ctx context.Context, slot uint) error {
+	return t.lib.CheckStore(ctx, tokenlib.SlotID(slot))
+}

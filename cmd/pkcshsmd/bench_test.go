@@ -38,7 +38,7 @@ func benchBroadcast(b *testing.B, n int) {
 
 	b.ResetTimer()
 	for b.Loop() {
-		acct, err := c.Broadcast(context.Background(), event.Event{Type: "bench", Deadline: time.Now().Add(time.Minute)})
+		acct, err := c.Broadcast(context.Background(), event.Event{Type: "bench", Timeout: event.TimeoutOf(time.Minute)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -32,7 +32,7 @@ func TestFanOut100(t *testing.T) {
 	waitConnected(t, c, apps...)
 
 	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test.fanout", OpID: "Ab12Cd",
-		Deadline: time.Now().Add(30 * time.Second)})
+		Timeout: event.TimeoutOf(30 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestStoppedHungAndKilledProcesses(t *testing.T) {
 	}
 	first := make(chan result, 1)
 	go func() {
-		a, err := dialAdmin(t, sb).Broadcast(context.Background(), event.Event{Type: "test.slow", Deadline: deadline})
+		a, err := dialAdmin(t, sb).Broadcast(context.Background(), event.Event{Type: "test.slow", Timeout: event.TimeoutOf(time.Until(deadline))})
 		first <- result{a, err}
 	}()
 	waitFor(t, "the broadcast to be pending", func() bool {
@@ -92,7 +92,7 @@ func TestStoppedHungAndKilledProcesses(t *testing.T) {
 	})
 	// Neither the stopped nor the hung process holds up other work.
 	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test.quick",
-		Target: &event.Target{PIDs: []int32{good.pid()}}, Deadline: time.Now().Add(20 * time.Second)})
+		Target: &event.Target{PIDs: []int32{good.pid()}}, Timeout: event.TimeoutOf(20 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestStoppedHungAndKilledProcesses(t *testing.T) {
 	// the old event is dropped.
 	stopped.cmd.Process.Signal(syscall.SIGCONT)
 	acct, err = c.Broadcast(context.Background(), event.Event{Type: "test.after",
-		Target: &event.Target{ExcludePIDs: []int32{hung.pid()}}, Deadline: time.Now().Add(20 * time.Second)})
+		Target: &event.Target{ExcludePIDs: []int32{hung.pid()}}, Timeout: event.TimeoutOf(20 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestDaemonRestartAgentsReconnect(t *testing.T) {
 	pending := make(chan error, 1)
 	go func() {
 		acct, err := dialAdmin(t, sb).Broadcast(context.Background(), event.Event{Type: "test.midway",
-			Deadline: time.Now().Add(time.Minute)})
+			Timeout: event.TimeoutOf(time.Minute)})
 		if err == nil && byPID(acct)[hung.pid()].Outcome == event.Replied {
 			err = errors.New("the hung process replied")
 		}

@@ -96,8 +96,8 @@ func TestHostileProcessCannotVeto(t *testing.T) {
 	start := time.Now()
 	code, out, _ = s.reencipher(true, wk, "--timeout", "2s")
 	took := time.Since(start)
-	if code != 10 {
-		t.Fatalf("EP11 reencipher with a silent process holding the token: exit %d, want 10\n%s", code, out)
+	if code != 9 {
+		t.Fatalf("EP11 reencipher with a silent process holding the token: exit %d, want 9 (rolled back)\n%s", code, out)
 	}
 	for _, want := range []string{
 		fmt.Sprintf("process %s (hostile, running fakeapp) did not answer within 2s", cpid),
@@ -198,7 +198,7 @@ func TestStoppedApplicationExcludedCatchesUp(t *testing.T) {
 
 	wk := s.loadNew(ep11AP, "WK")
 	code, out, _ := s.reencipher(true, wk, "--timeout", "2s")
-	if code != 10 || !strings.Contains(out, "process "+spid+" (p11load) did not answer within 2s") ||
+	if code != 9 || !strings.Contains(out, "process "+spid+" (p11load) did not answer within 2s") ||
 		!strings.Contains(out, "--exclude-pid "+spid) || strings.Contains(out, "did not answer the cancel step") {
 		t.Fatalf("EP11 reencipher with a stopped application: exit %d\n%s", code, out)
 	}

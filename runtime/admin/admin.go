@@ -63,7 +63,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 
 // Broadcast asks the daemon to send ev to every addressed process and
 // returns the daemon's account of every process. Leave ev.ID empty; a zero
-// ev.Deadline means the daemon's default timeout. The returned error covers
+// ev.Timeout means the daemon's default timeout. The returned error covers
 // the request itself; whether the processes succeeded is in the account
 // ([event.Account.Err]).
 func (c *Client) Broadcast(ctx context.Context, ev event.Event) (event.Account, error) {

@@ -365,9 +365,12 @@ func (a *Agent) dial(ctx context.Context) (net.Conn, error) {
 
 // job is one event to handle and the way back to the connection it came on.
 type job struct {
-	ev    event.Event
-	reply func(event.Reply)
-	gone  <-chan struct{} // closed when that connection is over
+	ev event.Event
+	// deadline is the event's timeout counted from when the frame was
+	// read, on this process's monotonic clock.
+	deadline time.Time
+	reply    func(event.Reply)
+	gone     <-chan struct{} // closed when that connection is over
 }
 
 // work runs the handler, one event at a time, for the agent's whole life:
@@ -388,18 +391,18 @@ func (a *Agent) work(ctx context.Context) {
 				continue
 			default:
 			}
-			if !time.Now().Before(j.ev.Deadline) {
+			if !time.Now().Before(j.deadline) {
 				// The process was stopped or busy past the deadline: the
 				// daemon has counted it as timed out and drops a late
 				// reply, and the handler would only run out of time at
 				// once. The operation files say what the event asked for.
-				a.log.Warn().Str("event", j.ev.ID).Str("type", j.ev.Type).Time("deadline", j.ev.Deadline).
+				a.log.Warn().Str("event", j.ev.ID).Str("type", j.ev.Type).Dur("late_by", time.Since(j.deadline)).
 					Msg("event handled after its deadline: reconciling from the operation files instead")
 				a.requestReconcile()
 				continue
 			}
 			failpoint.Hit("agent.event.before-handle")
-			r := a.handle(ctx, j.ev)
+			r := a.handle(ctx, j.ev, j.deadline)
 			failpoint.Hit("agent.event.before-reply")
 			j.reply(r)
 			failpoint.Hit("agent.event.after-reply")
@@ -441,9 +444,10 @@ func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
 		switch m.Kind {
 		case event.KindEvent:
 			ev := *m.Event
+			deadline := ev.Timeout.Deadline(time.Now())
 			a.log.Debug().Str("event", ev.ID).Str("type", ev.Type).Str("op", ev.OpID).Msg("event received")
 			select {
-			case a.jobs <- job{ev: ev, reply: send, gone: gone}:
+			case a.jobs <- job{ev: ev, deadline: deadline, reply: send, gone: gone}:
 			default:
 				send(a.failAll(ev, errclass.New(errclass.Unavailable, "agent busy: too many events queued")))
 			}
@@ -457,8 +461,8 @@ func (a *Agent) serve(ctx context.Context, conn net.Conn) error {
 
 // handle runs the handler for one event, with its deadline, and shapes the
 // reply.
-func (a *Agent) handle(ctx context.Context, ev event.Event) (r event.Reply) {
-	ctx, cancel := context.WithDeadline(ctx, ev.Deadline)
+func (a *Agent) handle(ctx context.Context, ev event.Event, deadline time.Time) (r event.Reply) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {

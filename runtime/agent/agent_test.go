@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,7 +37,9 @@ func (h *handler) HandleEvent(ctx context.Context, ev event.Event) event.Reply {
 	}
 	dl, ok := ctx.Deadline()
 	res := event.Affected
-	if !ok || !dl.Equal(ev.Deadline) {
+	// The handler's deadline is the event's timeout counted from when the
+	// agent read the frame, on the monotonic clock ("m=" in its String).
+	if !ok || time.Until(dl) > ev.Timeout.Duration() || !strings.Contains(dl.String(), " m=") {
 		res = event.Failed // the test sees this in the account
 	}
 	return event.Reply{Tokens: []event.TokenResult{{Slot: 1, Serial: "S1", Result: res}}}
@@ -268,7 +271,7 @@ func TestBusyHandlerDoesNotDelayReconnect(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		c.Broadcast(context.Background(), event.Event{Type: "slow", Deadline: time.Now().Add(time.Minute)})
+		c.Broadcast(context.Background(), event.Event{Type: "slow", Timeout: event.TimeoutOf(time.Minute)})
 	}()
 	waitFor(t, "the handler to be busy", func() bool { return h.events.Load() == 1 })
 	d.stop()
@@ -345,16 +348,21 @@ func TestLateEventReconcilesInstead(t *testing.T) {
 			return
 		}
 		defer c2.Close()
-		c2.Broadcast(context.Background(), event.Event{Type: "slow", Deadline: time.Now().Add(time.Minute)})
+		c2.Broadcast(context.Background(), event.Event{Type: "slow", Timeout: event.TimeoutOf(time.Minute)})
 	}()
 	waitFor(t, "the handler to be busy", func() bool { return h.events.Load() == 1 })
-	acct, err := c.Broadcast(context.Background(), event.Event{Type: "late", Deadline: time.Now().Add(200 * time.Millisecond)})
+	acct, err := c.Broadcast(context.Background(), event.Event{Type: "late", Timeout: event.TimeoutOf(200 * time.Millisecond)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(acct.Processes) != 1 || acct.Processes[0].Outcome != event.TimedOut {
 		t.Fatalf("account of the late event: %+v", acct)
 	}
+	// The agent counts the event's timeout from when it read the frame, on
+	// its own clock: its deadline is the daemon's plus the delivery delay
+	// (milliseconds; more on a loaded machine). Release the handler well
+	// after both.
+	time.Sleep(time.Second)
 	before := h.reconciles.Load()
 	release()
 	waitFor(t, "a reconcile instead of the late event", func() bool { return h.reconciles.Load() > before })

@@ -236,13 +236,16 @@ func (h *Hello) validate() error {
 }
 
 // validate checks an event; withID says whether the daemon must already
-// have assigned id and deadline (an event it relays) or not (a request).
+// have assigned id and timeout (an event it relays) or not (a request).
 func (e *Event) validate(withID bool) error {
 	if err := checkName("event id", e.ID, withID, maxName); err != nil {
 		return err
 	}
-	if withID && e.Deadline.IsZero() {
-		return invalid("event %s has no deadline", e.ID)
+	if e.Timeout < 0 || e.Timeout > MaxTimeout {
+		return invalid("event timeout %d ms out of range (0 to %d)", e.Timeout, MaxTimeout)
+	}
+	if withID && e.Timeout == 0 {
+		return invalid("event %s has no timeout", e.ID)
 	}
 	if err := checkName("event type", e.Type, true, maxName); err != nil {
 		return err
@@ -331,6 +334,9 @@ func (r *Reply) validate() error {
 func (a *Account) validate() error {
 	if err := checkName("event id", a.EventID, true, maxName); err != nil {
 		return err
+	}
+	if a.Timeout < 0 || a.Timeout > MaxTimeout {
+		return invalid("account timeout %d ms out of range (0 to %d)", a.Timeout, MaxTimeout)
 	}
 	for _, p := range a.Processes {
 		switch p.Outcome {

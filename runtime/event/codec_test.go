@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
 )
@@ -66,7 +65,7 @@ func TestSeedsDecode(t *testing.T) {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	ok := `{"v":1,"kind":"status_request","status_request":{}}`
+	ok := `{"v":2,"kind":"status_request","status_request":{}}`
 	tests := []struct {
 		name, body string
 		class      errclass.Class
@@ -76,26 +75,30 @@ func TestDecodeRejects(t *testing.T) {
 		{"trailing", ok + `{}`, errclass.InvalidArgument, "trailing data"},
 		{"wrong version", `{"v":9,"kind":"status_request","status_request":{}}`, errclass.FailedPrecondition, "protocol version 9"},
 		{"no version", `{"kind":"status_request","status_request":{}}`, errclass.FailedPrecondition, "protocol version 0"},
-		{"unknown kind", `{"v":1,"kind":"reboot"}`, errclass.InvalidArgument, `unknown message kind "reboot"`},
-		{"unknown field", `{"v":1,"kind":"status_request","status_request":{},"x":1}`, errclass.InvalidArgument, "unknown field"},
-		{"missing body", `{"v":1,"kind":"hello"}`, errclass.InvalidArgument, "without its body"},
-		{"two bodies", `{"v":1,"kind":"status_request","status_request":{},"status":{"pid":1,"pending":0}}`, errclass.InvalidArgument, "carries a status body"},
-		{"hello pid zero", `{"v":1,"kind":"hello","hello":{"pid":0,"uid":0,"program":"p"}}`, errclass.InvalidArgument, "pid 0 out of range"},
-		{"hello no program", `{"v":1,"kind":"hello","hello":{"pid":5,"uid":0,"program":""}}`, errclass.InvalidArgument, "program is empty"},
-		{"bad token type", `{"v":1,"kind":"hello","hello":{"pid":5,"uid":0,"program":"p","tokens":[{"slot":1,"label":"","serial":"s","type":"soft"}]}}`, errclass.InvalidArgument, `type "soft"`},
-		{"long label", `{"v":1,"kind":"hello","hello":{"pid":5,"uid":0,"program":"p","tokens":[{"slot":1,"label":"` + strings.Repeat("x", 33) + `","serial":"s","type":"cca"}]}}`, errclass.InvalidArgument, "token label is 33 bytes"},
-		{"event without id", `{"v":1,"kind":"event","event":{"type":"t","deadline":"2026-01-01T00:00:00Z"}}`, errclass.InvalidArgument, "event id is empty"},
-		{"event without deadline", `{"v":1,"kind":"event","event":{"id":"e","type":"t"}}`, errclass.InvalidArgument, "no deadline"},
-		{"broadcast without type", `{"v":1,"kind":"broadcast","broadcast":{"event":{}}}`, errclass.InvalidArgument, "event type is empty"},
-		{"target pid negative", `{"v":1,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"pids":[-1]}}}}`, errclass.InvalidArgument, "target pid -1"},
-		{"reply bad outcome", `{"v":1,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"maybe"}]}}`, errclass.InvalidArgument, `outcome "maybe"`},
-		{"reply bad class", `{"v":1,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"failed","class":200}]}}`, errclass.InvalidArgument, "unknown error class 200"},
-		{"reply negative count", `{"v":1,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"affected","objects":-1}]}}`, errclass.InvalidArgument, "negative object count"},
-		{"account bad outcome", `{"v":1,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","outcome":"lost"}]}}`, errclass.InvalidArgument, `outcome "lost"`},
-		{"target token without serial", `{"v":1,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"","label":"l"}]}}}}`, errclass.InvalidArgument, "target token serial is empty"},
-		{"target token long label", `{"v":1,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"s","label":"` + strings.Repeat("x", 33) + `"}]}}}}`, errclass.InvalidArgument, "target token label is 33 bytes"},
-		{"account long command", `{"v":1,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","command":"` + strings.Repeat("c", 257) + `","outcome":"replied"}]}}`, errclass.InvalidArgument, "command is 257 bytes"},
-		{"error without message", `{"v":1,"kind":"error","error":{"class":1,"message":""}}`, errclass.InvalidArgument, "error message is empty"},
+		{"unknown kind", `{"v":2,"kind":"reboot"}`, errclass.InvalidArgument, `unknown message kind "reboot"`},
+		{"unknown field", `{"v":2,"kind":"status_request","status_request":{},"x":1}`, errclass.InvalidArgument, "unknown field"},
+		{"missing body", `{"v":2,"kind":"hello"}`, errclass.InvalidArgument, "without its body"},
+		{"two bodies", `{"v":2,"kind":"status_request","status_request":{},"status":{"pid":1,"pending":0}}`, errclass.InvalidArgument, "carries a status body"},
+		{"hello pid zero", `{"v":2,"kind":"hello","hello":{"pid":0,"uid":0,"program":"p"}}`, errclass.InvalidArgument, "pid 0 out of range"},
+		{"hello no program", `{"v":2,"kind":"hello","hello":{"pid":5,"uid":0,"program":""}}`, errclass.InvalidArgument, "program is empty"},
+		{"bad token type", `{"v":2,"kind":"hello","hello":{"pid":5,"uid":0,"program":"p","tokens":[{"slot":1,"label":"","serial":"s","type":"soft"}]}}`, errclass.InvalidArgument, `type "soft"`},
+		{"long label", `{"v":2,"kind":"hello","hello":{"pid":5,"uid":0,"program":"p","tokens":[{"slot":1,"label":"` + strings.Repeat("x", 33) + `","serial":"s","type":"cca"}]}}`, errclass.InvalidArgument, "token label is 33 bytes"},
+		{"event without id", `{"v":2,"kind":"event","event":{"type":"t","timeout_ms":1000}}`, errclass.InvalidArgument, "event id is empty"},
+		{"event without timeout", `{"v":2,"kind":"event","event":{"id":"e","type":"t"}}`, errclass.InvalidArgument, "no timeout"},
+		{"event negative timeout", `{"v":2,"kind":"event","event":{"id":"e","type":"t","timeout_ms":-5}}`, errclass.InvalidArgument, "timeout -5 ms out of range"},
+		{"broadcast timeout over a day", `{"v":2,"kind":"broadcast","broadcast":{"event":{"type":"t","timeout_ms":86400001}}}`, errclass.InvalidArgument, "out of range"},
+		{"version 1 (wall-clock deadlines)", `{"v":1,"kind":"status_request","status_request":{}}`, errclass.FailedPrecondition, "protocol version 1"},
+		{"account negative timeout", `{"v":2,"kind":"account","account":{"event_id":"e","type":"t","timeout_ms":-1}}`, errclass.InvalidArgument, "out of range"},
+		{"broadcast without type", `{"v":2,"kind":"broadcast","broadcast":{"event":{}}}`, errclass.InvalidArgument, "event type is empty"},
+		{"target pid negative", `{"v":2,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"pids":[-1]}}}}`, errclass.InvalidArgument, "target pid -1"},
+		{"reply bad outcome", `{"v":2,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"maybe"}]}}`, errclass.InvalidArgument, `outcome "maybe"`},
+		{"reply bad class", `{"v":2,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"failed","class":200}]}}`, errclass.InvalidArgument, "unknown error class 200"},
+		{"reply negative count", `{"v":2,"kind":"reply","reply":{"event_id":"e","tokens":[{"slot":1,"serial":"s","outcome":"affected","objects":-1}]}}`, errclass.InvalidArgument, "negative object count"},
+		{"account bad outcome", `{"v":2,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","outcome":"lost"}]}}`, errclass.InvalidArgument, `outcome "lost"`},
+		{"target token without serial", `{"v":2,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"","label":"l"}]}}}}`, errclass.InvalidArgument, "target token serial is empty"},
+		{"target token long label", `{"v":2,"kind":"broadcast","broadcast":{"event":{"type":"t","target":{"tokens":[{"serial":"s","label":"` + strings.Repeat("x", 33) + `"}]}}}}`, errclass.InvalidArgument, "target token label is 33 bytes"},
+		{"account long command", `{"v":2,"kind":"account","account":{"event_id":"e","type":"t","processes":[{"pid":1,"uid":0,"program":"p","command":"` + strings.Repeat("c", 257) + `","outcome":"replied"}]}}`, errclass.InvalidArgument, "command is 257 bytes"},
+		{"error without message", `{"v":2,"kind":"error","error":{"class":1,"message":""}}`, errclass.InvalidArgument, "error message is empty"},
 		{"null", `null`, errclass.FailedPrecondition, "protocol version 0"},
 	}
 	for _, tt := range tests {
@@ -118,7 +121,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestReadMessageFrames(t *testing.T) {
-	good := []byte(`{"v":1,"kind":"status_request","status_request":{}}`)
+	good := []byte(`{"v":2,"kind":"status_request","status_request":{}}`)
 	huge := make([]byte, 4)
 	binary.BigEndian.PutUint32(huge, MaxFrame+1)
 	tests := []struct {
@@ -160,10 +163,9 @@ func TestReadMessageFrames(t *testing.T) {
 }
 
 func TestWriteReadRoundTrip(t *testing.T) {
-	dl := time.Date(2026, 11, 23, 5, 0, 0, 0, time.UTC)
 	msgs := []Message{
 		Wrap(&Hello{PID: 9, UID: 1, Program: "app", Tokens: []Token{{Slot: 2, Label: "l", Serial: "S", Type: EP11}}}),
-		Wrap(&Event{ID: "e1", Type: "t", Payload: []byte{0, 1, 2}, Deadline: dl, Target: &Target{PIDs: []int32{9}}}),
+		Wrap(&Event{ID: "e1", Type: "t", Payload: []byte{0, 1, 2}, Timeout: 1500, Target: &Target{PIDs: []int32{9}}}),
 		Wrap(&Reply{EventID: "e1", Tokens: []TokenResult{{Slot: 2, Serial: "S", Result: Affected, Objects: 4}}}),
 		Wrap(&Error{Class: errclass.PermissionDenied, Message: "no", Hint: "ask"}),
 	}
@@ -198,7 +200,7 @@ func TestEncodeRefusesInvalid(t *testing.T) {
 	if buf.Len() != 0 {
 		t.Errorf("an invalid message wrote %d bytes", buf.Len())
 	}
-	big := Wrap(&Event{ID: "e", Type: "t", Deadline: time.Now(), Payload: make([]byte, MaxPayload+1)})
+	big := Wrap(&Event{ID: "e", Type: "t", Timeout: 1, Payload: make([]byte, MaxPayload+1)})
 	if _, err := Encode(big); err == nil || !strings.Contains(err.Error(), "payload of") {
 		t.Errorf("oversized payload: %v", err)
 	}

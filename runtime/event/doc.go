@@ -33,8 +33,16 @@
 //
 // # Deadlines
 //
-// Every event carries an absolute deadline. The daemon stops waiting for
-// a process at the deadline and reports it as [TimedOut]; an agent hands the
-// deadline to its handler as the context deadline. Both ends run on the
-// same host, so one clock serves both.
+// Every event carries a [Timeout], a duration, never a time of day: the
+// admin client sends how long the daemon may wait, the daemon turns it
+// into a deadline on its monotonic clock when it reads the request, and
+// sends each process what is left of it; the agent turns that into a
+// deadline on its own monotonic clock when it reads the frame and hands it
+// to its handler as the context deadline. The daemon stops waiting for a
+// process at its deadline and reports it as [TimedOut]; the agent's
+// deadline is later by the time the frame took to arrive, so a reply
+// made in that gap is dropped by the daemon as late (the operation files
+// still tell the process what the event asked). A step of the wall
+// clock (NTP, date -s) during a broadcast changes neither. Version 1 sent
+// an absolute wall-clock deadline; version 2 replaced it.
 package event

@@ -8,7 +8,7 @@ import (
 
 // Version is the protocol version this package speaks. Both ends must
 // speak the same version; there is no negotiation.
-const Version = 1
+const Version = 2
 
 // Limits. They bound what a peer can make the other side hold in memory.
 const (
@@ -104,16 +104,45 @@ type Welcome struct {
 }
 
 // Event is what the daemon relays to processes. The admin leaves ID empty
-// (the daemon assigns it) and may leave Deadline zero (the daemon's default
+// (the daemon assigns it) and may leave Timeout zero (the daemon's default
 // timeout applies).
 type Event struct {
-	ID       string    `json:"id,omitempty"`
-	Type     string    `json:"type"`
-	OpID     string    `json:"op_id,omitempty"`
-	Payload  []byte    `json:"payload,omitempty"`
-	Deadline time.Time `json:"deadline,omitzero"`
-	Target   *Target   `json:"target,omitempty"`
+	ID      string  `json:"id,omitempty"`
+	Type    string  `json:"type"`
+	OpID    string  `json:"op_id,omitempty"`
+	Payload []byte  `json:"payload,omitempty"`
+	Timeout Timeout `json:"timeout_ms,omitempty"`
+	Target  *Target `json:"target,omitempty"`
 }
+
+// Timeout is how long the receiver of a frame has, counted from when it
+// reads the frame; it crosses the socket in milliseconds. Each side turns
+// it into a deadline on its own monotonic clock ([Timeout.Deadline]), so
+// a step of the wall clock on either side (NTP, an operator's date
+// command) neither stretches nor cuts a broadcast, and the two sides never
+// compare their clocks.
+type Timeout int64
+
+// MaxTimeout bounds a Timeout on the wire (a day); the daemon caps it
+// further by its configuration.
+const MaxTimeout Timeout = 24 * 60 * 60 * 1000
+
+// TimeoutOf converts d to a wire timeout, rounding up to a millisecond
+// so a short positive duration never becomes "none".
+func TimeoutOf(d time.Duration) Timeout {
+	if d <= 0 {
+		return 0
+	}
+	return Timeout((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// Duration is t as a time.Duration.
+func (t Timeout) Duration() time.Duration { return time.Duration(t) * time.Millisecond }
+
+// Deadline is the deadline t gives when its frame was read at now; now
+// must come from time.Now, so the deadline carries the monotonic clock
+// reading and time.Until measures on it.
+func (t Timeout) Deadline(now time.Time) time.Time { return now.Add(t.Duration()) }
 
 // Target narrows which processes receive an event. The daemon filters by it
 // (only matching processes get the event and appear in the account) and
@@ -215,9 +244,10 @@ type ProcessResult struct {
 // Account answers a [Broadcast]: one line per addressed process, in order
 // of connection.
 type Account struct {
-	EventID   string          `json:"event_id"`
-	Type      string          `json:"type"`
-	Deadline  time.Time       `json:"deadline,omitzero"`
+	EventID string `json:"event_id"`
+	Type    string `json:"type"`
+	// Timeout is the time the daemon gave the processes to answer.
+	Timeout   Timeout         `json:"timeout_ms,omitempty"`
 	Processes []ProcessResult `json:"processes,omitempty"`
 }
 

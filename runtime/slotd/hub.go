@@ -33,10 +33,11 @@ type hub struct {
 // pendingEvent is one broadcast in flight. results has one entry per
 // addressed connection; waiting counts the entries without an outcome.
 type pendingEvent struct {
-	ev      event.Event
-	results map[uint64]*event.ProcessResult
-	waiting int
-	done    chan struct{} // closed when waiting reaches 0
+	ev       event.Event
+	deadline time.Time // on this process's monotonic clock
+	results  map[uint64]*event.ProcessResult
+	waiting  int
+	done     chan struct{} // closed when waiting reaches 0
 }
 
 func newHub(log zerolog.Logger) *hub {
@@ -60,6 +61,10 @@ func (pe *pendingEvent) addTo(c *appConn) {
 	}
 	pe.waiting++
 	ev := pe.ev
+	// The process gets what is left of the time, as a duration; at least
+	// a millisecond, so a process registering just at the deadline still
+	// gets a valid event (and is counted as timed out at once).
+	ev.Timeout = max(event.TimeoutOf(time.Until(pe.deadline)), 1)
 	c.send(event.Wrap(&ev))
 }
 
@@ -147,14 +152,15 @@ func int64cmp(a, b uint64) int {
 	return 0
 }
 
-// broadcast relays ev (deadline already set) to every addressed process and
-// waits until each has answered or gone, the deadline passes, or ctx ends
-// (daemon shutdown). Processes still silent then are reported as timed out.
-func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
+// broadcast relays ev to every addressed process and waits until each has
+// answered or gone, the deadline (from time.Now, so on the monotonic clock)
+// passes, or ctx ends (daemon shutdown). Processes still silent then are
+// reported as timed out.
+func (h *hub) broadcast(ctx context.Context, ev event.Event, deadline time.Time) event.Account {
 	h.mu.Lock()
 	h.nextEv++
 	ev.ID = fmt.Sprintf("%s-%d", h.prefix, h.nextEv)
-	pe := &pendingEvent{ev: ev, results: map[uint64]*event.ProcessResult{}, done: make(chan struct{})}
+	pe := &pendingEvent{ev: ev, deadline: deadline, results: map[uint64]*event.ProcessResult{}, done: make(chan struct{})}
 	h.pending[ev.ID] = pe
 	h.order = append(h.order, pe)
 	for _, c := range h.apps {
@@ -168,9 +174,9 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 	failpoint.Hit("daemon.broadcast.after-send")
 
 	log := h.log.With().Str("event", ev.ID).Str("type", ev.Type).Str("op", ev.OpID).Logger()
-	log.Info().Int("processes", addressed).Time("deadline", ev.Deadline).Msg("broadcasting event")
+	log.Info().Int("processes", addressed).Dur("timeout", time.Until(deadline)).Msg("broadcasting event")
 
-	timer := time.NewTimer(time.Until(ev.Deadline))
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case <-pe.done:
@@ -190,7 +196,7 @@ func (h *hub) broadcast(ctx context.Context, ev event.Event) event.Account {
 	}
 	h.mu.Unlock()
 	slices.Sort(ids)
-	acct := event.Account{EventID: ev.ID, Type: ev.Type, Deadline: ev.Deadline}
+	acct := event.Account{EventID: ev.ID, Type: ev.Type, Timeout: ev.Timeout}
 	for _, id := range ids {
 		acct.Processes = append(acct.Processes, *pe.results[id])
 	}

@@ -494,17 +494,20 @@ func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, 
 			return event.Message{}, err
 		}
 		ev := m.Broadcast.Event
+		// The request's timeout counts from now, on this process's
+		// monotonic clock: the caller's wall clock is never compared
+		// with ours.
 		now := time.Now()
+		timeout := ev.Timeout.Duration()
 		switch {
-		case ev.Deadline.IsZero():
-			ev.Deadline = now.Add(s.cfg.DefaultTimeout)
-		case !ev.Deadline.After(now):
-			return event.Message{}, errclass.Newh(errclass.InvalidArgument, "give a deadline in the future",
-				"event deadline %s has already passed", ev.Deadline.Format(time.RFC3339))
-		case ev.Deadline.Sub(now) > s.cfg.MaxTimeout:
-			log.Info().Dur("max", s.cfg.MaxTimeout).Msg("deadline capped at the maximum timeout")
-			ev.Deadline = now.Add(s.cfg.MaxTimeout)
+		case timeout == 0:
+			timeout = s.cfg.DefaultTimeout
+		case timeout > s.cfg.MaxTimeout:
+			log.Info().Dur("max", s.cfg.MaxTimeout).Msg("timeout capped at the maximum timeout")
+			timeout = s.cfg.MaxTimeout
 		}
+		deadline := now.Add(timeout)
+		ev.Timeout = event.TimeoutOf(timeout)
 		if ev.Target != nil && ev.Target.ExcludeCaller {
 			t := *ev.Target
 			t.ExcludePIDs = append(append([]int32(nil), t.ExcludePIDs...), actor.PID)
@@ -512,7 +515,7 @@ func (s *Server) handleAdmin(ctx context.Context, actor Actor, m event.Message, 
 			ev.Target = &t
 		}
 		failpoint.Hit("daemon.broadcast.before-relay")
-		acct := s.hub.broadcast(ctx, ev)
+		acct := s.hub.broadcast(ctx, ev, deadline)
 		failpoint.Hit("daemon.broadcast.before-reply")
 		return event.Wrap(&acct), nil
 	}

@@ -372,7 +372,7 @@ func TestBroadcastAccount(t *testing.T) {
 	ts.waitProcesses(t, c, 2)
 
 	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test", OpID: "Ab12Cd",
-		Deadline: time.Now().Add(500 * time.Millisecond)})
+		Timeout: event.TimeoutOf(500 * time.Millisecond)})
 	if err != nil {
 		t.Fatalf("Broadcast: %v", err)
 	}
@@ -394,7 +394,7 @@ func TestBroadcastAccount(t *testing.T) {
 
 	// The hung handler does not hold up an event addressed elsewhere.
 	acct, err = c.Broadcast(context.Background(), event.Event{Type: "test",
-		Target: &event.Target{Types: []event.TokenType{event.EP11}}, Deadline: time.Now().Add(10 * time.Second)})
+		Target: &event.Target{Types: []event.TokenType{event.EP11}}, Timeout: event.TimeoutOf(10 * time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,19 +424,19 @@ func TestBroadcastExcludeCallerAndNoTargets(t *testing.T) {
 func TestBroadcastDeadlineChecks(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.MaxTimeout = 2 * time.Second; c.DefaultTimeout = time.Second })
 	c := ts.admin(t)
-	_, err := c.Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(-time.Second)})
-	if !errors.Is(err, errclass.InvalidArgument) || !strings.Contains(err.Error(), "already passed") {
-		t.Fatalf("past deadline: %v", err)
+	_, err := c.Broadcast(context.Background(), event.Event{Type: "test", Timeout: -1000})
+	if !errors.Is(err, errclass.InvalidArgument) || !strings.Contains(err.Error(), "out of range") {
+		t.Fatalf("negative timeout: %v", err)
 	}
 	// The refusal closed that connection; a new one works, and a far
 	// deadline is capped.
 	c = ts.admin(t)
-	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(time.Hour)})
+	acct, err := c.Broadcast(context.Background(), event.Event{Type: "test", Timeout: event.TimeoutOf(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Until(acct.Deadline); d > 2*time.Second {
-		t.Errorf("deadline %v away, want it capped at 2s", d)
+	if acct.Timeout != event.TimeoutOf(2*time.Second) {
+		t.Errorf("timeout %d ms, want it capped at 2000", acct.Timeout)
 	}
 }
 
@@ -452,7 +452,7 @@ func TestLateJoinerGetsPendingEvent(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		a, err := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(20 * time.Second)})
+		a, err := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Timeout: event.TimeoutOf(20 * time.Second)})
 		res <- result{a, err}
 	}()
 	waitFor(t, "the event to reach the first process", func() bool { return first.events.Load() == 1 })
@@ -528,7 +528,7 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 		event.WriteMessage(&b, event.Wrap(&event.Hello{PID: int32(pid), UID: uint32(os.Getuid()), Program: "x"}))
 		return b.Bytes()
 	}
-	v2 := []byte(`{"v":2,"kind":"hello","hello":{"pid":1,"uid":0,"program":"x"}}`)
+	v3 := []byte(`{"v":3,"kind":"hello","hello":{"pid":1,"uid":0,"program":"x"}}`)
 	tests := []struct {
 		name   string
 		socket string
@@ -539,7 +539,7 @@ func TestBadFramesCloseOnlyThatConnection(t *testing.T) {
 		{"garbage", ts.cfg.AppSocket, append(hdr(8), "garbage!"...), false, "malformed frame"},
 		{"oversized", ts.cfg.AppSocket, hdr(event.MaxFrame + 1), false, "exceeds the limit"},
 		{"truncated", ts.cfg.AppSocket, append(hdr(100), `{"v":1`...), true, "truncated frame"},
-		{"wrong version", ts.cfg.AppSocket, append(hdr(uint32(len(v2))), v2...), false, "protocol version 2"},
+		{"wrong version", ts.cfg.AppSocket, append(hdr(uint32(len(v3))), v3...), false, "protocol version 3"},
 		{"lying pid", ts.cfg.AppSocket, hello(os.Getpid() + 1), false, "the kernel says pid"},
 		{"reply before hello", ts.cfg.AppSocket, func() []byte {
 			var b bytes.Buffer
@@ -589,14 +589,14 @@ func TestDisconnectedDuringEvent(t *testing.T) {
 	}
 	res := make(chan event.Account, 1)
 	go func() {
-		a, err := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(20 * time.Second)})
+		a, err := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Timeout: event.TimeoutOf(20 * time.Second)})
 		if err != nil {
 			t.Error(err)
 		}
 		res <- a
 	}()
 	m, err := event.ReadMessage(raw)
-	if err != nil || m.Kind != event.KindEvent || m.Event.Deadline.IsZero() || m.Event.ID == "" {
+	if err != nil || m.Kind != event.KindEvent || m.Event.Timeout <= 0 || m.Event.Timeout > event.TimeoutOf(20*time.Second) || m.Event.ID == "" {
 		t.Fatalf("event: %+v %v", m, err)
 	}
 	raw.Close()
@@ -687,7 +687,7 @@ func TestLateJoinerGetsPendingEventsInOrder(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ts.admin(t).Broadcast(context.Background(), event.Event{Type: typ, Deadline: time.Now().Add(20 * time.Second)})
+			ts.admin(t).Broadcast(context.Background(), event.Event{Type: typ, Timeout: event.TimeoutOf(20 * time.Second)})
 		}()
 		waitFor(t, "the broadcast to be pending", func() bool {
 			st, err := c.Status(context.Background())
@@ -723,7 +723,7 @@ func TestGarbageReplyDuringEvent(t *testing.T) {
 	}
 	res := make(chan event.Account, 1)
 	go func() {
-		a, _ := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Deadline: time.Now().Add(20 * time.Second)})
+		a, _ := ts.admin(t).Broadcast(context.Background(), event.Event{Type: "test", Timeout: event.TimeoutOf(20 * time.Second)})
 		res <- a
 	}()
 	if m, err := event.ReadMessage(raw); err != nil || m.Kind != event.KindEvent {

@@ -13,7 +13,7 @@ aes=$(load_new "$CCA_APQNS" AES)
 apka=$(load_new "$CCA_APQNS" APKA)
 
 rt_step "administrator: dry run, then reencipher (one USER PIN per token)"
-with_pins 0 pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$sym" -A "$aes" -p "$apka" </dev/null ||
+with_pins 2 pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$sym" -A "$aes" -p "$apka" ||
 	rt_fail "dry run failed: $RT_OUT"
 id=$(reencipher 2 -a "$CCA_APQNS" -s "$sym" -A "$aes" -p "$apka")
 [ "$(op_state "$id")" = REENCIPHERED ] || rt_fail "operation $id is $(op_state "$id"), want REENCIPHERED"

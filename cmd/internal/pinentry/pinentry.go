@@ -105,6 +105,10 @@ func (r *Reader) Interactive() bool { return r.fd >= 0 }
 // written.
 func (r *Reader) Prompts() io.Writer { return r.prompts }
 
+// ErrEndOfInput is wrapped by the error of a prompt that met the end of
+// its input (class Aborted).
+var ErrEndOfInput = errors.New("end of input at the prompt")
+
 // PIN prints prompt and reads a PIN. An empty PIN is asked again, up to
 // three times. End of input is errclass.Aborted. The caller clears the
 // returned slice after use.
@@ -241,7 +245,7 @@ func readTerminalLine(fd int) ([]byte, error) {
 		}
 		if m == 0 {
 			if n == 0 {
-				return nil, errclass.Newh(errclass.Aborted, "answer at the prompt", "aborted by user: end of input at the prompt")
+				return nil, errclass.Newh(errclass.Aborted, "answer at the prompt", "aborted by user: %w", ErrEndOfInput)
 			}
 			break
 		}
@@ -288,7 +292,7 @@ func (l *lineReader) line() ([]byte, error) {
 			}
 			if errors.Is(l.err, io.EOF) {
 				return nil, errclass.Newh(errclass.Aborted, "answer on standard input, one line per question",
-					"aborted by user: end of input at the prompt")
+					"aborted by user: %w", ErrEndOfInput)
 			}
 			return nil, errclass.New(errclass.Aborted, "aborted: failed to read input: %w", l.err)
 		}

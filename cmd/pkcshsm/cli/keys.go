@@ -12,7 +12,7 @@ import (
 
 func newKeysCommand(g *globalOptions) *cobra.Command {
 	c := &cobra.Command{Use: "keys", Short: "Key commands", Args: cobra.NoArgs}
-	c.AddCommand(newKeysListCommand(g), newKeysGenerateCommand(g), newKeysRestoreOldCommand(g))
+	c.AddCommand(newKeysListCommand(g), newKeysGenerateCommand(g), newKeysRestoreOldCommand(g), newKeysDeleteCommand(g))
 	return c
 }
 

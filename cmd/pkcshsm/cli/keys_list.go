@@ -20,12 +20,13 @@ type keysListOptions struct {
 	slot    uint
 	hsmMKVP bool
 	json    bool
+	lost    bool
 }
 
 func newKeysListCommand(g *globalOptions) *cobra.Command {
 	o := &keysListOptions{globalOptions: g}
 	c := &cobra.Command{
-		Use:   "list --slot N [--hsm-mkvp] [--json]",
+		Use:   "list --slot N [--hsm-mkvp] [--lost] [--json]",
 		Short: "List the keys of a token (asks for the USER PIN)",
 		Long: `List the key objects the USER sees. With --hsm-mkvp, show for every secure
 key the master key type and verification pattern its CKA_IBM_OPAQUE blob is
@@ -35,13 +36,21 @@ holds that master key.
 With --json, every secure key also carries "blobs": the master key type and
 verification pattern of each of its blobs, as the blob headers say (no HSM
 call): "current" (CKA_IBM_OPAQUE), "old" (CKA_IBM_OPAQUE_OLD, the backup a
-finalize keeps) and "reenc" (CKA_IBM_OPAQUE_REENC, present during a change).`,
+finalize keeps) and "reenc" (CKA_IBM_OPAQUE_REENC, present during a change).
+
+With --lost, list only the LOST keys: secure keys under a master key that no
+register (CURRENT, or OLD on CCA) of the token's APQNs holds, with no other
+blob that is usable there (nothing for restore-old or finalize to bring
+back). They cannot be used, and a master key change of their type refuses
+to start while they exist; 'pkcshsm keys delete --lost' removes them. The
+command exits with 4 when there is at least one.`,
 		Args: cobra.NoArgs,
 		RunE: o.run,
 	}
 	c.Flags().UintVar(&o.slot, "slot", 0, "slot number")
 	c.Flags().BoolVar(&o.hsmMKVP, "hsm-mkvp", false, "show the master key pattern of each secure key")
 	c.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	c.Flags().BoolVar(&o.lost, "lost", false, "list only the LOST keys (usable under no master key of the token's APQNs); exit 4 if there are any")
 	c.MarkFlagRequired("slot")
 	return c
 }
@@ -53,7 +62,7 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 	}
 	defer lib.Close()
 	var queues []hsm.QueueInfo
-	if o.hsmMKVP {
+	if o.hsmMKVP || o.lost {
 		if queues, err = lib.TokenAPQNs(tokenlib.SlotID(o.slot)); err != nil {
 			return err
 		}
@@ -76,6 +85,9 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 	err = eachKey(lib, h, nil, func(k tokenlib.ObjectHandle, av keyAttrs, err error) error {
 		if err != nil {
 			unreadable = append(unreadable, fmt.Sprintf("key %d: %v", k, err))
+			return nil
+		}
+		if o.lost && lostReason(av, queues) == "" {
 			return nil
 		}
 		r := describeKey(lib, h, k, av)
@@ -130,9 +142,21 @@ func (o *keysListOptions) run(cmd *cobra.Command, _ []string) error {
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s\n", keysWord(n))
+		if o.lost {
+			fmt.Fprintf(out, "%s LOST\n", keysWord(n))
+		} else {
+			fmt.Fprintf(out, "%s\n", keysWord(n))
+		}
 	}
-	return unreadableKeys(unreadable)
+	if err := unreadableKeys(unreadable); err != nil {
+		return err
+	}
+	if o.lost && n > 0 {
+		return errclass.Newh(errclass.FailedPrecondition,
+			fmt.Sprintf("have the security officer set their master key again, or delete them: 'pkcshsm keys delete --slot %d --lost'", o.slot),
+			"slot %d has %s LOST: usable under no master key of the token's APQNs", o.slot, keysWord(n))
+	}
+	return nil
 }
 
 // unreadableKeys is the error for keys that could not be read (a damaged

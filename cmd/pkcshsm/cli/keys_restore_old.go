@@ -41,7 +41,8 @@ there) and its old one is. --force restores keys whose current secure key is
 usable too, after a warning. --all lists what will and will not be restored,
 and why, before asking. Keys that have no old blob and are not usable (made
 under a master key that is no longer set) are reported with the way to
-recover them.
+recover them, and the command then exits with 4 even after restoring
+others.
 
 Asks for the USER PIN and, unless --yes, for a confirmation.`,
 		Args: cobra.NoArgs,
@@ -260,5 +261,13 @@ func (o *keysRestoreOldOptions) run(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	fmt.Fprintf(out, "Restored the old secure key of %s in slot %d.\n", keysWord(restored), o.slot)
+	if lost > 0 {
+		// The restore did what it could, but the token still has keys
+		// no adapter can use: that is not success (a master key change
+		// of their type would refuse to start).
+		return errclass.Newh(errclass.FailedPrecondition,
+			fmt.Sprintf("have the security officer set their master key again, or delete them: 'pkcshsm keys delete --slot %d --lost'", o.slot),
+			"%s in slot %d remain LOST (listed above; 'pkcshsm keys list --slot %d --lost' lists them again)", keysWord(lost), o.slot, o.slot)
+	}
 	return nil
 }

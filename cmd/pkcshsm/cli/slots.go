@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
@@ -19,8 +21,13 @@ func newSlotsCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "slots",
 		Short: "List the configured slots and the state of their tokens",
-		Args:  cobra.NoArgs,
-		RunE:  o.run,
+		Long: `List the configured slots and the state of their tokens. Each token's
+database is checked (SQLite's integrity check, the schema version, the token
+record and the USER PIN's wrap of the data key); a database that fails is
+shown as DAMAGED, the problems are listed below the table, and the command
+exits with 8.`,
+		Args: cobra.NoArgs,
+		RunE: o.run,
 	}
 }
 
@@ -33,6 +40,7 @@ func (o *slotsOptions) run(cmd *cobra.Command, _ []string) error {
 	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 	var warnings []string
 	fmt.Fprintln(w, "SLOT\tTYPE\tTOKEN\tLABEL\tSTATE\tSO PIN\tUSER PIN")
+	var damaged []error
 	for _, id := range lib.GetSlotList() {
 		ti, err := lib.GetTokenInfo(id)
 		if err != nil {
@@ -41,12 +49,16 @@ func (o *slotsOptions) run(cmd *cobra.Command, _ []string) error {
 		state := "uninitialized"
 		if ti.Flags&ck.CKF_TOKEN_INITIALIZED != 0 {
 			state = "initialized"
+			if err := lib.CheckStore(cmd.Context(), id); err != nil {
+				state = "DAMAGED"
+				damaged = append(damaged, fmt.Errorf("slot %d: %w", id, err))
+			}
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", id, strings.ToUpper(ti.TokenType.String()), ti.TokenName,
 			orDash(strings.TrimRight(ti.Label, " ")), state,
 			pinState(ti.Flags, ck.CKF_SO_PIN_LOCKED, ck.CKF_SO_PIN_FINAL_TRY, ck.CKF_SO_PIN_COUNT_LOW, ti.SOPINFailures, ti.Flags&ck.CKF_TOKEN_INITIALIZED != 0),
 			pinState(ti.Flags, ck.CKF_USER_PIN_LOCKED, ck.CKF_USER_PIN_FINAL_TRY, ck.CKF_USER_PIN_COUNT_LOW, ti.UserPINFailures, ti.Flags&ck.CKF_USER_PIN_INITIALIZED != 0))
-		if ti.Flags&ck.CKF_TOKEN_INITIALIZED != 0 {
+		if state == "initialized" {
 			warnings = append(warnings, mkChangeWarnings(cmd, lib, id)...)
 		}
 	}
@@ -55,6 +67,10 @@ func (o *slotsOptions) run(cmd *cobra.Command, _ []string) error {
 	}
 	for _, m := range warnings {
 		fmt.Fprintln(cmd.OutOrStdout(), m)
+	}
+	if len(damaged) > 0 {
+		return errclass.WithHint(errclass.As(errclass.DataLoss, fmt.Errorf("%d token %s a damaged database:\n  %w",
+			len(damaged), map[bool]string{true: "has", false: "have"}[len(damaged) == 1], errors.Join(damaged...))), errclass.Hint(damaged[0]))
 	}
 	return nil
 }
@@ -103,6 +119,7 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+
 }
 
 func orDash(s string) string {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -60,7 +61,7 @@ func TestReencipherFinalize(t *testing.T) {
 		t.Fatalf("events = %v", got)
 	}
 	ev := e.daemon.events[0]
-	if ev.OpID != string(op.ID) || !ev.Target.ExcludeCaller || !slices.Equal(ev.Target.Types, []event.TokenType{event.CCA}) || ev.Deadline.IsZero() {
+	if ev.OpID != string(op.ID) || !ev.Target.ExcludeCaller || !slices.Equal(ev.Target.Types, []event.TokenType{event.CCA}) || ev.Timeout != event.TimeoutOf(2*time.Minute) {
 		t.Fatalf("event = %+v target %+v", ev, ev.Target)
 	}
 	if got := e.tokens.mutations(); !slices.Equal(got, []string{"pass reencipher 2"}) {
@@ -143,14 +144,14 @@ func TestReencipherFailureRollsBack(t *testing.T) {
 	}{
 		{"token pass fails", func(e *env) {
 			e.tokens.passErr[state.ActReencipher] = errclass.New(errclass.Unavailable, "APQN 01.0033 offline")
-		}, 6, "slot 2 (cca): APQN 01.0033 offline"},
+		}, 9, "slot 2 (cca): APQN 01.0033 offline"},
 		{"process fails", func(e *env) {
 			e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": {{PID: 77, Program: "payments",
 				Outcome: event.Replied, Results: []event.TokenResult{{Slot: 2, Result: event.Failed, Error: "wrong master key"}}}}}
 		}, 9, "process 77 (payments), slot 2: wrong master key"},
 		{"process hangs", func(e *env) {
 			e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": {{PID: 78, Program: "batch", Outcome: event.TimedOut}}}
-		}, 10, "process 78 (batch) did not answer within"},
+		}, 9, "process 78 (batch) did not answer within"},
 	}
 	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
@@ -324,8 +325,17 @@ func TestDryRun(t *testing.T) {
 		!strings.Contains(out, "Slot 2: Label: cca\n        CCA AES: "+aesOld+" -> "+aesNew) {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	if len(e.snapshot()) != 0 || len(e.tokens.calls) != 0 || len(e.daemon.events) != 0 {
+	if len(e.snapshot()) != 0 || len(e.tokens.mutations()) != 0 || len(e.daemon.events) != 0 {
 		t.Fatalf("dry run changed something: %v %v %v", e.snapshot(), e.tokens.calls, e.daemon.events)
+	}
+	if !strings.Contains(out, "WARNING: no USER PIN given for slot 2") || !slices.Contains(e.tokens.calls, "check-store 2") {
+		t.Fatalf("a dry run without PINs must check the database and say the keys were not checked:\n%s\n%v", out, e.tokens.calls)
+	}
+	// Given the PIN, the dry run logs in and checks the key objects.
+	e.stdin = "1234\n"
+	code, out, errs = e.run("reencipher", "-a", cliAPQN, "-A", aesNew, "--dry-run")
+	if code != 0 || strings.Contains(out, "WARNING: no USER PIN") || !slices.Contains(e.tokens.calls, "check 2") {
+		t.Fatalf("exit %d\n%s\n%s\n%v", code, out, errs, e.tokens.calls)
 	}
 }
 
@@ -394,5 +404,90 @@ func TestQueryErrorPrintedOnce(t *testing.T) {
 	if code != 4 || strings.Count(errs, "no NEW CCA AES master key is set") != 1 || strings.Count(errs, "hint: ask the officer") != 1 ||
 		!strings.Contains(errs, "error: at least one token is unable to perform the master key change, aborting:\n  Token in slot 2 is unable") {
 		t.Fatalf("exit %d\n%s", code, errs)
+	}
+}
+
+// The USER PIN is wiped as soon as the login is done, whether it succeeded
+// or not: the fake keeps the very slices it was given and the test looks
+// at them after the command.
+func TestUserPINWipedAfterLogin(t *testing.T) {
+	for _, c := range []struct {
+		name, pin string
+		code      int
+	}{{"right PIN", "1234", 0}, {"wrong PIN", "9999", 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.stdin = c.pin + "\n"
+			code, out, errs := e.run("reencipher", "-a", cliAPQN, "--cca-aes-mkvp", aesNew)
+			if (code == 0) != (c.code == 0) {
+				t.Fatalf("reencipher exit %d\n%s\n%s", code, out, errs)
+			}
+			if len(e.tokens.heldPINs) != 1 {
+				t.Fatalf("%d logins", len(e.tokens.heldPINs))
+			}
+			for _, pin := range e.tokens.heldPINs {
+				if len(pin) != len(c.pin) {
+					t.Fatalf("login got a PIN of %d bytes, want %d", len(pin), len(c.pin))
+				}
+				for _, b := range pin {
+					if b != 0 {
+						t.Fatalf("the USER PIN was not wiped after login: %q", pin)
+					}
+				}
+			}
+		})
+	}
+}
+
+// A damaged token database (a file cut short) is refused by the dry run
+// and by reencipher before anything is recorded: no operation file, no
+// event, no pass, so nothing is left to cancel.
+func TestDamagedStoreRefusedUpFront(t *testing.T) {
+	for _, dry := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dry-run=%v", dry), func(t *testing.T) {
+			e := newEnv(t)
+			e.tokens.checkErr = map[uint]error{2: errclass.Newh(errclass.DataLoss, "restore the token from its last backup",
+				"token store /x/token.db failed its integrity check: database disk image is malformed")}
+			args := []string{"reencipher", "-a", cliAPQN, "-A", aesNew}
+			if dry {
+				args = append(args, "--dry-run")
+			} else {
+				e.stdin = "1234\n"
+			}
+			code, out, errs := e.run(args...)
+			if code != 8 || !strings.Contains(errs, "slot 2 (cca): token store /x/token.db failed its integrity check") ||
+				!strings.Contains(errs, "hint: restore the token from its last backup") || strings.Contains(out, "all checks passed") {
+				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+			}
+			if len(e.ops()) != 0 || len(e.daemon.events) != 0 || len(e.tokens.mutations()) != 0 {
+				t.Fatalf("something was recorded: %v %v %v", e.ops(), e.daemon.types(), e.tokens.mutations())
+			}
+		})
+	}
+}
+
+// LOST keys (under a master key that is neither current nor new) are named
+// and refused before anything is recorded, by the dry run given the PIN and
+// by reencipher, with the command that removes them.
+func TestLostKeysRefusedUpFront(t *testing.T) {
+	for _, dry := range []bool{true, false} {
+		t.Run(fmt.Sprintf("dry-run=%v", dry), func(t *testing.T) {
+			e := newEnv(t)
+			e.tokens.lost = map[uint][]string{2: {`key 7 label "pay-1" under CCA AES master key 2222222222222222`}}
+			args := []string{"reencipher", "-a", cliAPQN, "-A", aesNew}
+			if dry {
+				args = append(args, "--dry-run")
+			}
+			e.stdin = "1234\n"
+			code, out, errs := e.run(args...)
+			if code != 4 || !strings.Contains(errs, "slot 2 (cca): 1 key object is under a master key that is neither") ||
+				!strings.Contains(errs, `key 7 label "pay-1" under CCA AES master key 2222222222222222`) ||
+				!strings.Contains(errs, "hint: delete the LOST ones with 'pkcshsm keys delete --slot N --lost' (slot 2;") {
+				t.Fatalf("exit %d\n%s\n%s", code, out, errs)
+			}
+			if len(e.ops()) != 0 || len(e.daemon.events) != 0 || len(e.tokens.mutations()) != 0 {
+				t.Fatalf("something was recorded: %v %v %v", e.ops(), e.daemon.types(), e.tokens.mutations())
+			}
+		})
 	}
 }

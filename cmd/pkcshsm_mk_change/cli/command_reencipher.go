@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/pinentry"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/failpoint"
 	"github.com/pkcshsm/pkcshsm/mkvp"
@@ -144,15 +145,34 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 			"check the APQNs (-a) against the tokens' ccatok.conf/ep11tok.conf, and the master key types",
 			"no token is affected by this master key change, aborting")
 	}
+	if !o.dryRun {
+		fmt.Fprintln(s.out, "The following tokens are affected by this master key change:")
+		for _, sl := range affected {
+			fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
+		}
+	}
+	// The dry run asks for the PINs too, so the PINs, the token databases
+	// and the key objects are checked the same way before either run
+	// records anything; given no PIN (end of input), it checks the
+	// databases only and says so.
+	loggedIn := map[uint]bool{}
 	if o.dryRun {
-		return s.dryRun(op, slots, affected, results)
+		if loggedIn, err = s.dryRunLogin(ctx, affected); err != nil {
+			return err
+		}
+	} else {
+		if err := s.login(ctx, affected); err != nil {
+			return err
+		}
+		for _, sl := range affected {
+			loggedIn[sl.ID] = true
+		}
 	}
-	fmt.Fprintln(s.out, "The following tokens are affected by this master key change:")
-	for _, sl := range affected {
-		fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
-	}
-	if err := s.login(ctx, affected); err != nil {
+	if err := s.checkTokens(ctx, affected, op, results, loggedIn); err != nil {
 		return err
+	}
+	if o.dryRun {
+		return s.dryRun(op, slots, affected, results, loggedIn)
 	}
 
 	// Claim the APQNs and types: the conflict check, a second look at the
@@ -251,6 +271,59 @@ Once the new master keys have been set/activated:
 	return nil
 }
 
+// maxLostShown bounds the LOST keys named per slot.
+const maxLostShown = 10
+
+// checkTokens checks each affected token's database and key objects before
+// anything is recorded: a damaged database (a file cut short, a schema or
+// data key that does not match) or a key the pass cannot re-encipher
+// (LOST) would otherwise fail the pass after the operation was recorded,
+// and the automatic cancel with it. Every token is checked; the refusal
+// lists every problem.
+func (s *session) checkTokens(ctx context.Context, affected []Slot, op *state.Op, results map[uint]QueryResult, loggedIn map[uint]bool) error {
+	var damaged, lost []error
+	var lostSlots []string
+	for _, sl := range affected {
+		if !loggedIn[sl.ID] {
+			if err := s.tokens.CheckStore(ctx, sl.ID); err != nil {
+				damaged = append(damaged, fmt.Errorf("slot %d (%s): %w", sl.ID, sl.Label, err))
+			}
+			continue
+		}
+		names, n, err := s.tokens.Check(ctx, sl.ID, op, results[sl.ID].Current)
+		if err != nil {
+			damaged = append(damaged, fmt.Errorf("slot %d (%s): %w", sl.ID, sl.Label, err))
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "slot %d (%s): %s under a master key that is neither the current nor the new one, so %s cannot be re-enciphered (LOST unless marked OLD):",
+			sl.ID, sl.Label, plural(n, "1 key object is", fmt.Sprintf("%d key objects are", n)), plural(n, "it", "they"))
+		for _, name := range names {
+			fmt.Fprintf(&b, "\n    %s", name)
+		}
+		if n > len(names) {
+			fmt.Fprintf(&b, "\n    and %d more ('pkcshsm keys list --slot %d --lost' lists them)", n-len(names), sl.ID)
+		}
+		lost = append(lost, errors.New(b.String()))
+		lostSlots = append(lostSlots, fmt.Sprint(sl.ID))
+	}
+	if len(damaged) > 0 {
+		err := errclass.As(errclass.DataLoss, fmt.Errorf("%s a damaged database, nothing was recorded:\n  %w",
+			plural(len(damaged), "a token has", "tokens have"), indented{errors.Join(damaged...)}))
+		return errclass.WithHint(err, errclass.Hint(damaged[0]))
+	}
+	if len(lost) > 0 {
+		return errclass.Newh(errclass.FailedPrecondition,
+			fmt.Sprintf("delete the LOST ones with 'pkcshsm keys delete --slot N --lost' (slot %s; 'pkcshsm keys list --slot N --lost' lists them), or have the security officer set their master key again; keys marked OLD still work (through the OLD register) but no pass re-enciphers from it: re-create or re-import them under the current master key; then run the command again",
+				strings.Join(lostSlots, ", ")),
+			"refusing the master key change, nothing was recorded: the pass would fail on these keys and roll back:\n  %w", indented{errors.Join(lost...)})
+	}
+	return nil
+}
+
 // sameSlotIDs reports whether two lists name the same slots.
 func sameSlotIDs(a, b []Slot) bool {
 	if len(a) != len(b) {
@@ -329,11 +402,42 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)),
 			fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID))
 	}
-	return errclass.As(errclass.Of(cause), fmt.Errorf("master key change rolled back: %w", cause))
+	// Rolled back completely: exit status 9 (Aborted), whatever the cause,
+	// as the man page says, so a script tells "nothing is left to do"
+	// from "an operation is left to complete". The message keeps the
+	// cause and its hint.
+	err = errclass.As(errclass.Aborted, fmt.Errorf("master key change rolled back: %w", cause))
+	if h := errclass.Hint(cause); h != "" {
+		err = errclass.WithHint(err, h)
+	}
+	return err
+}
+
+// dryRunLogin asks for and checks the USER PIN of every slot like the real
+// run; at the end of input it stops asking and reports which slots it
+// logged in to.
+func (s *session) dryRunLogin(ctx context.Context, slots []Slot) (map[uint]bool, error) {
+	in := map[uint]bool{}
+	for _, sl := range slots {
+		pin, err := s.ask.PIN(fmt.Sprintf("Enter the USER PIN for slot %d: ", sl.ID))
+		if errors.Is(err, pinentry.ErrEndOfInput) {
+			return in, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = s.tokens.Login(ctx, sl.ID, pin)
+		clear(pin)
+		if err != nil {
+			return nil, fmt.Errorf("failed to log in to slot %d: %w", sl.ID, err)
+		}
+		in[sl.ID] = true
+	}
+	return in, nil
 }
 
 // dryRun prints the plan once every check has passed.
-func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]QueryResult) error {
+func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]QueryResult, loggedIn map[uint]bool) error {
 	var b strings.Builder
 	b.WriteString("Dry run: all checks passed, nothing was changed.\n")
 	b.WriteString("APQNs:\n")
@@ -369,6 +473,16 @@ func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]
 			}
 			b.WriteString("\n")
 		}
+	}
+	var unchecked []string
+	for _, sl := range affected {
+		if !loggedIn[sl.ID] {
+			unchecked = append(unchecked, fmt.Sprint(sl.ID))
+		}
+	}
+	if len(unchecked) > 0 {
+		fmt.Fprintf(&b, "WARNING: no USER PIN given for slot %s: the token databases were checked, the PINs and key objects\n"+
+			"(LOST keys, damaged objects) were not; give the PINs on standard input to check them too.\n", strings.Join(unchecked, ", "))
 	}
 	fmt.Fprint(s.out, b.String())
 	return nil

@@ -411,7 +411,7 @@ func (s *session) sessionCensus(ctx context.Context, r *readiness, types []mkvp.
 	// A census only reads: a process gets a short while to answer (one
 	// that does not is reported, and verify is not ready).
 	wait := min(s.opts.timeout, 15*time.Second)
-	ev := event.Event{Type: state.CensusEventType, Payload: payload, Deadline: s.deps.Now().Add(wait),
+	ev := event.Event{Type: state.CensusEventType, Payload: payload, Timeout: event.TimeoutOf(wait),
 		Target: &event.Target{ExcludeCaller: true, Types: tt}}
 	acc, err := bc.Broadcast(ctx, ev)
 	if err != nil {

@@ -126,6 +126,12 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 		// that caused it.
 		ctx := c.intr.Cleanup()
 		hint := "fix the problem, then " + again
+		if errclass.Of(cause) == errclass.DataLoss {
+			// A damaged token database: restoring its backup (refused
+			// while the operation is active, so with --force) is the way
+			// out, then this command completes.
+			hint = "a token database is damaged: restore it from its backup ('pkcshsm token restore --slot N FILE --force', see pkcshsm(1)), then " + again
+		}
 		if c.intr.Signal() != nil {
 			fmt.Fprintf(s.errw, "Interrupted; the operation stays as recorded.\n")
 			hint = fmt.Sprintf("run 'pkcshsm_mk_change %s --id %s' to complete it", a, id)

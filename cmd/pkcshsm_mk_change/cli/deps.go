@@ -92,6 +92,15 @@ type Tokens interface {
 	Query(ctx context.Context, slot uint, op *state.Op, a state.Action) (QueryResult, error)
 	// Login logs the USER in on slot.
 	Login(ctx context.Context, slot uint, pin []byte) error
+	// Check verifies slot, the USER logged in, before anything is
+	// recorded: its store (integrity, schema, data key) and its key
+	// objects. It returns the first few key objects op cannot re-encipher
+	// (LOST: under a master key that is neither current[type] nor the
+	// new one) and their number. It changes nothing.
+	Check(ctx context.Context, slot uint, op *state.Op, current map[mkvp.Type]mkvp.Pattern) (lost []string, n int, err error)
+	// CheckStore is the part of Check that needs no login: the store's
+	// integrity, schema version and data key wrap.
+	CheckStore(ctx context.Context, slot uint) error
 	// Pass applies action a of op to every token object of slot and
 	// returns how many key objects it changed. It is idempotent.
 	Pass(ctx context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error)

@@ -42,6 +42,12 @@ type fakeTokens struct {
 	// census holds scripted readiness answers per slot (default: not
 	// affected, nothing missing).
 	census map[uint]CensusResult
+	// heldPINs are the PIN slices Login was given, not copies: the test
+	// checks that the caller wiped them after use.
+	heldPINs [][]byte
+	// checkErr and lost script Check per slot.
+	checkErr map[uint]error
+	lost     map[uint][]string
 }
 
 func newFakeTokens() *fakeTokens {
@@ -115,11 +121,27 @@ func (f *fakeTokens) Query(_ context.Context, slot uint, op *state.Op, a state.A
 }
 
 func (f *fakeTokens) Login(_ context.Context, slot uint, pin []byte) error {
+	f.mu.Lock()
+	f.heldPINs = append(f.heldPINs, pin)
+	f.mu.Unlock()
 	if string(pin) != f.pins[slot] {
 		return errclass.New(errclass.PermissionDenied, "PIN incorrect")
 	}
 	f.record("login %d", slot)
 	return nil
+}
+
+func (f *fakeTokens) Check(_ context.Context, slot uint, op *state.Op, current map[mkvp.Type]mkvp.Pattern) ([]string, int, error) {
+	f.record("check %d", slot)
+	if err := f.checkErr[slot]; err != nil {
+		return nil, 0, err
+	}
+	return f.lost[slot], len(f.lost[slot]), nil
+}
+
+func (f *fakeTokens) CheckStore(_ context.Context, slot uint) error {
+	f.record("check-store %d", slot)
+	return f.checkErr[slot]
 }
 
 func (f *fakeTokens) Pass(_ context.Context, slot uint, op *state.Op, a state.Action, progress Progress) (int, error) {

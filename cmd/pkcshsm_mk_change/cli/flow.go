@@ -266,10 +266,12 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 		return nil
 	}
 	ev := event.Event{
-		Type:     a.EventType(),
-		OpID:     string(op.ID),
-		Deadline: s.deps.Now().Add(s.opts.timeout),
-		Target:   s.target(op, a),
+		Type: a.EventType(),
+		OpID: string(op.ID),
+		// A duration, not a time of day: the daemon counts it on its
+		// own monotonic clock.
+		Timeout: event.TimeoutOf(s.opts.timeout),
+		Target:  s.target(op, a),
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout+30*time.Second)
 	defer cancel()

@@ -18,7 +18,7 @@ func TestStuckProcessPolicy(t *testing.T) {
 		e := newEnv(t)
 		e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": silent, "mkchange.cancel": silent}
 		code, out, errs := reencipherCCA(e)
-		if code != 10 || !strings.Contains(errs, "process 78 (batch, running python3) did not answer within") ||
+		if code != 9 || !strings.Contains(errs, "process 78 (batch, running python3) did not answer within") ||
 			!strings.Contains(errs, "hint: ") || !strings.Contains(errs, "--exclude-pid 78") {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 		}

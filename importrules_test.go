@@ -36,6 +36,9 @@ var allowed = map[string][]string{
 	"tokenlib/ep11sess": {"tokenlib/ck", "tokenlib/store", "hsm", "apqn", "mkvp", "errclass", "failpoint"},
 	// Binaries may import anything except what their role forbids below.
 	"cmd": {""},
+	// The integration tests' harness builds and starts the binaries and
+	// makes roots with the simulator and the token library.
+	"internal/testenv": {"paths", "apqn", "hsm/sim", "tokenlib", "errclass", "failpoint"},
 }
 
 // thirdParty in a forbidden list stands for every import from outside the

@@ -188,3 +188,32 @@ func TestRunbook(t *testing.T) {
 		t.Fatalf("the runbook's shell failed after every block: %v\n%s", runErr, runOut)
 	}
 }
+
+// TestRunbookPipesEveryPIN (issue 19.1): a PIN prompt inside a pasted block
+// would read the operator's next pasted lines as the PIN. Every p11load in
+// the runbook gets its PIN on a pipe.
+func TestRunbookPipesEveryPIN(t *testing.T) {
+	doc, err := os.ReadFile("docs/runbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, b := range blocks {
+		for i, l := range strings.Split(b.text, "\n") {
+			if !regexp.MustCompile(`(^|[;&|(]\s*)p11load\s`).MatchString(l) {
+				continue
+			}
+			n++
+			if !regexp.MustCompile(`\|\s*p11load\s`).MatchString(l) {
+				t.Errorf("docs/runbook.md:%d: p11load without its PIN on a pipe: %s", b.line+1+i, l)
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d p11load lines", n)
+	}
+}

@@ -38,7 +38,7 @@ var allowed = map[string][]string{
 	"cmd": {""},
 	// The integration tests' harness builds and starts the binaries and
 	// makes roots with the simulator and the token library.
-	"internal/testenv": {"paths", "apqn", "hsm/sim", "tokenlib", "errclass", "failpoint"},
+	"internal/testenv": {"paths", "apqn", "mkvp", "hsm", "tokenlib", "errclass", "failpoint"},
 }
 
 // thirdParty in a forbidden list stands for every import from outside the

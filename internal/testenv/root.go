@@ -84,12 +84,8 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 	if err := sim.Init(r.Layout.SimDir(), topo); err != nil {
 		t.Fatal(err)
 	}
-	conf := "hsm-backend = simulator\n"
-	for _, s := range slots {
-		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %stok.conf\n}\n", s.ID, s.Type, s.Label, s.Type)
-	}
 	files := map[string]string{
-		"pkcshsm.conf": conf,
+		"pkcshsm.conf": r.conf(""),
 		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
 		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n",
 	}
@@ -102,6 +98,23 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 		}
 	}
 	return r
+}
+
+func (r *Root) conf(global string) string {
+	conf := "hsm-backend = simulator\n" + global
+	for _, s := range r.Slots {
+		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %stok.conf\n}\n", s.ID, s.Type, s.Label, s.Type)
+	}
+	return conf
+}
+
+// NoEvents writes disable-event-support into pkcshsm.conf: the tools then
+// neither need nor ask a daemon (tests of the token-object passes only).
+func (r *Root) NoEvents() {
+	r.T.Helper()
+	if err := os.WriteFile(r.Layout.GlobalConf(), []byte(r.conf("disable-event-support\n")), 0o644); err != nil {
+		r.T.Fatal(err)
+	}
 }
 
 // Env is the environment of a process started in this root.

@@ -135,3 +135,18 @@ func (term *Terminal) EchoOn() bool {
 	}
 	return tio.Lflag&unix.ECHO != 0
 }
+
+// Shell runs the bash script on a new pseudo terminal, with the built
+// binaries first on PATH (a pipeline as the operator types it).
+func (r *Root) Shell(script string) *Terminal {
+	r.T.Helper()
+	dir, err := BinDir()
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	return r.TerminalWith(func(_ *os.File, cmd *exec.Cmd) {
+		cmd.Path, cmd.Args = "/bin/bash", []string{"bash", "-c", script}
+		cmd.Env = append(cmd.Env, "PATH="+dir+":"+os.Getenv("PATH"))
+		cmd.Dir = r.T.TempDir()
+	}, "pkcshsm")
+}

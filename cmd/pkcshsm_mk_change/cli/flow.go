@@ -175,6 +175,11 @@ func (s *session) query(ctx context.Context, slots []Slot, op *state.Op, a state
 
 // login asks for and checks the USER PIN of every slot.
 func (s *session) login(ctx context.Context, slots []Slot) error {
+	if s.ask.Interactive() {
+		// What stdout showed before the question reaches the screen
+		// first, also through a pipe.
+		drain(s.out)
+	}
 	for _, sl := range slots {
 		pin, err := s.ask.PIN(fmt.Sprintf("Enter the USER PIN for slot %d: ", sl.ID))
 		if err != nil {

@@ -4,7 +4,9 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/pkcshsm/pkcshsm/state"
@@ -35,3 +37,37 @@ type indented struct{ err error }
 
 func (e indented) Error() string { return strings.ReplaceAll(e.err.Error(), "\n", "\n  ") }
 func (e indented) Unwrap() error { return e.err }
+
+// maxDrain bounds the wait in drain.
+const maxDrain = 2 * time.Second
+
+// drain waits until the reader of a pipe on w (tee, less) has read all
+// that was written to it, so that a prompt written to the terminal next
+// comes after that text on the screen (`reencipher ... | tee`): the list of
+// tokens first, then "Enter the USER PIN", the cursor at the prompt. It
+// returns at once when w is not a pipe, and after maxDrain at most (a
+// reader that stopped reading).
+func drain(w io.Writer) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return
+	}
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+		return
+	}
+	deadline := time.Now().Add(maxDrain)
+	for {
+		n, err := unix.IoctlGetInt(int(f.Fd()), unix.TIOCINQ) // FIONREAD: unread bytes in a pipe
+		if err != nil || n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond) // polling a pipe another process reads
+	}
+	// The reader has the bytes; give it the moment it needs to write them
+	// to the terminal before the prompt follows.
+	time.Sleep(20 * time.Millisecond)
+}

@@ -354,3 +354,22 @@ func (b *SyncBuffer) String() string {
 }
 
 var _ io.Writer = (*SyncBuffer)(nil)
+
+// Bash runs the bash script to its end with the built binaries first on
+// PATH, in this root, with stdin (for redirections and pipelines).
+func (r *Root) Bash(stdin, script string) Result {
+	r.T.Helper()
+	dir, err := BinDir()
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(r.Env(), "PATH="+dir+":"+os.Getenv("PATH"))
+	cmd.Dir = r.T.TempDir()
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	res := Result{Code: exitCode(r.T, cmd.Run())}
+	res.Stdout, res.Stderr = out.String(), errb.String()
+	return res
+}

@@ -151,6 +151,10 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	for _, sl := range affected {
 		fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
 	}
+	// Nothing is created when the operator cannot see what is done.
+	if err := clierr.OutputErr(s.out); err != nil {
+		return err
+	}
 	if err := s.login(ctx, affected); err != nil {
 		return err
 	}
@@ -248,6 +252,12 @@ Once the new master keys have been set/activated:
  - Run 'pkcshsm_mk_change finalize --id %[1]s' when the new master
    keys have been set/activated.
 `, op.ID)
+	if err := clierr.OutputErr(s.out); err != nil {
+		// The operation exists: its id goes where the operator sees it.
+		return errclass.Newh(errclass.Internal,
+			fmt.Sprintf("once the new master keys are set, run 'pkcshsm_mk_change finalize --id %s'; 'pkcshsm_mk_change list' shows it", op.ID),
+			"master key change operation '%s' was created and its keys re-enciphered, but %v", op.ID, err)
+	}
 	return nil
 }
 

@@ -27,7 +27,7 @@ var pastTense = map[state.Action]string{
 
 // isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := unwrap(w).(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
@@ -48,7 +48,7 @@ const maxDrain = 2 * time.Second
 // returns at once when w is not a pipe, and after maxDrain at most (a
 // reader that stopped reading).
 func drain(w io.Writer) {
-	f, ok := w.(*os.File)
+	f, ok := unwrap(w).(*os.File)
 	if !ok {
 		return
 	}
@@ -70,4 +70,12 @@ func drain(w io.Writer) {
 	// The reader has the bytes; give it the moment it needs to write them
 	// to the terminal before the prompt follows.
 	time.Sleep(20 * time.Millisecond)
+}
+
+// unwrap returns the file under a clierr.Output.
+func unwrap(w io.Writer) io.Writer {
+	if u, ok := w.(interface{ Unwrap() io.Writer }); ok {
+		return u.Unwrap()
+	}
+	return w
 }

@@ -36,6 +36,16 @@ func (c *command) newListCommand() *cobra.Command {
 }
 
 func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOptions) error {
+	if cmd.Flags().Changed("id") {
+		// The id is checked before anything is read.
+		id, err := state.ParseID(o.id)
+		if err != nil {
+			return err
+		}
+		if err := c.noSuchOp(id); err != nil {
+			return err
+		}
+	}
 	d, err := c.openDir(true)
 	if errclass.Of(err) == errclass.NotFound && !cmd.Flags().Changed("id") {
 		return printOps(cmd.OutOrStdout(), nil, nil, o.json) // nothing was ever started

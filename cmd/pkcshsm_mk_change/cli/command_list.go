@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -48,7 +49,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 	}
 	d, err := c.openDir(true)
 	if errclass.Of(err) == errclass.NotFound && !cmd.Flags().Changed("id") {
-		return printOps(cmd.OutOrStdout(), nil, nil, o.json) // nothing was ever started
+		return printOps(cmd.OutOrStdout(), nil, nil, nil, o.json) // nothing was ever started
 	}
 	if err != nil {
 		return err
@@ -87,7 +88,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		}
 		damaged = warnBroken(cmd.ErrOrStderr(), broken, "")
 	}
-	if err := printOps(cmd.OutOrStdout(), d, ops, o.json); err != nil {
+	if err := printOps(cmd.OutOrStdout(), d, ops, c.activatedOn(ctx, ops), o.json); err != nil {
 		return err
 	}
 	if damaged != nil {
@@ -132,7 +133,52 @@ type listed struct {
 	Running      string   `json:"running,omitempty"`
 }
 
-func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
+// activatedOn returns, per REENCIPHERED operation, the APQNs of the
+// operation where the security officer has already set (activated) one of
+// its new master keys: from then on cancel is refused and finalize is the
+// only way on. It reads the adapters' registers; when they cannot be read
+// (no access to the adapters) it returns what it has, and list keeps its
+// general advice.
+func (c *command) activatedOn(ctx context.Context, ops []*state.Op) map[state.ID][]string {
+	need := false
+	for _, op := range ops {
+		need = need || op.State == state.Reenciphered
+	}
+	if !need || c.deps.OpenTokens == nil {
+		return nil
+	}
+	tokens, err := c.deps.OpenTokens(ctx, c.log, c.opts.config)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("list: the adapters' registers cannot be read")
+		return nil
+	}
+	defer tokens.Close()
+	queues, err := tokens.Queues(ctx)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("list: the adapters' registers cannot be read")
+		return nil
+	}
+	set := map[state.ID][]string{}
+	for _, op := range ops {
+		if op.State != state.Reenciphered {
+			continue
+		}
+		for _, q := range queues {
+			if !slices.Contains(op.APQNs, q.ID) {
+				continue
+			}
+			for t, p := range op.New {
+				if r, ok := q.MK[t]; ok && r.Current.Pattern == p {
+					set[op.ID] = append(set[op.ID], q.ID.String())
+					break
+				}
+			}
+		}
+	}
+	return set
+}
+
+func printOps(w io.Writer, d *state.Dir, ops []*state.Op, set map[state.ID][]string, asJSON bool) error {
 	claimant := func(op *state.Op) (state.ClaimInfo, bool) {
 		if d == nil {
 			return state.ClaimInfo{}, false
@@ -144,6 +190,9 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 		for _, op := range ops {
 			l := listed{Op: op, SetLosesKeys: op.SetLosesKeys()}
 			for _, a := range op.Completes() {
+				if a == state.ActCancel && len(set[op.ID]) > 0 {
+					continue // an APQN has the new key: cancel is refused
+				}
 				l.Next = append(l.Next, a.String())
 			}
 			if ci, ok := claimant(op); ok {
@@ -160,7 +209,7 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 			fmt.Fprintln(w)
 		}
 		ci, running := claimant(op)
-		fmt.Fprint(w, formatOp(op, ci, running))
+		fmt.Fprint(w, formatOp(op, ci, running, set[op.ID]))
 	}
 	return nil
 }
@@ -169,7 +218,7 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool) error {
 // the creation time, initiator, last error, the step in progress, the
 // command that completes it and, in capitals, whether setting the new
 // master keys now would lose keys.
-func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
+func formatOp(op *state.Op, ci state.ClaimInfo, running bool, set []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Operation:       %s\n", op.ID)
 	fmt.Fprintf(&b, "    State:       %s\n", strings.ReplaceAll(op.State.Text(), "\n", "\n                 "))
@@ -186,7 +235,7 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
 	if running {
 		fmt.Fprintf(&b, "    Running:     %s\n", ci)
 	}
-	fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
+	fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running, set))
 	if op.SetLosesKeys() {
 		fmt.Fprintf(&b, "    WARNING:     DO NOT SET/ACTIVATE THE NEW MASTER KEYS: KEY OBJECTS WITHOUT A BLOB\n"+
 			"                 UNDER THE NEW MASTER KEY WOULD BE LOST. COMPLETE THE OPERATION FIRST.\n")
@@ -219,10 +268,16 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool) string {
 }
 
 // nextText says which command completes the operation. Only REENCIPHERED
-// offers a choice, and it depends on what the security officer did.
-func nextText(op *state.Op, running bool) string {
+// offers a choice, and it depends on what the security officer did: once
+// set names an APQN with a new key active, only finalize is left.
+func nextText(op *state.Op, running bool, set []string) string {
 	if running {
 		return "wait until the running command is done"
+	}
+	if op.State == state.Reenciphered && len(set) > 0 {
+		return fmt.Sprintf("the new master keys are set/activated on %s: cancel is no longer\n"+
+			"                 possible. Once every APQN of the operation has them, run\n"+
+			"                 'pkcshsm_mk_change finalize --id %s'", strings.Join(set, ", "), op.ID)
 	}
 	next := op.Completes()
 	switch {

@@ -48,7 +48,10 @@ func openBackend(gc *globalConf, layout paths.Layout, log zerolog.Logger) (hsm.B
 		}
 		h, err := sim.Open(dir, sim.Options{Logger: log})
 		if err != nil {
-			return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
+			if errclass.Of(err) == errclass.NotFound {
+				return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
+			}
+			return nil, nil, err // the simulator is there: its own hint says what is wrong
 		}
 		return h, h.Close, nil
 	}

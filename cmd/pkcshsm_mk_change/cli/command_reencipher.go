@@ -282,7 +282,15 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 		return nil // dry run, no operation directory yet: the real run creates it
 	}
 	if dryRun {
-		if err := unix.Access(d.Path(), unix.W_OK|unix.X_OK); err != nil {
+		err := unix.Access(d.Path(), unix.W_OK|unix.X_OK)
+		switch {
+		case errors.Is(err, unix.EROFS):
+			// Every other check still runs and the plan is shown; the
+			// dry run then ends with this.
+			s.dryRunProblem = errclass.Newh(errclass.FailedPrecondition,
+				"remount the file system read-write before the real run",
+				"operation directory %s is on a read-only file system: the real run could not record the operation", d.Path())
+		case err != nil:
 			return errclass.Newh(errclass.PermissionDenied, "run the command as root or a member of the admin group",
 				"operation directory %s is not writable: %v", d.Path(), err)
 		}
@@ -381,5 +389,5 @@ func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]
 		}
 	}
 	fmt.Fprint(s.out, b.String())
-	return nil
+	return s.dryRunProblem
 }

@@ -58,6 +58,9 @@ type session struct {
 	// errTerminal: standard error is a terminal, so progress may redraw
 	// one line with \r.
 	errTerminal bool
+	// dryRunProblem is what a dry run found that does not stop its other
+	// checks (a read-only operation directory); it is its result.
+	dryRunProblem error
 	silent      []int32 // processes that did not answer a step of this run (stuck.go)
 	failed      []int32 // processes that answered a reencipher step with a failure (stuck.go)
 }

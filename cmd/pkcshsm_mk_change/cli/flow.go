@@ -61,8 +61,8 @@ type session struct {
 	// dryRunProblem is what a dry run found that does not stop its other
 	// checks (a read-only operation directory); it is its result.
 	dryRunProblem error
-	silent      []int32 // processes that did not answer a step of this run (stuck.go)
-	failed      []int32 // processes that answered a reencipher step with a failure (stuck.go)
+	silent        []int32 // processes that did not answer a step of this run (stuck.go)
+	failed        []int32 // processes that answered a reencipher step with a failure (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {

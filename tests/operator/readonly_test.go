@@ -56,3 +56,16 @@ func TestReadOnlyRoot(t *testing.T) {
 		t.Errorf("reencipher --dry-run on a read-only root: exit %d\n%s", res.Code, res.Out())
 	}
 }
+
+// TestReadOnlyTokenStoreWrite (issue 19.7): a write to a token store on a
+// read-only file system names the read-only file system and says to
+// remount it, not to check the token group.
+func TestReadOnlyTokenStoreWrite(t *testing.T) {
+	r, _ := cca(t, 1)
+	readOnly(t, r.Layout.TokenDir("cca"))
+	res := r.Run("pkcshsm", testenv.PIN(testenv.UserPIN), "keys", "generate", "--slot", "2", "--type", "aes", "--label", "new")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "read-only file system") || strings.Contains(res.Stderr, "token group") ||
+		!strings.Contains(res.Stderr, "hint: remount the file system read-write") {
+		t.Errorf("keys generate on a read-only token store: exit %d\n%s", res.Code, res.Out())
+	}
+}

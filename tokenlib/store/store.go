@@ -371,6 +371,20 @@ func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
 	if s.damaged != nil {
 		return s.damaged
 	}
+	return s.roHint(s.writeTx1(ctx, fn))
+}
+
+// roHint gives a write error on a token directory that is on a read-only
+// file system the hint that fits (not "check the token group").
+func (s *Store) roHint(err error) error {
+	if err == nil || !errors.Is(syscall.Access(s.dir, 2 /* W_OK */), syscall.EROFS) {
+		return err
+	}
+	return errclass.WithHint(errclass.As(errclass.FailedPrecondition, fmt.Errorf("token directory %s is on a read-only file system: %w", s.dir, err)),
+		"remount the file system read-write; nothing was changed")
+}
+
+func (s *Store) writeTx1(ctx context.Context, fn func(*runner) error) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("begin write transaction: %w", err))

@@ -226,9 +226,12 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	}
 	if err != nil {
 		err = interrupted(err)
-		if errclass.Of(err) == errclass.Aborted && ctx.Err() != nil {
+		switch {
+		case errclass.Of(err) == errclass.Aborted && ctx.Err() != nil:
 			fmt.Fprintln(s.errw, "Interrupted; the master key change is canceled.")
-		} else {
+		case isSaveError(err):
+			fmt.Fprintln(s.errw, "The operation file could not be saved; canceling the master key change.")
+		default:
 			fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
 		}
 		return s.rollback(c.intr.Cleanup(), d, op, err)
@@ -344,8 +347,13 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 		err = d.Remove(ctx, op.ID, state.RolledBack)
 	}
 	if err != nil {
-		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)),
-			fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID))
+		hint := fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID)
+		if isSaveError(cause) && isSaveError(err) {
+			// The same directory refused both writes: say it once.
+			err = errors.New("it could not save the operation either")
+			hint = dirHint(cause, fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s'", op.ID))
+		}
+		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)), hint)
 	}
 	return errclass.As(errclass.Of(cause), fmt.Errorf("master key change rolled back: %w", cause))
 }

@@ -361,8 +361,33 @@ func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(
 					"('pkcshsm keys list' shows them): restore the file from a backup, then run the command 'pkcshsm_mk_change list' advises",
 				"the file of master key change operation '%s' vanished while this command was running: %w", op.ID, err)
 		}
-		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
+		return op, &saveError{fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err), s.opts.stateDir}
 	}
 	failpoint.Hit(strings.TrimSuffix("cli."+s.cmd.Name()+".after-save-"+next.State.String()+"."+next.Step, "."))
 	return next, nil
+}
+
+// saveError is a failure to write the operation file: a problem of the
+// operation directory (full, not writable, read-only), not of a token.
+type saveError struct {
+	err error
+	dir string
+}
+
+func (e *saveError) Error() string { return e.err.Error() }
+func (e *saveError) Unwrap() error { return e.err }
+
+// isSaveError reports whether err is (or wraps) a saveError.
+func isSaveError(err error) bool {
+	var se *saveError
+	return errors.As(err, &se)
+}
+
+// dirHint is the hint for a saveError: what to fix, then what to run.
+func dirHint(err error, then string) string {
+	var se *saveError
+	if !errors.As(err, &se) {
+		return ""
+	}
+	return fmt.Sprintf("make the operation directory %s writable again (free space, permissions, a read-write mount), then %s", se.dir, then)
 }

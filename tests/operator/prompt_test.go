@@ -37,3 +37,6 @@ func TestPromptAfterTheListThroughTee(t *testing.T) {
 		}
 	}
 }
+
+// mkvpAES is the CCA AES master key type.
+const mkvpAES = mkvp.CCAAES

@@ -68,6 +68,15 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		}
 		ops = []*state.Op{op}
 		if _, broken, err := d.List(ctx); err == nil {
+			// Repaired as by a plain list (see below).
+			if needsRepair(broken) && syscall.Access(d.Path(), accessWrite) == nil {
+				if w, err := c.openDir(false); err == nil {
+					if _, b2, err := w.List(ctx); err == nil {
+						broken = b2
+					}
+					w.Close()
+				}
+			}
 			warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
 		}
 	} else {

@@ -226,22 +226,23 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	}
 	if err != nil {
 		err = interrupted(err)
+		// What happened, said once the rollback has really canceled it
+		// (after its progress lines).
+		done := "At least one token failed to perform the key re-encryption; the master key change is canceled."
 		switch {
 		case errclass.Of(err) == errclass.Aborted && ctx.Err() != nil:
-			fmt.Fprintln(s.errw, "Interrupted; the master key change is canceled.")
+			done = "Interrupted; the master key change is canceled."
 		case isSaveError(err):
-			fmt.Fprintln(s.errw, "The operation file could not be saved; canceling the master key change.")
-		default:
-			fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
+			done = "The operation file could not be saved; the master key change is canceled."
 		}
-		return s.rollback(c.intr.Cleanup(), d, op, err)
+		return s.rollback(c.intr.Cleanup(), d, op, err, done)
 	}
 	next, err = s.save(ctx, d, op, func(o *state.Op) error {
 		o.Slots, o.Step = op.Slots, ""
 		return o.Move(state.Reenciphered, c.deps.Now())
 	})
 	if err != nil {
-		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err))
+		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err), "The operation file could not be saved; the master key change is canceled.")
 	}
 	op = next
 	fmt.Fprintln(s.out, "Completed.")
@@ -326,9 +327,11 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 }
 
 // rollback undoes a failed reencipher: every process and every token drop
-// what they re-enciphered, then the operation is removed. If the rollback
+// what they re-enciphered, then the operation is removed and done is
+// printed (only then: it says the change is canceled). If the rollback
 // fails too, the operation stays in CANCELING and 'cancel' completes it.
-func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error) error {
+func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error, done string) error {
+	fmt.Fprintln(s.errw, "Canceling, please wait...")
 	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
 		o.LastError, o.Step = cause.Error(), state.StepBroadcast
 		return o.Move(state.Canceling, s.deps.Now())
@@ -345,6 +348,9 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 	}
 	if err == nil {
 		err = d.Remove(ctx, op.ID, state.RolledBack)
+	}
+	if err == nil {
+		fmt.Fprintln(s.errw, done)
 	}
 	if err != nil {
 		hint := fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID)

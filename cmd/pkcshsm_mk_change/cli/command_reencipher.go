@@ -245,6 +245,7 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err), "The operation file could not be saved; the master key change is canceled.")
 	}
 	op = next
+	s.summary(op, state.ActReencipher)
 	fmt.Fprintln(s.out, "Completed.")
 	fmt.Fprintf(s.out, `
 Master key change operation '%[1]s' created.
@@ -332,6 +333,7 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 // fails too, the operation stays in CANCELING and 'cancel' completes it.
 func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error, done string) error {
 	fmt.Fprintln(s.errw, "Canceling, please wait...")
+	s.changed = nil // the rollback's own passes; the heading says what happened
 	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
 		o.LastError, o.Step = cause.Error(), state.StepBroadcast
 		return o.Move(state.Canceling, s.deps.Now())

@@ -176,6 +176,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	if err := s.passes(ctx, op, a); err != nil {
 		return fail(err)
 	}
+	s.summary(op, a)
 	outcome := map[state.Action]state.Outcome{state.ActFinalize: state.Finalized, state.ActCancel: state.Canceled}[a]
 	if err := d.Remove(ctx, op.ID, outcome); err != nil {
 		return fail(fmt.Errorf("failed to remove master key change operation '%s': %w", id, err))

@@ -58,6 +58,9 @@ type session struct {
 	// errTerminal: standard error is a terminal, so progress may redraw
 	// one line with \r.
 	errTerminal bool
+	// changed counts, per slot, the secure keys the passes of this
+	// command changed (summary prints them).
+	changed map[uint]int
 	// dryRunProblem is what a dry run found that does not stop its other
 	// checks (a read-only operation directory); it is its result.
 	dryRunProblem error
@@ -125,14 +128,18 @@ func (s *session) slotsFor(ctx context.Context, confirm bool) ([]Slot, error) {
 			}
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, `Reasons for a token not being present can be that a prereq of the token
+		if slices.Contains([]string{"info", "devel", "debug"}, s.opts.verbose) {
+			// The reasons in general, beyond the one per slot above.
+			fmt.Fprintf(&b, `Reasons for a token not being present can be that a prereq of the token
 is not fulfilled, or the current user '%s' has no permissions to use
 the token, i.e. because it is not a member of the token's user group.
 
-ATTENTION: If you start a concurrent master key change operation while not
+`, s.deps.UserName)
+		}
+		b.WriteString(`ATTENTION: If you start a concurrent master key change operation while not
 all expected tokens are present, the key objects of those tokens may be lost,
 if the token would be affected by the master key change.
-`, s.deps.UserName)
+`)
 		// The warning goes with the question, where the person answering
 		// sees it.
 		fmt.Fprint(s.ask.Prompts(), b.String())
@@ -250,11 +257,11 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 	for i := range op.Slots {
 		sl := &op.Slots[i]
 		sl.Objects = counts[sl.ID]
-		if n := counts[sl.ID]; n > 0 {
-			// The count the operation file records; the progress counts
-			// every key object, also those without a secure key.
-			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
+		// Summed over the passes of this command; summary prints it.
+		if s.changed == nil {
+			s.changed = map[uint]int{}
 		}
+		s.changed[sl.ID] += counts[sl.ID]
 	}
 	if len(errs) > 0 {
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
@@ -390,4 +397,17 @@ func dirHint(err error, then string) string {
 		return ""
 	}
 	return fmt.Sprintf("make the operation directory %s writable again (free space, permissions, a read-write mount), then %s", se.dir, then)
+}
+
+// summary prints, once the passes of action a are done, one line per slot
+// that says how many secure keys the command changed and what that means
+// (finalize and cancel make two passes; the line sums them). The count is
+// of secure keys (key objects with a blob); the progress counts every key
+// object.
+func (s *session) summary(op *state.Op, a state.Action) {
+	for _, sl := range op.Slots {
+		if n := s.changed[sl.ID]; n > 0 {
+			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
+		}
+	}
 }

@@ -20,9 +20,12 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-// pastTense is what a pass did to a key, for the per-slot summary.
+// pastTense is what the passes of a command did to a slot's secure keys,
+// for the per-slot summary: each line says what it means.
 var pastTense = map[state.Action]string{
-	state.ActReencipher: "re-enciphered", state.ActFinalize: "finalized", state.ActCancel: "restored (new blob dropped)",
+	state.ActReencipher: "re-enciphered under the new master key (the current blob stays in use until finalize)",
+	state.ActFinalize:   "now use the new master key (the previous blob is kept as the backup)",
+	state.ActCancel:     "keep their current blob (the blob under the new master key was dropped)",
 }
 
 // isTerminal reports whether w is a terminal.

@@ -396,3 +396,29 @@ func TestQueryErrorPrintedOnce(t *testing.T) {
 		t.Fatalf("exit %d\n%s", code, errs)
 	}
 }
+
+// TestManyDisconnectedProcessesOneWarning (issue 19.11): 313 processes that
+// ended during a step make one warning line that counts them and names a
+// few, not 313 lines.
+func TestManyDisconnectedProcessesOneWarning(t *testing.T) {
+	e := newEnv(t)
+	var procs []event.ProcessResult
+	for i := range 313 {
+		procs = append(procs, event.ProcessResult{PID: int32(5000 + i), Program: "app", Outcome: event.Disconnected})
+	}
+	procs = append(procs, event.ProcessResult{PID: 4242, Program: "app", Outcome: event.Replied,
+		Results: []event.TokenResult{{Slot: 2, Result: event.Affected, Objects: 5}}})
+	e.daemon.outcomes = map[string][]event.ProcessResult{}
+	for _, a := range []state.Action{state.ActReencipher, state.ActFinalize, state.ActCancel} {
+		e.daemon.outcomes[a.EventType()] = procs
+	}
+	e.stdin = "1234\n"
+	code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	if n := strings.Count(errs, "disconnected"); n != 1 || !strings.Contains(errs, "313 processes disconnected during the reencipher step") ||
+		!strings.Contains(errs, "and 310 more") {
+		t.Errorf("%d lines about disconnected processes:\n%.2000s", n, errs)
+	}
+}

@@ -294,7 +294,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	if err != nil {
 		return fmt.Errorf("failed to send the %s event through pkcshsmd: %w", a, err)
 	}
-	var failed []string
+	var failed, gone []string
 	replied := 0
 	for _, p := range acc.Processes {
 		who := p.Who()
@@ -312,10 +312,18 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 				failed = append(failed, f)
 			}
 		case event.Disconnected:
-			clierr.Warn(s.errw, Prog, "%s disconnected during the %s step; it catches up from the operation files when it reconnects", who, a)
+			gone = append(gone, who)
 		default:
 			failed = append(failed, fmt.Sprintf("%s: unknown outcome %q", who, p.Outcome))
 		}
+	}
+	if len(gone) > 0 {
+		// One warning, however many processes ended (a thousand
+		// applications restarted at once is one event, not a screenful).
+		s.log.Info().Strs("processes", gone).Msg("disconnected during the step")
+		clierr.Warn(s.errw, Prog, "%s disconnected during the %s step (%s); %s up from the operation files when %s",
+			plural(len(gone), "1 process", fmt.Sprintf("%d processes", len(gone))), a, sample(gone),
+			plural(len(gone), "it catches", "they catch"), plural(len(gone), "it reconnects", "they reconnect"))
 	}
 	s.log.Info().Str("op", string(op.ID)).Stringer("action", a).Int("processes", len(acc.Processes)).
 		Int("replied", replied).Int("failed", len(failed)).Msg("broadcast done")
@@ -410,4 +418,16 @@ func (s *session) summary(op *state.Op, a state.Action) {
 			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
 		}
 	}
+}
+
+// maxNamed is how many processes a summary names.
+const maxNamed = 3
+
+// sample names the first maxNamed of whos and counts the rest ("-v info
+// logs them all").
+func sample(whos []string) string {
+	if len(whos) <= maxNamed {
+		return strings.Join(whos, ", ")
+	}
+	return fmt.Sprintf("%s and %d more; -v info lists them all", strings.Join(whos[:maxNamed], ", "), len(whos)-maxNamed)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // runbookBlock is one fenced block of docs/runbook.md: commands (```sh)
@@ -141,11 +143,11 @@ func TestRunbook(t *testing.T) {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run, shared by every package
+	// (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	pins := filepath.Join(dir, "pins")
 	if err := os.WriteFile(pins, bytes.Repeat([]byte("12345678\n"), 16), 0o600); err != nil {

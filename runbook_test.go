@@ -131,14 +131,7 @@ func TestRunbook(t *testing.T) {
 			t.Fatalf("%s is required: %v", tool, err)
 		}
 	}
-	doc, err := os.ReadFile("docs/runbook.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := parseRunbook(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blocks := runbookBlocks(t)
 	if len(blocks) < 10 {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
 	}
@@ -195,14 +188,7 @@ func TestRunbook(t *testing.T) {
 // would read the operator's next pasted lines as the PIN. Every p11load in
 // the runbook gets its PIN on a pipe.
 func TestRunbookPipesEveryPIN(t *testing.T) {
-	doc, err := os.ReadFile("docs/runbook.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := parseRunbook(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blocks := runbookBlocks(t)
 	n := 0
 	for _, b := range blocks {
 		for i, l := range strings.Split(b.text, "\n") {
@@ -218,4 +204,18 @@ func TestRunbookPipesEveryPIN(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("found %d p11load lines", n)
 	}
+}
+
+// runbookBlocks reads and parses docs/runbook.md.
+func runbookBlocks(t *testing.T) []*runbookBlock {
+	t.Helper()
+	doc, err := os.ReadFile("docs/runbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blocks
 }

@@ -212,7 +212,11 @@ func (r *Root) Cmd(name string, args ...string) *exec.Cmd {
 // Run runs the command name with args and stdin to its end.
 func (r *Root) Run(name, stdin string, args ...string) Result {
 	r.T.Helper()
-	cmd := r.Cmd(name, args...)
+	return r.run(r.Cmd(name, args...), stdin)
+}
+
+// run runs cmd to its end with stdin.
+func (r *Root) run(cmd *exec.Cmd, stdin string) Result {
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -366,10 +370,5 @@ func (r *Root) Bash(stdin, script string) Result {
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Env = append(r.Env(), "PATH="+dir+":"+os.Getenv("PATH"))
 	cmd.Dir = r.T.TempDir()
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	res := Result{Code: exitCode(r.T, cmd.Run())}
-	res.Stdout, res.Stderr = out.String(), errb.String()
-	return res
+	return r.run(cmd, stdin)
 }

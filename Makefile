@@ -1,7 +1,9 @@
 # Build and install pkcshsm the way operators and packagers expect:
 #
 #   make                      build every binary (and libpkcshsm.so) into build/
-#   make install              install into $(DESTDIR)$(PREFIX) and the system dirs
+#   make install              install into $(DESTDIR)$(PREFIX) and the system dirs,
+#                             with bash, zsh and fish completion
+#   export PATH="$PWD/build:$PATH"   use the built binaries without installing
 #   make install DESTDIR=/tmp/stage PREFIX=/usr    staged install for a package
 #   make uninstall            remove what install put there
 #   make check                the test command (scripts/test.sh)
@@ -29,6 +31,11 @@ INSTALL       ?= install
 BUILD         := build
 CMDS          := pkcshsm pkcshsm_mk_change hsmsim p11load
 SBIN_CMDS     := pkcshsmd
+# The commands whose completion scripts (cobra's) make install installs.
+COMPL_CMDS    := pkcshsm pkcshsm_mk_change
+BASHCOMPDIR   ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR    ?= $(DATADIR)/zsh/vendor-completions
+FISHCOMPDIR   ?= $(DATADIR)/fish/vendor_completions.d
 # The PKCS#11 module is built when its main package exists.
 MODULE        := $(if $(wildcard cmd/libpkcshsm/*.go),$(BUILD)/libpkcshsm.so)
 
@@ -71,6 +78,13 @@ ifneq ($(MODULE),)
 	printf 'module: %s\ncritical: no\n' '$(PKCS11DIR)/libpkcshsm.so' >$(DESTDIR)$(P11KITDIR)/pkcshsm.module
 	chmod 0644 $(DESTDIR)$(P11KITDIR)/pkcshsm.module
 endif
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	for c in $(COMPL_CMDS); do \
+		$(BUILD)/$$c completion bash >$(DESTDIR)$(BASHCOMPDIR)/$$c && \
+		$(BUILD)/$$c completion zsh >$(DESTDIR)$(ZSHCOMPDIR)/_$$c && \
+		$(BUILD)/$$c completion fish >$(DESTDIR)$(FISHCOMPDIR)/$$c.fish && \
+		chmod 0644 $(DESTDIR)$(BASHCOMPDIR)/$$c $(DESTDIR)$(ZSHCOMPDIR)/_$$c $(DESTDIR)$(FISHCOMPDIR)/$$c.fish || exit 1; \
+	done
 	for f in man/*.[1-8]; do \
 		s=$${f##*.}; \
 		$(INSTALL) -d -m 0755 $(DESTDIR)$(MANDIR)/man$$s && \
@@ -87,6 +101,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(addprefix $(DESTDIR)$(SBINDIR)/,$(SBIN_CMDS))
 	rm -f $(DESTDIR)$(PKCS11DIR)/libpkcshsm.so $(DESTDIR)$(P11KITDIR)/pkcshsm.module
 	for f in man/*.[1-8]; do rm -f $(DESTDIR)$(MANDIR)/man$${f##*.}/$${f##*/}; done
+	for c in $(COMPL_CMDS); do rm -f $(DESTDIR)$(BASHCOMPDIR)/$$c $(DESTDIR)$(ZSHCOMPDIR)/_$$c $(DESTDIR)$(FISHCOMPDIR)/$$c.fish; done
 	rm -f $(DESTDIR)$(SYSTEMDDIR)/pkcshsmd.service $(DESTDIR)$(TMPFILESDIR)/pkcshsm.conf $(DESTDIR)$(SYSUSERSDIR)/pkcshsm.conf
 	-rmdir $(DESTDIR)$(SYSCONFDIR)/pkcshsm 2>/dev/null
 

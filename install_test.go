@@ -45,6 +45,11 @@ func TestInstall(t *testing.T) {
 		"usr/share/man/man5/pkcshsm.conf.5":       0o644,
 		"usr/share/man/man8/pkcshsmd.8":           0o644,
 	}
+	for _, c := range []string{"pkcshsm", "pkcshsm_mk_change"} {
+		want["usr/share/bash-completion/completions/"+c] = 0o644
+		want["usr/share/zsh/vendor-completions/_"+c] = 0o644
+		want["usr/share/fish/vendor_completions.d/"+c+".fish"] = 0o644
+	}
 	if _, err := os.Stat("cmd/libpkcshsm"); err == nil {
 		want["usr/lib/pkcs11/libpkcshsm.so"] = 0o755
 		want["usr/share/p11-kit/modules/pkcshsm.module"] = 0o644
@@ -92,6 +97,18 @@ func TestInstall(t *testing.T) {
 	for f := range got {
 		if _, ok := want[f]; !ok {
 			t.Errorf("unexpected file installed: %s", f)
+		}
+	}
+
+	// The installed bash completion works: sourced, it registers the
+	// command, and the completion it asks the installed binary for offers
+	// the subcommands (issue 19.12).
+	for c, sub := range map[string]string{"pkcshsm": "keys", "pkcshsm_mk_change": "reencipher"} {
+		script := filepath.Join(dest, "usr/share/bash-completion/completions", c)
+		probe := `source "$1" && complete -p ` + c + ` && "$2/` + c + `" __complete ""`
+		out, err := exec.Command("bash", "-c", probe, "probe", script, filepath.Join(dest, "usr/bin")).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "__start_"+c+" "+c) || !strings.Contains(string(out), "\n"+sub) {
+			t.Errorf("bash completion of %s does not offer %q: %v\n%s", c, sub, err, out)
 		}
 	}
 

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // TestRotationEP11SessionModes is the end-to-end master key rotation on
@@ -24,11 +26,11 @@ import (
 // no EP11 session is left once the applications ended.
 func TestRotationEP11SessionModes(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run, shared by every package
+	// (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	root := filepath.Join(dir, "root")
 	env := append(os.Environ(), "PKCSHSM_ROOT="+root)

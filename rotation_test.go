@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // TestRotationDemo runs the README's main command, scripts/rotation-demo.sh,
@@ -70,12 +72,11 @@ func TestRotationDemoUnprivileged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bin := filepath.Join(dir, "bin")
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run, shared by every package
+	// (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	script, err := os.ReadFile("scripts/rotation-demo.sh")
 	if err != nil {

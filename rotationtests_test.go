@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // TestRotationScenarios runs every operator runbook scenario of
@@ -26,11 +28,11 @@ func TestRotationScenarios(t *testing.T) {
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenarios found: %v", err)
 	}
-	bin := t.TempDir()
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run, shared by every package
+	// (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, s := range scripts {
 		name := strings.TrimSuffix(filepath.Base(s), ".sh")

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // runbookBlock is one fenced block of docs/runbook.md: commands (```sh)
@@ -131,19 +133,17 @@ func TestRunbook(t *testing.T) {
 			t.Fatalf("%s is required: %v", tool, err)
 		}
 	}
-	doc, err := os.ReadFile("docs/runbook.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := parseRunbook(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	blocks := runbookBlocks(t)
 	if len(blocks) < 10 {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
 	}
 	dir := t.TempDir()
-	bin := runbookBinaries(t, dir)
+	// The binaries of this go test run, shared by every package
+	// (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	pins := filepath.Join(dir, "pins")
 	if err := os.WriteFile(pins, bytes.Repeat([]byte("12345678\n"), 16), 0o600); err != nil {
 		t.Fatal(err)
@@ -196,18 +196,6 @@ func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// runbookBinaries builds the commands the runbook uses into dir/bin.
-func runbookBinaries(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "bin")
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
-	}
-	return bin
-}
-
 // TestRunbookSlip is issue 16's finding 3: an operator pastes the runbook
 // block after block into a shell (no set -e: a failed command does not
 // stop the paste) and mistypes the USER PIN at the EP11 reencipher. Before
@@ -235,7 +223,10 @@ func TestRunbookSlip(t *testing.T) {
 	}
 	stopLine := bytes.Count(doc[:stop], []byte("\n")) + 1
 	dir := t.TempDir()
-	bin := runbookBinaries(t, dir)
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	good, bad := filepath.Join(dir, "pins"), filepath.Join(dir, "wrong-pins")
 	os.WriteFile(good, bytes.Repeat([]byte("12345678\n"), 16), 0o600)
 	os.WriteFile(bad, bytes.Repeat([]byte("11112222\n"), 16), 0o600)
@@ -289,4 +280,40 @@ jq -r .failed "$PKCSHSM_ROOT/app.json" >app.failed
 	if f := read("app.failed"); f != "0" {
 		t.Errorf("the application failed %s operations", f)
 	}
+}
+
+// TestRunbookPipesEveryPIN (issue 19.1): a PIN prompt inside a pasted block
+// would read the operator's next pasted lines as the PIN. Every p11load in
+// the runbook gets its PIN on a pipe.
+func TestRunbookPipesEveryPIN(t *testing.T) {
+	blocks := runbookBlocks(t)
+	n := 0
+	for _, b := range blocks {
+		for i, l := range strings.Split(b.text, "\n") {
+			if !regexp.MustCompile(`(^|[;&|(]\s*)p11load\s`).MatchString(l) {
+				continue
+			}
+			n++
+			if !regexp.MustCompile(`\|\s*p11load\s`).MatchString(l) {
+				t.Errorf("docs/runbook.md:%d: p11load without its PIN on a pipe: %s", b.line+1+i, l)
+			}
+		}
+	}
+	if n < 3 {
+		t.Fatalf("found %d p11load lines", n)
+	}
+}
+
+// runbookBlocks reads and parses docs/runbook.md.
+func runbookBlocks(t *testing.T) []*runbookBlock {
+	t.Helper()
+	doc, err := os.ReadFile("docs/runbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := parseRunbook(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return blocks
 }

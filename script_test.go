@@ -2,7 +2,6 @@ package pkcshsm
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 var (
@@ -23,18 +24,8 @@ var (
 // buildTools builds the real binaries the scripts run, once per test run.
 func buildTools(t *testing.T) string {
 	scriptBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pkcshsm-script-bin")
-		if err != nil {
-			scriptBinErr = err
-			return
-		}
-		for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsm_mk_change"} {
-			if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil {
-				scriptBinErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
-				return
-			}
-		}
-		scriptBin = dir
+		// The binaries of this go test run (internal/testenv).
+		scriptBin, scriptBinErr = testenv.BinDir()
 	})
 	if scriptBinErr != nil {
 		t.Fatal(scriptBinErr)

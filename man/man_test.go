@@ -152,3 +152,29 @@ func TestManPagesMatchHelp(t *testing.T) {
 		})
 	}
 }
+
+// TestP11loadPage: p11load (Go flags, not cobra) has a page that documents
+// every flag of p11load -h and where the USER PIN comes from.
+func TestP11loadPage(t *testing.T) {
+	raw, err := os.ReadFile("p11load.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := unroff(string(raw))
+	bin := build(t, t.TempDir(), "p11load")
+	out, _ := exec.Command(bin, "-h").CombinedOutput()
+	flags := regexp.MustCompile(`(?m)^  -([a-z][a-z-]*)`).FindAllStringSubmatch(string(out), -1)
+	if len(flags) < 5 {
+		t.Fatalf("p11load -h shows %d flags:\n%s", len(flags), out)
+	}
+	for _, f := range flags {
+		if !strings.Contains(page, "-"+f[1]) {
+			t.Errorf("p11load.1 does not document -%s", f[1])
+		}
+	}
+	for _, want := range []string{"USER PIN", "echo off", "first line of standard input"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("p11load.1 does not say %q", want)
+		}
+	}
+}

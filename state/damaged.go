@@ -2,6 +2,8 @@ package state
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -40,9 +42,22 @@ func (e *DamagedError) ErrClass() errclass.Class { return errclass.DataLoss }
 // Is makes errors.Is(err, errclass.DataLoss) true.
 func (e *DamagedError) Is(target error) bool { return target == errclass.DataLoss }
 
-// damagedHint says how to repair an unreadable operation.
+// damagedHint says how to repair an unreadable operation. An entry under
+// the operation's names that is not a regular file (a directory, symlink,
+// FIFO ...) is never an operation file: the hint says to remove it first,
+// as pkcshsm_mk_change(1) does.
 func damagedHint(dir string, id ID) string {
-	return fmt.Sprintf("restore %[1]s/%[2]s or its copy %[1]s/%[2]s%[3]s from a backup (either one that passes its "+
+	var stray []string
+	for _, name := range []string{filepath.Join(dir, string(id)), filepath.Join(dir, string(id)+copySuffix)} {
+		if fi, err := os.Lstat(name); err == nil && !fi.Mode().IsRegular() {
+			stray = append(stray, kind(fi.Mode())+" "+name)
+		}
+	}
+	remove := ""
+	if len(stray) > 0 {
+		remove = fmt.Sprintf("remove %s (pkcshsm_mk_change only writes regular files there), then ", strings.Join(stray, " and "))
+	}
+	return fmt.Sprintf("%[4]srestore %[1]s/%[2]s or its copy %[1]s/%[2]s%[3]s from a backup (either one that passes its "+
 		"checksum is enough); until then do not set/activate the new master keys, and running applications keep "+
-		"acting on the last state of '%[2]s' they read. See pkcshsm_mk_change(1), DAMAGED OPERATION FILES", dir, id, copySuffix)
+		"acting on the last state of '%[2]s' they read. See pkcshsm_mk_change(1), DAMAGED OPERATION FILES", dir, id, copySuffix, remove)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 )
@@ -35,20 +36,15 @@ func TestMain(m *testing.M) {
 	if os.Getenv(appEnv) != "" {
 		os.Exit(appMain(os.Stdin, os.Stdout))
 	}
-	tmp, err := os.MkdirTemp("", "hsmsim-bin-")
+	// The binaries of this go test run, shared with the other packages
+	// (internal/testenv).
+	dir, err := testenv.BinDir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	hsmsimBin = filepath.Join(tmp, "hsmsim")
-	if out, err := exec.Command("go", "build", "-o", hsmsimBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build hsmsim: %v\n%s", err, out)
-		os.RemoveAll(tmp)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(tmp)
-	os.Exit(code)
+	hsmsimBin = filepath.Join(dir, "hsmsim")
+	os.Exit(m.Run())
 }
 
 // appMain is the application process. Commands:

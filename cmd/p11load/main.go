@@ -9,16 +9,19 @@
 // encrypted before a master key change decrypts after it), writes a JSON
 // report and exits 1 if anything failed.
 //
-// The USER PIN is read from the first line of standard input, never from
-// the command line. SIGTERM or SIGINT ends the run cleanly.
+// The USER PIN is never taken from the command line: when standard input is
+// a terminal, p11load asks "Enter the USER PIN: " there with the echo off;
+// otherwise it reads the first line of standard input without a prompt
+// (printf '12345678\n' | p11load ...). SIGTERM or SIGINT ends the run
+// cleanly. The man page is p11load(1).
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -28,12 +31,44 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/pinentry"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 )
 
 func main() {
 	os.Exit(run())
+}
+
+// usage is p11load -h.
+func usage() {
+	out := flag.CommandLine.Output()
+	fmt.Fprint(out, `Usage: p11load -slots N[,M...] [flags]
+
+An application that uses the pkcshsm tokens of the given slots without
+pause (encrypt, decrypt, sign, verify, new keys) and counts every failure.
+
+The USER PIN (the same for every slot) is never taken from the command line:
+on a terminal p11load asks "Enter the USER PIN: " with the echo off;
+otherwise it reads the first line of standard input, without a prompt:
+  echo "$PIN" | p11load -slots 2,4 -duration 10s
+
+Exit status: 0 every operation succeeded, 1 an operation failed (see the
+report), 2 bad usage or no PIN.
+
+Flags:
+`)
+	flag.PrintDefaults()
+	fmt.Fprintln(out, "\nSee p11load(1).")
+}
+
+// readPIN asks for the USER PIN on the terminal (echo off) or reads it from
+// the first line of standard input. The caller clears it.
+func readPIN() ([]byte, error) {
+	// The prompt goes to the terminal only; from a pipe there is none, so
+	// a script's output stays what it was.
+	r := pinentry.New(os.Stdin, io.Discard)
+	return r.PIN("Enter the USER PIN: ")
 }
 
 func run() int {
@@ -49,9 +84,11 @@ func run() int {
 		newKeys  = flag.Bool("new-keys", true, "make a new session or token key every 25 rounds")
 		pause    = flag.Duration("pause", 0, "wait this long after each round (0: none); a lighter load for long test matrices")
 	)
+	flag.Usage = usage
 	flag.Parse()
 	if flag.NArg() > 0 || *slotList == "" {
-		fmt.Fprintln(os.Stderr, "p11load: error: usage: p11load -slots N[,M...] [-duration D] [-report FILE] < pin")
+		fmt.Fprintln(os.Stderr, "p11load: error: -slots is required and no other argument is taken")
+		fmt.Fprintln(os.Stderr, "hint: p11load -slots N[,M...] [flags]; the USER PIN is asked on the terminal or read from the first line of standard input (see p11load -h)")
 		return 2
 	}
 	var slots []tokenlib.SlotID
@@ -63,12 +100,13 @@ func run() int {
 		}
 		slots = append(slots, tokenlib.SlotID(n))
 	}
-	pin, err := bufio.NewReader(os.Stdin).ReadString('\n')
-	pin = strings.TrimRight(pin, "\r\n")
-	if pin == "" {
-		fmt.Fprintf(os.Stderr, "p11load: error: no USER PIN on standard input (%v)\n", err)
+	pin, err := readPIN()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "p11load: error: no USER PIN: %v\n", err)
+		fmt.Fprintln(os.Stderr, `hint: type the USER PIN at the prompt, or give it on the first line of standard input: echo "$PIN" | p11load ...`)
 		return 2
 	}
+	defer clear(pin)
 	log := zerolog.Nop()
 	if *logFile != "" {
 		f, err := os.OpenFile(*logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -95,7 +133,7 @@ func run() int {
 	}
 	var workers []*worker
 	for _, s := range slots {
-		w, err := newWorker(lib, s, []byte(pin))
+		w, err := newWorker(lib, s, pin)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "p11load: error: slot %d: %v\n", s, err)
 			return 1

@@ -8,54 +8,30 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/state"
-	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
-var (
-	buildOnce sync.Once
-	toolPath  string
-	buildErr  error
-	q1, q2    = apqn.MustParse("01.0033"), apqn.MustParse("02.0033")
-)
+var q1, q2 = testenv.CCAAPQNs[0], testenv.CCAAPQNs[1]
 
-// tool builds pkcshsm_mk_change once per test binary.
-func tool(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mkchange-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		toolPath = filepath.Join(dir, "pkcshsm_mk_change")
-		out, err := exec.Command("go", "build", "-o", toolPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return toolPath
-}
+// tool is the built pkcshsm_mk_change (internal/testenv builds the
+// binaries once per go test run).
+func tool(t *testing.T) string { return testenv.Bin(t, "pkcshsm_mk_change") }
 
 const (
-	soPIN   = "87654321"
-	userPIN = "12345678"
+	soPIN   = testenv.SOPIN
+	userPIN = testenv.UserPIN
 	nKeys   = 5000
 )
 
@@ -67,62 +43,17 @@ type crashEnv struct {
 	t      *testing.T
 	layout paths.Layout
 	hsm    *sim.HSM
+	root   *testenv.Root
 }
 
 func newCrashEnv(t *testing.T) *crashEnv { return newCrashEnvKeys(t, nKeys) }
 
 // newCrashEnvKeys is newCrashEnv with n keys.
 func newCrashEnvKeys(t *testing.T, n int) *crashEnv {
-	layout := paths.Layout{Root: t.TempDir()}
-	if err := sim.Init(layout.SimDir(), sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: []apqn.ID{q1, q2}}}}); err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll(layout.ConfDir(), 0o755)
-	files := map[string]string{
-		"pkcshsm.conf": "hsm-backend = simulator\ndisable-event-support\nslot 2 {\n\ttoken-type = cca\n\ttokname = cca\n\tconfname = ccatok.conf\n}\n",
-		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv(paths.EnvRoot, layout.Root)
-	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, NoAgent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lib.Close()
-	if err := lib.InitToken(2, []byte(soPIN), "cca"); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := lib.OpenSession(2, ck.CKF_SERIAL_SESSION|ck.CKF_RW_SESSION)
-	if err := lib.Login(s, ck.CKU_SO, []byte(soPIN)); err != nil {
-		t.Fatal(err)
-	}
-	if err := lib.InitPIN(s, []byte(userPIN)); err != nil {
-		t.Fatal(err)
-	}
-	lib.Logout(s)
-	if err := lib.Login(s, ck.CKU_USER, []byte(userPIN)); err != nil {
-		t.Fatal(err)
-	}
-	// SetPIN clears CKF_USER_PIN_TO_BE_CHANGED; some flows insist on it.
-	for i := range n {
-		_, err := lib.GenerateKey(s, tokenlib.Mechanism{Type: ck.CKM_AES_KEY_GEN}, []tokenlib.Attribute{
-			tokenlib.Ulong(ck.CKA_VALUE_LEN, 32), tokenlib.Bool(ck.CKA_TOKEN, true), tokenlib.Bool(ck.CKA_PRIVATE, false),
-			tokenlib.String(ck.CKA_LABEL, fmt.Sprint("k", i)),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	h, err := sim.Open(layout.SimDir(), sim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	return &crashEnv{t: t, layout: layout, hsm: h}
+	r := testenv.NewRoot(t, testenv.CCA(2))
+	r.NoEvents()
+	r.Token(2, n)
+	return &crashEnv{t: t, layout: r.Layout, hsm: r.Sim(), root: r}
 }
 
 // patterns returns, per token key, the master key patterns of its

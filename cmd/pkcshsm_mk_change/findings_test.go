@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/failpoint"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/state"
@@ -32,31 +32,8 @@ const (
 	pageSpec = "mkchange.page-size=value:50"
 )
 
-var (
-	fpOnce sync.Once
-	fpPath string
-	fpErr  error
-)
-
-func fpTool(t *testing.T) string {
-	t.Helper()
-	fpOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "mkchange-fp-bin")
-		if err != nil {
-			fpErr = err
-			return
-		}
-		fpPath = filepath.Join(dir, "pkcshsm_mk_change")
-		out, err := exec.Command("go", "build", "-tags", "failpoints", "-o", fpPath, ".").CombinedOutput()
-		if err != nil {
-			fpErr = fmt.Errorf("go build -tags failpoints: %v\n%s", err, out)
-		}
-	})
-	if fpErr != nil {
-		t.Fatal(fpErr)
-	}
-	return fpPath
-}
+// fpTool is pkcshsm_mk_change built with the failpoints tag.
+func fpTool(t *testing.T) string { return testenv.Bin(t, "pkcshsm_mk_change", "failpoints") }
 
 // fpRun is one run of the tagged tool.
 type fpRun struct {
@@ -69,22 +46,7 @@ type fpRun struct {
 	killed bool
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 func (e *crashEnv) startFP(spec string, args ...string) *fpRun {
 	e.t.Helper()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/paths"
@@ -24,7 +25,7 @@ func main() {
 		name = u.Username
 	}
 	deps := cli.Deps{
-		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Stdin: os.Stdin, Stdout: clierr.Stdout(), Stderr: os.Stderr,
 		Layout:   layout,
 		UserName: name,
 		OpenTokens: func(ctx context.Context, log zerolog.Logger, configPath string) (cli.Tokens, error) {

@@ -56,7 +56,10 @@ func Open(keyword string, o Options) (hsm.Backend, func() error, error) {
 		}
 		h, err := sim.Open(dir, sim.Options{Logger: o.Logger})
 		if err != nil {
-			return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
+			if errclass.Of(err) == errclass.NotFound {
+				return nil, nil, errclass.WithHint(err, "create the simulator with `hsmsim init`, or set simulator-dir in pkcshsm.conf")
+			}
+			return nil, nil, err // the simulator is there: its own hint says what is wrong
 		}
 		return h, h.Close, nil
 	case Host:

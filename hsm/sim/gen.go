@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -46,8 +47,10 @@ func createGen(path string) error {
 
 func openGen(path string) (*genCounter, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if os.IsPermission(err) {
-		f, err = os.Open(path) // readers that may not write still watch
+	if os.IsPermission(err) || errors.Is(err, unix.EROFS) {
+		// Readers that may not write (no permission, a read-only file
+		// system) still watch; a write fails on the state file first.
+		f, err = os.Open(path)
 	}
 	if err != nil {
 		return nil, ioErr(err, "open generation counter %s", path)

@@ -91,8 +91,8 @@ func peerGroups(fd uintptr) ([]uint32, error) {
 //   - root may do everything;
 //   - members of the admin group may broadcast, ask for status, and connect
 //     as an application (the admin tool is itself an application);
-//   - members of the app group may connect as an application and ask for
-//     status;
+//   - members of the app group may connect as an application (not read the
+//     status: the process list is for administrators);
 //   - in sandbox mode (a temporary root, tests, demos) the daemon's own uid
 //     counts as root;
 //   - everyone else is refused.
@@ -125,14 +125,16 @@ func (p Policy) PermitApp(a Actor) error {
 		"%s may not use the application socket", a)
 }
 
-// PermitStatus decides whether a may read the daemon's status.
+// PermitStatus decides whether a may read the daemon's status: the list of
+// every connected process (pids, programs, users) is for administrators,
+// not for every application (the app socket may be 0666).
 func (p Policy) PermitStatus(a Actor) error {
-	if p.PermitApp(a) == nil {
+	if p.privileged(a) || p.in(a, p.AdminGID) {
 		return nil
 	}
 	return errclass.Newh(errclass.PermissionDenied,
-		fmt.Sprintf("run as root or as a member of group %s or %s", orNone(p.AdminGroup), orNone(p.AppGroup)),
-		"%s may not read the daemon status", a)
+		fmt.Sprintf("run as root or as a member of group %s", orNone(p.AdminGroup)),
+		"%s may not read the daemon status (the list of processes is for administrators)", a)
 }
 
 // PermitBroadcast decides whether a may send events to every process.

@@ -19,8 +19,8 @@
 // Every connection's peer is read from the kernel (SO_PEERCRED,
 // SO_PEERGROUPS) into an [Actor]; nothing the peer says about itself is
 // trusted. [Policy] decides per request: root and the admin group may
-// broadcast; the app group may connect as an application and read the
-// status; everyone else is refused with a logged PermissionDenied error. An
+// broadcast and read the status (the process list); the app group may
+// connect as an application; everyone else is refused with a logged PermissionDenied error. An
 // application's hello must name its own pid and uid, or it is refused. In
 // sandbox mode (a temporary PKCSHSM_ROOT) the daemon's own uid counts as
 // root.

@@ -221,8 +221,9 @@ func TestPolicy(t *testing.T) {
 		app, status, broadcast bool
 	}{
 		{"root", p, TestActor(0, 0, 1), true, true, true},
-		{"app group primary", p, TestActor(1000, 100, 2), true, true, false},
-		{"app group supplementary", p, TestActor(1000, 1000, 2, 5, 100), true, true, false},
+		// The process list is for administrators (issue 19.11).
+		{"app group primary", p, TestActor(1000, 100, 2), true, false, false},
+		{"app group supplementary", p, TestActor(1000, 1000, 2, 5, 100), true, false, false},
 		{"admin group", p, TestActor(1001, 1001, 3, 200), true, true, true},
 		{"stranger", p, TestActor(1002, 1002, 4, 7, 8), false, false, false},
 		{"own uid without sandbox", p, TestActor(1000, 1000, 5), false, false, false},

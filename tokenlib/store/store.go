@@ -138,11 +138,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{dir: dir, path: path, log: opts.Logger, opts: opts}
-	var err error
-	if s.rdb, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, "deferred")); err != nil {
+	ro, err := readOnlyFS(dir, path)
+	if err != nil {
+		return nil, err
+	}
+	mkdsn := dsn
+	if ro {
+		mkdsn = dsnReadOnly
+	}
+	if s.rdb, err = sql.Open("sqlite", mkdsn(path, opts.BusyTimeout, "deferred")); err != nil {
 		return nil, errclass.New(errclass.Internal, "open token store %s: %w", path, err)
 	}
-	if s.wdb, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, "immediate")); err != nil {
+	if s.wdb, err = sql.Open("sqlite", mkdsn(path, opts.BusyTimeout, "immediate")); err != nil {
 		s.rdb.Close()
 		return nil, errclass.New(errclass.Internal, "open token store %s: %w", path, err)
 	}
@@ -250,6 +257,36 @@ func dsn(path string, busy time.Duration, txlock string) string {
 	return "file:" + u.EscapedPath() + "?" + q.Encode()
 }
 
+// readOnlyFS reports whether the token directory is on a read-only file
+// system (a snapshot, a rescue mount). The store is then opened read-only
+// and immutable: nothing can change the file, so no lock and no WAL index
+// are needed, and reading (keys list, a dry run) works; every write fails
+// with "read-only file system". A WAL file with content holds committed
+// changes the database file does not have yet: reading without it would
+// show an older store, so that is refused.
+func readOnlyFS(dir, path string) (bool, error) {
+	if err := syscall.Access(dir, 2 /* W_OK */); !errors.Is(err, syscall.EROFS) {
+		return false, nil
+	}
+	if fi, err := os.Lstat(path + "-wal"); err == nil && fi.Size() > 0 {
+		return false, errclass.Newh(errclass.FailedPrecondition,
+			"mount the file system read-write once and open the token (e.g. pkcshsm slots), so the store takes in its log",
+			"token store %s is on a read-only file system with changes still in its write-ahead log %s", path, path+"-wal")
+	}
+	return true, nil
+}
+
+// dsnReadOnly is dsn for a store on a read-only file system.
+func dsnReadOnly(path string, busy time.Duration, txlock string) string {
+	u := url.URL{Path: path}
+	q := url.Values{}
+	q.Add("mode", "ro")
+	q.Add("immutable", "1")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_txlock", txlock)
+	return "file:" + u.EscapedPath() + "?" + q.Encode()
+}
+
 // prepareFiles creates the directory and an empty database file with the
 // shared modes, and refuses symlinks. SQLite opens the file afterwards by
 // name, so a process of the token group could still swap it in between; the
@@ -343,6 +380,20 @@ func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
 	if s.damaged != nil {
 		return s.damaged
 	}
+	return s.roHint(s.writeTx1(ctx, fn))
+}
+
+// roHint gives a write error on a token directory that is on a read-only
+// file system the hint that fits (not "check the token group").
+func (s *Store) roHint(err error) error {
+	if err == nil || !errors.Is(syscall.Access(s.dir, 2 /* W_OK */), syscall.EROFS) {
+		return err
+	}
+	return errclass.WithHint(errclass.As(errclass.FailedPrecondition, fmt.Errorf("token directory %s is on a read-only file system: %w", s.dir, err)),
+		"remount the file system read-write; nothing was changed")
+}
+
+func (s *Store) writeTx1(ctx context.Context, fn func(*runner) error) error {
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("begin write transaction: %w", err))

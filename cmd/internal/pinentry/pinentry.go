@@ -49,7 +49,7 @@ const maxLine = 4096
 
 // ErrInterrupted is returned by a read that an interrupt ended. Its class
 // is errclass.Aborted.
-var ErrInterrupted = errclass.New(errclass.Aborted, "interrupted")
+var ErrInterrupted = errclass.Newh(errclass.Aborted, "the question was not answered; run the command again when ready", "interrupted")
 
 // Options configure a Reader.
 type Options struct {
@@ -161,6 +161,11 @@ func (r *Reader) Confirm(prompt string) (bool, error) {
 	fmt.Fprint(r.prompts, prompt)
 	ans, err := r.await(r.lines.line)
 	if err != nil {
+		if r.fd >= 0 {
+			// The terminal's cursor is after the question (and the
+			// ^C it echoed): what follows starts on a line of its own.
+			fmt.Fprintln(r.prompts)
+		}
 		return false, err
 	}
 	s := strings.TrimSpace(string(ans))

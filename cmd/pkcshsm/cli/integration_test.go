@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 var (
@@ -26,8 +28,9 @@ func binaries(t *testing.T) (pkcshsmBin, clientBin string) {
 		if buildErr != nil {
 			return
 		}
+		// pkcshsm comes from internal/testenv (built once per go test
+		// run); the test program of this package is built here.
 		for name, pkg := range map[string]string{
-			"pkcshsm":     "github.com/pkcshsm/pkcshsm/cmd/pkcshsm",
 			"tokenclient": "github.com/pkcshsm/pkcshsm/cmd/pkcshsm/cli/testdata/tokenclient",
 		} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
@@ -40,7 +43,7 @@ func binaries(t *testing.T) (pkcshsmBin, clientBin string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "pkcshsm"), filepath.Join(binDir, "tokenclient")
+	return testenv.Bin(t, "pkcshsm"), filepath.Join(binDir, "tokenclient")
 }
 
 type buildError struct {

@@ -2,6 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -37,8 +40,9 @@ is destroyed and the USER PIN is cleared, after a confirmation.`,
 }
 
 func (o *tokenInitOptions) run(cmd *cobra.Command, _ []string) error {
-	if o.label == "" || len(o.label) > 32 {
-		return errclass.Newh(errclass.InvalidArgument, "give a label of 1 to 32 bytes", "invalid token label %q", o.label)
+	// The label is checked before any PIN is asked.
+	if err := checkLabel(o.label); err != nil {
+		return err
 	}
 	lib, err := o.open(cmd)
 	if err != nil {
@@ -73,5 +77,24 @@ func (o *tokenInitOptions) run(cmd *cobra.Command, _ []string) error {
 		return fmt.Errorf("slot %d: %w", o.slot, err)
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "Token in slot %d initialized with label %q.\n", o.slot, o.label)
+	return nil
+}
+
+// checkLabel refuses a token label the token cannot take as given: empty
+// or blank (labels are blank-padded, so it would read as no label), over
+// 32 bytes (CK_TOKEN_INFO's label field), not UTF-8, or with control
+// characters (a newline would break every listing).
+func checkLabel(label string) error {
+	const hint = "give a label of 1 to 32 bytes of printable UTF-8, not only blanks"
+	switch {
+	case strings.TrimRight(label, " ") == "":
+		return errclass.Newh(errclass.InvalidArgument, hint, "invalid token label %q: it is empty or blank", label)
+	case len(label) > 32:
+		return errclass.Newh(errclass.InvalidArgument, hint, "invalid token label %q: %d bytes, at most 32", label, len(label))
+	case !utf8.ValidString(label):
+		return errclass.Newh(errclass.InvalidArgument, hint, "invalid token label %q: not UTF-8", label)
+	case strings.IndexFunc(label, unicode.IsControl) >= 0:
+		return errclass.Newh(errclass.InvalidArgument, hint, "invalid token label %q: it has a control character", label)
+	}
 	return nil
 }

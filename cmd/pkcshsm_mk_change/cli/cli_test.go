@@ -42,7 +42,7 @@ func TestReencipherFinalize(t *testing.T) {
 	op := ops[0]
 	for _, want := range []string{
 		"The following tokens are affected by this master key change:\n  Slot 2: Label: cca\n",
-		"Re-enciphering, please wait...\nSlot 2: 3 secure keys re-enciphered.\nCompleted.\n",
+		"Re-enciphering, please wait...\nSlot 2: 3 secure keys re-enciphered under the new master key (the current blob stays in use until finalize).\nCompleted.\n",
 		"Master key change operation '" + string(op.ID) + "' created.",
 		"Run 'pkcshsm_mk_change finalize --id " + string(op.ID) + "'",
 	} {
@@ -312,7 +312,7 @@ func TestMissingTokenPrompt(t *testing.T) {
 	e.stdin = "y\n1234\n"
 	code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew)
 	if code != 0 || !strings.Contains(errs, "WARNING: The following slots have no token present:\n  Slot 0 (not a member of group 'ccagrp')\n") ||
-		!strings.Contains(errs, "current user 'admin'") || !strings.Contains(errs, "Continue [y/N]? ") {
+		strings.Contains(errs, "current user 'admin'") || !strings.Contains(errs, "Continue [y/N]? ") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }
@@ -489,5 +489,31 @@ func TestLostKeysRefusedUpFront(t *testing.T) {
 				t.Fatalf("something was recorded: %v %v %v", e.ops(), e.daemon.types(), e.tokens.mutations())
 			}
 		})
+	}
+}
+
+// TestManyDisconnectedProcessesOneWarning (issue 19.11): 313 processes that
+// ended during a step make one warning line that counts them and names a
+// few, not 313 lines.
+func TestManyDisconnectedProcessesOneWarning(t *testing.T) {
+	e := newEnv(t)
+	var procs []event.ProcessResult
+	for i := range 313 {
+		procs = append(procs, event.ProcessResult{PID: int32(5000 + i), Program: "app", Outcome: event.Disconnected})
+	}
+	procs = append(procs, event.ProcessResult{PID: 4242, Program: "app", Outcome: event.Replied,
+		Results: []event.TokenResult{{Slot: 2, Result: event.Affected, Objects: 5}}})
+	e.daemon.outcomes = map[string][]event.ProcessResult{}
+	for _, a := range []state.Action{state.ActReencipher, state.ActFinalize, state.ActCancel} {
+		e.daemon.outcomes[a.EventType()] = procs
+	}
+	e.stdin = "1234\n"
+	code, _, errs := e.run("reencipher", "-a", cliAPQN, "-A", aesNew)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, errs)
+	}
+	if n := strings.Count(errs, "disconnected"); n != 1 || !strings.Contains(errs, "313 processes disconnected during the reencipher step") ||
+		!strings.Contains(errs, "and 310 more") {
+		t.Errorf("%d lines about disconnected processes:\n%.2000s", n, errs)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -36,13 +37,23 @@ func (c *command) newListCommand() *cobra.Command {
 }
 
 func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOptions) error {
+	if cmd.Flags().Changed("id") {
+		// The id is checked before anything is read.
+		id, err := state.ParseID(o.id)
+		if err != nil {
+			return err
+		}
+		if err := c.noSuchOp(id); err != nil {
+			return err
+		}
+	}
 	d, err := c.openDir(true)
 	if errclass.Of(err) == errclass.NotFound && !cmd.Flags().Changed("id") {
 		// Nothing was ever started here; a change started on another host
 		// sharing the adapters is still reported.
 		chk := c.keyChecks(ctx, cmd, nil)
 		printForeign(cmd, chk, o.json, false)
-		return printOps(cmd.OutOrStdout(), nil, nil, o.json, chk)
+		return printOps(cmd.OutOrStdout(), nil, nil, nil, o.json, chk)
 	}
 	if err != nil {
 		return err
@@ -61,6 +72,15 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 		}
 		ops = []*state.Op{op}
 		if _, broken, err := d.List(ctx); err == nil {
+			// Repaired as by a plain list (see below).
+			if needsRepair(broken) && syscall.Access(d.Path(), accessWrite) == nil {
+				if w, err := c.openDir(false); err == nil {
+					if _, b2, err := w.List(ctx); err == nil {
+						broken = b2
+					}
+					w.Close()
+				}
+			}
 			warnBroken(cmd.ErrOrStderr(), recovered(broken), id)
 		}
 	} else {
@@ -84,7 +104,7 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 	// The keys, not the files, say whether the new master keys can be set.
 	chk := c.keyChecks(ctx, cmd, ops)
 	printForeign(cmd, chk, o.json, len(ops) > 0)
-	if err := printOps(cmd.OutOrStdout(), d, ops, o.json, chk); err != nil {
+	if err := printOps(cmd.OutOrStdout(), d, ops, c.activatedOn(ctx, ops), o.json, chk); err != nil {
 		return err
 	}
 	if damaged != nil {
@@ -150,7 +170,52 @@ type listed struct {
 	Running       string     `json:"running,omitempty"`
 }
 
-func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool, chk keyChecks) error {
+// activatedOn returns, per REENCIPHERED operation, the APQNs of the
+// operation where the security officer has already set (activated) one of
+// its new master keys: from then on cancel is refused and finalize is the
+// only way on. It reads the adapters' registers; when they cannot be read
+// (no access to the adapters) it returns what it has, and list keeps its
+// general advice.
+func (c *command) activatedOn(ctx context.Context, ops []*state.Op) map[state.ID][]string {
+	need := false
+	for _, op := range ops {
+		need = need || op.State == state.Reenciphered
+	}
+	if !need || c.deps.OpenTokens == nil {
+		return nil
+	}
+	tokens, err := c.deps.OpenTokens(ctx, c.log, c.opts.config)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("list: the adapters' registers cannot be read")
+		return nil
+	}
+	defer tokens.Close()
+	queues, err := tokens.Queues(ctx)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("list: the adapters' registers cannot be read")
+		return nil
+	}
+	set := map[state.ID][]string{}
+	for _, op := range ops {
+		if op.State != state.Reenciphered {
+			continue
+		}
+		for _, q := range queues {
+			if !slices.Contains(op.APQNs, q.ID) {
+				continue
+			}
+			for t, p := range op.New {
+				if r, ok := q.MK[t]; ok && r.Current.Pattern == p {
+					set[op.ID] = append(set[op.ID], q.ID.String())
+					break
+				}
+			}
+		}
+	}
+	return set
+}
+
+func printOps(w io.Writer, d *state.Dir, ops []*state.Op, set map[state.ID][]string, asJSON bool, chk keyChecks) error {
 	claimant := func(op *state.Op) (state.ClaimInfo, bool) {
 		if d == nil {
 			return state.ClaimInfo{}, false
@@ -170,6 +235,9 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool, chk keyCh
 				l.KeysUnchecked = e
 			}
 			for _, a := range op.Completes() {
+				if a == state.ActCancel && len(set[op.ID]) > 0 {
+					continue // an APQN has the new key: cancel is refused
+				}
 				l.Next = append(l.Next, a.String())
 			}
 			if ci, ok := claimant(op); ok {
@@ -186,7 +254,7 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool, chk keyCh
 			fmt.Fprintln(w)
 		}
 		ci, running := claimant(op)
-		fmt.Fprint(w, formatOp(op, ci, running, chk))
+		fmt.Fprint(w, formatOp(op, ci, running, chk, set[op.ID]))
 	}
 	return nil
 }
@@ -195,7 +263,7 @@ func printOps(w io.Writer, d *state.Dir, ops []*state.Op, asJSON bool, chk keyCh
 // the creation time, initiator, last error, the step in progress, the
 // command that completes it and, in capitals, whether setting the new
 // master keys now would lose keys.
-func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks) string {
+func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks, set []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Operation:       %s\n", op.ID)
 	stateText := op.State.Text()
@@ -249,7 +317,7 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks) str
 		}
 	}
 	if (!checked || r.Ready || r.Fix == "") && !(disagree && truth.next != 0 && !running) {
-		fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running))
+		fmt.Fprintf(&b, "    Next:        %s\n", nextText(op, running, set))
 	}
 	if op.SetLosesKeys() {
 		fmt.Fprintf(&b, "    WARNING:     DO NOT SET/ACTIVATE THE NEW MASTER KEYS: KEY OBJECTS WITHOUT A BLOB\n"+
@@ -283,10 +351,16 @@ func formatOp(op *state.Op, ci state.ClaimInfo, running bool, chk keyChecks) str
 }
 
 // nextText says which command completes the operation. Only REENCIPHERED
-// offers a choice, and it depends on what the security officer did.
-func nextText(op *state.Op, running bool) string {
+// offers a choice, and it depends on what the security officer did: once
+// set names an APQN with a new key active, only finalize is left.
+func nextText(op *state.Op, running bool, set []string) string {
 	if running {
 		return "wait until the running command is done"
+	}
+	if op.State == state.Reenciphered && len(set) > 0 {
+		return fmt.Sprintf("the new master keys are set/activated on %s: cancel is no longer\n"+
+			"                 possible. Once every APQN of the operation has them, run\n"+
+			"                 'pkcshsm_mk_change finalize --id %s'", strings.Join(set, ", "), op.ID)
 	}
 	next := op.Completes()
 	switch {

@@ -150,6 +150,10 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 		for _, sl := range affected {
 			fmt.Fprintf(s.out, "  Slot %d: Label: %s\n", sl.ID, sl.Label)
 		}
+		// Nothing is created when the operator cannot see what is done.
+		if err := clierr.OutputErr(s.out); err != nil {
+			return err
+		}
 	}
 	// The dry run asks for the PINs too, so the PINs, the token databases
 	// and the key objects are checked the same way before either run
@@ -242,21 +246,26 @@ func (c *command) runReencipher(ctx context.Context, cmd *cobra.Command, o *reen
 	}
 	if err != nil {
 		err = interrupted(err)
-		if errclass.Of(err) == errclass.Aborted && ctx.Err() != nil {
-			fmt.Fprintln(s.errw, "Interrupted; the master key change is canceled.")
-		} else {
-			fmt.Fprintln(s.errw, "At least one token failed to perform the key re-encryption; the master key change is canceled.")
+		// What happened, said once the rollback has really canceled it
+		// (after its progress lines).
+		done := "At least one token failed to perform the key re-encryption; the master key change is canceled."
+		switch {
+		case errclass.Of(err) == errclass.Aborted && ctx.Err() != nil:
+			done = "Interrupted; the master key change is canceled."
+		case isSaveError(err):
+			done = "The operation file could not be saved; the master key change is canceled."
 		}
-		return s.rollback(c.intr.Cleanup(), d, op, err)
+		return s.rollback(c.intr.Cleanup(), d, op, err, done)
 	}
 	next, err = s.save(ctx, d, op, func(o *state.Op) error {
 		o.Slots, o.Step = op.Slots, ""
 		return o.Move(state.Reenciphered, c.deps.Now())
 	})
 	if err != nil {
-		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err))
+		return s.rollback(c.intr.Cleanup(), d, op, interrupted(err), "The operation file could not be saved; the master key change is canceled.")
 	}
 	op = next
+	s.summary(op, state.ActReencipher)
 	fmt.Fprintln(s.out, "Completed.")
 	fmt.Fprintf(s.out, `
 Master key change operation '%[1]s' created.
@@ -268,6 +277,12 @@ Once the new master keys have been set/activated:
  - Run 'pkcshsm_mk_change finalize --id %[1]s' when the new master
    keys have been set/activated.
 `, op.ID)
+	if err := clierr.OutputErr(s.out); err != nil {
+		// The operation exists: its id goes where the operator sees it.
+		return errclass.Newh(errclass.Internal,
+			fmt.Sprintf("once the new master keys are set, run 'pkcshsm_mk_change finalize --id %s'; 'pkcshsm_mk_change list' shows it", op.ID),
+			"master key change operation '%s' was created and its keys re-enciphered, but %v", op.ID, err)
+	}
 	return nil
 }
 
@@ -345,7 +360,15 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 		return nil // dry run, no operation directory yet: the real run creates it
 	}
 	if dryRun {
-		if err := unix.Access(d.Path(), unix.W_OK|unix.X_OK); err != nil {
+		err := unix.Access(d.Path(), unix.W_OK|unix.X_OK)
+		switch {
+		case errors.Is(err, unix.EROFS):
+			// Every other check still runs and the plan is shown; the
+			// dry run then ends with this.
+			s.dryRunProblem = errclass.Newh(errclass.FailedPrecondition,
+				"remount the file system read-write before the real run",
+				"operation directory %s is on a read-only file system: the real run could not record the operation", d.Path())
+		case err != nil:
 			return errclass.Newh(errclass.PermissionDenied, "run the command as root or a member of the admin group",
 				"operation directory %s is not writable: %v", d.Path(), err)
 		}
@@ -378,9 +401,12 @@ func (s *session) precheck(ctx context.Context, d *state.Dir, op *state.Op, dryR
 }
 
 // rollback undoes a failed reencipher: every process and every token drop
-// what they re-enciphered, then the operation is removed. If the rollback
+// what they re-enciphered, then the operation is removed and done is
+// printed (only then: it says the change is canceled). If the rollback
 // fails too, the operation stays in CANCELING and 'cancel' completes it.
-func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error) error {
+func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, cause error, done string) error {
+	fmt.Fprintln(s.errw, "Canceling, please wait...")
+	s.changed = nil // the rollback's own passes; the heading says what happened
 	cur, err := s.save(ctx, d, op, func(o *state.Op) error {
 		o.LastError, o.Step = cause.Error(), state.StepBroadcast
 		return o.Move(state.Canceling, s.deps.Now())
@@ -398,9 +424,17 @@ func (s *session) rollback(ctx context.Context, d *state.Dir, op *state.Op, caus
 	if err == nil {
 		err = d.Remove(ctx, op.ID, state.RolledBack)
 	}
+	if err == nil {
+		fmt.Fprintln(s.errw, done)
+	}
 	if err != nil {
-		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)),
-			fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID))
+		hint := fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s' once the problem is fixed", op.ID)
+		if isSaveError(cause) && isSaveError(err) {
+			// The same directory refused both writes: say it once.
+			err = errors.New("it could not save the operation either")
+			hint = dirHint(cause, fmt.Sprintf("run 'pkcshsm_mk_change cancel --id %s'", op.ID))
+		}
+		return errclass.WithHint(errors.Join(cause, fmt.Errorf("the automatic cancel failed too: %w", err)), hint)
 	}
 	// Rolled back completely: exit status 9 (Aborted), whatever the cause,
 	// as the man page says, so a script tells "nothing is left to do"
@@ -485,5 +519,5 @@ func (s *session) dryRun(op *state.Op, slots, affected []Slot, results map[uint]
 			"(LOST keys, damaged objects) were not; give the PINs on standard input to check them too.\n", strings.Join(unchecked, ", "))
 	}
 	fmt.Fprint(s.out, b.String())
-	return nil
+	return s.dryRunProblem
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -33,6 +35,18 @@ func (o *idOption) require(cmd *cobra.Command) (state.ID, error) {
 	return state.ParseID(o.id)
 }
 
+// noSuchOp is the error for an operation id on a machine where no
+// operation was ever started (the operation directory does not exist), or
+// nil. Checking first keeps finalize and cancel from creating the
+// directory and its lock for an operation that cannot be there.
+func (c *command) noSuchOp(id state.ID) error {
+	if _, err := os.Lstat(c.opts.stateDir); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return errclass.Newh(errclass.NotFound, "check the id; 'pkcshsm_mk_change list' shows the active operations",
+		"HSM master key change operation '%s' not found: no operation was ever started here (%s does not exist)", id, c.opts.stateDir)
+}
+
 // runComplete finalizes or cancels an operation. Intent before action:
 // the state and the step about to be taken are saved before every step
 // that changes key objects, and every step is idempotent, so after a kill
@@ -41,6 +55,9 @@ func (o *idOption) require(cmd *cobra.Command) (state.ID, error) {
 func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOption, a state.Action) error {
 	id, err := o.require(cmd)
 	if err != nil {
+		return err
+	}
+	if err := c.noSuchOp(id); err != nil {
 		return err
 	}
 	d, err := c.openDir(false)
@@ -176,6 +193,7 @@ func (c *command) runComplete(ctx context.Context, cmd *cobra.Command, o *idOpti
 	if err := s.passes(ctx, op, a); err != nil {
 		return fail(err)
 	}
+	s.summary(op, a)
 	outcome := map[state.Action]state.Outcome{state.ActFinalize: state.Finalized, state.ActCancel: state.Canceled}[a]
 	if err := d.Remove(ctx, op.ID, outcome); err != nil {
 		return fail(fmt.Errorf("failed to remove master key change operation '%s': %w", id, err))

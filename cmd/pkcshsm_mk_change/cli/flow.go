@@ -58,8 +58,14 @@ type session struct {
 	// errTerminal: standard error is a terminal, so progress may redraw
 	// one line with \r.
 	errTerminal bool
-	silent      []int32 // processes that did not answer a step of this run (stuck.go)
-	failed      []int32 // processes that answered a reencipher step with a failure (stuck.go)
+	// changed counts, per slot, the secure keys the passes of this
+	// command changed (summary prints them).
+	changed map[uint]int
+	// dryRunProblem is what a dry run found that does not stop its other
+	// checks (a read-only operation directory); it is its result.
+	dryRunProblem error
+	silent        []int32 // processes that did not answer a step of this run (stuck.go)
+	failed        []int32 // processes that answered a reencipher step with a failure (stuck.go)
 }
 
 func (c *command) newSession(ctx context.Context, cmd *cobra.Command, withDaemon bool) (*session, error) {
@@ -122,14 +128,18 @@ func (s *session) slotsFor(ctx context.Context, confirm bool) ([]Slot, error) {
 			}
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, `Reasons for a token not being present can be that a prereq of the token
+		if slices.Contains([]string{"info", "devel", "debug"}, s.opts.verbose) {
+			// The reasons in general, beyond the one per slot above.
+			fmt.Fprintf(&b, `Reasons for a token not being present can be that a prereq of the token
 is not fulfilled, or the current user '%s' has no permissions to use
 the token, i.e. because it is not a member of the token's user group.
 
-ATTENTION: If you start a concurrent master key change operation while not
+`, s.deps.UserName)
+		}
+		b.WriteString(`ATTENTION: If you start a concurrent master key change operation while not
 all expected tokens are present, the key objects of those tokens may be lost,
 if the token would be affected by the master key change.
-`, s.deps.UserName)
+`)
 		// The warning goes with the question, where the person answering
 		// sees it.
 		fmt.Fprint(s.ask.Prompts(), b.String())
@@ -175,6 +185,11 @@ func (s *session) query(ctx context.Context, slots []Slot, op *state.Op, a state
 
 // login asks for and checks the USER PIN of every slot.
 func (s *session) login(ctx context.Context, slots []Slot) error {
+	if s.ask.Interactive() {
+		// What stdout showed before the question reaches the screen
+		// first, also through a pipe.
+		drain(s.out)
+	}
 	for _, sl := range slots {
 		pin, err := s.ask.PIN(fmt.Sprintf("Enter the USER PIN for slot %d: ", sl.ID))
 		if err != nil {
@@ -242,11 +257,11 @@ func (s *session) passes(ctx context.Context, op *state.Op, a state.Action) erro
 	for i := range op.Slots {
 		sl := &op.Slots[i]
 		sl.Objects = counts[sl.ID]
-		if n := counts[sl.ID]; n > 0 {
-			// The count the operation file records; the progress counts
-			// every key object, also those without a secure key.
-			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
+		// Summed over the passes of this command; summary prints it.
+		if s.changed == nil {
+			s.changed = map[uint]int{}
 		}
+		s.changed[sl.ID] += counts[sl.ID]
 	}
 	if len(errs) > 0 {
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
@@ -281,7 +296,7 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 	if err != nil {
 		return fmt.Errorf("failed to send the %s event through pkcshsmd: %w", a, err)
 	}
-	var failed []string
+	var failed, gone []string
 	replied := 0
 	for _, p := range acc.Processes {
 		who := p.Who()
@@ -299,10 +314,18 @@ func (s *session) broadcast(ctx context.Context, op *state.Op, a state.Action) e
 				failed = append(failed, f)
 			}
 		case event.Disconnected:
-			clierr.Warn(s.errw, Prog, "%s disconnected during the %s step; it catches up from the operation files when it reconnects", who, a)
+			gone = append(gone, who)
 		default:
 			failed = append(failed, fmt.Sprintf("%s: unknown outcome %q", who, p.Outcome))
 		}
+	}
+	if len(gone) > 0 {
+		// One warning, however many processes ended (a thousand
+		// applications restarted at once is one event, not a screenful).
+		s.log.Info().Strs("processes", gone).Msg("disconnected during the step")
+		clierr.Warn(s.errw, Prog, "%s disconnected during the %s step (%s); %s up from the operation files when %s",
+			plural(len(gone), "1 process", fmt.Sprintf("%d processes", len(gone))), a, sample(gone),
+			plural(len(gone), "it catches", "they catch"), plural(len(gone), "it reconnects", "they reconnect"))
 	}
 	s.log.Info().Str("op", string(op.ID)).Stringer("action", a).Int("processes", len(acc.Processes)).
 		Int("replied", replied).Int("failed", len(failed)).Msg("broadcast done")
@@ -355,8 +378,58 @@ func (s *session) save(ctx context.Context, d *state.Dir, op *state.Op, fn func(
 					"('pkcshsm keys list' shows them): restore the file from a backup, then run the command 'pkcshsm_mk_change list' advises",
 				"the file of master key change operation '%s' vanished while this command was running: %w", op.ID, err)
 		}
-		return op, fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err)
+		return op, &saveError{fmt.Errorf("failed to save master key change operation '%s': %w", op.ID, err), s.opts.stateDir}
 	}
 	failpoint.Hit(strings.TrimSuffix("cli."+s.cmd.Name()+".after-save-"+next.State.String()+"."+next.Step, "."))
 	return next, nil
+}
+
+// saveError is a failure to write the operation file: a problem of the
+// operation directory (full, not writable, read-only), not of a token.
+type saveError struct {
+	err error
+	dir string
+}
+
+func (e *saveError) Error() string { return e.err.Error() }
+func (e *saveError) Unwrap() error { return e.err }
+
+// isSaveError reports whether err is (or wraps) a saveError.
+func isSaveError(err error) bool {
+	var se *saveError
+	return errors.As(err, &se)
+}
+
+// dirHint is the hint for a saveError: what to fix, then what to run.
+func dirHint(err error, then string) string {
+	var se *saveError
+	if !errors.As(err, &se) {
+		return ""
+	}
+	return fmt.Sprintf("make the operation directory %s writable again (free space, permissions, a read-write mount), then %s", se.dir, then)
+}
+
+// summary prints, once the passes of action a are done, one line per slot
+// that says how many secure keys the command changed and what that means
+// (finalize and cancel make two passes; the line sums them). The count is
+// of secure keys (key objects with a blob); the progress counts every key
+// object.
+func (s *session) summary(op *state.Op, a state.Action) {
+	for _, sl := range op.Slots {
+		if n := s.changed[sl.ID]; n > 0 {
+			fmt.Fprintf(s.out, "Slot %d: %d %s %s.\n", sl.ID, n, plural(n, "secure key", "secure keys"), pastTense[a])
+		}
+	}
+}
+
+// maxNamed is how many processes a summary names.
+const maxNamed = 3
+
+// sample names the first maxNamed of whos and counts the rest ("-v info
+// logs them all").
+func sample(whos []string) string {
+	if len(whos) <= maxNamed {
+		return strings.Join(whos, ", ")
+	}
+	return fmt.Sprintf("%s and %d more; -v info lists them all", strings.Join(whos[:maxNamed], ", "), len(whos)-maxNamed)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/verbose"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -136,9 +137,19 @@ func flagError(cmd *cobra.Command, err error) error {
 func Main(deps Deps, args []string) int {
 	intr := interrupt.New(context.Background(), deps.Signals)
 	defer intr.Stop()
+	if deps.Stdout == nil {
+		deps.Stdout = os.Stdout
+	}
+	out := clierr.NewOutput(deps.Stdout)
+	deps.Stdout = out
 	root := newRoot(deps, intr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(intr.Context())
+	if oerr := out.Err(); oerr != nil && (err == nil || errclass.Of(err) == errclass.Unknown) {
+		// Output the operator never got is a failure, not a success; a
+		// bare write error becomes the error with its hint.
+		err = oerr
+	}
 	if err == nil {
 		return 0
 	}

@@ -1,0 +1,207 @@
+// Package testenv is the one harness of the integration tests: it builds
+// the real binaries once per `go test` run, makes a temporary root with the
+// simulated adapters and tokens, and starts the daemon, applications and
+// the command line tools there, on pipes or on a pseudo terminal. Every
+// process and directory it makes is cleaned up by t.Cleanup.
+//
+// The API, in the order a test uses it:
+//
+//	bin := testenv.Bin(t, "pkcshsm_mk_change")     // a built binary
+//	r := testenv.NewRoot(t, testenv.CCA(2))        // a root: adapters, pkcshsm.conf
+//	r.Token(2, 100)                                // init slot 2's token, 100 AES keys
+//	d := r.Daemon()                                // pkcshsmd, its sockets ready
+//	a := r.App(2)                                  // p11load on slot 2, its keys ready
+//	res := r.Run("pkcshsm_mk_change", testenv.PIN(testenv.UserPIN), "list")
+//	term := r.Terminal("pkcshsm_mk_change", "reencipher", ...) // on a pty
+//
+// # Binaries
+//
+// The binaries (cmd/pkcshsm, cmd/pkcshsm_mk_change, cmd/pkcshsmd,
+// cmd/hsmsim, cmd/p11load) are built together into a directory under the
+// system temporary directory whose name is a hash of the module's source
+// files and the build tags. Every test package of one `go test ./...` run
+// sees the same sources, so the first package to need them builds them
+// (under a file lock) and the others reuse them; a change to any source file
+// makes a new directory. Directories not used for a day are removed.
+package testenv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Commands are the binaries Bin builds, by name (their cmd/ directory).
+var Commands = []string{"pkcshsm", "pkcshsm_mk_change", "pkcshsmd", "hsmsim", "p11load"}
+
+// ModuleRoot returns the directory of the module's go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+var (
+	buildMu   sync.Mutex
+	buildDirs = map[string]string{} // tags → directory
+)
+
+// Bin returns the path of the named command (one of Commands), built with
+// the given build tags (e.g. "failpoints").
+func Bin(t testing.TB, name string, tags ...string) string {
+	t.Helper()
+	dir, err := BinDir(tags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
+
+// BinDir returns the directory holding every command of Commands built
+// with tags, building them if this source tree has not been built yet.
+// It is for TestMain functions and scripts (PATH); tests use Bin.
+func BinDir(tags ...string) (string, error) {
+	sort.Strings(tags)
+	key := strings.Join(tags, ",")
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if d, ok := buildDirs[key]; ok {
+		return d, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	sum, err := sourceHash(root, key)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(os.TempDir(), "pkcshsm-testbin-"+sum)
+	lock := flock.New(dir + ".lock")
+	if err := lock.Lock(); err != nil {
+		return "", fmt.Errorf("testenv: lock %s: %w", lock.Path(), err)
+	}
+	defer lock.Unlock()
+	if _, err := os.Stat(filepath.Join(dir, "ok")); err != nil {
+		if err := build(root, dir, tags); err != nil {
+			return "", err
+		}
+		removeStale(dir)
+	}
+	now := time.Now()
+	os.Chtimes(dir, now, now) // in use: keep it
+	buildDirs[key] = dir
+	return dir, nil
+}
+
+func build(root, dir string, tags []string) error {
+	tmp, err := os.MkdirTemp(os.TempDir(), "pkcshsm-testbin-tmp")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	args := []string{"build", "-o", tmp + string(os.PathSeparator)}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	for _, c := range Commands {
+		args = append(args, "./cmd/"+c)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("testenv: go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "ok"), nil, 0o644); err != nil {
+		return err
+	}
+	os.RemoveAll(dir)
+	return os.Rename(tmp, dir)
+}
+
+// sourceHash hashes every file the binaries could be built from (Go and C
+// sources, go.mod, go.sum), by path and content, with the tags.
+func sourceHash(root, tags string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "tags=%s\n", tags)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() {
+			if p != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "build") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
+			return nil
+		}
+		switch filepath.Ext(name) {
+		case ".go", ".c", ".h", ".s":
+		default:
+			if name != "go.mod" && name != "go.sum" {
+				return nil
+			}
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		fmt.Fprintf(h, "%s %d\n", rel, len(b))
+		h.Write(b)
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20], nil
+}
+
+// removeStale removes binary directories of other source trees unused for
+// a day.
+func removeStale(keep string) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "pkcshsm-testbin-*"))
+	for _, d := range old {
+		if d == keep || strings.HasSuffix(d, ".lock") {
+			continue
+		}
+		if fi, err := os.Stat(d); err == nil && time.Since(fi.ModTime()) > 24*time.Hour {
+			os.RemoveAll(d)
+			os.Remove(d + ".lock")
+		}
+	}
+}

@@ -270,8 +270,10 @@ func TestImportedKeys(t *testing.T) {
 	o, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
 		Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), Bytes(ck.CKA_VALUE, key)})
 	must(t, err)
-	if getBool(t, l, h, o, ck.CKA_LOCAL) || getBool(t, l, h, o, ck.CKA_ALWAYS_SENSITIVE) {
-		t.Fatal("imported key has generated-key flags")
+	// Not made on the token, but sensitive from the moment it is an object
+	// of the token (libpkcshsm(3), Key attributes).
+	if getBool(t, l, h, o, ck.CKA_LOCAL) || !getBool(t, l, h, o, ck.CKA_ALWAYS_SENSITIVE) {
+		t.Fatal("imported key: CKA_LOCAL must be FALSE, CKA_ALWAYS_SENSITIVE TRUE")
 	}
 	if n, _ := DecodeUlong(getAttr(t, l, h, o, ck.CKA_VALUE_LEN)); n != 16 {
 		t.Fatalf("value len %d", n)

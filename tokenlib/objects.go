@@ -38,7 +38,9 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objectDefaults(tmpl, c, t.conf.forceSensitive)
+	if err := objectDefaults(tmpl, c); err != nil {
+		return 0, err
+	}
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
@@ -171,9 +173,13 @@ func (l *Library) GetAttributeValue(h SessionHandle, oh ObjectHandle, req []Attr
 	}
 	var rv ck.RV
 	var bad ck.Attribute
+	flags := keyFlagsView(o)
 	for i := range req {
 		r := &req[i]
 		v, ok := o.attrs[r.Type]
+		if f, isFlag := flags[r.Type]; isFlag {
+			v, ok = f, true
+		}
 		switch {
 		case o.isKey() && o.class() != ck.CKO_PUBLIC_KEY && keyMaterial[r.Type] && allowed(o.class(), r.Type):
 			r.Len, rv, bad = -1, ck.CKR_ATTRIBUTE_SENSITIVE, r.Type

@@ -87,6 +87,17 @@ var (
 		ck.CKA_PUBLIC_EXPONENT, ck.CKA_PRIVATE_EXPONENT, ck.CKA_PRIME_1, ck.CKA_PRIME_2, ck.CKA_EXPONENT_1,
 		ck.CKA_EXPONENT_2, ck.CKA_COEFFICIENT, ck.CKA_EC_PARAMS, ck.CKA_VALUE)
 
+	// certAttrs are the attributes of X.509 certificate objects
+	// (PKCS#11 v2.40 §4.6), plus NSS's e-mail address.
+	certAttrs = setOf(ck.CKA_CERTIFICATE_TYPE, ck.CKA_TRUSTED, ck.CKA_CERTIFICATE_CATEGORY, ck.CKA_CHECK_VALUE,
+		ck.CKA_START_DATE, ck.CKA_END_DATE, ck.CKA_PUBLIC_KEY_INFO, ck.CKA_SUBJECT, ck.CKA_ID, ck.CKA_ISSUER,
+		ck.CKA_SERIAL_NUMBER, ck.CKA_VALUE, ck.CKA_URL, ck.CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+		ck.CKA_HASH_OF_ISSUER_PUBLIC_KEY, ck.CKA_JAVA_MIDP_SECURITY_DOMAIN, ck.CKA_NAME_HASH_ALGORITHM,
+		ck.CKA_NSS_EMAIL)
+	// trustAttrs are the attributes of NSS trust objects (CKO_NSS_TRUST).
+	trustAttrs = setOf(append([]ck.Attribute{ck.CKA_ISSUER, ck.CKA_SERIAL_NUMBER, ck.CKA_CERT_SHA1_HASH,
+		ck.CKA_CERT_MD5_HASH, ck.CKA_TRUST_STEP_UP_APPROVED}, ck.NSSTrustPurposes...)...)
+
 	// tokenSet are attributes only the token sets; in a template they are
 	// CKR_ATTRIBUTE_READ_ONLY.
 	tokenSet = setOf(CKA_UNIQUE_ID, ck.CKA_LOCAL, ck.CKA_KEY_GEN_MECHANISM, ck.CKA_ALWAYS_SENSITIVE,
@@ -122,6 +133,31 @@ func allowed(c ck.ObjectClass, a ck.Attribute) bool {
 		return keyAttrs[a] || publicKeyAttrs[a]
 	case ck.CKO_PRIVATE_KEY:
 		return keyAttrs[a] || privateAttrs[a]
+	case ck.CKO_CERTIFICATE:
+		return certAttrs[a]
+	case ck.CKO_NSS_TRUST:
+		return trustAttrs[a]
+	}
+	return false
+}
+
+// classModifiable are the attributes that SetAttributeValue and
+// CopyObject may change only on objects of one class, besides those of
+// modifiable: the value of a data object (a key's CKA_VALUE is key
+// material, a certificate's is fixed), the names of a certificate, every
+// trust setting of an NSS trust object.
+func classModifiable(c ck.ObjectClass, a ck.Attribute) bool {
+	switch c {
+	case ck.CKO_DATA:
+		return a == ck.CKA_VALUE
+	case ck.CKO_CERTIFICATE:
+		switch a {
+		case ck.CKA_ISSUER, ck.CKA_SERIAL_NUMBER, ck.CKA_CERTIFICATE_CATEGORY, ck.CKA_NSS_EMAIL,
+			ck.CKA_JAVA_MIDP_SECURITY_DOMAIN:
+			return true
+		}
+	case ck.CKO_NSS_TRUST:
+		return trustAttrs[a]
 	}
 	return false
 }
@@ -136,11 +172,11 @@ func checkClass(t template) (ck.ObjectClass, error) {
 	}
 	c := ck.ObjectClass(v)
 	switch c {
-	case ck.CKO_DATA, ck.CKO_SECRET_KEY, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY:
+	case ck.CKO_DATA, ck.CKO_SECRET_KEY, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_CERTIFICATE, ck.CKO_NSS_TRUST:
 		return c, nil
 	}
 	return 0, newErrh(ck.CKR_ATTRIBUTE_VALUE_INVALID, errclass.InvalidArgument,
-		"use CKO_DATA, CKO_SECRET_KEY, CKO_PUBLIC_KEY or CKO_PRIVATE_KEY",
+		"use CKO_DATA, CKO_SECRET_KEY, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_CERTIFICATE or CKO_NSS_TRUST",
 		"objects of class %v are not supported", c)
 }
 
@@ -185,6 +221,12 @@ func objectDefaults(t template, c ck.ObjectClass) error {
 		def(ck.CKA_APPLICATION, []byte{})
 		def(ck.CKA_OBJECT_ID, []byte{})
 		def(ck.CKA_VALUE, []byte{})
+		return nil
+	case ck.CKO_CERTIFICATE:
+		certDefaults(t)
+		return nil
+	case ck.CKO_NSS_TRUST:
+		def(ck.CKA_PRIVATE, boolBytes(false))
 		return nil
 	case ck.CKO_PUBLIC_KEY:
 		def(ck.CKA_PRIVATE, boolBytes(false))
@@ -310,9 +352,10 @@ func setAttrs(o *object, t template, copying bool) (template, error) {
 			return nil, newErr(ck.CKR_ATTRIBUTE_TYPE_INVALID, errclass.InvalidArgument,
 				"%s is not an attribute of %v objects", attrName(a), c)
 		}
-		ok := modifiable[a] || (copying && (a == ck.CKA_TOKEN || a == ck.CKA_PRIVATE || a == ck.CKA_MODIFIABLE))
+		ok := modifiable[a] || classModifiable(c, a) ||
+			(copying && (a == ck.CKA_TOKEN || a == ck.CKA_PRIVATE || a == ck.CKA_MODIFIABLE))
 		if !ok {
-			if string(out[a]) == string(v) && a != ck.CKA_VALUE && !keyMaterial[a] {
+			if string(out[a]) == string(v) && !(a == ck.CKA_VALUE && c != ck.CKO_CERTIFICATE) && !keyMaterial[a] {
 				continue // setting the value it already has is harmless
 			}
 			return nil, newErrh(ck.CKR_ATTRIBUTE_READ_ONLY, errclass.InvalidArgument,

@@ -30,6 +30,9 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := checkAttrs(c, tmpl, nil); err != nil {
 		return 0, err
 	}
+	if err := checkValues(c, tmpl); err != nil {
+		return 0, err
+	}
 	if c == ck.CKO_PUBLIC_KEY && tmpl.has(ck.CKA_MODULUS_BITS) {
 		return 0, newErrh(ck.CKR_ATTRIBUTE_READ_ONLY, errclass.InvalidArgument,
 			"give CKA_MODULUS; the token derives the size", "CKA_MODULUS_BITS is read-only when creating a public key")
@@ -44,8 +47,13 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
+	if err := t.checkTrusted(tmpl); err != nil {
+		return 0, err
+	}
 	ctx = t.ep11Bind(ctx, s, tmpl)
 	switch c {
+	case ck.CKO_CERTIFICATE:
+		err = completeCertificate(tmpl)
 	case ck.CKO_SECRET_KEY:
 		err = t.importSecret(ctx, tmpl)
 	case ck.CKO_PRIVATE_KEY:
@@ -90,6 +98,12 @@ func (l *Library) CopyObject(h SessionHandle, oh ObjectHandle, attrs []Attribute
 	}
 	na, err := setAttrs(o, tmpl, true)
 	if err != nil {
+		return 0, err
+	}
+	if err := checkValues(o.class(), tmpl); err != nil {
+		return 0, err
+	}
+	if err := t.checkTrusted(tmpl); err != nil {
 		return 0, err
 	}
 	na[CKA_UNIQUE_ID] = newUniqueID()
@@ -248,6 +262,12 @@ func (l *Library) SetAttributeValue(h SessionHandle, oh ObjectHandle, attrs []At
 		}
 		na, err := setAttrs(o, tmpl, false)
 		if err != nil {
+			return err
+		}
+		if err := checkValues(o.class(), tmpl); err != nil {
+			return err
+		}
+		if err := t.checkTrusted(tmpl); err != nil {
 			return err
 		}
 		return t.replaceLocked(ctx, o, na)

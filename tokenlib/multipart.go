@@ -9,6 +9,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
 // Multi-part encryption and decryption with the block mechanisms streams:
@@ -74,12 +75,11 @@ func (l *Library) withUpdate(h SessionHandle, kind opKind, data, out []byte) (in
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	if op.done {
+	if err := op.allow(oprules.For(kind, oprules.Update)); err != nil {
 		delete(s.ops, kind)
-		return 0, newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
-			"call the Final function again to get the output it already computed", "the %s operation's Final was already called", opNames[kind])
+		return 0, err
 	}
-	op.multi = true
+	op.phase = oprules.Multi
 	bm, ok := op.streams(kind)
 	n := 0
 	if ok {

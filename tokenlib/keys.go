@@ -361,7 +361,9 @@ func (t *token) secretSpec(kt ck.KeyType, n int) (hsm.KeySpec, error) {
 	case ck.CKK_GENERIC_SECRET:
 		maxLen := int(t.mechs[ck.CKM_GENERIC_SECRET_KEY_GEN].info.MaxKeySize)
 		if n < 10 || n > maxLen {
-			return hsm.KeySpec{}, valueInvalid(ck.CKA_VALUE_LEN, "generic secret (HMAC) keys are 10..%d bytes, not %d", maxLen, n)
+			// Outside the mechanism's key size range (its MechanismInfo).
+			return hsm.KeySpec{}, newErrh(ck.CKR_KEY_SIZE_RANGE, errclass.InvalidArgument,
+				fmt.Sprintf("use 10 to %d bytes", maxLen), "generic secret (HMAC) keys of %d bytes are not supported", n)
 		}
 		return hsm.KeySpec{Type: hsm.KeyHMAC, Bits: 8 * n}, nil
 	}

@@ -47,6 +47,7 @@ func TestSymmetricRoundTrips(t *testing.T) {
 			{"AES-CBC-PAD", Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, aes, []byte("odd length data!!")},
 			{"AES-GCM", Mechanism{Type: ck.CKM_AES_GCM, Param: &GCMParams{IV: iv[:12], AAD: []byte("aad"), TagBits: 128}}, aes, []byte("gcm data")},
 			{"DES3-CBC", Mechanism{Type: ck.CKM_DES3_CBC, Param: iv[:8]}, des3, bytes.Repeat([]byte("c"), 24)},
+			{"DES3-ECB", Mechanism{Type: ck.CKM_DES3_ECB}, des3, bytes.Repeat([]byte("d"), 24)},
 		}
 		for _, c := range cases {
 			t.Run(slot.name()+"/"+c.name, func(t *testing.T) {

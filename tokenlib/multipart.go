@@ -39,6 +39,7 @@ var blockModes = map[ck.Mechanism]blockMode{
 	ck.CKM_AES_CBC:     {16, hsm.MechAESCBC, 0, true},
 	ck.CKM_AES_CBC_PAD: {16, hsm.MechAESCBC, hsm.MechAESCBCPad, true},
 	ck.CKM_DES3_CBC:    {8, hsm.MechDES3CBC, 0, true},
+	ck.CKM_DES3_ECB:    {8, hsm.MechDES3ECB, 0, false},
 }
 
 // streams reports whether the multi-part operation streams, and how.

@@ -113,9 +113,6 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 		return nil
 	}
 	need := opNeeds[kind]
-	if spec.info.Flags&need.flag == 0 {
-		return errMechanism(m.Type, opNames[kind])
-	}
 	t.mu.Lock()
 	o, err := t.objectLocked(context.Background(), key)
 	op.epoch = t.loginEpoch
@@ -129,10 +126,16 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 	if err := t.ep11CheckUse(context.Background(), s, o); err != nil {
 		return err
 	}
-	if !o.isKey() || o.keyType() != spec.keyType || o.class() != wantClass(kind, spec) {
+	// The key's type is checked before what the token does with the
+	// mechanism: CKM_RSA_PKCS with an AES key is CKR_KEY_TYPE_INCONSISTENT
+	// whether or not the token encrypts with CKM_RSA_PKCS.
+	if !o.isKey() || o.keyType() != spec.keyType || (o.class() != wantClass(kind, spec) && spec.info.Flags&need.flag != 0) {
 		return newErrh(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument,
 			"use a key of the mechanism's type", "%v needs a %v %v, key %d is a %v %v",
 			m.Type, spec.keyType, wantClass(kind, spec), key, o.keyType(), o.class())
+	}
+	if spec.info.Flags&need.flag == 0 {
+		return errMechanism(m.Type, opNames[kind])
 	}
 	if !o.flag(need.attr) {
 		return newErrh(ck.CKR_KEY_FUNCTION_NOT_PERMITTED, errclass.PermissionDenied,
@@ -441,7 +444,7 @@ func blockCheck(m ck.Mechanism, n int, decrypt bool) error {
 	switch m {
 	case ck.CKM_AES_ECB, ck.CKM_AES_CBC:
 		bs = 16
-	case ck.CKM_DES3_CBC:
+	case ck.CKM_DES3_CBC, ck.CKM_DES3_ECB:
 		bs = 8
 	case ck.CKM_AES_CBC_PAD:
 		if decrypt {

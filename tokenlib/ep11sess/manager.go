@@ -148,6 +148,18 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 		return nil, err
 	}
 	if first, ok := l.byWK[wk]; ok && !bytes.Equal(first[:hsm.SessionIDSize], pb[:hsm.SessionIDSize]) {
+		// The adapter answers under its CURRENT wrapping key, which the
+		// officer may have activated ("set") after the caller looked at
+		// q: then the pin blob is the session's under the new key, not a
+		// broken one. File it under the key q has now; logging the
+		// session out here would break every key bound to it on q.
+		if now, ok := l.currentWK(ctx, q); ok && now != wk {
+			l.m.cfg.Logger.Info().Str("apqn", q.String()).Str("session", l.what).Str("wk", now.String()).
+				Msg("EP11 session logged in under the wrapping key the APQN activated meanwhile")
+			wk = now
+		}
+	}
+	if first, ok := l.byWK[wk]; ok && !bytes.Equal(first[:hsm.SessionIDSize], pb[:hsm.SessionIDSize]) {
 		l.m.cfg.Logger.Error().Str("apqn", q.String()).Str("session", l.what).
 			Msg("pin blob of the adapter is not equal to other adapters for the same session")
 		_ = l.m.sess.Logout(ctx, q, pb)
@@ -165,6 +177,15 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 	l.blobs[q][wk] = pb
 	l.fields[[hsm.SessionIDSize]byte(pb)] = true
 	return pb, nil
+}
+
+// currentWK returns the pattern of q's CURRENT wrapping key now.
+func (l *login) currentWK(ctx context.Context, q apqn.ID) (mkvp.Pattern, bool) {
+	info, err := l.m.cfg.Backend.Queue(ctx, q)
+	if err != nil {
+		return mkvp.Pattern{}, false
+	}
+	return info.MK[mkvp.EP11WK].Current.Pattern, true
 }
 
 // knows says whether a session field is one of this session's.

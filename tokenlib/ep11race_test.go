@@ -5,6 +5,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/pkcshsm/pkcshsm/state"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
 	"github.com/pkcshsm/pkcshsm/mkvp"
@@ -90,6 +93,92 @@ func TestEP11ReloginRacesActivation(t *testing.T) {
 			// And it keeps working afterwards, many times.
 			for range 5 {
 				must(t, encryptWith(l, h, k))
+			}
+		})
+	}
+}
+
+// TestEP11SessionsThroughActivation: in STRICT and VHSM mode, several
+// threads, each with its own PKCS#11 session and session-bound keys, keep
+// making and using keys while the officer activates the new wrapping key
+// on one APQN and then the other and the change finalizes: their logins
+// under the new key and the keys they make race the activations. No call
+// may fail. (TestEP11ReloginRacesActivation makes the worst interleaving
+// happen every time.)
+func TestEP11SessionsThroughActivation(t *testing.T) {
+	for _, row := range []ep11Slot{{1, true, false}, {1, false, true}, {1, true, true}} {
+		name := map[[2]bool]string{{true, false}: "STRICT", {false, true}: "VHSM", {true, true}: "STRICT+VHSM"}[[2]bool{row.strict, row.vhsm}]
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			layout := writeEP11Root(t, 0, row)
+			setupEP11(t, layout, nil, row)
+			o := officer(t, layout)
+			newP := loadNew(t, o, mkvp.EP11WK, epQ1, epQ2)
+			d := opsDir(t, layout)
+			op := createOp(t, d, mkvp.EP11WK, newP, state.Reenciphered, epQ1, epQ2)
+			l, err := Open(Options{Layout: layout, Logger: testLogger(t), kdf: testKDF, NoAgent: true})
+			must(t, err)
+			defer l.Close()
+
+			const workers = 3
+			stop := make(chan struct{})
+			started := make(chan struct{}, workers)
+			errs := make(chan error, workers)
+			var ops [workers]int
+			for w := range workers {
+				h := userSession(t, l, 1)
+				go func() {
+					var first error
+					fail := func(err error) {
+						if err != nil && first == nil {
+							first = err
+						}
+					}
+					k, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("w", false))
+					fail(err)
+					for n := 0; ; n++ {
+						select {
+						case <-stop:
+							errs <- first
+							return
+						default:
+						}
+						if n%8 == 7 {
+							nk, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("w", false))
+							fail(err)
+							if err == nil {
+								k = nk
+							}
+						}
+						fail(aesRoundTrip(l, h, k))
+						ops[w]++
+						if n == 0 {
+							started <- struct{}{}
+						}
+					}
+				}()
+			}
+			for range workers {
+				<-started
+			}
+			for _, q := range []apqn.ID{epQ1, epQ2} {
+				setMK(t, o, mkvp.EP11WK, q)
+				_, err = l.reconcile(ctx)
+				must(t, err)
+			}
+			moveOp(t, d, op.ID, state.Finalizing)
+			_, err = l.reconcile(ctx)
+			must(t, err)
+			close(stop)
+			for range workers {
+				if err := <-errs; err != nil {
+					t.Errorf("application call failed while the APQNs activated the new wrapping key: %v (%v)", err, RV(err))
+				}
+			}
+			for w, n := range ops {
+				if n < 2 {
+					t.Errorf("worker %d made only %d calls", w, n)
+				}
 			}
 		})
 	}

@@ -93,6 +93,14 @@ func (t *token) newBlob(ctx context.Context, fn func(q apqn.ID) ([]byte, error))
 	err := t.onAPQN(ctx, func(q apqn.ID) error {
 		for range 3 {
 			b, err := fn(q)
+			// An EP11 session q lost, or a pin blob of the wrapping key q
+			// had until the officer's set a moment ago: log in again and
+			// make the key once more.
+			err = t.ep11Retry(ctx, q, err, func() error {
+				var e error
+				b, e = fn(q)
+				return e
+			})
 			if err != nil {
 				return err
 			}

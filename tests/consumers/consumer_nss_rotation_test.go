@@ -2,11 +2,9 @@ package consumers_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -14,28 +12,14 @@ import (
 // startDaemon runs pkcshsmd for the fixture's root until the test ends.
 func startDaemon(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(env.bin, "pkcshsmd"), "--log-format", "text", "--log-level", "warn")
-	cmd.Env = toolEnv()
-	logf, err := os.Create(filepath.Join(t.TempDir(), "pkcshsmd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
-	})
+	logf := startBackground(t, "pkcshsmd", filepath.Join(env.bin, "pkcshsmd"), "--log-format", "text", "--log-level", "warn")
 	sock := filepath.Join(env.root, "run/pkcshsm/admin.sock")
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logf.Name())
+			b, _ := os.ReadFile(logf)
 			t.Fatalf("pkcshsmd did not start:\n%s", b)
 		}
 	}

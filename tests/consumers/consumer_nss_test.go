@@ -57,9 +57,29 @@ func startSelfserv(t *testing.T, db, pwfile, nick string, ec bool) int {
 	if ec {
 		flag = "-e"
 	}
-	cmd := exec.Command(selfserv, "-d", db, flag, nick, "-p", strconv.Itoa(port), "-f", pwfile, "-V", "tls1.2:tls1.3")
+	logf := startBackground(t, "selfserv", selfserv, "-d", db, flag, nick, "-p", strconv.Itoa(port), "-f", pwfile, "-V", "tls1.2:tls1.3")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return port
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logf)
+			t.Fatalf("selfserv does not listen on %d: %v\n%s", port, err, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startBackground starts a long-running consumer with the module's
+// environment, its output in a log file (returned), and stops it with
+// SIGTERM (SIGKILL after 5 s) when the test ends.
+func startBackground(t *testing.T, name, path string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	cmd.Env = toolEnv()
-	logf, err := os.Create(filepath.Join(t.TempDir(), "selfserv.log"))
+	logf, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,18 +99,7 @@ func startSelfserv(t *testing.T, db, pwfile, nick string, ec bool) int {
 		}
 		logf.Close()
 	})
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			return port
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("selfserv does not listen on %d: %v\n%s", port, err, b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return logf.Name()
 }
 
 // tstclnt makes one TLS connection to the selfserv on port with NSS's

@@ -212,14 +212,7 @@ func TestEP11SessionTool(t *testing.T) {
 func TestEP11SessionsExhausted(t *testing.T) {
 	layout := newEP11Root(t)
 	_, cl := binaries(t)
-	h, err := sim.Open(layout.SimDir(), sim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Do(t.Context(), func(tx *sim.Tx) error { return tx.SetMaxSessions(ep11Q[1], 1) }); err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	limitSessions(t, layout, ep11Q[1], 1)
 	c1, got := startClient(t, cl, "3")
 	if got != "ready" {
 		t.Fatalf("first program: %q", got)
@@ -244,14 +237,7 @@ func TestEP11SessionsExhausted(t *testing.T) {
 func TestEP11DeadSessionsLoggedOutAutomatically(t *testing.T) {
 	layout := newEP11Root(t)
 	_, cl := binaries(t)
-	h, err := sim.Open(layout.SimDir(), sim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Do(t.Context(), func(tx *sim.Tx) error { return tx.SetMaxSessions(ep11Q[1], 1) }); err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	limitSessions(t, layout, ep11Q[1], 1)
 	c1, got := startClient(t, cl, "3")
 	if got != "ready" {
 		t.Fatalf("first program: %q", got)
@@ -280,5 +266,19 @@ func TestEP11DeadSessionsLoggedOutAutomatically(t *testing.T) {
 	}
 	if got := c2.ask(t, "list"); got != "keys:" {
 		t.Fatalf("second program: %q", got)
+	}
+}
+
+// limitSessions sets the EP11 session limit of q, as `hsmsim fault
+// --max-sessions` does.
+func limitSessions(t *testing.T, layout paths.Layout, q apqn.ID, n int) {
+	t.Helper()
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Do(t.Context(), func(tx *sim.Tx) error { return tx.SetMaxSessions(q, n) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -171,6 +171,7 @@ const (
 	MechRSAPKCS                         // PKCS#1 v1.5 signature; Params.Hash 0 = raw DigestInfo input
 	MechRSAPSS                          // Sign/Verify a digest of Params.Hash, Params.SaltLen
 	MechRSAOAEP                         // Encrypt/Decrypt, Params.Hash, Params.Label
+	MechDES3ECB                         // no padding, data a multiple of 8
 )
 
 func (m Mechanism) String() string {
@@ -178,7 +179,7 @@ func (m Mechanism) String() string {
 		MechAESECB: "AES-ECB", MechAESCBC: "AES-CBC", MechAESCBCPad: "AES-CBC-PAD",
 		MechAESGCM: "AES-GCM", MechAESKW: "AES-KW", MechAESKWP: "AES-KWP",
 		MechDES3CBC: "DES3-CBC", MechHMACSHA256: "HMAC-SHA256", MechECDSA: "ECDSA",
-		MechRSAPKCS: "RSA-PKCS", MechRSAPSS: "RSA-PSS", MechRSAOAEP: "RSA-OAEP",
+		MechRSAPKCS: "RSA-PKCS", MechRSAPSS: "RSA-PSS", MechRSAOAEP: "RSA-OAEP", MechDES3ECB: "DES3-ECB",
 	}
 	if n, ok := names[m]; ok {
 		return n

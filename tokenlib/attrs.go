@@ -94,6 +94,18 @@ var attrKinds = map[ck.Attribute]attrKind{
 	ck.CKA_WRAP_WITH_TRUSTED: kindBool, ck.CKA_TRUSTED: kindBool, CKA_UNIQUE_ID: kindBytes,
 	ck.CKA_CHECK_VALUE: kindBytes, ck.CKA_PUBLIC_KEY_INFO: kindBytes,
 	ck.CKA_IBM_OPAQUE: kindBytes, ck.CKA_IBM_OPAQUE_REENC: kindBytes, ck.CKA_IBM_OPAQUE_OLD: kindBytes,
+	// Certificates (CKC_X_509) and NSS trust objects.
+	ck.CKA_CERTIFICATE_TYPE: kindUlong, ck.CKA_ISSUER: kindBytes, ck.CKA_SERIAL_NUMBER: kindBytes,
+	ck.CKA_CERTIFICATE_CATEGORY: kindUlong, ck.CKA_JAVA_MIDP_SECURITY_DOMAIN: kindUlong, ck.CKA_URL: kindBytes,
+	ck.CKA_HASH_OF_SUBJECT_PUBLIC_KEY: kindBytes, ck.CKA_HASH_OF_ISSUER_PUBLIC_KEY: kindBytes,
+	ck.CKA_NAME_HASH_ALGORITHM: kindUlong, ck.CKA_NSS_EMAIL: kindBytes,
+	ck.CKA_CERT_SHA1_HASH: kindBytes, ck.CKA_CERT_MD5_HASH: kindBytes, ck.CKA_TRUST_STEP_UP_APPROVED: kindBool,
+}
+
+func init() {
+	for _, a := range ck.NSSTrustPurposes {
+		attrKinds[a] = kindUlong
+	}
 }
 
 // attrName names an attribute for messages.

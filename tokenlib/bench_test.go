@@ -83,7 +83,7 @@ func BenchmarkFindObjects10kAfterForeignChange(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		tmpl := template{ck.CKA_CLASS: ulongBytes(uint(ck.CKO_DATA)), ck.CKA_TOKEN: boolBytes(true), ck.CKA_PRIVATE: boolBytes(false)}
-		objectDefaults(tmpl, ck.CKO_DATA, false)
+		_ = objectDefaults(tmpl, ck.CKO_DATA)
 		so := toStore(&object{attrs: tmpl})
 		so.UniqueID = ""
 		must(b, st.Create(ctx, nil, so))
@@ -112,7 +112,7 @@ func fill10k(b *testing.B, layout paths.Layout) {
 				ck.CKA_CLASS: ulongBytes(uint(ck.CKO_DATA)), ck.CKA_TOKEN: boolBytes(true),
 				ck.CKA_PRIVATE: boolBytes(i%2 == 0), ck.CKA_LABEL: fmt.Appendf(nil, "obj-%05d", i),
 			}
-			objectDefaults(tmpl, ck.CKO_DATA, false)
+			_ = objectDefaults(tmpl, ck.CKO_DATA)
 			so := toStore(&object{attrs: tmpl})
 			so.UniqueID = ""
 			if err := tx.Create(so); err != nil {

@@ -67,7 +67,7 @@ func FuzzTemplate(f *testing.F) {
 			if checkAttrs(c, tmpl, nil) == nil && c == ck.CKO_PUBLIC_KEY {
 				_ = completePublic(tmpl.clone())
 			}
-			objectDefaults(tmpl.clone(), c, false)
+			_ = objectDefaults(tmpl.clone(), c)
 		}
 		o := &object{attrs: tmpl}
 		_, _ = setAttrs(o, tmpl, false)

@@ -86,7 +86,9 @@ func (l *Library) GenerateKey(h SessionHandle, m Mechanism, attrs []Attribute) (
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objectDefaults(tmpl, ck.CKO_SECRET_KEY, t.conf.forceSensitive)
+	if err := objectDefaults(tmpl, ck.CKO_SECRET_KEY); err != nil {
+		return 0, err
+	}
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}
@@ -186,8 +188,12 @@ func (l *Library) GenerateKeyPair(h SessionHandle, m Mechanism, pubAttrs, privAt
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objectDefaults(pt, ck.CKO_PUBLIC_KEY, t.conf.forceSensitive)
-	objectDefaults(vt, ck.CKO_PRIVATE_KEY, t.conf.forceSensitive)
+	if err := objectDefaults(pt, ck.CKO_PUBLIC_KEY); err != nil {
+		return 0, 0, err
+	}
+	if err := objectDefaults(vt, ck.CKO_PRIVATE_KEY); err != nil {
+		return 0, 0, err
+	}
 	if err := t.checkWrite(s, pt.boolOr(ck.CKA_TOKEN, false), pt.boolOr(ck.CKA_PRIVATE, false)); err != nil {
 		return 0, 0, err
 	}
@@ -379,7 +385,9 @@ func (l *Library) UnwrapKey(h SessionHandle, m Mechanism, unwrapping ObjectHandl
 	if !uk.flag(ck.CKA_UNWRAP) {
 		return 0, newErr(ck.CKR_KEY_FUNCTION_NOT_PERMITTED, errclass.PermissionDenied, "unwrapping key %d has CKA_UNWRAP false", unwrapping)
 	}
-	objectDefaults(tmpl, c, t.conf.forceSensitive)
+	if err := objectDefaults(tmpl, c); err != nil {
+		return 0, err
+	}
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
 		return 0, err
 	}

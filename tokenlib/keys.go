@@ -93,6 +93,14 @@ func (t *token) newBlob(ctx context.Context, fn func(q apqn.ID) ([]byte, error))
 	err := t.onAPQN(ctx, func(q apqn.ID) error {
 		for range 3 {
 			b, err := fn(q)
+			// An EP11 session q lost, or a pin blob of the wrapping key q
+			// had until the officer's set a moment ago: log in again and
+			// make the key once more.
+			err = t.ep11Retry(ctx, q, err, func() error {
+				var e error
+				b, e = fn(q)
+				return e
+			})
 			if err != nil {
 				return err
 			}
@@ -361,7 +369,9 @@ func (t *token) secretSpec(kt ck.KeyType, n int) (hsm.KeySpec, error) {
 	case ck.CKK_GENERIC_SECRET:
 		maxLen := int(t.mechs[ck.CKM_GENERIC_SECRET_KEY_GEN].info.MaxKeySize)
 		if n < 10 || n > maxLen {
-			return hsm.KeySpec{}, valueInvalid(ck.CKA_VALUE_LEN, "generic secret (HMAC) keys are 10..%d bytes, not %d", maxLen, n)
+			// Outside the mechanism's key size range (its MechanismInfo).
+			return hsm.KeySpec{}, newErrh(ck.CKR_KEY_SIZE_RANGE, errclass.InvalidArgument,
+				fmt.Sprintf("use 10 to %d bytes", maxLen), "generic secret (HMAC) keys of %d bytes are not supported", n)
 		}
 		return hsm.KeySpec{Type: hsm.KeyHMAC, Bits: 8 * n}, nil
 	}

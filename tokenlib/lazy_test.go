@@ -33,7 +33,7 @@ func fillForeign(t testing.TB, layout paths.Layout, n int) {
 				ck.CKA_CLASS: ulongBytes(uint(ck.CKO_DATA)), ck.CKA_TOKEN: boolBytes(true),
 				ck.CKA_PRIVATE: boolBytes(i%2 == 0), ck.CKA_LABEL: fmt.Appendf(nil, "obj-%05d", i),
 			}
-			objectDefaults(tmpl, ck.CKO_DATA, false)
+			_ = objectDefaults(tmpl, ck.CKO_DATA)
 			o := &object{attrs: tmpl}
 			so := toStore(o)
 			so.UniqueID = ""

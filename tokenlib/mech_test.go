@@ -47,6 +47,7 @@ func TestSymmetricRoundTrips(t *testing.T) {
 			{"AES-CBC-PAD", Mechanism{Type: ck.CKM_AES_CBC_PAD, Param: iv}, aes, []byte("odd length data!!")},
 			{"AES-GCM", Mechanism{Type: ck.CKM_AES_GCM, Param: &GCMParams{IV: iv[:12], AAD: []byte("aad"), TagBits: 128}}, aes, []byte("gcm data")},
 			{"DES3-CBC", Mechanism{Type: ck.CKM_DES3_CBC, Param: iv[:8]}, des3, bytes.Repeat([]byte("c"), 24)},
+			{"DES3-ECB", Mechanism{Type: ck.CKM_DES3_ECB}, des3, bytes.Repeat([]byte("d"), 24)},
 		}
 		for _, c := range cases {
 			t.Run(slot.name()+"/"+c.name, func(t *testing.T) {
@@ -270,8 +271,10 @@ func TestImportedKeys(t *testing.T) {
 	o, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
 		Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), Bytes(ck.CKA_VALUE, key)})
 	must(t, err)
-	if getBool(t, l, h, o, ck.CKA_LOCAL) || getBool(t, l, h, o, ck.CKA_ALWAYS_SENSITIVE) {
-		t.Fatal("imported key has generated-key flags")
+	// Not made on the token, but sensitive from the moment it is an object
+	// of the token (libpkcshsm(3), Key attributes).
+	if getBool(t, l, h, o, ck.CKA_LOCAL) || !getBool(t, l, h, o, ck.CKA_ALWAYS_SENSITIVE) {
+		t.Fatal("imported key: CKA_LOCAL must be FALSE, CKA_ALWAYS_SENSITIVE TRUE")
 	}
 	if n, _ := DecodeUlong(getAttr(t, l, h, o, ck.CKA_VALUE_LEN)); n != 16 {
 		t.Fatalf("value len %d", n)

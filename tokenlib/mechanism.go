@@ -73,6 +73,7 @@ var mechanisms = map[ck.Mechanism]mechSpec{
 	ck.CKM_AES_KEY_WRAP_PAD:       {MechanismInfo{16, 32, hw | ck.CKF_WRAP | ck.CKF_UNWRAP}, ck.CKK_AES, hsm.MechAESKWP, 0},
 	ck.CKM_DES3_KEY_GEN:           {MechanismInfo{24, 24, hw | ck.CKF_GENERATE}, ck.CKK_DES3, 0, 0},
 	ck.CKM_DES3_CBC:               {MechanismInfo{24, 24, hw | encdec}, ck.CKK_DES3, hsm.MechDES3CBC, 0},
+	ck.CKM_DES3_ECB:               {MechanismInfo{24, 24, hw | encdec}, ck.CKK_DES3, hsm.MechDES3ECB, 0},
 	ck.CKM_GENERIC_SECRET_KEY_GEN: {MechanismInfo{10, 304, hw | ck.CKF_GENERATE}, ck.CKK_GENERIC_SECRET, 0, 0},
 	ck.CKM_SHA256_HMAC:            {MechanismInfo{10, 304, hw | sigver}, ck.CKK_GENERIC_SECRET, hsm.MechHMACSHA256, 0},
 	ck.CKM_EC_KEY_PAIR_GEN:        {MechanismInfo{256, 384, hw | ck.CKF_GENERATE_KEY_PAIR | ecf}, ck.CKK_EC, 0, 0},
@@ -134,7 +135,7 @@ func paramErr(m ck.Mechanism, format string, args ...any) error {
 func hsmParams(m Mechanism, spec mechSpec) (hsm.Params, error) {
 	var p hsm.Params
 	switch m.Type {
-	case ck.CKM_AES_ECB, ck.CKM_AES_KEY_WRAP, ck.CKM_AES_KEY_WRAP_PAD, ck.CKM_SHA256_HMAC,
+	case ck.CKM_AES_ECB, ck.CKM_DES3_ECB, ck.CKM_AES_KEY_WRAP, ck.CKM_AES_KEY_WRAP_PAD, ck.CKM_SHA256_HMAC,
 		ck.CKM_ECDSA, ck.CKM_ECDSA_SHA256, ck.CKM_ECDSA_SHA384:
 		// No parameter, or an optional IV for key wrap that must be the default.
 		if b, ok := m.Param.([]byte); ok && len(b) > 0 {

@@ -567,6 +567,13 @@ func (t *token) withReenc(ctx context.Context, q apqn.ID, blob []byte) (keyBlobs
 			return kb, nil
 		}
 		out, err := t.lib.backend.Reencipher(ctx, q, blob, hsm.ToNew)
+		// A session-bound EP11 key whose session q lost (reset) meanwhile:
+		// log the session in again and retry, as every use of a key does.
+		err = t.ep11Retry(ctx, q, err, func() error {
+			var e error
+			out, e = t.lib.backend.Reencipher(ctx, q, blob, hsm.ToNew)
+			return e
+		})
 		if errors.Is(err, hsm.ErrRegisterState) && info.MKType != mkvp.EP11WK {
 			// The APQN activated the new key since: the blob is under
 			// its OLD register now (CCA only). If it is not, the APQN

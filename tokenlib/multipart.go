@@ -9,6 +9,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
 // Multi-part encryption and decryption with the block mechanisms streams:
@@ -38,6 +39,7 @@ var blockModes = map[ck.Mechanism]blockMode{
 	ck.CKM_AES_CBC:     {16, hsm.MechAESCBC, 0, true},
 	ck.CKM_AES_CBC_PAD: {16, hsm.MechAESCBC, hsm.MechAESCBCPad, true},
 	ck.CKM_DES3_CBC:    {8, hsm.MechDES3CBC, 0, true},
+	ck.CKM_DES3_ECB:    {8, hsm.MechDES3ECB, 0, false},
 }
 
 // streams reports whether the multi-part operation streams, and how.
@@ -74,12 +76,11 @@ func (l *Library) withUpdate(h SessionHandle, kind opKind, data, out []byte) (in
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	if op.done {
+	if err := op.allow(oprules.For(kind, oprules.Update)); err != nil {
 		delete(s.ops, kind)
-		return 0, newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
-			"call the Final function again to get the output it already computed", "the %s operation's Final was already called", opNames[kind])
+		return 0, err
 	}
-	op.multi = true
+	op.phase = oprules.Multi
 	bm, ok := op.streams(kind)
 	n := 0
 	if ok {

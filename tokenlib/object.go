@@ -87,6 +87,17 @@ var (
 		ck.CKA_PUBLIC_EXPONENT, ck.CKA_PRIVATE_EXPONENT, ck.CKA_PRIME_1, ck.CKA_PRIME_2, ck.CKA_EXPONENT_1,
 		ck.CKA_EXPONENT_2, ck.CKA_COEFFICIENT, ck.CKA_EC_PARAMS, ck.CKA_VALUE)
 
+	// certAttrs are the attributes of X.509 certificate objects
+	// (PKCS#11 v2.40 §4.6), plus NSS's e-mail address.
+	certAttrs = setOf(ck.CKA_CERTIFICATE_TYPE, ck.CKA_TRUSTED, ck.CKA_CERTIFICATE_CATEGORY, ck.CKA_CHECK_VALUE,
+		ck.CKA_START_DATE, ck.CKA_END_DATE, ck.CKA_PUBLIC_KEY_INFO, ck.CKA_SUBJECT, ck.CKA_ID, ck.CKA_ISSUER,
+		ck.CKA_SERIAL_NUMBER, ck.CKA_VALUE, ck.CKA_URL, ck.CKA_HASH_OF_SUBJECT_PUBLIC_KEY,
+		ck.CKA_HASH_OF_ISSUER_PUBLIC_KEY, ck.CKA_JAVA_MIDP_SECURITY_DOMAIN, ck.CKA_NAME_HASH_ALGORITHM,
+		ck.CKA_NSS_EMAIL)
+	// trustAttrs are the attributes of NSS trust objects (CKO_NSS_TRUST).
+	trustAttrs = setOf(append([]ck.Attribute{ck.CKA_ISSUER, ck.CKA_SERIAL_NUMBER, ck.CKA_CERT_SHA1_HASH,
+		ck.CKA_CERT_MD5_HASH, ck.CKA_TRUST_STEP_UP_APPROVED}, ck.NSSTrustPurposes...)...)
+
 	// tokenSet are attributes only the token sets; in a template they are
 	// CKR_ATTRIBUTE_READ_ONLY.
 	tokenSet = setOf(CKA_UNIQUE_ID, ck.CKA_LOCAL, ck.CKA_KEY_GEN_MECHANISM, ck.CKA_ALWAYS_SENSITIVE,
@@ -122,6 +133,31 @@ func allowed(c ck.ObjectClass, a ck.Attribute) bool {
 		return keyAttrs[a] || publicKeyAttrs[a]
 	case ck.CKO_PRIVATE_KEY:
 		return keyAttrs[a] || privateAttrs[a]
+	case ck.CKO_CERTIFICATE:
+		return certAttrs[a]
+	case ck.CKO_NSS_TRUST:
+		return trustAttrs[a]
+	}
+	return false
+}
+
+// classModifiable are the attributes that SetAttributeValue and
+// CopyObject may change only on objects of one class, besides those of
+// modifiable: the value of a data object (a key's CKA_VALUE is key
+// material, a certificate's is fixed), the names of a certificate, every
+// trust setting of an NSS trust object.
+func classModifiable(c ck.ObjectClass, a ck.Attribute) bool {
+	switch c {
+	case ck.CKO_DATA:
+		return a == ck.CKA_VALUE
+	case ck.CKO_CERTIFICATE:
+		switch a {
+		case ck.CKA_ISSUER, ck.CKA_SERIAL_NUMBER, ck.CKA_CERTIFICATE_CATEGORY, ck.CKA_NSS_EMAIL,
+			ck.CKA_JAVA_MIDP_SECURITY_DOMAIN:
+			return true
+		}
+	case ck.CKO_NSS_TRUST:
+		return trustAttrs[a]
 	}
 	return false
 }
@@ -136,11 +172,11 @@ func checkClass(t template) (ck.ObjectClass, error) {
 	}
 	c := ck.ObjectClass(v)
 	switch c {
-	case ck.CKO_DATA, ck.CKO_SECRET_KEY, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY:
+	case ck.CKO_DATA, ck.CKO_SECRET_KEY, ck.CKO_PUBLIC_KEY, ck.CKO_PRIVATE_KEY, ck.CKO_CERTIFICATE, ck.CKO_NSS_TRUST:
 		return c, nil
 	}
 	return 0, newErrh(ck.CKR_ATTRIBUTE_VALUE_INVALID, errclass.InvalidArgument,
-		"use CKO_DATA, CKO_SECRET_KEY, CKO_PUBLIC_KEY or CKO_PRIVATE_KEY",
+		"use CKO_DATA, CKO_SECRET_KEY, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_CERTIFICATE or CKO_NSS_TRUST",
 		"objects of class %v are not supported", c)
 }
 
@@ -165,8 +201,9 @@ func checkAttrs(c ck.ObjectClass, t template, extra attrSet) error {
 
 // objectDefaults fills in every attribute the engine keeps for objects of
 // class c that the template left out, following the PKCS#11 defaults (or the
-// token's where PKCS#11 leaves them open).
-func objectDefaults(t template, c ck.ObjectClass, forceSensitive bool) {
+// token's where PKCS#11 leaves them open), and sets the protection flags of
+// secret and private keys to what the token really does (see keyFlags).
+func objectDefaults(t template, c ck.ObjectClass) error {
 	def := func(a ck.Attribute, v []byte) {
 		if !t.has(a) {
 			t[a] = v
@@ -184,7 +221,13 @@ func objectDefaults(t template, c ck.ObjectClass, forceSensitive bool) {
 		def(ck.CKA_APPLICATION, []byte{})
 		def(ck.CKA_OBJECT_ID, []byte{})
 		def(ck.CKA_VALUE, []byte{})
-		return
+		return nil
+	case ck.CKO_CERTIFICATE:
+		certDefaults(t)
+		return nil
+	case ck.CKO_NSS_TRUST:
+		def(ck.CKA_PRIVATE, boolBytes(false))
+		return nil
 	case ck.CKO_PUBLIC_KEY:
 		def(ck.CKA_PRIVATE, boolBytes(false))
 	default:
@@ -198,14 +241,13 @@ func objectDefaults(t template, c ck.ObjectClass, forceSensitive bool) {
 	def(ck.CKA_KEY_GEN_MECHANISM, ulongBytes(uint(ck.CK_UNAVAILABLE_INFORMATION)))
 	switch c {
 	case ck.CKO_SECRET_KEY, ck.CKO_PRIVATE_KEY:
-		def(ck.CKA_SENSITIVE, boolBytes(forceSensitive))
-		def(ck.CKA_EXTRACTABLE, boolBytes(true))
+		if err := keyFlags(t, c); err != nil {
+			return err
+		}
 		def(ck.CKA_DECRYPT, boolBytes(true))
 		def(ck.CKA_SIGN, boolBytes(true))
 		def(ck.CKA_UNWRAP, boolBytes(true))
 		def(ck.CKA_WRAP_WITH_TRUSTED, boolBytes(false))
-		def(ck.CKA_ALWAYS_SENSITIVE, boolBytes(false))
-		def(ck.CKA_NEVER_EXTRACTABLE, boolBytes(false))
 	}
 	switch c {
 	case ck.CKO_SECRET_KEY, ck.CKO_PUBLIC_KEY:
@@ -223,18 +265,70 @@ func objectDefaults(t template, c ck.ObjectClass, forceSensitive bool) {
 		def(ck.CKA_SIGN_RECOVER, boolBytes(false))
 		def(ck.CKA_ALWAYS_AUTHENTICATE, boolBytes(false))
 	}
+	return nil
+}
+
+// keyFlags sets the protection flags of a new secret or private key to
+// what the token does with it, whatever the template asked:
+//
+//   - CKA_SENSITIVE and CKA_ALWAYS_SENSITIVE are TRUE: the engine keeps only
+//     the secure key blob, so no clear value can ever be read. A template
+//     asking CKA_SENSITIVE FALSE is CKR_ATTRIBUTE_VALUE_INVALID, rather than
+//     a key that claims to be readable and then refuses every read (which
+//     makes Java's SunPKCS11 and NSS try to read it).
+//   - CKA_EXTRACTABLE is what C_WrapKey allows: secret keys can be wrapped
+//     (default TRUE, FALSE on request); private keys cannot (always FALSE;
+//     asking TRUE is CKR_ATTRIBUTE_VALUE_INVALID).
+//   - CKA_NEVER_EXTRACTABLE is the opposite of CKA_EXTRACTABLE at creation
+//     and never changes afterwards (CKA_EXTRACTABLE can only become FALSE).
+func keyFlags(t template, c ck.ObjectClass) error {
+	if v, ok := t[ck.CKA_SENSITIVE]; ok && string(v) != string(boolBytes(true)) {
+		return newErrh(ck.CKR_ATTRIBUTE_VALUE_INVALID, errclass.InvalidArgument,
+			"leave CKA_SENSITIVE out or set it TRUE: the token keeps only the secure key, whose clear value never leaves the HSM",
+			"CKA_SENSITIVE FALSE: every secret and private key of this token is sensitive")
+	}
+	extractable := true
+	if c == ck.CKO_PRIVATE_KEY {
+		if t.boolOr(ck.CKA_EXTRACTABLE, false) {
+			return newErrh(ck.CKR_ATTRIBUTE_VALUE_INVALID, errclass.InvalidArgument,
+				"leave CKA_EXTRACTABLE out or set it FALSE: this token wraps secret keys only",
+				"CKA_EXTRACTABLE TRUE: private keys of this token cannot be wrapped")
+		}
+		extractable = false
+	} else {
+		extractable = t.boolOr(ck.CKA_EXTRACTABLE, true)
+	}
+	t[ck.CKA_SENSITIVE] = boolBytes(true)
+	t[ck.CKA_ALWAYS_SENSITIVE] = boolBytes(true)
+	t[ck.CKA_EXTRACTABLE] = boolBytes(extractable)
+	t[ck.CKA_NEVER_EXTRACTABLE] = boolBytes(!extractable)
+	return nil
+}
+
+// keyFlagsView returns the protection flags of a stored secret or private
+// key as keyFlags would have set them. Keys stored before the engine set
+// them (CKA_SENSITIVE FALSE, a private key CKA_EXTRACTABLE TRUE) are
+// reported as the token treats them; nil for other objects.
+func keyFlagsView(o *object) map[ck.Attribute][]byte {
+	c := o.class()
+	if c != ck.CKO_SECRET_KEY && c != ck.CKO_PRIVATE_KEY {
+		return nil
+	}
+	extractable := c == ck.CKO_SECRET_KEY && o.attrs.boolOr(ck.CKA_EXTRACTABLE, true)
+	never := !extractable && o.attrs.boolOr(ck.CKA_NEVER_EXTRACTABLE, c == ck.CKO_PRIVATE_KEY)
+	return map[ck.Attribute][]byte{
+		ck.CKA_SENSITIVE:         boolBytes(true),
+		ck.CKA_ALWAYS_SENSITIVE:  boolBytes(true),
+		ck.CKA_EXTRACTABLE:       boolBytes(extractable),
+		ck.CKA_NEVER_EXTRACTABLE: boolBytes(never),
+	}
 }
 
 // markGenerated sets what a key made on the token (generated, not imported)
-// carries: CKA_LOCAL, the generation mechanism, and the "always" flags that
-// record the key has never been exposed.
+// carries: CKA_LOCAL and the generation mechanism.
 func markGenerated(t template, m ck.Mechanism) {
 	t[ck.CKA_LOCAL] = boolBytes(true)
 	t[ck.CKA_KEY_GEN_MECHANISM] = ulongBytes(uint(m))
-	if c, _ := t.ulong(ck.CKA_CLASS); ck.ObjectClass(c) != ck.CKO_PUBLIC_KEY {
-		t[ck.CKA_ALWAYS_SENSITIVE] = boolBytes(t.boolOr(ck.CKA_SENSITIVE, false))
-		t[ck.CKA_NEVER_EXTRACTABLE] = boolBytes(!t.boolOr(ck.CKA_EXTRACTABLE, true))
-	}
 }
 
 func newUniqueID() []byte {
@@ -258,9 +352,10 @@ func setAttrs(o *object, t template, copying bool) (template, error) {
 			return nil, newErr(ck.CKR_ATTRIBUTE_TYPE_INVALID, errclass.InvalidArgument,
 				"%s is not an attribute of %v objects", attrName(a), c)
 		}
-		ok := modifiable[a] || (copying && (a == ck.CKA_TOKEN || a == ck.CKA_PRIVATE || a == ck.CKA_MODIFIABLE))
+		ok := modifiable[a] || classModifiable(c, a) ||
+			(copying && (a == ck.CKA_TOKEN || a == ck.CKA_PRIVATE || a == ck.CKA_MODIFIABLE))
 		if !ok {
-			if string(out[a]) == string(v) && a != ck.CKA_VALUE && !keyMaterial[a] {
+			if string(out[a]) == string(v) && !(a == ck.CKA_VALUE && c != ck.CKO_CERTIFICATE) && !keyMaterial[a] {
 				continue // setting the value it already has is harmless
 			}
 			return nil, newErrh(ck.CKR_ATTRIBUTE_READ_ONLY, errclass.InvalidArgument,

@@ -30,6 +30,9 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	if err := checkAttrs(c, tmpl, nil); err != nil {
 		return 0, err
 	}
+	if err := checkValues(c, tmpl); err != nil {
+		return 0, err
+	}
 	if c == ck.CKO_PUBLIC_KEY && tmpl.has(ck.CKA_MODULUS_BITS) {
 		return 0, newErrh(ck.CKR_ATTRIBUTE_READ_ONLY, errclass.InvalidArgument,
 			"give CKA_MODULUS; the token derives the size", "CKA_MODULUS_BITS is read-only when creating a public key")
@@ -38,12 +41,19 @@ func (l *Library) CreateObject(h SessionHandle, attrs []Attribute) (ObjectHandle
 	ctx := context.Background()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	objectDefaults(tmpl, c, t.conf.forceSensitive)
+	if err := objectDefaults(tmpl, c); err != nil {
+		return 0, err
+	}
 	if err := t.checkWrite(s, tmpl.boolOr(ck.CKA_TOKEN, false), tmpl.boolOr(ck.CKA_PRIVATE, true)); err != nil {
+		return 0, err
+	}
+	if err := t.checkTrusted(tmpl); err != nil {
 		return 0, err
 	}
 	ctx = t.ep11Bind(ctx, s, tmpl)
 	switch c {
+	case ck.CKO_CERTIFICATE:
+		err = completeCertificate(tmpl)
 	case ck.CKO_SECRET_KEY:
 		err = t.importSecret(ctx, tmpl)
 	case ck.CKO_PRIVATE_KEY:
@@ -88,6 +98,12 @@ func (l *Library) CopyObject(h SessionHandle, oh ObjectHandle, attrs []Attribute
 	}
 	na, err := setAttrs(o, tmpl, true)
 	if err != nil {
+		return 0, err
+	}
+	if err := checkValues(o.class(), tmpl); err != nil {
+		return 0, err
+	}
+	if err := t.checkTrusted(tmpl); err != nil {
 		return 0, err
 	}
 	na[CKA_UNIQUE_ID] = newUniqueID()
@@ -171,9 +187,13 @@ func (l *Library) GetAttributeValue(h SessionHandle, oh ObjectHandle, req []Attr
 	}
 	var rv ck.RV
 	var bad ck.Attribute
+	flags := keyFlagsView(o)
 	for i := range req {
 		r := &req[i]
 		v, ok := o.attrs[r.Type]
+		if f, isFlag := flags[r.Type]; isFlag {
+			v, ok = f, true
+		}
 		switch {
 		case o.isKey() && o.class() != ck.CKO_PUBLIC_KEY && keyMaterial[r.Type] && allowed(o.class(), r.Type):
 			r.Len, rv, bad = -1, ck.CKR_ATTRIBUTE_SENSITIVE, r.Type
@@ -242,6 +262,12 @@ func (l *Library) SetAttributeValue(h SessionHandle, oh ObjectHandle, attrs []At
 		}
 		na, err := setAttrs(o, tmpl, false)
 		if err != nil {
+			return err
+		}
+		if err := checkValues(o.class(), tmpl); err != nil {
+			return err
+		}
+		if err := t.checkTrusted(tmpl); err != nil {
 			return err
 		}
 		return t.replaceLocked(ctx, o, na)

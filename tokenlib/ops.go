@@ -18,18 +18,20 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
-// opKind is the kind of a crypto operation; a session has at most one
-// active operation of each kind.
-type opKind uint8
+// opKind is the kind (function family) of a crypto operation; a session
+// has at most one active operation of each kind. The rules of PKCS#11 §5
+// for them are one table, in package oprules.
+type opKind = oprules.Family
 
 const (
-	opEncrypt opKind = iota + 1
-	opDecrypt
-	opSign
-	opVerify
-	opDigest
+	opEncrypt = oprules.Encrypt
+	opDecrypt = oprules.Decrypt
+	opSign    = oprules.Sign
+	opVerify  = oprules.Verify
+	opDigest  = oprules.Digest
 )
 
 var opNames = map[opKind]string{opEncrypt: "encrypt", opDecrypt: "decrypt", opSign: "sign", opVerify: "verify", opDigest: "digest"}
@@ -50,9 +52,8 @@ type opState struct {
 	iv     []byte // block modes: the IV of the next backend call (nil: params.IV)
 	total  int    // block modes: bytes given to the Update calls
 	h      hash.Hash
-	result []byte // output computed for a length query, returned next time
-	done   bool   // result is final
-	multi  bool   // an Update was called
+	result []byte        // output computed for a length query, returned next time
+	phase  oprules.Phase // how far the operation got (oprules.Rule.Allowed)
 }
 
 // opFlags are the mechanism flags and key attributes each kind needs.
@@ -112,9 +113,6 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 		return nil
 	}
 	need := opNeeds[kind]
-	if spec.info.Flags&need.flag == 0 {
-		return errMechanism(m.Type, opNames[kind])
-	}
 	t.mu.Lock()
 	o, err := t.objectLocked(context.Background(), key)
 	op.epoch = t.loginEpoch
@@ -128,10 +126,16 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 	if err := t.ep11CheckUse(context.Background(), s, o); err != nil {
 		return err
 	}
-	if !o.isKey() || o.keyType() != spec.keyType || o.class() != wantClass(kind, spec) {
+	// The key's type is checked before what the token does with the
+	// mechanism: CKM_RSA_PKCS with an AES key is CKR_KEY_TYPE_INCONSISTENT
+	// whether or not the token encrypts with CKM_RSA_PKCS.
+	if !o.isKey() || o.keyType() != spec.keyType || (o.class() != wantClass(kind, spec) && spec.info.Flags&need.flag != 0) {
 		return newErrh(ck.CKR_KEY_TYPE_INCONSISTENT, errclass.InvalidArgument,
 			"use a key of the mechanism's type", "%v needs a %v %v, key %d is a %v %v",
 			m.Type, spec.keyType, wantClass(kind, spec), key, o.keyType(), o.class())
+	}
+	if spec.info.Flags&need.flag == 0 {
+		return errMechanism(m.Type, opNames[kind])
 	}
 	if !o.flag(need.attr) {
 		return newErrh(ck.CKR_KEY_FUNCTION_NOT_PERMITTED, errclass.PermissionDenied,
@@ -149,39 +153,84 @@ func (l *Library) opInit(h SessionHandle, kind opKind, m Mechanism, key ObjectHa
 	return nil
 }
 
-// withOp runs fn on the active operation of kind. fn returns the output
-// (nil for none) and whether the operation is finished. The output-length
-// convention is handled here: out == nil asks for the length, a short out
-// is CKR_BUFFER_TOO_SMALL; both keep the operation active and remember the
-// computed output, so the HSM is asked once. Any other error ends the
-// operation.
-func (l *Library) withOp(h SessionHandle, kind opKind, out []byte, final bool, fn func(op *opState) ([]byte, error)) (int, error) {
+// withOp runs fn for a call of kind k (Single, Update or Final) on the
+// active operation of family kind, following the rules of package
+// oprules: a call its phase does not allow is CKR_OPERATION_ACTIVE; fn
+// returns the output (nil for none); out == nil asks for the length and a
+// short out is CKR_BUFFER_TOO_SMALL, both keep the operation active and
+// remember the computed output, so the HSM is asked once and the next
+// call of the same function returns it; every other error ends the
+// operation, and so does the success of a single-part or Final call.
+func (l *Library) withOp(h SessionHandle, kind opKind, k oprules.Kind, out []byte, fn func(op *opState) ([]byte, error)) (int, error) {
+	r := oprules.For(kind, k)
 	s, op, err := l.activeOp(h, kind)
 	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
-	if !op.done {
+	if err := op.allow(r); err != nil {
+		delete(s.ops, kind)
+		return 0, err
+	}
+	pending := (k == oprules.Single && op.phase == oprules.SinglePending) || (k == oprules.Final && op.phase == oprules.FinalPending)
+	if !pending {
 		res, err := fn(op)
 		if err != nil {
-			delete(s.ops, kind)
+			if r.Ends(RV(err), out == nil) {
+				delete(s.ops, kind)
+			}
 			return 0, err
 		}
-		if !final {
+		if k == oprules.Update {
+			op.phase = r.After(op.phase)
 			return 0, nil
 		}
-		op.result, op.done = res, true
+		op.result = res
 	}
 	n := len(op.result)
-	if out == nil {
-		return n, nil
-	}
-	if len(out) < n {
+	if out == nil || len(out) < n {
+		op.phase = r.After(op.phase)
+		if out == nil {
+			return n, nil
+		}
 		return n, newErr(ck.CKR_BUFFER_TOO_SMALL, errclass.InvalidArgument, "output buffer has %d bytes, %d needed", len(out), n)
 	}
 	copy(out, op.result)
 	delete(s.ops, kind)
 	return n, nil
+}
+
+// allow checks that a call of r may come now (oprules.Rule.Allowed).
+func (op *opState) allow(r oprules.Rule) error {
+	if r.Allowed(op.phase) {
+		return nil
+	}
+	switch op.phase {
+	case oprules.Multi:
+		return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
+			"after an Update, finish with the Final function; the operation has ended, start again with Init",
+			"%s after an Update of the %s operation", r.Name, r.Family)
+	case oprules.SinglePending:
+		return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
+			"after a length query or a short buffer, call the same single-part function again; the operation has ended, start again with Init",
+			"%s while the single-part %s call is pending", r.Name, r.Family)
+	default:
+		return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
+			"after a length query or a short buffer, call the Final function again; the operation has ended, start again with Init",
+			"%s while the %s Final call is pending", r.Name, r.Family)
+	}
+}
+
+// EndOperation ends the active operation of family f in session h, if any:
+// the C layer calls it when it refuses a call's arguments and
+// oprules says that error ends the operation.
+func (l *Library) EndOperation(h SessionHandle, f oprules.Family) {
+	s, err := l.session(h)
+	if err != nil {
+		return
+	}
+	delete(s.ops, f)
+	s.mu.Unlock()
 }
 
 // activeOp returns session h, locked, and its active operation of kind.
@@ -211,7 +260,6 @@ func (l *Library) activeOp(h SessionHandle, kind opKind) (*session, *opState, er
 }
 
 func (op *opState) update(data []byte) {
-	op.multi = true
 	if op.h != nil {
 		op.h.Write(data)
 		return
@@ -236,10 +284,7 @@ func (l *Library) EncryptInit(h SessionHandle, m Mechanism, key ObjectHandle) er
 // Encrypt encrypts data in one part (C_Encrypt). out nil returns the
 // output length; see withOp for the buffer convention.
 func (l *Library) Encrypt(h SessionHandle, data, out []byte) (int, error) {
-	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) {
-		if op.multi {
-			return nil, errMultiSingle()
-		}
+	return l.withOp(h, opEncrypt, oprules.Single, out, func(op *opState) ([]byte, error) {
 		op.buf = append(op.buf, data...)
 		return op.encrypt()
 	})
@@ -258,7 +303,7 @@ func (l *Library) EncryptUpdate(h SessionHandle, data, out []byte) (int, error) 
 // EncryptFinal finishes a multi-part encryption and returns the rest of
 // its output.
 func (l *Library) EncryptFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opEncrypt, out, true, func(op *opState) ([]byte, error) {
+	return l.withOp(h, opEncrypt, oprules.Final, out, func(op *opState) ([]byte, error) {
 		if bm, ok := op.streams(opEncrypt); ok {
 			return op.blockFinal(bm, false)
 		}
@@ -273,10 +318,7 @@ func (l *Library) DecryptInit(h SessionHandle, m Mechanism, key ObjectHandle) er
 
 // Decrypt decrypts data in one part (C_Decrypt).
 func (l *Library) Decrypt(h SessionHandle, data, out []byte) (int, error) {
-	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) {
-		if op.multi {
-			return nil, errMultiSingle()
-		}
+	return l.withOp(h, opDecrypt, oprules.Single, out, func(op *opState) ([]byte, error) {
 		op.buf = append(op.buf, data...)
 		return op.decrypt()
 	})
@@ -292,7 +334,7 @@ func (l *Library) DecryptUpdate(h SessionHandle, data, out []byte) (int, error) 
 // DecryptFinal finishes a multi-part decryption and returns the rest of
 // its output.
 func (l *Library) DecryptFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opDecrypt, out, true, func(op *opState) ([]byte, error) {
+	return l.withOp(h, opDecrypt, oprules.Final, out, func(op *opState) ([]byte, error) {
 		if bm, ok := op.streams(opDecrypt); ok {
 			return op.blockFinal(bm, true)
 		}
@@ -307,10 +349,7 @@ func (l *Library) SignInit(h SessionHandle, m Mechanism, key ObjectHandle) error
 
 // Sign signs data in one part (C_Sign).
 func (l *Library) Sign(h SessionHandle, data, out []byte) (int, error) {
-	return l.withOp(h, opSign, out, true, func(op *opState) ([]byte, error) {
-		if op.multi {
-			return nil, errMultiSingle()
-		}
+	return l.withOp(h, opSign, oprules.Single, out, func(op *opState) ([]byte, error) {
 		op.update(data)
 		return op.sign()
 	})
@@ -318,7 +357,7 @@ func (l *Library) Sign(h SessionHandle, data, out []byte) (int, error) {
 
 // SignUpdate adds data to a multi-part signature.
 func (l *Library) SignUpdate(h SessionHandle, data []byte) error {
-	_, err := l.withOp(h, opSign, nil, false, func(op *opState) ([]byte, error) {
+	_, err := l.withOp(h, opSign, oprules.Update, nil, func(op *opState) ([]byte, error) {
 		op.update(data)
 		return nil, nil
 	})
@@ -327,7 +366,7 @@ func (l *Library) SignUpdate(h SessionHandle, data []byte) error {
 
 // SignFinal finishes a multi-part signature.
 func (l *Library) SignFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opSign, out, true, func(op *opState) ([]byte, error) { return op.sign() })
+	return l.withOp(h, opSign, oprules.Final, out, func(op *opState) ([]byte, error) { return op.sign() })
 }
 
 // VerifyInit starts a verification (C_VerifyInit).
@@ -338,10 +377,7 @@ func (l *Library) VerifyInit(h SessionHandle, m Mechanism, key ObjectHandle) err
 // Verify checks a signature in one part (C_Verify): nil when it verifies,
 // CKR_SIGNATURE_INVALID or CKR_SIGNATURE_LEN_RANGE otherwise.
 func (l *Library) Verify(h SessionHandle, data, sig []byte) error {
-	_, err := l.withOp(h, opVerify, []byte{}, true, func(op *opState) ([]byte, error) {
-		if op.multi {
-			return nil, errMultiSingle()
-		}
+	_, err := l.withOp(h, opVerify, oprules.Single, []byte{}, func(op *opState) ([]byte, error) {
 		op.update(data)
 		return nil, op.verify(sig)
 	})
@@ -350,7 +386,7 @@ func (l *Library) Verify(h SessionHandle, data, sig []byte) error {
 
 // VerifyUpdate adds data to a multi-part verification.
 func (l *Library) VerifyUpdate(h SessionHandle, data []byte) error {
-	_, err := l.withOp(h, opVerify, nil, false, func(op *opState) ([]byte, error) {
+	_, err := l.withOp(h, opVerify, oprules.Update, nil, func(op *opState) ([]byte, error) {
 		op.update(data)
 		return nil, nil
 	})
@@ -359,7 +395,7 @@ func (l *Library) VerifyUpdate(h SessionHandle, data []byte) error {
 
 // VerifyFinal finishes a multi-part verification.
 func (l *Library) VerifyFinal(h SessionHandle, sig []byte) error {
-	_, err := l.withOp(h, opVerify, []byte{}, true, func(op *opState) ([]byte, error) { return nil, op.verify(sig) })
+	_, err := l.withOp(h, opVerify, oprules.Final, []byte{}, func(op *opState) ([]byte, error) { return nil, op.verify(sig) })
 	return err
 }
 
@@ -370,10 +406,7 @@ func (l *Library) DigestInit(h SessionHandle, m Mechanism) error {
 
 // Digest hashes data in one part (C_Digest).
 func (l *Library) Digest(h SessionHandle, data, out []byte) (int, error) {
-	return l.withOp(h, opDigest, out, true, func(op *opState) ([]byte, error) {
-		if op.multi {
-			return nil, errMultiSingle()
-		}
+	return l.withOp(h, opDigest, oprules.Single, out, func(op *opState) ([]byte, error) {
 		op.h.Write(data)
 		return op.h.Sum(nil), nil
 	})
@@ -381,7 +414,7 @@ func (l *Library) Digest(h SessionHandle, data, out []byte) (int, error) {
 
 // DigestUpdate adds data to a multi-part digest.
 func (l *Library) DigestUpdate(h SessionHandle, data []byte) error {
-	_, err := l.withOp(h, opDigest, nil, false, func(op *opState) ([]byte, error) {
+	_, err := l.withOp(h, opDigest, oprules.Update, nil, func(op *opState) ([]byte, error) {
 		op.update(data)
 		return nil, nil
 	})
@@ -390,7 +423,7 @@ func (l *Library) DigestUpdate(h SessionHandle, data []byte) error {
 
 // DigestFinal finishes a multi-part digest.
 func (l *Library) DigestFinal(h SessionHandle, out []byte) (int, error) {
-	return l.withOp(h, opDigest, out, true, func(op *opState) ([]byte, error) { return op.h.Sum(nil), nil })
+	return l.withOp(h, opDigest, oprules.Final, out, func(op *opState) ([]byte, error) { return op.h.Sum(nil), nil })
 }
 
 // GenerateRandom fills buf with random bytes (C_GenerateRandom).
@@ -406,17 +439,12 @@ func (l *Library) GenerateRandom(h SessionHandle, buf []byte) error {
 	return nil
 }
 
-func errMultiSingle() error {
-	return newErrh(ck.CKR_OPERATION_ACTIVE, errclass.FailedPrecondition,
-		"finish a multi-part operation with its Final function", "a multi-part operation is in progress")
-}
-
 func blockCheck(m ck.Mechanism, n int, decrypt bool) error {
 	bs := 0
 	switch m {
 	case ck.CKM_AES_ECB, ck.CKM_AES_CBC:
 		bs = 16
-	case ck.CKM_DES3_CBC:
+	case ck.CKM_DES3_CBC, ck.CKM_DES3_ECB:
 		bs = 8
 	case ck.CKM_AES_CBC_PAD:
 		if decrypt {

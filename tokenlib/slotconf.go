@@ -22,7 +22,7 @@ type slotConf struct {
 	description    string
 	apqnAny        bool
 	apqns          []apqn.ID
-	forceSensitive bool
+	forceSensitive bool                       // FORCE_SENSITIVE: accepted; every key is sensitive anyway (keyFlags)
 	expected       map[mkvp.Type]mkvp.Pattern // configured CURRENT patterns
 	ep11Mode       ep11sess.Mode              // STRICT_MODE, VHSM_MODE (EP11)
 	// ignored lists configured settings this engine does not implement,

@@ -536,6 +536,7 @@ func mechanismsOn(t *testing.T, e Env, q apqn.ID) {
 		{"AES-GCM-96", aes256, hsm.MechAESGCM, hsm.Params{IV: iv12, TagBits: 96}, odd},
 		{"AES-GCM-16-byte-IV", aes256, hsm.MechAESGCM, hsm.Params{IV: iv16}, odd},
 		{"DES3-CBC", des3, hsm.MechDES3CBC, hsm.Params{IV: iv8}, block},
+		{"DES3-ECB", des3, hsm.MechDES3ECB, hsm.Params{}, block},
 	}
 	for _, c := range sym {
 		t.Run(c.name, func(t *testing.T) {

@@ -126,13 +126,16 @@ func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]
 		default:
 			return cbc(blk, p.IV, data, enc, m == hsm.MechAESCBCPad)
 		}
-	case hsm.MechDES3CBC:
+	case hsm.MechDES3CBC, hsm.MechDES3ECB:
 		if u.blob.KeyType != hsm.KeyDES3 || u.secret == nil {
 			return nil, mechErr(m, u, what)
 		}
 		blk, err := des.NewTripleDESCipher(u.secret)
 		if err != nil {
 			return nil, errclass.New(errclass.Internal, "DES3 key: %w", err)
+		}
+		if m == hsm.MechDES3ECB {
+			return ecb(blk, data, enc)
 		}
 		return cbc(blk, p.IV, data, enc, false)
 	case hsm.MechRSAOAEP:

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -30,9 +31,20 @@ int pkcshsm_forked(void)
 	return getpid() != pkcshsm_pid;
 }
 
-// pkcshsm_refuse_forked returns rv for a call fn made in a forked child,
-// and notes the first refusal in PKCSHSM_LOG (when set) so the operator
-// learns why. It never writes to the host's stdout or stderr.
+// pkcshsm_fork_stderr is the one line a forked child writes to its
+// standard error at its first refusal: pre-forking servers (nginx, Apache
+// httpd) send their workers' standard error to their error log, so the
+// operator reads there why the handshakes fail and how to fix it.
+static const char pkcshsm_fork_stderr[] =
+	"libpkcshsm: this process was forked after the module was loaded; the module cannot work in it "
+	"(every call returns CKR_CRYPTOKI_NOT_INITIALIZED). Load p11-kit-client.so instead and run "
+	"libpkcshsm.so behind `p11-kit server` (see libpkcshsm(3), FORK)\n";
+
+// pkcshsm_refuse_forked returns rv for a call fn made in a forked child.
+// The first refusal in each child is noted in PKCSHSM_LOG (when set) and,
+// once, on the child's standard error when that is a file, pipe or
+// terminal (never a socket, which may be a client's connection); the
+// module writes nothing to stdout or stderr anywhere else.
 CK_RV pkcshsm_refuse_forked(const char *fn, CK_RV rv)
 {
 	static pid_t noted;
@@ -40,6 +52,11 @@ CK_RV pkcshsm_refuse_forked(const char *fn, CK_RV rv)
 	if (noted == self)
 		return rv;
 	noted = self;
+	struct stat st;
+	if (fstat(2, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		ssize_t w = write(2, pkcshsm_fork_stderr, sizeof pkcshsm_fork_stderr - 1);
+		(void)w;
+	}
 	const char *path = getenv("PKCSHSM_LOG");
 	if (path == NULL || path[0] == '\0')
 		return rv;

@@ -7,6 +7,8 @@ import "C"
 
 import (
 	"github.com/pkcshsm/pkcshsm/tokenlib"
+	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
 // Encryption, decryption, digests, signatures and verification.
@@ -38,11 +40,11 @@ func opOne(name string, fn oneFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PT
 	return entry(name, func(l *tokenlib.Library) error {
 		in, err := bytesIn(pIn, ulInLen, "the input")
 		if err != nil {
-			return err
+			return argsEnd(l, name, hSession, err)
 		}
 		out, err := outBuf(pOut, pulOutLen)
 		if err != nil {
-			return err
+			return argsEnd(l, name, hSession, err)
 		}
 		n, err := fn(l, tokenlib.SessionHandle(hSession), in, out)
 		return outLen(pulOutLen, n, err)
@@ -54,7 +56,7 @@ func opUpdate(name string, fn updateFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_B
 	return entry(name, func(l *tokenlib.Library) error {
 		in, err := bytesIn(pIn, ulInLen, "the input")
 		if err != nil {
-			return err
+			return argsEnd(l, name, hSession, err)
 		}
 		return fn(l, tokenlib.SessionHandle(hSession), in)
 	})
@@ -64,11 +66,22 @@ func opFinal(name string, fn finalFn, hSession C.CK_SESSION_HANDLE, pOut C.CK_BY
 	return entry(name, func(l *tokenlib.Library) error {
 		out, err := outBuf(pOut, pulOutLen)
 		if err != nil {
-			return err
+			return argsEnd(l, name, hSession, err)
 		}
 		n, err := fn(l, tokenlib.SessionHandle(hSession), out)
 		return outLen(pulOutLen, n, err)
 	})
+}
+
+// argsEnd applies the operation rules (package oprules) to an error found
+// in the arguments of a call of C function name, before the engine saw
+// the call: like an error of the engine, it ends the active operation of
+// the function's family (PKCS#11 v2.40 §5.2).
+func argsEnd(l *tokenlib.Library, name string, hSession C.CK_SESSION_HANDLE, err error) error {
+	if r, ok := oprules.Lookup(name); ok && r.Ends(ck.RVFromError(err), false) {
+		l.EndOperation(tokenlib.SessionHandle(hSession), r.Family)
+	}
+	return err
 }
 
 //export go_C_EncryptInit
@@ -163,11 +176,11 @@ func go_C_Verify(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.
 	return entry("C_Verify", func(l *tokenlib.Library) error {
 		data, err := bytesIn(pData, ulDataLen, "pData")
 		if err != nil {
-			return err
+			return argsEnd(l, "C_Verify", hSession, err)
 		}
 		sig, err := bytesIn(pSignature, ulSignatureLen, "pSignature")
 		if err != nil {
-			return err
+			return argsEnd(l, "C_Verify", hSession, err)
 		}
 		return l.Verify(tokenlib.SessionHandle(hSession), data, sig)
 	})
@@ -183,7 +196,7 @@ func go_C_VerifyFinal(hSession C.CK_SESSION_HANDLE, pSignature C.CK_BYTE_PTR, ul
 	return entry("C_VerifyFinal", func(l *tokenlib.Library) error {
 		sig, err := bytesIn(pSignature, ulSignatureLen, "pSignature")
 		if err != nil {
-			return err
+			return argsEnd(l, "C_VerifyFinal", hSession, err)
 		}
 		return l.VerifyFinal(tokenlib.SessionHandle(hSession), sig)
 	})

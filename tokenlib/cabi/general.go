@@ -183,3 +183,44 @@ func go_C_SetPIN(hSession C.CK_SESSION_HANDLE, pOldPin C.CK_UTF8CHAR_PTR, ulOldL
 		return l.SetPIN(tokenlib.SessionHandle(hSession), oldPIN, newPIN)
 	})
 }
+
+// C_GetFunctionStatus and C_CancelFunction are the legacy parallel-function
+// calls: PKCS#11 v2.40 §5.17 says a library answers them with
+// CKR_FUNCTION_NOT_PARALLEL (after C_Initialize; before it, like every
+// function, CKR_CRYPTOKI_NOT_INITIALIZED).
+
+//export go_C_GetFunctionStatus
+func go_C_GetFunctionStatus(hSession C.CK_SESSION_HANDLE) C.CK_RV {
+	return entry("C_GetFunctionStatus", func(*tokenlib.Library) error {
+		return errRV(ck.CKR_FUNCTION_NOT_PARALLEL, "no function runs in parallel with the application")
+	})
+}
+
+//export go_C_CancelFunction
+func go_C_CancelFunction(hSession C.CK_SESSION_HANDLE) C.CK_RV {
+	return entry("C_CancelFunction", func(*tokenlib.Library) error {
+		return errRV(ck.CKR_FUNCTION_NOT_PARALLEL, "no function runs in parallel with the application")
+	})
+}
+
+// go_C_WaitForSlotEvent: every slot's token is always present, so there
+// is never a slot event. With CKF_DONT_BLOCK the answer is CKR_NO_EVENT; a
+// blocking wait is CKR_FUNCTION_NOT_SUPPORTED (allowed by §5.5), rather
+// than a thread blocked until C_Finalize. Before C_Initialize it is
+// CKR_CRYPTOKI_NOT_INITIALIZED.
+//
+//export go_C_WaitForSlotEvent
+func go_C_WaitForSlotEvent(flags C.CK_FLAGS, pSlot C.CK_SLOT_ID_PTR, pReserved C.CK_VOID_PTR) C.CK_RV {
+	return entry("C_WaitForSlotEvent", func(*tokenlib.Library) error {
+		if pReserved != nil {
+			return argsBad("pReserved must be NULL")
+		}
+		if pSlot == nil {
+			return argsBad("pSlot is NULL")
+		}
+		if ck.Flags(flags)&ck.CKF_DONT_BLOCK != 0 {
+			return errRV(ck.CKR_NO_EVENT, "tokens are always present: no slot events")
+		}
+		return errRV(ck.CKR_FUNCTION_NOT_SUPPORTED, "blocking waits are not supported: tokens are always present, no slot event ever comes")
+	})
+}

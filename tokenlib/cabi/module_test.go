@@ -37,8 +37,6 @@ func TestFunctionList(t *testing.T) {
 		"C_DigestKey":         m.f.C_DigestKey(1, 1),
 		"C_SignRecoverInit":   m.f.C_SignRecoverInit(1, 0, 1),
 		"C_DeriveKey":         m.f.C_DeriveKey(1, 0, 1, 0, 0, n.P),
-		"C_WaitForSlotEvent":  m.f.C_WaitForSlotEvent(uintptr(ck.CKF_DONT_BLOCK), n.P, 0),
-		"C_CancelFunction":    m.f.C_CancelFunction(1),
 	} {
 		wantRV(t, name, rv, ck.CKR_FUNCTION_NOT_SUPPORTED)
 	}

@@ -491,22 +491,23 @@ CK_RV C_GenerateRandom(CK_SESSION_HANDLE hSession, CK_BYTE_PTR RandomData, CK_UL
 
 CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE hSession)
 {
-	(void)hSession;
-	return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pkcshsm_forked())
+		return pkcshsm_refuse_forked("C_GetFunctionStatus", CKR_CRYPTOKI_NOT_INITIALIZED);
+	return go_C_GetFunctionStatus(hSession);
 }
 
 CK_RV C_CancelFunction(CK_SESSION_HANDLE hSession)
 {
-	(void)hSession;
-	return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pkcshsm_forked())
+		return pkcshsm_refuse_forked("C_CancelFunction", CKR_CRYPTOKI_NOT_INITIALIZED);
+	return go_C_CancelFunction(hSession);
 }
 
 CK_RV C_WaitForSlotEvent(CK_FLAGS flags, CK_SLOT_ID_PTR pSlot, CK_VOID_PTR pRserved)
 {
-	(void)flags;
-	(void)pSlot;
-	(void)pRserved;
-	return CKR_FUNCTION_NOT_SUPPORTED;
+	if (pkcshsm_forked())
+		return pkcshsm_refuse_forked("C_WaitForSlotEvent", CKR_CRYPTOKI_NOT_INITIALIZED);
+	return go_C_WaitForSlotEvent(flags, pSlot, pRserved);
 }
 
 CK_FUNCTION_LIST pkcshsm_function_list = {

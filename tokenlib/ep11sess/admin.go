@@ -95,6 +95,11 @@ func (a Admin) Logout(ctx context.Context, sel Selector, force bool) ([]LogoutRe
 		return nil, err
 	}
 	defer unlock()
+	return a.logoutLocked(ctx, sel, force)
+}
+
+// logoutLocked is Logout for a caller that holds the token's session lock.
+func (a Admin) logoutLocked(ctx context.Context, sel Selector, force bool) ([]LogoutResult, error) {
 	recs, rerr := a.Records(ctx)
 	if recs == nil && rerr != nil {
 		return nil, rerr

@@ -148,6 +148,18 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 		return nil, err
 	}
 	if first, ok := l.byWK[wk]; ok && !bytes.Equal(first[:hsm.SessionIDSize], pb[:hsm.SessionIDSize]) {
+		// The adapter answers under its CURRENT wrapping key, which the
+		// officer may have activated ("set") after the caller looked at
+		// q: then the pin blob is the session's under the new key, not a
+		// broken one. File it under the key q has now; logging the
+		// session out here would break every key bound to it on q.
+		if now, ok := l.currentWK(ctx, q); ok && now != wk {
+			l.m.cfg.Logger.Info().Str("apqn", q.String()).Str("session", l.what).Str("wk", now.String()).
+				Msg("EP11 session logged in under the wrapping key the APQN activated meanwhile")
+			wk = now
+		}
+	}
+	if first, ok := l.byWK[wk]; ok && !bytes.Equal(first[:hsm.SessionIDSize], pb[:hsm.SessionIDSize]) {
 		l.m.cfg.Logger.Error().Str("apqn", q.String()).Str("session", l.what).
 			Msg("pin blob of the adapter is not equal to other adapters for the same session")
 		_ = l.m.sess.Logout(ctx, q, pb)
@@ -165,6 +177,15 @@ func (l *login) loginLocked(ctx context.Context, q apqn.ID, wk mkvp.Pattern) ([]
 	l.blobs[q][wk] = pb
 	l.fields[[hsm.SessionIDSize]byte(pb)] = true
 	return pb, nil
+}
+
+// currentWK returns the pattern of q's CURRENT wrapping key now.
+func (l *login) currentWK(ctx context.Context, q apqn.ID) (mkvp.Pattern, bool) {
+	info, err := l.m.cfg.Backend.Queue(ctx, q)
+	if err != nil {
+		return mkvp.Pattern{}, false
+	}
+	return info.MK[mkvp.EP11WK].Current.Pattern, true
 }
 
 // knows says whether a session field is one of this session's.
@@ -378,6 +399,7 @@ func (m *Manager) Start(ctx context.Context, handle uint, dk *store.DataKey) (er
 		return err
 	}
 	defer unlock()
+	m.reapDeadLocked(ctx, dk)
 	s := &session{handle: handle, rec: Record{PID: m.pid, Created: time.Now().UTC().Truncate(time.Second),
 		Slot: uint32(m.cfg.Slot), Program: m.cfg.Program}}
 	var pin []byte
@@ -442,6 +464,35 @@ func (m *Manager) Start(ctx context.Context, handle uint, dk *store.DataKey) (er
 	m.cfg.Logger.Info().Uint("session", handle).Str("ep11_session", s.rec.ID.String()).Str("mode", m.cfg.Mode.String()).
 		Int("apqns", len(logged)).Msg("EP11 session logged in")
 	return nil
+}
+
+// reapDeadLocked logs out the stored EP11 sessions of processes that no
+// longer exist (killed, or exited without C_Finalize), as `pkcshsm
+// ep11-session logout --dead` does, so the adapters' session tables do not
+// fill up with the dead. It runs whenever a process starts an EP11 session
+// of the token (every USER login of a STRICT_MODE or VHSM_MODE token,
+// including the master key change tool's), under the token's session lock.
+// A process that still exists (kill(pid, 0) succeeds or is refused) keeps
+// its sessions; so all processes sharing a token must share a PID
+// namespace, which sharing the token's files implies anyway.
+func (m *Manager) reapDeadLocked(ctx context.Context, dk *store.DataKey) {
+	a := Admin{Slot: m.cfg.Slot, Store: m.cfg.Store, DK: dk, Backend: m.sess}
+	res, err := a.logoutLocked(ctx, Selector{Dead: true}, false)
+	if err != nil {
+		m.cfg.Logger.Warn().Err(err).Msg("cannot look for EP11 sessions of ended processes")
+		return
+	}
+	for _, r := range res {
+		if r.Record.PID == 0 {
+			continue // unreadable: only the operator removes it (--id --force)
+		}
+		ev := m.cfg.Logger.Info()
+		msg := "EP11 session of an ended process logged out"
+		if !r.Removed {
+			ev, msg = m.cfg.Logger.Warn().Err(r.Err), "EP11 session of an ended process not logged out everywhere"
+		}
+		ev.Str("ep11_session", r.Record.ID.String()).Int("dead_pid", r.Record.PID).Str("program", r.Record.Program).Msg(msg)
+	}
 }
 
 func (l *login) byWKAny() []byte {

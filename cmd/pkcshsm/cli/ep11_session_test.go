@@ -212,14 +212,7 @@ func TestEP11SessionTool(t *testing.T) {
 func TestEP11SessionsExhausted(t *testing.T) {
 	layout := newEP11Root(t)
 	_, cl := binaries(t)
-	h, err := sim.Open(layout.SimDir(), sim.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Do(t.Context(), func(tx *sim.Tx) error { return tx.SetMaxSessions(ep11Q[1], 1) }); err != nil {
-		t.Fatal(err)
-	}
-	h.Close()
+	limitSessions(t, layout, ep11Q[1], 1)
 	c1, got := startClient(t, cl, "3")
 	if got != "ready" {
 		t.Fatalf("first program: %q", got)
@@ -233,5 +226,59 @@ func TestEP11SessionsExhausted(t *testing.T) {
 	}
 	if n := simSessionCount(t, layout); n != 2 {
 		t.Fatalf("%d EP11 sessions, want the first program's 2 (the refused login left none)", n)
+	}
+}
+
+// TestEP11DeadSessionsLoggedOutAutomatically: a program killed with
+// kill -9 leaves its EP11 sessions on the adapters; the next program that
+// starts an EP11 session of the token logs them out itself, without an
+// operator. With the adapter's limit at one session, the new program's
+// login works only because of that.
+func TestEP11DeadSessionsLoggedOutAutomatically(t *testing.T) {
+	layout := newEP11Root(t)
+	_, cl := binaries(t)
+	limitSessions(t, layout, ep11Q[1], 1)
+	c1, got := startClient(t, cl, "3")
+	if got != "ready" {
+		t.Fatalf("first program: %q", got)
+	}
+	dead := c1.cmd.Process.Pid
+	if err := c1.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c1.cmd.Wait()
+	if sess := showJSON(t, "3"); len(sess) != 1 || sess[0].PID != dead || sess[0].Running {
+		t.Fatalf("after kill -9: %+v, want the dead program's session", sess)
+	}
+	if n := simSessionCount(t, layout); n != 2 {
+		t.Fatalf("%d EP11 sessions on the adapters after kill -9, want the dead program's 2", n)
+	}
+	c2, got := startClient(t, cl, "3")
+	if got != "ready" {
+		t.Fatalf("second program, with the dead one's session filling the adapter: %q", got)
+	}
+	sess := showJSON(t, "3")
+	if len(sess) != 1 || sess[0].PID != c2.cmd.Process.Pid || !sess[0].Running {
+		t.Fatalf("sessions: %+v, want only the second program's", sess)
+	}
+	if n := simSessionCount(t, layout); n != 2 {
+		t.Fatalf("%d EP11 sessions on the adapters, want the second program's 2", n)
+	}
+	if got := c2.ask(t, "list"); got != "keys:" {
+		t.Fatalf("second program: %q", got)
+	}
+}
+
+// limitSessions sets the EP11 session limit of q, as `hsmsim fault
+// --max-sessions` does.
+func limitSessions(t *testing.T, layout paths.Layout, q apqn.ID, n int) {
+	t.Helper()
+	h, err := sim.Open(layout.SimDir(), sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.Do(t.Context(), func(tx *sim.Tx) error { return tx.SetMaxSessions(q, n) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -137,23 +137,23 @@ type ruleGroup struct {
 // keywords, left-aligned and padded with blanks (csulincl.h, IBM
 // "Parameters common to all verbs"). It returns the chosen keyword per
 // group ("" when absent and no default). min/max bound the count (8/35).
-func (c *call) rules(countIdx, min, max int, groups ...ruleGroup) ([]string, []string, error) {
+func (c *call) rules(countIdx, min, max int, groups ...ruleGroup) ([]string, error) {
 	n, ok := c.intArg(countIdx)
 	if !ok {
-		return nil, nil, refuse(8, rsRuleCount, "rule_array_count is NULL")
+		return nil, refuse(8, rsRuleCount, "rule_array_count is NULL")
 	}
 	if n < int64(min) || n > int64(max) {
-		return nil, nil, refuse(8, rsRuleCount, "rule_array_count %d, this verb takes %d..%d", n, min, max)
+		return nil, refuse(8, rsRuleCount, "rule_array_count %d, this verb takes %d..%d", n, min, max)
 	}
 	raw, ok := c.buf(countIdx + 1)
 	if n > 0 && (!ok || len(raw) < int(n)*8) {
-		return nil, nil, refuse(8, rsRuleCount, "rule_array holds fewer than %d keywords", n)
+		return nil, refuse(8, rsRuleCount, "rule_array holds fewer than %d keywords", n)
 	}
 	words := make([]string, n)
 	for i := range words {
 		w, err := keyword(raw[i*8 : i*8+8])
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		words[i] = w
 	}
@@ -166,24 +166,24 @@ func (c *call) rules(countIdx, min, max int, groups ...ruleGroup) ([]string, []s
 					continue
 				}
 				if chosen[gi] != "" {
-					return nil, nil, refuse(8, rsCombination, "keywords %s and %s conflict", chosen[gi], w)
+					return nil, refuse(8, rsCombination, "keywords %s and %s conflict", chosen[gi], w)
 				}
 				chosen[gi], found = w, true
 			}
 		}
 		if !found {
-			return nil, nil, refuse(8, rsKeyword, "keyword %q is not valid for %s", w, c.req.Func)
+			return nil, refuse(8, rsKeyword, "keyword %q is not valid for %s", w, c.req.Func)
 		}
 	}
 	for gi, g := range groups {
 		if chosen[gi] == "" {
 			if g.required {
-				return nil, nil, refuse(8, rsCombination, "%s needs one of %s", c.req.Func, strings.Join(g.words, ", "))
+				return nil, refuse(8, rsCombination, "%s needs one of %s", c.req.Func, strings.Join(g.words, ", "))
 			}
 			chosen[gi] = g.def
 		}
 	}
-	return chosen, words, nil
+	return chosen, nil
 }
 
 // keyword decodes one 8-byte rule-array element: printable ASCII, left
@@ -429,7 +429,7 @@ func (s *Server) csuacfv(c *call) error {
 // csuacfq answers the queries of §1.4/§1.5. Each query applies to the
 // APQN the thread selected.
 func (s *Server) csuacfq(c *call) error {
-	ch, _, err := c.rules(4, 1, 1, ruleGroup{words: []string{"STATCCA", "STATCCAE", "STATAES", "STATAPKA", "STATICSB", "STATCRD2", "DOM-NUMS", "DOM-USAG"}, required: true})
+	ch, err := c.rules(4, 1, 1, ruleGroup{words: []string{"STATCCA", "STATCCAE", "STATAES", "STATAPKA", "STATICSB", "STATCRD2", "DOM-NUMS", "DOM-USAG"}, required: true})
 	if err != nil {
 		return err
 	}
@@ -629,13 +629,12 @@ func (s *Server) domainKW(c *call, kw string) (int, error) {
 // allocated" — refused with 8/34, CHOSEN: no reason code was found for
 // it). Rule count 1 or 2 (§1.4: IBM says 1, OCK passes 2).
 func (s *Server) csuacra(c *call) error {
-	words, all, err := c.rules(4, 1, 2,
+	words, err := c.rules(4, 1, 2,
 		ruleGroup{words: []string{"DEVICE", "SERIAL", "DEV-ANY"}},
 		ruleGroup{words: domnWords(c)})
 	if err != nil {
 		return err
 	}
-	_ = all
 	if words[0] == "" && words[1] == "" {
 		return refuse(8, rsCombination, "CSUACRA needs DEVICE, SERIAL, DEV-ANY or DOMNnnnn")
 	}
@@ -697,7 +696,7 @@ func domnWords(c *call) []string {
 // DOMN-DEF returns the process to the default domain (§1.4). Deallocating
 // what is not allocated is 8/34 (CHOSEN).
 func (s *Server) csuacrd(c *call) error {
-	words, _, err := c.rules(4, 1, 2,
+	words, err := c.rules(4, 1, 2,
 		ruleGroup{words: []string{"DEVICE", "SERIAL", "DEV-ANY"}},
 		ruleGroup{words: []string{"DOMN-DEF"}})
 	if err != nil {
@@ -740,7 +739,7 @@ func (s *Server) csuacrd(c *call) error {
 // that CSNBKGN2 / CSNDPKG then fill. They are the simulator's layouts
 // (hsm/blob.go) with the key-material state 0x00 ("no key", IBM
 // "AES CIPHER key token" byte 8) and no sealed payload.
-func skeletonVL(alg byte, bits int) []byte {
+func skeletonVL(alg byte) []byte {
 	tok := make([]byte, 46)
 	tok[0] = 0x01
 	binary.BigEndian.PutUint16(tok[2:], 46)
@@ -752,7 +751,6 @@ func skeletonVL(alg byte, bits int) []byte {
 	} else {
 		binary.BigEndian.PutUint16(tok[42:], 0x0002)
 	}
-	_ = bits
 	return tok
 }
 
@@ -796,7 +794,7 @@ func (s *Server) csnbktb2(c *call) error {
 	for _, w := range noexWords {
 		groups = append(groups, ruleGroup{words: []string{w}})
 	}
-	ch, _, err := c.rules(4, 3, 16, groups...)
+	ch, err := c.rules(4, 3, 16, groups...)
 	if err != nil {
 		return err
 	}
@@ -819,7 +817,7 @@ func (s *Server) csnbktb2(c *call) error {
 	if ch[1] == "HMAC" {
 		alg = 0x03
 	}
-	return c.output(16, skeletonVL(alg, 0), "target_key_token")
+	return c.output(16, skeletonVL(alg), "target_key_token")
 }
 
 // csnbkgn2 generates an AES or HMAC key into a CSNBKTB2 skeleton (§1.6):
@@ -827,7 +825,7 @@ func (s *Server) csnbktb2(c *call) error {
 // 128/192/256 (AES) or 80..2048 (HMAC, OCK's range), all names, UADs and
 // KEKs empty.
 func (s *Server) csnbkgn2(c *call) error {
-	ch, _, err := c.rules(4, 2, 2,
+	ch, err := c.rules(4, 2, 2,
 		ruleGroup{words: []string{"AES", "HMAC"}, required: true},
 		ruleGroup{words: []string{"OP"}, required: true})
 	if err != nil {
@@ -873,7 +871,7 @@ func (s *Server) csnbkgn2(c *call) error {
 	if len(skel) >= 4 && int(binary.BigEndian.Uint16(skel[2:])) <= len(skel) {
 		skel = skel[:binary.BigEndian.Uint16(skel[2:])]
 	}
-	if len(skel) != 46 || string(skel) != string(skeletonVL(alg, 0)) {
+	if len(skel) != 46 || string(skel) != string(skeletonVL(alg)) {
 		return refuse(8, rsTVVInternal, "generated_key_identifier_1 is not a %s skeleton from CSNBKTB2", ch[0])
 	}
 	q, err := s.apqn(c)
@@ -949,7 +947,7 @@ func (s *Server) csnbkgn(c *call) error {
 // carries the 4-byte derivation data (0x02 AES, 0x01 DATA or 0x04 CIPHER,
 // BE16 bits).
 func (s *Server) csndpkb(c *call) error {
-	ch, _, err := c.rules(4, 2, 3,
+	ch, err := c.rules(4, 2, 3,
 		ruleGroup{words: []string{"RSA-AESC", "ECC-PAIR"}, required: true},
 		ruleGroup{words: []string{"KEY-MGMT"}, required: true},
 		ruleGroup{words: []string{"ECC-VER1"}})
@@ -1026,7 +1024,7 @@ func (s *Server) csndpkb(c *call) error {
 // APKA master key (rule MASTER, §1.7): no regeneration data, transport
 // key 64 zero bytes.
 func (s *Server) csndpkg(c *call) error {
-	if _, _, err := c.rules(4, 1, 1, ruleGroup{words: []string{"MASTER"}, required: true}); err != nil {
+	if _, err := c.rules(4, 1, 1, ruleGroup{words: []string{"MASTER"}, required: true}); err != nil {
 		return err
 	}
 	if err := c.zeroLen(6, "regeneration_data"); err != nil {
@@ -1065,7 +1063,7 @@ func (s *Server) csndpkg(c *call) error {
 // (uncompressed 0x04‖X‖Y) @+14. These are the offsets openCryptoki reads
 // (cca_specific.c, cca_rsa_exttok_*, token_create_ec_keypair).
 func (s *Server) csndpkx(c *call) error {
-	if _, _, err := c.rules(4, 0, 0); err != nil {
+	if _, err := c.rules(4, 0, 0); err != nil {
 		return err
 	}
 	src, err := c.inBuf(6, 1, 8000, "source_key_identifier")
@@ -1189,7 +1187,7 @@ func ParsePublicToken(tok []byte) ([]byte, bool) {
 // ---- re-encipher (§1.14) -----------------------------------------------
 
 func (c *call) ktcRules(min, max int, algs ...string) (dir hsm.Direction, alg string, err error) {
-	ch, _, err := c.rules(4, min, max,
+	ch, err := c.rules(4, min, max,
 		ruleGroup{words: []string{"RTNMK", "RTCMK"}, required: true},
 		ruleGroup{words: algs, def: algs[0]})
 	if err != nil {
@@ -1270,7 +1268,7 @@ func (s *Server) csnbktc(c *call) error {
 // csnbktc2: variable-length tokens; count must be 2 and the algorithm
 // keyword (AES or HMAC) is required (IBM "CSNBKTC2 parameters").
 func (s *Server) csnbktc2(c *call) error {
-	ch, _, err := c.rules(4, 2, 2,
+	ch, err := c.rules(4, 2, 2,
 		ruleGroup{words: []string{"RTNMK", "RTCMK"}, required: true},
 		ruleGroup{words: []string{"AES", "HMAC"}, required: true})
 	if err != nil {

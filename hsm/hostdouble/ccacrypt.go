@@ -42,7 +42,7 @@ func (s *Server) csnbsad(c *call) error { return s.symAES(c, false) }
 // 12..16), chain data 104 bytes, optional_data the AAD, data of any length;
 // ECB/CBC without padding: data a multiple of 16 (8/25).
 func (s *Server) symAES(c *call, enc bool) error {
-	ch, _, err := c.rules(4, 1, 4,
+	ch, err := c.rules(4, 1, 4,
 		ruleGroup{words: []string{"AES"}, required: true},
 		ruleGroup{words: []string{"ECB", "CBC", "PKCS-PAD", "GCM"}, def: "CBC"},
 		ruleGroup{words: []string{"KEYIDENT"}, def: "KEYIDENT"},
@@ -151,11 +151,9 @@ func (s *Server) symAES(c *call, enc bool) error {
 // des3 runs CSNBENC/CSNBDEC: rule CBC (count 1), an 8-byte IV, an 18-byte
 // chaining vector, text a multiple of 8 bytes (8/25), a DES DATA token.
 func (s *Server) des3(c *call, enc bool, key, textLen, ruleCount, out int) error {
-	ch, _, err := c.rulesAt(ruleCount, 1, 1, ruleGroup{words: []string{"CBC"}, required: true})
-	if err != nil {
+	if _, err := c.rules(ruleCount, 1, 1, ruleGroup{words: []string{"CBC"}, required: true}); err != nil {
 		return err
 	}
-	_ = ch
 	tok, ok := c.buf(key)
 	if !ok {
 		return refuse(8, rsTVVInternal, "key_identifier is NULL")
@@ -188,11 +186,6 @@ func (s *Server) des3(c *call, enc bool, key, textLen, ruleCount, out int) error
 		return simErr(err)
 	}
 	return c.setBytes(out, res)
-}
-
-// rulesAt is rules for verbs whose rule_array_count is not argument 4.
-func (c *call) rulesAt(countIdx, min, max int, groups ...ruleGroup) ([]string, []string, error) {
-	return c.rules(countIdx, min, max, groups...)
 }
 
 func (s *Server) csnbenc(c *call) error { return s.des3(c, true, 4, 5, 8, 12) }
@@ -232,7 +225,7 @@ func (c *call) pkaKey(q hsm.QueueInfo, tok []byte, publicOK bool, layouts ...hsm
 // data_structure_length must be 0; the output buffer must hold the
 // modulus length (8/72, length back).
 func (s *Server) oaep(c *call, enc bool) error {
-	ch, _, err := c.rules(4, 2, 2,
+	ch, err := c.rules(4, 2, 2,
 		ruleGroup{words: []string{"PKOAEP2", "PKCSOAEP"}, required: true},
 		ruleGroup{words: []string{"SHA-1", "SHA-224", "SHA-256", "SHA-384", "SHA-512"}, required: true})
 	if err != nil {
@@ -286,7 +279,7 @@ func (s *Server) csndpkd(c *call) error { return s.oaep(c, false) }
 // is a DER DigestInfo) or PKCS-PSS with a hash keyword (the hash argument
 // is a 4-byte big-endian salt length and the digest).
 func (c *call) sigRules(hash []byte) (hsm.Mechanism, hsm.Params, []byte, hsm.KeyType, error) {
-	ch, _, err := c.rules(4, 1, 2,
+	ch, err := c.rules(4, 1, 2,
 		ruleGroup{words: []string{"ECDSA", "PKCS-1.1", "PKCS-PSS"}, required: true},
 		ruleGroup{words: []string{"SHA-1", "SHA-224", "SHA-256", "SHA-384", "SHA-512"}})
 	if err != nil {
@@ -384,7 +377,7 @@ func (s *Server) csnddsv(c *call) error {
 // HMAC token under the AES master key. MAC_length is the digest length
 // (32); a MAC that does not verify is 4/1 (§1.15).
 func (s *Server) hmacCall(c *call, gen bool) error {
-	_, _, err := c.rules(4, 2, 3,
+	_, err := c.rules(4, 2, 3,
 		ruleGroup{words: []string{"HMAC"}, required: true},
 		ruleGroup{words: []string{"SHA-256"}, required: true},
 		ruleGroup{words: []string{"ONLY"}, def: "ONLY"})

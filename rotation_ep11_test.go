@@ -143,6 +143,8 @@ func TestRotationEP11SessionModes(t *testing.T) {
 			t.Fatalf("reencipher output:\n%s", out)
 		}
 		for _, q := range strings.Split(apqns, ",") {
+			// From the keys: nothing is lost by the set (issue 16).
+			run("", "pkcshsm_mk_change", "verify", "-a", q, "-t", "WK")
 			run("", "hsmsim", "set", "--apqns", q, "--type", "WK")
 		}
 		run(lines(user, user, user), "pkcshsm_mk_change", "finalize", "-i", m[1])

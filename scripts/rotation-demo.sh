@@ -325,6 +325,13 @@ else
 	phase cancel
 	printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change cancel -i "$cca_op"
 	printf '%s\n' $USER | pkcshsm_mk_change cancel -i "$ep11_op"
+	# The NEW registers are still loaded: list says a set would now lose
+	# keys, until the officer clears them.
+	pkcshsm_mk_change list | grep -q "DO NOT SET ON THIS HOST UNTIL IT RE-ENCIPHERS" ||
+		fail "list does not warn about the loaded NEW registers after the cancel"
+	step "officer: clear the NEW registers"
+	for t in SYM AES APKA; do hsmsim clear-new --apqns "$CCA_APQNS" --type $t >/dev/null; done
+	hsmsim clear-new --apqns "$EP11_APQNS" --type WK >/dev/null
 fi
 [ -z "$(pkcshsm_mk_change list)" ] || fail "operations left after $MODE"
 phase after

@@ -27,6 +27,11 @@ run pkcshsm_mk_change verify -i "$id_cca"
 not_ready "DO NOT SET ON THIS HOST UNTIL IT RE-ENCIPHERS" -a "$EP11_APQNS"
 out=$(pkcshsm_mk_change verify -a "$EP11_APQNS" --json 2>/dev/null) && rt_fail "verify --json says ready: $out"
 [ "$(jq -r '.slots[] | select(.slot == 4) | .missing_new > 0' <<<"$out")" = true ] || rt_fail "no missing keys counted: $out"
+# The running applications' EP11 session keys are counted too (through
+# pkcshsmd), and none of the CCA slot's.
+[ "$(jq -r '.slots[] | select(.slot == 4) | .session_keys_missing_new > 0' <<<"$out")" = true ] ||
+	rt_fail "the applications' session keys are not counted: $out"
+[ -z "$(jq -r '.slots[] | select(.slot == 2) | .slot' <<<"$out")" ] || rt_fail "the CCA slot is reported for EP11 APQNs: $out"
 fix=$(jq -r .fix <<<"$out")
 [ "$fix" = "pkcshsm_mk_change reencipher -a 06.0033,0E.0033 -e ${wk^^}" ] || rt_fail "fix is '$fix'"
 # The set helper refuses too: verify is run before every set.

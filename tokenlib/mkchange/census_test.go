@@ -40,6 +40,10 @@ func summarized(t *testing.T, f *fixture) {
 // after a cancel — and leaves other types alone.
 func TestCensusFromTheKeys(t *testing.T) {
 	f := newFixture(t)
+	// A key of an older release: no summary recorded, private, and under
+	// a type this change leaves alone (SYM). Until the reencipher pass
+	// records its summary it counts as missing.
+	f.key(cca1, hsm.KeySpec{Type: hsm.KeyDES3, Bits: 192}, "old des", true)
 	summarized(t, f)
 	for i := range 3 {
 		f.key(cca1, hsm.KeySpec{Type: hsm.KeyAES, Bits: 256}, "aes", i != 0)
@@ -62,7 +66,7 @@ func TestCensusFromTheKeys(t *testing.T) {
 			t.Fatalf("%s: census %+v, want %d keys, %d missing", step, r, keys, missing)
 		}
 	}
-	check("before the pass", 3, 3)
+	check("before the pass", 4, 4)
 	if _, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -74,8 +78,8 @@ func TestCensusFromTheKeys(t *testing.T) {
 	}
 	// No register holds the keys' patterns any more: all lost.
 	r, err := tok.Census(f.ctx, f.st, op.New, func(mkvp.Type, mkvp.Pattern) bool { return false })
-	if err != nil || r.Lost != 4 {
-		t.Fatalf("census with no known pattern: %+v, %v; want 4 lost (AES and DES)", r, err)
+	if err != nil || r.Lost != 5 {
+		t.Fatalf("census with no known pattern: %+v, %v; want 5 lost (AES and DES)", r, err)
 	}
 	if _, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActCancel, nil); err != nil {
 		t.Fatal(err)

@@ -115,3 +115,46 @@ func TestCensusSummaryFollowsTheBlobs(t *testing.T) {
 		t.Fatalf("census of certificates: %d rows, %v", n, err)
 	}
 }
+
+// Objects written without a summary get one from RecordSummaries, with
+// their version unchanged; private ones need the data key.
+func TestRecordSummaries(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, dk := newTokenIn(t, dir, testOptions(t))
+	priv := &Object{Class: ckoSecret, Private: true, Attrs: map[uint32][]byte{ckaOpaque: []byte("cur")}}
+	pub := &Object{Class: ckoSecret, Attrs: map[uint32][]byte{ckaOpaque: []byte("pub"), ckaReenc: []byte("new")}}
+	for _, o := range []*Object{priv, pub} {
+		if err := s.Create(ctx, dk, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	opts := testOptions(t)
+	opts.Summary, opts.SummaryAttrs = summaryOf, []uint32{ckaOpaque, ckaReenc}
+	s2, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n, err := s2.RecordSummaries(ctx, nil); err != nil || n != 1 {
+		t.Fatalf("without the data key: %d recorded, %v; want the public one", n, err)
+	}
+	udk, err := s2.Login(ctx, User, userPIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s2.RecordSummaries(ctx, udk); err != nil || n != 1 {
+		t.Fatalf("with the data key: %d recorded, %v; want the private one", n, err)
+	}
+	rows := census(t, s2)
+	if string(rows[priv.Handle].Summary) != "cur|" || string(rows[pub.Handle].Summary) != "pub|new" {
+		t.Fatalf("summaries %q %q", rows[priv.Handle].Summary, rows[pub.Handle].Summary)
+	}
+	if v, err := s2.Version(ctx, priv.Handle); err != nil || v != 1 {
+		t.Fatalf("version after recording: %d %v", v, err)
+	}
+	if n, err := s2.RecordSummaries(ctx, udk); err != nil || n != 0 {
+		t.Fatalf("second run: %d %v", n, err)
+	}
+}

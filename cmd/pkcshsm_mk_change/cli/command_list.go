@@ -115,18 +115,15 @@ func (c *command) runList(ctx context.Context, cmd *cobra.Command, o *listOption
 }
 
 // printForeign prints what keyChecks found of tokens no operation of this
-// host covers: before the operations (a blank line after, if more
-// follows), or on standard error with --json, which must stay JSON.
+// host covers, before the operations (a blank line after, if more
+// follows); not with --json, whose output is the operations alone.
 func printForeign(cmd *cobra.Command, chk keyChecks, asJSON, more bool) {
-	if chk.foreign == nil {
-		return
+	if chk.foreign == nil || asJSON {
+		return // --json prints the operations only; verify --json has the rest
 	}
 	w := cmd.OutOrStdout()
-	if asJSON {
-		w = cmd.ErrOrStderr()
-	}
 	fmt.Fprint(w, chk.foreign.foreignText())
-	if !asJSON && more {
+	if more {
 		fmt.Fprintln(w)
 	}
 }

@@ -653,7 +653,9 @@ func (c *command) keyChecks(ctx context.Context, cmd *cobra.Command, ops []*stat
 			}
 			continue
 		}
-		r, err := s.readiness(ctx, verifyTarget{apqns: op.APQNs, newp: op.New, op: op}, queues, true)
+		// The token objects only: asking every process would make list
+		// wait for a stopped one; verify asks them.
+		r, err := s.readiness(ctx, verifyTarget{apqns: op.APQNs, newp: op.New, op: op}, queues, false)
 		if err != nil {
 			chk.failed[op.ID] = err.Error()
 			continue

@@ -23,6 +23,7 @@ const (
 	ckmRSAOAEP        = 0x0009
 	ckmRSAPSS         = 0x000D
 	ckmDES3KeyGen     = 0x0131
+	ckmDES3ECB        = 0x0132
 	ckmDES3CBC        = 0x0133
 	ckmSHA1           = 0x0220
 	ckmSHA256         = 0x0250
@@ -260,7 +261,7 @@ func cipherMech(q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byt
 		if _, err := keyFor(q, key, m, hsm.KeyAES); err != nil {
 			return nil, 0, err
 		}
-	case hsm.MechDES3CBC:
+	case hsm.MechDES3CBC, hsm.MechDES3ECB:
 		if _, err := keyFor(q, key, m, hsm.KeyDES3); err != nil {
 			return nil, 0, err
 		}
@@ -318,6 +319,11 @@ func cipherMech(q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byt
 			return nil, 0, dataErr("DES3-CBC data of %d bytes is not a multiple of 8", len(data))
 		}
 		return withIV(ckmDES3CBC, p.IV), len(data), nil
+	case hsm.MechDES3ECB:
+		if len(data)%8 != 0 {
+			return nil, 0, dataErr("DES3-ECB data of %d bytes is not a multiple of 8", len(data))
+		}
+		return plain(ckmDES3ECB), len(data), nil
 	case hsm.MechRSAOAEP:
 		h, ok := hashMech[p.Hash]
 		if !ok {

@@ -190,7 +190,7 @@ func newEnv(t *testing.T) (*host.Backend, *sim.HSM) {
 // hostLimits are the libraries' (docs/ARCHITECTURE.md, "Host
 // libraries"): four of the CCA library as openCryptoki uses it, and the
 // EP11 library reports no session count.
-var hostLimits = hsmtest.Limits{NoCCAKeyWrap: true, NoCCAImport: true, NoCCAOAEPLabel: true, NoCCASymOldPattern: true,
+var hostLimits = hsmtest.Limits{NoCCAKeyWrap: true, NoCCAImport: true, NoCCAOAEPLabel: true, NoCCASymOldPattern: true, NoCCADES3ECB: true,
 	NoEP11SessionStatus: true}
 
 // TestContract: the whole suite, CCA through the CCA double, EP11

@@ -70,6 +70,7 @@ const (
 	ckmRSAPKCSOAEP       = 0x0009
 	ckmRSAPKCSPSS        = 0x000D
 	ckmDES3KeyGen        = 0x0131
+	ckmDES3ECB           = 0x0132
 	ckmDES3CBC           = 0x0133
 	ckmSHA256HMAC        = 0x0251
 	ckmGenericSecretGen  = 0x0350
@@ -887,6 +888,8 @@ func (c *call) cryptMech(m *mechanism) (hsm.Mechanism, hsm.Params, error) {
 	switch m.mech {
 	case ckmAESECB:
 		return hsm.MechAESECB, hsm.Params{}, m.noParams()
+	case ckmDES3ECB:
+		return hsm.MechDES3ECB, hsm.Params{}, m.noParams()
 	case ckmAESCBC, ckmAESCBCPad, ckmDES3CBC:
 		want := 16
 		hm := map[uint64]hsm.Mechanism{ckmAESCBC: hsm.MechAESCBC, ckmAESCBCPad: hsm.MechAESCBCPad, ckmDES3CBC: hsm.MechDES3CBC}[m.mech]

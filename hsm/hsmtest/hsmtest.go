@@ -65,6 +65,10 @@ type Limits struct {
 	// NoCCASymOldPattern: the CCA SYM OLD register's state is reported,
 	// its pattern is not (zero).
 	NoCCASymOldPattern bool
+	// NoCCADES3ECB: DES3-ECB with CCA keys fails with ErrMechanism (the
+	// CCA DES encipher verbs CSNBENC/CSNBDEC offer CBC-based modes only,
+	// CCA Basic Services Reference, "Encipher").
+	NoCCADES3ECB bool
 	// NoEP11SessionStatus: SessionStatus fails with FailedPrecondition
 	// (the EP11 host library reports no session count).
 	NoEP11SessionStatus bool
@@ -540,6 +544,13 @@ func mechanismsOn(t *testing.T, e Env, q apqn.ID) {
 	}
 	for _, c := range sym {
 		t.Run(c.name, func(t *testing.T) {
+			if c.m == hsm.MechDES3ECB && e.Limits.NoCCADES3ECB && slices.Contains(e.CCA, q) {
+				_, err := e.Backend.Encrypt(ctx, q, c.key, c.m, c.p, c.data)
+				if !errors.Is(err, hsm.ErrMechanism) {
+					t.Fatalf("DES3-ECB on a CCA APQN: %v, want ErrMechanism", err)
+				}
+				return
+			}
 			ct := must[[]byte](t, "Encrypt")(e.Backend.Encrypt(ctx, q, c.key, c.m, c.p, c.data))
 			if len(c.data) > 0 && bytes.Contains(ct, c.data) {
 				t.Fatal("ciphertext contains the plaintext")

@@ -327,3 +327,79 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 		t.Fatalf("%d keys after finalize, %d before", len(after), len(before))
 	}
 }
+
+// TestKillInsidePipelinedPass: the tool is killed while the reencipher
+// pass has several requests in flight on each APQN (the adapters have 4
+// engines of 300µs; the kill lands at the 3,000th request, inside the
+// second page). Only whole pages were committed, every REENC blob there
+// is under the new key, and cancel brings every key back as it was.
+func TestKillInsidePipelinedPass(t *testing.T) {
+	e := newCrashEnv(t)
+	before := e.patterns()
+	p := e.loadNewAES()
+	err := e.hsm.Do(context.Background(), func(tx *sim.Tx) error {
+		for _, q := range []apqn.ID{q1, q2} {
+			if err := tx.SetLatency(q, 300*time.Microsecond); err != nil {
+				return err
+			}
+			if err := tx.SetEngines(q, 4); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.runFP("cli.pass.reencipher.in-flight=kill@3000", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	if !r.killed {
+		t.Fatalf("reencipher not killed: exit %d\n%s", r.code, r.out)
+	}
+	if op := e.op(); op.State != state.Reenciphering {
+		t.Fatalf("state after the kill = %s, want REENCIPHERING", op.State)
+	}
+	if after := e.patterns(); !maps.Equal(after, before) {
+		t.Fatal("the pass changed a key's CURRENT blob or OLD blob")
+	}
+	reenc := 0
+	for h, rp := range e.reencPatterns() {
+		reenc++
+		if rp != p {
+			t.Fatalf("key %d: REENC under %s, want %s", h, rp, p)
+		}
+	}
+	if reenc != 0 && reenc != 2000 {
+		t.Fatalf("%d keys re-enciphered at the kill, want whole pages (0 or 2000)", reenc)
+	}
+	code, out := e.run("cancel", "-i", string(e.op().ID))
+	if code != 0 || !strings.Contains(out, "successfully canceled") {
+		t.Fatalf("cancel after the kill: exit %d\n%s", code, out)
+	}
+	if after := e.patterns(); !maps.Equal(after, before) {
+		t.Fatal("after cancel the keys' blobs differ from before the change")
+	}
+}
+
+// reencPatterns maps the keys with a REENC blob to its master key pattern.
+func (e *crashEnv) reencPatterns() map[uint64]mkvp.Pattern {
+	st, err := store.Open(e.layout.TokenDir("cca"), store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	objs, err := st.List(context.Background(), nil, store.Filter{Classes: []uint{uint(ck.CKO_SECRET_KEY)}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[uint64]mkvp.Pattern{}
+	for _, o := range objs {
+		if b, ok := o.Attrs[uint32(ck.CKA_IBM_OPAQUE_REENC)]; ok {
+			info, err := hsm.Inspect(b)
+			if err != nil {
+				e.t.Fatalf("key %d: REENC: %v", o.Handle, err)
+			}
+			out[o.Handle] = info.Pattern
+		}
+	}
+	return out
+}

@@ -81,8 +81,12 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	per, err := InFlight()
+	if err != nil {
+		return 0, err
+	}
 	pages := make(chan page, 1)
-	go t.prepare(ctx, st, dk, be, qs, op, a, pages)
+	go t.prepare(ctx, st, dk, be, qs, op, a, per, pages)
 	changed, done := 0, 0
 	var failed error
 	for p := range pages {
@@ -200,7 +204,7 @@ type page struct {
 // prepare reads the key objects page by page, transforms them and sends
 // the pages that are to be written, then closes pages. It stops at the
 // first error (sent as the last page) or when ctx ends.
-func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, pages chan<- page) {
+func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, per int, pages chan<- page) {
 	defer close(pages)
 	pageSize := failpoint.Int("mkchange.page-size", pageSize)
 	send := func(p page) bool {
@@ -223,21 +227,50 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 			return
 		}
 		p := page{listed: len(objs)}
+		last := objs[len(objs)-1].Handle
+		if err := transformPage(ctx, be, qs, objs, op, a, per); err != nil {
+			send(page{err: err})
+			return
+		}
 		for _, o := range objs {
-			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
-			if err != nil {
-				send(page{err: fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)})
-				return
-			}
-			if ok {
+			if o != nil {
 				p.changed = append(p.changed, o)
 			}
 		}
 		if !send(p) || len(objs) < pageSize {
 			return
 		}
-		after = objs[len(objs)-1].Handle
+		after = last
 	}
+}
+
+// transformPage applies action a to every object of a page and sets the
+// entries of objs it did not change to nil. Re-enciphering keeps up to per
+// requests outstanding on each APQN (see Each); the other actions make no
+// HSM call and run in order. The first object that fails stops the page
+// with an error naming it.
+func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, per int) error {
+	one := func(ctx context.Context, i int) error {
+		o := objs[i]
+		failpoint.Hit("cli.pass." + a.String() + ".in-flight")
+		ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
+		if err != nil {
+			return fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+		}
+		if !ok {
+			objs[i] = nil
+		}
+		return nil
+	}
+	if a != state.ActReencipher {
+		for i := range objs {
+			if err := one(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, per, one)
 }
 
 // apqnFor spreads re-enciphering over the APQNs by handle, so that both

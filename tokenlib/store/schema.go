@@ -49,6 +49,22 @@ ALTER TABLE object ADD COLUMN id_ix BLOB;
 CREATE INDEX object_label ON object (label_ix);
 CREATE INDEX object_id ON object (id_ix);
 `,
+	// 3 (issue 17): the narrow blob table (see blobs.go). Every object
+	// gets its row, carrying its version from now on; blobs NULL marks a
+	// row whose blob attributes are still inside object.attrs until its
+	// next update. Touches only its own table, so its place relative to
+	// other migrations does not matter.
+	`
+CREATE TABLE blob (
+	handle  INTEGER PRIMARY KEY,  -- object.handle
+	version INTEGER NOT NULL,     -- the object's version (object.version is no longer written)
+	blobs   BLOB                  -- CKA_IBM_OPAQUE, _REENC, _OLD as an attribute list (codec.go); NULL: in object.attrs
+);
+INSERT INTO blob (handle, version) SELECT handle, version FROM object;
+CREATE TRIGGER object_blob_delete AFTER DELETE ON object BEGIN
+	DELETE FROM blob WHERE handle = old.handle;
+END;
+`,
 }
 
 // SchemaVersion returns the schema version this package writes.

@@ -366,7 +366,11 @@ type Tx struct {
 // transaction and never returns; the Store's read methods work but do not
 // see fn's uncommitted changes.
 func (s *Store) Batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
-	return s.writeTx(ctx, func(stx *runner) error {
+	return s.batch(ctx, dk, fn, false)
+}
+
+func (s *Store) batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error, low bool) error {
+	return s.writeTxPrio(ctx, low, func(stx *runner) error {
 		if dk != nil {
 			if err := s.checkKey(ctx, stx, dk); err != nil {
 				return err

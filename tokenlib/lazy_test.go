@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/pkcshsm/pkcshsm/apqn"
-	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/hsmtest"
 	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
 
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -280,43 +277,6 @@ func TestSessionPassPages(t *testing.T) {
 	}
 }
 
-// heldBackend holds every Reencipher inside the backend until want of
-// them are inside together, and records the most it held per APQN.
-type heldBackend struct {
-	hsm.Backend
-	want    int
-	mu      sync.Mutex
-	inside  map[apqn.ID]int
-	most    map[apqn.ID]int
-	total   int
-	open    bool
-	reached chan struct{}
-}
-
-func (g *heldBackend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {
-	g.mu.Lock()
-	g.inside[q]++
-	g.total++
-	g.most[q] = max(g.most[q], g.inside[q])
-	if g.total == g.want && !g.open {
-		g.open = true
-		close(g.reached)
-	}
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.inside[q]--
-		g.total--
-		g.mu.Unlock()
-	}()
-	select {
-	case <-g.reached:
-	case <-time.After(20 * time.Second):
-		return nil, fmt.Errorf("only some of %d requests were ever in flight together", g.want)
-	}
-	return g.Backend.Reencipher(ctx, q, blob, d)
-}
-
 // TestSessionPassInFlight: the agents' session-key pass keeps
 // PKCSHSM_PASS_INFLIGHT requests inside the backend at once on each APQN
 // (none returns before all are in), never more, and every key ends with
@@ -338,7 +298,7 @@ func TestSessionPassInFlight(t *testing.T) {
 	tok := l.slots[slotCCA]
 	view, err := tok.mkView(ctx)
 	must(t, err)
-	g := &heldBackend{Backend: l.backend, want: 6, inside: map[apqn.ID]int{}, most: map[apqn.ID]int{}, reached: make(chan struct{})}
+	g := hsmtest.NewHeld(l.backend, 6)
 	real := l.backend
 	l.backend = g
 	n, err := tok.sessionPass(ctx, view, op, state.ActReencipher)
@@ -346,8 +306,8 @@ func TestSessionPassInFlight(t *testing.T) {
 	if err != nil || n != len(keys) {
 		t.Fatalf("session pass: %d changed, %v", n, err)
 	}
-	if g.most[cca1] != 3 || g.most[cca2] != 3 {
-		t.Fatalf("most requests in flight per APQN %v, want 3 on each", g.most)
+	if g.Most(cca1) != 3 || g.Most(cca2) != 3 {
+		t.Fatalf("most requests in flight per APQN %d and %d, want 3 on each", g.Most(cca1), g.Most(cca2))
 	}
 	for _, k := range keys {
 		wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})

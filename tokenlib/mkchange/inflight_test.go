@@ -13,57 +13,10 @@ import (
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
+	"github.com/pkcshsm/pkcshsm/hsm/hsmtest"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
 )
-
-// gateBackend holds every Reencipher inside the backend until want of
-// them are inside at the same time, then lets them all go. It records the
-// most requests it ever held per APQN.
-type gateBackend struct {
-	hsm.Backend
-	want int
-
-	mu      sync.Mutex
-	inside  map[apqn.ID]int
-	most    map[apqn.ID]int
-	total   int
-	open    bool
-	reached chan struct{}
-	calls   atomic.Int64
-}
-
-func newGate(be hsm.Backend, want int) *gateBackend {
-	return &gateBackend{Backend: be, want: want, inside: map[apqn.ID]int{}, most: map[apqn.ID]int{}, reached: make(chan struct{})}
-}
-
-func (g *gateBackend) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {
-	g.calls.Add(1)
-	g.mu.Lock()
-	g.inside[q]++
-	g.total++
-	g.most[q] = max(g.most[q], g.inside[q])
-	if g.total == g.want && !g.open {
-		g.open = true
-		close(g.reached)
-	}
-	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		g.inside[q]--
-		g.total--
-		g.mu.Unlock()
-	}()
-	select {
-	case <-g.reached:
-	case <-time.After(20 * time.Second):
-		g.mu.Lock()
-		n := g.total
-		g.mu.Unlock()
-		return nil, fmt.Errorf("gate: only %d requests were ever in flight together, want %d", n, g.want)
-	}
-	return g.Backend.Reencipher(ctx, q, blob, d)
-}
 
 // TestPassKeepsRequestsInFlight: a reencipher pass over two APQNs has
 // per requests inside the backend at the same time on each APQN — the
@@ -75,7 +28,7 @@ func TestPassKeepsRequestsInFlight(t *testing.T) {
 			t.Setenv(InFlightEnv, fmt.Sprint(per))
 			f := newFixture(t)
 			keys, op, tok := passToken(t, f, 24)
-			g := newGate(f.hsm, 2*per)
+			g := hsmtest.NewHeld(f.hsm, 2*per)
 			n, err := tok.Pass(f.ctx, f.st, f.dk, g, op, state.ActReencipher, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -84,8 +37,8 @@ func TestPassKeepsRequestsInFlight(t *testing.T) {
 				t.Fatalf("pass changed %d keys, want %d", n, len(keys))
 			}
 			for _, q := range []apqn.ID{cca1, cca2} {
-				if g.most[q] != per {
-					t.Errorf("APQN %s: at most %d requests in flight, want exactly %d", q, g.most[q], per)
+				if g.Most(q) != per {
+					t.Errorf("APQN %s: at most %d requests in flight, want exactly %d", q, g.Most(q), per)
 				}
 			}
 			newAES := op.New[mkvp.CCAAES]

@@ -63,6 +63,11 @@ type queueRT struct {
 	// sessions maps the session fields of the logged-in EP11 sessions
 	// under the CURRENT wrapping key to their secrets.
 	sessions map[[hsm.SessionIDSize]byte][]byte
+	// opened caches the private keys opened on this APQN (see keycache.go).
+	// It belongs to the snapshot: any change of the state — a register
+	// loaded, set or cleared, a session logged in or out — makes a new
+	// snapshot with an empty cache.
+	opened keyCache
 }
 
 // mkRegs are the loaded registers of one master key type; nil = not loaded.

@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pkcshsm/pkcshsm/hsm/hsmtest"
+	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
+
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/paths"
@@ -268,6 +271,43 @@ func TestSessionPassPages(t *testing.T) {
 	n, err := tok.sessionPass(ctx, view, op, state.ActReencipher)
 	if err != nil || n != len(keys) {
 		t.Fatalf("session pass: %d changed, %v", n, err)
+	}
+	for _, k := range keys {
+		wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})
+	}
+}
+
+// TestSessionPassInFlight: the agents' session-key pass keeps
+// PKCSHSM_PASS_INFLIGHT requests inside the backend at once on each APQN
+// (none returns before all are in), never more, and every key ends with
+// its REENC blob.
+func TestSessionPassInFlight(t *testing.T) {
+	t.Setenv(mkchange.InFlightEnv, "3")
+	ctx := context.Background()
+	layout := writeTestRoot(t)
+	o := officer(t, layout)
+	l := newMKLib(t, layout, slotCCA)
+	h := userSession(t, l, slotCCA)
+	var keys []ObjectHandle
+	for i := range 14 {
+		keys = append(keys, genAES(t, l, h, fmt.Sprint("s", i), false))
+	}
+	cur := currentMK(t, o, cca1, mkvp.CCAAES)
+	newP := loadNew(t, o, mkvp.CCAAES, cca1, cca2)
+	op := createOp(t, opsDir(t, layout), mkvp.CCAAES, newP, state.Reenciphered, cca1, cca2)
+	tok := l.slots[slotCCA]
+	view, err := tok.mkView(ctx)
+	must(t, err)
+	g := hsmtest.NewHeld(l.backend, 6)
+	real := l.backend
+	l.backend = g
+	n, err := tok.sessionPass(ctx, view, op, state.ActReencipher)
+	l.backend = real
+	if err != nil || n != len(keys) {
+		t.Fatalf("session pass: %d changed, %v", n, err)
+	}
+	if g.Most(cca1) != 3 || g.Most(cca2) != 3 {
+		t.Fatalf("most requests in flight per APQN %d and %d, want 3 on each", g.Most(cca1), g.Most(cca2))
 	}
 	for _, k := range keys {
 		wantBlobs(t, l, h, k, cur, newP, mkvp.Pattern{})

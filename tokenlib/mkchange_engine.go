@@ -335,21 +335,41 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 	if a == state.ActReencipher && len(qs) == 0 {
 		return 0, errclass.New(errclass.FailedPrecondition, "slot %d uses no APQN of operation %s", t.slot, op.ID)
 	}
-	changed, failed, i := 0, 0, 0
-	var errs []error
-	var after ObjectHandle
+	per := 1
+	if a == state.ActReencipher {
+		var err error
+		if per, err = mkchange.InFlight(); err != nil {
+			return 0, err
+		}
+	}
+	var (
+		mu              sync.Mutex
+		changed, failed int
+		errs            []error
+		after           ObjectHandle
+	)
+	i := 0
 	for {
 		page := t.sessionPageAfter(after, sessionPage)
 		if len(page) == 0 {
 			break
 		}
-		for _, o := range page {
-			var q apqn.ID
-			if len(qs) > 0 {
-				q = qs[i%len(qs)]
+		// Up to per requests in flight on every APQN (see
+		// mkchange.Each); an object that fails is reported and the pass
+		// goes on with the others, as the next run retries it.
+		base := i
+		i += len(page)
+		apqnOf := func(j int) apqn.ID {
+			if len(qs) == 0 {
+				return apqn.ID{}
 			}
-			i++
-			ok, err := t.sessionTransform(ctx, q, o, op, a)
+			return qs[(base+j)%len(qs)]
+		}
+		err := mkchange.Each(ctx, len(page), apqnOf, per, func(ctx context.Context, j int) error {
+			o := page[j]
+			ok, err := t.sessionTransform(ctx, apqnOf(j), o, op, a)
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
 				if failed++; len(errs) < 10 {
 					errs = append(errs, fmt.Errorf("session object %d: %w", o.handle, err))
@@ -358,6 +378,11 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 			if ok {
 				changed++
 			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+			break
 		}
 		after = page[len(page)-1].handle
 	}

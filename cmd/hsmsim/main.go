@@ -7,8 +7,16 @@ import (
 	"os"
 
 	"github.com/pkcshsm/pkcshsm/cmd/hsmsim/command"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/cpuprofile"
 )
 
 func main() {
-	os.Exit(command.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stopProfile, err := cpuprofile.Start()
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(2)
+	}
+	code := command.Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
 }

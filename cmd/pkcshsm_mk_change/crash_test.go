@@ -60,6 +60,16 @@ func newCrashEnvKeys(t *testing.T, n int) *crashEnv {
 // CKA_IBM_OPAQUE and CKA_IBM_OPAQUE_OLD blobs (zero when absent), read
 // from the blobs themselves.
 func (e *crashEnv) patterns() map[uint64][2]mkvp.Pattern {
+	out := map[uint64][2]mkvp.Pattern{}
+	for h, ps := range e.blobPatterns(ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_OLD) {
+		out[h] = [2]mkvp.Pattern{ps[0], ps[1]}
+	}
+	return out
+}
+
+// blobPatterns maps every token key to the master key patterns of the
+// given blob attributes (zero where the key has none).
+func (e *crashEnv) blobPatterns(attrs ...ck.Attribute) map[uint64][]mkvp.Pattern {
 	st, err := store.Open(e.layout.TokenDir("cca"), store.Options{})
 	if err != nil {
 		e.t.Fatal(err)
@@ -69,10 +79,10 @@ func (e *crashEnv) patterns() map[uint64][2]mkvp.Pattern {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	out := map[uint64][2]mkvp.Pattern{}
+	out := map[uint64][]mkvp.Pattern{}
 	for _, o := range objs {
-		var ps [2]mkvp.Pattern
-		for i, a := range []ck.Attribute{ck.CKA_IBM_OPAQUE, ck.CKA_IBM_OPAQUE_OLD} {
+		ps := make([]mkvp.Pattern, len(attrs))
+		for i, a := range attrs {
 			if b, ok := o.Attrs[uint32(a)]; ok {
 				info, err := hsm.Inspect(b)
 				if err != nil {
@@ -260,4 +270,70 @@ func TestKillDuringFinalizeThenFinalize(t *testing.T) {
 	if len(after) != len(before) {
 		t.Fatalf("%d keys after finalize, %d before", len(after), len(before))
 	}
+}
+
+// TestKillInsidePipelinedPass: the tool is killed while the reencipher
+// pass has several requests in flight on each APQN (the adapters have 4
+// engines of 300µs; the kill lands at the 3,000th request, inside the
+// second page). Only whole transactions were committed, every REENC blob
+// there is under the new key, and cancel brings every key back as it was.
+func TestKillInsidePipelinedPass(t *testing.T) {
+	e := newCrashEnv(t)
+	before := e.patterns()
+	p := e.loadNewAES()
+	err := e.hsm.Do(context.Background(), func(tx *sim.Tx) error {
+		for _, q := range []apqn.ID{q1, q2} {
+			if err := tx.SetLatency(q, 300*time.Microsecond); err != nil {
+				return err
+			}
+			if err := tx.SetEngines(q, 4); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.runFP("cli.pass.reencipher.in-flight=kill@3000", "reencipher", "-a", "01.0033,02.0033", "-A", p.String())
+	if !r.killed {
+		t.Fatalf("reencipher not killed: exit %d\n%s", r.code, r.out)
+	}
+	if op := e.op(); op.State != state.Reenciphering {
+		t.Fatalf("state after the kill = %s, want REENCIPHERING", op.State)
+	}
+	if after := e.patterns(); !maps.Equal(after, before) {
+		t.Fatal("the pass changed a key's CURRENT blob or OLD blob")
+	}
+	reenc := 0
+	for h, rp := range e.reencPatterns() {
+		reenc++
+		if rp != p {
+			t.Fatalf("key %d: REENC under %s, want %s", h, rp, p)
+		}
+	}
+	// Pages of 2,000 are committed in transactions of 250 (the pass's
+	// commit chunk) while the next page is prepared: whole transactions of
+	// the first page only.
+	if reenc%250 != 0 || reenc > 2000 {
+		t.Fatalf("%d keys re-enciphered at the kill, want whole transactions of 250 of the first page", reenc)
+	}
+	code, out := e.run("cancel", "-i", string(e.op().ID))
+	if code != 0 || !strings.Contains(out, "successfully canceled") {
+		t.Fatalf("cancel after the kill: exit %d\n%s", code, out)
+	}
+	if after := e.patterns(); !maps.Equal(after, before) {
+		t.Fatal("after cancel the keys' blobs differ from before the change")
+	}
+}
+
+// reencPatterns maps the keys with a REENC blob to its master key pattern.
+func (e *crashEnv) reencPatterns() map[uint64]mkvp.Pattern {
+	out := map[uint64]mkvp.Pattern{}
+	for h, ps := range e.blobPatterns(ck.CKA_IBM_OPAQUE_REENC) {
+		if ps[0] != (mkvp.Pattern{}) {
+			out[h] = ps[0]
+		}
+	}
+	return out
 }

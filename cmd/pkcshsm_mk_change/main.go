@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pkcshsm/pkcshsm/cmd/internal/clierr"
+	"github.com/pkcshsm/pkcshsm/cmd/internal/cpuprofile"
 	"github.com/pkcshsm/pkcshsm/cmd/internal/interrupt"
 	"github.com/pkcshsm/pkcshsm/cmd/pkcshsm_mk_change/cli"
 	"github.com/pkcshsm/pkcshsm/paths"
@@ -19,6 +20,11 @@ import (
 )
 
 func main() {
+	stopProfile, err := cpuprofile.Start()
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
+		os.Exit(2)
+	}
 	layout := paths.FromEnv()
 	name := "?"
 	if u, err := user.Current(); err == nil {
@@ -50,5 +56,6 @@ func main() {
 	deps.Signals = signals
 	code := cli.Main(deps, os.Args[1:])
 	stop()
+	stopProfile()
 	os.Exit(code)
 }

@@ -90,4 +90,13 @@
 // offline, checkstopped, made to fail after N more operations, or slowed
 // by a fixed latency per operation. Unavailable APQNs fail with
 // hsm.ErrOffline.
+//
+// # Adapter time
+//
+// The latency is the service time of a request; with an engine count an
+// APQN serves that many requests at once and queues the rest, across all
+// processes, through a shared table of engine busy-until times (see
+// adapter.go and hsmsim(1), ADAPTER TIME). Backend operations hold no
+// lock while they wait or work; only officer steps, EP11 logins and
+// logouts and an armed fail-after count take the state lock.
 package sim

@@ -40,6 +40,18 @@ func (h *HSM) useKey(ctx context.Context, q apqn.ID, key []byte) (*usable, error
 }
 
 func (rt *queueRT) useKey(key []byte) (*usable, error) {
+	if u := rt.opened.get(key); u != nil {
+		return u, nil
+	}
+	u, err := rt.openKey(key)
+	if err == nil && u.priv != nil {
+		rt.opened.put(key, u)
+	}
+	return u, err
+}
+
+// openKey parses and unseals a key for useKey.
+func (rt *queueRT) openKey(key []byte) (*usable, error) {
 	if len(key) > 0 && key[0] == 0x30 {
 		pub, err := x509.ParsePKIXPublicKey(key)
 		if err != nil {

@@ -268,6 +268,23 @@ func (tx *Tx) SetLatency(q apqn.ID, d time.Duration) error {
 	return nil
 }
 
+// SetEngines sets how many requests q serves at once (0: no limit); the
+// requests beyond them queue, each taking the APQN's service time (its
+// latency). Like the session limit it is a property of the adapter, not a
+// fault: ClearFaults keeps it.
+func (tx *Tx) SetEngines(q apqn.ID, n int) error {
+	qs, err := tx.queue(q)
+	if err != nil {
+		return err
+	}
+	if n < 0 || n > MaxEngines {
+		return errclass.Newh(errclass.InvalidArgument, fmt.Sprintf("give between 1 and %d engines (0: no limit)", MaxEngines),
+			"engine count %d is out of range", n)
+	}
+	qs.Engines = n
+	return nil
+}
+
 // SetMaxSessions sets the EP11 session limit of q (0: DefaultMaxSessions).
 // Sessions already logged in stay; logins beyond the limit are refused.
 func (tx *Tx) SetMaxSessions(q apqn.ID, n int) error {
@@ -306,7 +323,10 @@ type Faults struct {
 	// FailAfter is the number of operations still allowed; -1 when the
 	// fault is not armed.
 	FailAfter int
-	Latency   time.Duration
+	// Latency is the service time of every operation; Engines how many
+	// the APQN serves at once (0: no limit).
+	Latency time.Duration
+	Engines int
 }
 
 // Faults returns the fault settings of q.
@@ -319,7 +339,8 @@ func (h *HSM) Faults(q apqn.ID) (Faults, error) {
 	if !ok {
 		return Faults{}, noSuchAPQN(q)
 	}
-	f := Faults{Online: rt.q.Online, Checkstop: rt.q.Chkstop, FailAfter: -1, Latency: time.Duration(rt.q.Faults.LatencyNS)}
+	f := Faults{Online: rt.q.Online, Checkstop: rt.q.Chkstop, FailAfter: -1, Latency: time.Duration(rt.q.Faults.LatencyNS),
+		Engines: rt.q.Engines}
 	if rt.q.Faults.FailArmed {
 		f.FailAfter = int(rt.q.Faults.FailAfter)
 	}

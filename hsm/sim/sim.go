@@ -40,6 +40,7 @@ type HSM struct {
 	dir  string
 	log  zerolog.Logger
 	gen  *genCounter
+	eng  *adapterClock
 	snap atomic.Pointer[snapshot]
 
 	reloadMu sync.Mutex // serialises reloads in this process
@@ -56,11 +57,17 @@ type snapshot struct {
 
 type queueRT struct {
 	q    *queueState
+	qi   int // index in the state's queue list: the APQN's engine slots
 	info hsm.QueueInfo
 	mk   map[mkvp.Type]*mkRegs
 	// sessions maps the session fields of the logged-in EP11 sessions
 	// under the CURRENT wrapping key to their secrets.
 	sessions map[[hsm.SessionIDSize]byte][]byte
+	// opened caches the private keys opened on this APQN (see keycache.go).
+	// It belongs to the snapshot: any change of the state — a register
+	// loaded, set or cleared, a session logged in or out — makes a new
+	// snapshot with an empty cache.
+	opened keyCache
 }
 
 // mkRegs are the loaded registers of one master key type; nil = not loaded.
@@ -86,7 +93,12 @@ func Open(dir string, opts Options) (*HSM, error) {
 		return nil, err
 	}
 	h := &HSM{dir: dir, log: opts.Logger, gen: g}
-	if _, err := h.view(); err != nil {
+	s, err := h.view()
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	if h.eng, err = openAdapter(filepath.Join(dir, adapterName), max(len(s.st.Queues), 16)); err != nil {
 		g.close()
 		return nil, err
 	}
@@ -101,7 +113,13 @@ func OpenDefault(opts Options) (*HSM, error) {
 
 // Close releases the mapping of the generation counter. The HSM must not
 // be used afterwards.
-func (h *HSM) Close() error { return h.gen.close() }
+func (h *HSM) Close() error {
+	err := h.eng.close()
+	if gerr := h.gen.close(); gerr != nil {
+		err = gerr
+	}
+	return err
+}
 
 // Dir is the simulator directory.
 func (h *HSM) Dir() string { return h.dir }
@@ -147,7 +165,7 @@ func buildSnapshot(st *stateFile, seen uint64) *snapshot {
 	s := &snapshot{seen: seen, st: st, queues: make(map[apqn.ID]*queueRT, len(st.Queues))}
 	for i := range st.Queues {
 		q := &st.Queues[i]
-		rt := &queueRT{q: q, mk: map[mkvp.Type]*mkRegs{}}
+		rt := &queueRT{q: q, qi: i, mk: map[mkvp.Type]*mkRegs{}}
 		rt.info = hsm.QueueInfo{ID: q.ID, Mode: apqn.Mode(q.Mode), Online: q.Online && !q.Chkstop,
 			MK: map[mkvp.Type]hsm.Registers{}}
 		for t, r := range q.Registers {
@@ -251,12 +269,10 @@ func (h *HSM) begin(ctx context.Context, q apqn.ID) (*queueRT, error) {
 	}
 	f := rt.q.Faults
 	if f.LatencyNS > 0 {
-		t := time.NewTimer(time.Duration(f.LatencyNS))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctxErr(ctx.Err())
+		// The adapter's time: queue for an engine, then the service time.
+		// No lock is held while waiting.
+		if err := waitUntil(ctx, h.eng.reserve(rt.qi, rt.q.Engines, f.LatencyNS)); err != nil {
+			return nil, err
 		}
 	}
 	if f.FailArmed {

@@ -57,6 +57,10 @@ type queueState struct {
 	// DefaultMaxSessions); Sessions are those logged in (EP11 only).
 	MaxSessions int            `json:"max_sessions,omitempty"`
 	Sessions    []sessionState `json:"sessions,omitempty"`
+	// Engines is how many requests the APQN serves at once; further ones
+	// queue (0: no limit). Each request takes Faults.LatencyNS, the
+	// service time. See adapter.go.
+	Engines int `json:"engines,omitempty"`
 }
 
 // sessionState is one logged-in EP11 session. Secret is derived from the
@@ -76,7 +80,8 @@ type faultKnob struct {
 	// at 0 every operation fails as if the APQN were offline.
 	FailArmed bool  `json:"fail_armed,omitempty"`
 	FailAfter int64 `json:"fail_after,omitempty"`
-	// LatencyNS is added to every backend operation.
+	// LatencyNS is the service time of every backend operation: added to
+	// it, and with Engines set also the time an engine stays busy.
 	LatencyNS int64 `json:"latency_ns,omitempty"`
 }
 
@@ -246,6 +251,9 @@ func (s *stateFile) validate() error {
 		}
 		if q.Faults.FailAfter < 0 || q.Faults.LatencyNS < 0 || (!q.Faults.FailArmed && q.Faults.FailAfter != 0) {
 			return fmt.Errorf("APQN %s: bad fault settings", q.ID)
+		}
+		if q.Engines < 0 || q.Engines > MaxEngines {
+			return fmt.Errorf("APQN %s: %d engines, want 0..%d", q.ID, q.Engines, MaxEngines)
 		}
 		if err := q.validateSessions(); err != nil {
 			return fmt.Errorf("APQN %s: %w", q.ID, err)

@@ -157,6 +157,13 @@ func Init(dir string, topo Topology) error {
 		return err
 	}
 	defer g.close()
+	eng, err := openAdapter(filepath.Join(dir, adapterName), max(len(st.Queues), 16))
+	if err != nil {
+		return err
+	}
+	if err := eng.close(); err != nil {
+		return errclass.New(errclass.Unavailable, "unmap the adapter engine table: %w", err)
+	}
 	g.bump() // processes that had the old simulator open reload
 	return nil
 }

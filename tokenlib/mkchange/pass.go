@@ -18,6 +18,12 @@ import (
 // most rewrites).
 const BatchSize = 2000
 
+// commitChunk is how many objects one write transaction of a pass holds
+// at most (a page is written in several): the token's write lock is held
+// for some milliseconds at a time, so applications' writes interleave.
+// Benchmarked by BenchmarkPassWriteStall (docs/bench.md).
+var commitChunk = 250
+
 // pageSize is BatchSize; tests lower it to cross page boundaries with few
 // objects.
 var pageSize = BatchSize
@@ -88,8 +94,12 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	per, err := InFlight()
+	if err != nil {
+		return 0, err
+	}
 	pages := make(chan page, 1)
-	go t.prepare(ctx, st, dk, be, qs, op, a, pages)
+	go t.prepare(ctx, st, dk, be, qs, op, a, per, pages)
 	changed, done := 0, 0
 	var failed error
 	for p := range pages {
@@ -101,8 +111,17 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 			cancel()
 			continue
 		}
-		n, err := t.commit(ctx, st, dk, be, qs, op, a, p.changed)
-		changed += n
+		// The page is written in transactions of commitChunk objects:
+		// each holds the token's write lock only briefly, and an
+		// application's write or key creation waits for one of them, not
+		// for a whole page. Crash safety is unchanged: every object is
+		// written whole by one transaction, and the pass is idempotent.
+		var err error
+		for start := 0; start < len(p.changed) && err == nil; start += commitChunk {
+			var n int
+			n, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:min(start+commitChunk, len(p.changed)):min(start+commitChunk, len(p.changed))])
+			changed += n
+		}
 		if err != nil {
 			failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
 			cancel()
@@ -142,7 +161,7 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 	for attempt := 0; len(objs) > 0; attempt++ {
 		var conflicts []uint64
 		n := 0
-		err := st.Batch(ctx, dk, func(tx *store.Tx) error {
+		err := st.BatchLow(ctx, dk, func(tx *store.Tx) error {
 			conflicts, n = conflicts[:0], 0
 			// The keys remember which operation and action touched them
 			// last, with the page (store/journal.go).
@@ -215,7 +234,7 @@ type page struct {
 // prepare reads the key objects page by page, transforms them and sends
 // the pages that are to be written, then closes pages. It stops at the
 // first error (sent as the last page) or when ctx ends.
-func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, pages chan<- page) {
+func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, per int, pages chan<- page) {
 	defer close(pages)
 	pageSize := failpoint.Int("mkchange.page-size", pageSize)
 	send := func(p page) bool {
@@ -238,21 +257,50 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 			return
 		}
 		p := page{listed: len(objs)}
+		last := objs[len(objs)-1].Handle
+		if err := transformPage(ctx, be, qs, objs, op, a, per); err != nil {
+			send(page{err: err})
+			return
+		}
 		for _, o := range objs {
-			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
-			if err != nil {
-				send(page{err: fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)})
-				return
-			}
-			if ok {
+			if o != nil {
 				p.changed = append(p.changed, o)
 			}
 		}
 		if !send(p) || len(objs) < pageSize {
 			return
 		}
-		after = objs[len(objs)-1].Handle
+		after = last
 	}
+}
+
+// transformPage applies action a to every object of a page and sets the
+// entries of objs it did not change to nil. Re-enciphering keeps up to per
+// requests outstanding on each APQN (see Each); the other actions make no
+// HSM call and run in order. The first object that fails stops the page
+// with an error naming it.
+func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, per int) error {
+	one := func(ctx context.Context, i int) error {
+		o := objs[i]
+		failpoint.Hit("cli.pass." + a.String() + ".in-flight")
+		ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
+		if err != nil {
+			return fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+		}
+		if !ok {
+			objs[i] = nil
+		}
+		return nil
+	}
+	if a != state.ActReencipher {
+		for i := range objs {
+			if err := one(ctx, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, per, one)
 }
 
 // apqnFor spreads re-enciphering over the APQNs by handle, so that both

@@ -231,12 +231,15 @@ type lockProbe struct {
 	hsm.Backend
 	t     *testing.T
 	probe *store.Store
+	mu    sync.Mutex // the pass calls from several goroutines
 	calls int
 	held  int
 	hook  func()
 }
 
 func (b *lockProbe) Reencipher(ctx context.Context, q apqn.ID, blob []byte, d hsm.Direction) ([]byte, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.calls++
 	if b.calls == 1 {
 		b.hook()

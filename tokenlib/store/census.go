@@ -65,7 +65,8 @@ type CensusRow struct {
 // opening a sealed value. It reads in one read transaction, so the rows
 // are one consistent state of the token.
 func (s *Store) Census(ctx context.Context, classes []uint, fn func(CensusRow) error) error {
-	q := `SELECT handle, class, private, mk, CASE WHEN mk IS NULL THEN attrs END FROM object`
+	q := `SELECT o.handle, o.class, o.private, b.mk, CASE WHEN b.mk IS NULL THEN o.attrs END, CASE WHEN b.mk IS NULL THEN b.blobs END
+		FROM object o LEFT JOIN blob b ON b.handle = o.handle`
 	var args []any
 	if len(classes) > 0 {
 		ph := make([]string, 0, len(classes))
@@ -78,9 +79,9 @@ func (s *Store) Census(ctx context.Context, classes []uint, fn func(CensusRow) e
 		if len(ph) == 0 {
 			return nil
 		}
-		q += ` WHERE class IN (` + strings.Join(ph, ",") + `)`
+		q += ` WHERE o.class IN (` + strings.Join(ph, ",") + `)`
 	}
-	q += ` ORDER BY handle`
+	q += ` ORDER BY o.handle`
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return classifyDB(fmt.Errorf("census of %s: %w", s.path, err))
@@ -97,8 +98,9 @@ func (s *Store) Census(ctx context.Context, classes []uint, fn func(CensusRow) e
 			handle, class int64
 			priv          int
 			mk, attrs     []byte
+			blobs         []byte
 		)
-		if err := rows.Scan(&handle, &class, &priv, &mk, &attrs); err != nil {
+		if err := rows.Scan(&handle, &class, &priv, &mk, &attrs, &blobs); err != nil {
 			return classifyDB(fmt.Errorf("census of %s: %w", s.path, err))
 		}
 		row := CensusRow{Handle: uint64(handle), Class: uint(class), Private: priv != 0, Summary: mk}
@@ -106,14 +108,26 @@ func (s *Store) Census(ctx context.Context, classes []uint, fn func(CensusRow) e
 			if err := decodeRaw(attrs, &r); err != nil {
 				return errclass.New(errclass.DataLoss, "census of %s: object %d: %w", s.path, handle, err)
 			}
-			for _, a := range r.attrs {
-				row.Types = append(row.Types, a.typ)
-				if !r.sealed {
-					if row.Clear == nil {
-						row.Clear = map[uint32][]byte{}
+			add := func(r *rawObject) {
+				for _, a := range r.attrs {
+					row.Types = append(row.Types, a.typ)
+					if !r.sealed {
+						if row.Clear == nil {
+							row.Clear = map[uint32][]byte{}
+						}
+						row.Clear[a.typ] = slices.Clone(a.val)
 					}
-					row.Clear[a.typ] = slices.Clone(a.val)
 				}
+			}
+			add(&r)
+			// A split row keeps its blob attributes in the blob table
+			// (blobs.go).
+			if blobs != nil {
+				if err := decodeRaw(blobs, &r); err != nil {
+					return errclass.New(errclass.DataLoss, "census of %s: object %d: blobs: %w", s.path, handle, err)
+				}
+				add(&r)
+				slices.Sort(row.Types)
 			}
 		}
 		if err := fn(row); err != nil {
@@ -136,7 +150,7 @@ func (s *Store) RecordSummaries(ctx context.Context, dk *DataKey) (int, error) {
 	if s.opts.Summary == nil {
 		return 0, nil
 	}
-	rows, err := s.rdb.QueryContext(ctx, `SELECT handle FROM object WHERE mk IS NULL ORDER BY handle`)
+	rows, err := s.rdb.QueryContext(ctx, `SELECT handle FROM blob WHERE mk IS NULL ORDER BY handle`)
 	if err != nil {
 		return 0, classifyDB(fmt.Errorf("record summaries in %s: %w", s.path, err))
 	}
@@ -171,7 +185,7 @@ func (s *Store) RecordSummaries(ctx context.Context, dk *DataKey) (int, error) {
 		}
 		err := s.writeTx(ctx, func(r *runner) error {
 			for _, x := range recs {
-				res, err := r.ExecContext(ctx, `UPDATE object SET mk = ? WHERE handle = ? AND version = ? AND mk IS NULL`,
+				res, err := r.ExecContext(ctx, `UPDATE blob SET mk = ? WHERE handle = ? AND version = ? AND mk IS NULL`,
 					x.mk, int64(x.handle), int64(x.version))
 				if err != nil {
 					return classifyDB(fmt.Errorf("record the summary of object %d: %w", x.handle, err))

@@ -187,14 +187,19 @@ func sortedTypes(attrs map[uint32][]byte) []uint32 {
 	return ts
 }
 
-// mergedTypes returns the types of attrs and of keep, sorted, each once.
-func mergedTypes(attrs map[uint32][]byte, keep []rawAttr) []uint32 {
+// mergedTypes returns the types of attrs and of keep, sorted, each once;
+// with pick, only the types pick accepts.
+func mergedTypes(attrs map[uint32][]byte, keep []rawAttr, pick func(uint32) bool) []uint32 {
 	ts := make([]uint32, 0, len(attrs)+len(keep))
 	for t := range attrs {
-		ts = append(ts, t)
+		if pick == nil || pick(t) {
+			ts = append(ts, t)
+		}
 	}
 	for _, a := range keep {
-		ts = append(ts, a.typ)
+		if pick == nil || pick(a.typ) {
+			ts = append(ts, a.typ)
+		}
 	}
 	slices.Sort(ts)
 	return slices.Compact(ts)
@@ -208,7 +213,15 @@ func findRaw(attrs []rawAttr, t uint32) ([]byte, bool) {
 
 const (
 	attrAADPrefix = "pkcshsm/store/attr/v1\x00"
-	setAADPrefix  = "pkcshsm/store/set/v1\x00"
+	// setAADPrefix binds the attribute list of a row whose blob
+	// attributes are inside it (the layout before schema 3, and rows not
+	// rewritten since); splitSetPrefix the list of a row whose blob
+	// attributes live in the blob table, and blobSetPrefix that blob
+	// list. A row cannot be made to look like the other layout (by
+	// nulling its blob column, say) without its set tag failing.
+	setAADPrefix   = "pkcshsm/store/set/v1\x00"
+	splitSetPrefix = "pkcshsm/store/set/v2-split\x00"
+	blobSetPrefix  = "pkcshsm/store/blobset/v1\x00"
 )
 
 // attrAAD appends the associated data of one sealed value to dst.
@@ -221,9 +234,9 @@ func attrAAD(dst []byte, tokenID []byte, uid string, t uint32) []byte {
 }
 
 // setAAD appends the associated data of the set tag to dst.
-func setAAD(dst []byte, tokenID []byte, uid string, class uint64, attrs []rawAttr) []byte {
-	dst = slices.Grow(dst, len(setAADPrefix)+len(tokenID)+binary.MaxVarintLen64+len(uid)+12+4*len(attrs))
-	dst = append(dst, setAADPrefix...)
+func setAAD(dst []byte, prefix string, tokenID []byte, uid string, class uint64, attrs []rawAttr) []byte {
+	dst = slices.Grow(dst, len(prefix)+len(tokenID)+binary.MaxVarintLen64+len(uid)+12+4*len(attrs))
+	dst = append(dst, prefix...)
 	dst = append(dst, tokenID...)
 	dst = binary.AppendUvarint(dst, uint64(len(uid)))
 	dst = append(dst, uid...)
@@ -238,10 +251,12 @@ func setAAD(dst []byte, tokenID []byte, uid string, class uint64, attrs []rawAtt
 // seal turns clear attributes into a sealed rawObject. reuse, if not nil,
 // maps types to already sealed values that may be kept (see Object.sealed);
 // keep holds sealed values of types not in attrs that are written as they
-// are (a partially read object).
-func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue, keep []rawAttr) *rawObject {
-	r := &rawObject{sealed: true, attrs: make([]rawAttr, 0, len(attrs)+len(keep))}
-	ts := mergedTypes(attrs, keep)
+// are (a partially read object). pick, if not nil, selects the types of
+// attrs and keep that go into this list, and prefix names the list's kind
+// in the set tag (setAADPrefix, splitSetPrefix, blobSetPrefix).
+func (k *DataKey) seal(prefix, uid string, class uint64, attrs map[uint32][]byte, reuse map[uint32]sealedValue, keep []rawAttr, pick func(uint32) bool) *rawObject {
+	ts := mergedTypes(attrs, keep, pick)
+	r := &rawObject{sealed: true, attrs: make([]rawAttr, 0, len(ts))}
 	size := 0
 	for _, t := range ts {
 		size += len(attrs[t]) + sealOverhead
@@ -266,7 +281,7 @@ func (k *DataKey) seal(uid string, class uint64, attrs map[uint32][]byte, reuse 
 		buf = k.aead.Seal(buf, buf[start:], v, aad)
 		r.attrs = append(r.attrs, rawAttr{typ: t, val: buf[start:len(buf):len(buf)]})
 	}
-	aad = setAAD(aad[:0], k.tokenID[:], uid, class, r.attrs)
+	aad = setAAD(aad[:0], prefix, k.tokenID[:], uid, class, r.attrs)
 	tag := randomBytes(gcmNonceLen)
 	r.setTag = k.aead.Seal(tag, tag, nil, aad)
 	return r
@@ -289,8 +304,8 @@ func (k *DataKey) openAttr(aad []byte, uid string, t uint32, sealed []byte) ([]b
 }
 
 // checkSet verifies the set tag of a sealed object.
-func (k *DataKey) checkSet(uid string, class uint64, r *rawObject) error {
-	aad := setAAD(nil, k.tokenID[:], uid, class, r.attrs)
+func (k *DataKey) checkSet(prefix, uid string, class uint64, r *rawObject) error {
+	aad := setAAD(nil, prefix, k.tokenID[:], uid, class, r.attrs)
 	if _, err := k.aead.Open(nil, r.setTag[:gcmNonceLen], r.setTag[gcmNonceLen:], aad); err != nil {
 		return fmt.Errorf("%w (attribute set)", errOpen)
 	}

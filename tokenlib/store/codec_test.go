@@ -62,11 +62,17 @@ func FuzzSealRoundTrip(f *testing.F) {
 		dk := newDataKey(User, make([]byte, 16), bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 32))
 		for _, private := range []bool{false, true} {
 			o := &Object{UniqueID: uid, Class: uint(class), Private: private, Attrs: attrs}
-			blob := encodeObject(o, dk)
+			blob, _ := encodePart(o, dk, false)
+			blobs, _ := encodePart(o, dk, true)
 			got := &Object{UniqueID: uid, Class: uint(class), Private: private}
 			var r rawObject
-			if err := decodeObject(got, blob, dk, &r); err != nil {
+			if err := loadObject(got, blob, blobs, dk, &r, nil); err != nil {
 				t.Fatalf("private=%v: decode: %v", private, err)
+			}
+			// The legacy layout (blob attributes inside the list) too.
+			legacy := &Object{UniqueID: uid, Class: uint(class), Private: private}
+			if err := loadObject(legacy, encodeLegacy(o, dk), nil, dk, &r, nil); err != nil || len(legacy.Attrs) != len(attrs) {
+				t.Fatalf("private=%v: decode legacy: %v", private, err)
 			}
 			if len(got.Attrs) != len(attrs) {
 				t.Fatalf("private=%v: %d attributes back, want %d", private, len(got.Attrs), len(attrs))
@@ -84,12 +90,20 @@ func FuzzSealRoundTrip(f *testing.F) {
 // it must fail cleanly, never panic.
 func FuzzDecodeObject(f *testing.F) {
 	dk := newDataKey(User, make([]byte, 16), bytes.Repeat([]byte{7}, 16), bytes.Repeat([]byte{9}, 32))
-	good := encodeObject(&Object{UniqueID: "u", Private: true, Attrs: map[uint32][]byte{3: []byte("x")}}, dk)
-	f.Add(good, true)
-	f.Add([]byte{1, 0, 1, 3, 1, 'x'}, false)
-	f.Fuzz(func(t *testing.T, b []byte, private bool) {
-		o := &Object{UniqueID: "u", Private: private}
-		var r rawObject
-		_ = decodeObject(o, b, dk, &r)
+	obj := &Object{UniqueID: "u", Private: true, Attrs: map[uint32][]byte{3: []byte("x"), typeOpaque: []byte("blob")}}
+	good, _ := encodePart(obj, dk, false)
+	goodBlobs, _ := encodePart(obj, dk, true)
+	f.Add(good, goodBlobs, true, true)
+	f.Add(encodeLegacy(obj, dk), []byte(nil), true, false)
+	f.Add([]byte{1, 0, 1, 3, 1, 'x'}, []byte{1, 0, 0}, false, true)
+	f.Fuzz(func(t *testing.T, b, blobs []byte, private, split bool) {
+		if !split {
+			blobs = nil
+		}
+		for _, only := range [][]uint32{nil, {typeOpaque}} {
+			o := &Object{UniqueID: "u", Private: private}
+			var r rawObject
+			_ = loadObject(o, b, blobs, dk, &r, only)
+		}
 	})
 }

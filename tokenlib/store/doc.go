@@ -83,6 +83,12 @@
 // tells what changed. Writers of different processes queue on SQLite's lock
 // (up to [Options.BusyTimeout]); readers never wait.
 //
+// Writers of all processes pass the writers' gate (<dir>/token.db-gate,
+// see gate.go) before their transaction: ordinary writers share it, a
+// bulk writer ([Store.BatchLow], a master key change pass) takes it alone
+// and yields after each transaction, so an application's write waits for
+// at most one short bulk transaction, never a series of them.
+//
 // Opening a token (once its schema is current), reading, and a login that
 // has no failure count to reset never wait for another process's write
 // transaction; only writers queue behind each other.

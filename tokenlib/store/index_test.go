@@ -218,7 +218,7 @@ func TestIndexAfterMigration(t *testing.T) {
 		// Written the way a schema-1 release did: no index columns.
 		o.UniqueID = newUniqueID()
 		res, err := s.wdb.Exec(`INSERT INTO object (unique_id, class, private, version, attrs) VALUES (?, ?, ?, 1, ?)`,
-			o.UniqueID, int64(o.Class), boolInt(o.Private), encodeObject(o, dk))
+			o.UniqueID, int64(o.Class), boolInt(o.Private), encodeLegacy(o, dk))
 		if err != nil {
 			t.Fatal(err)
 		}

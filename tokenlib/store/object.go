@@ -48,6 +48,15 @@ type Object struct {
 	readPrivate bool
 	only        []uint32
 	keep        []rawAttr // sorted by type; values alias a private copy of the stored bytes
+
+	// What the store holds for the object, as last read or written (see
+	// blobs.go, attrsUnchanged): an Update that changed only blob
+	// attributes rewrites the narrow blob row alone.
+	fromStore bool
+	legacy    bool // blob attributes still inside the attribute list
+	readClass uint
+	stored    []byte   // public: the attribute list as stored
+	nbTypes   []uint32 // private: the types of the attribute list as stored
 }
 
 type sealedValue struct {
@@ -112,27 +121,6 @@ func checkObject(o *Object, dk *DataKey) error {
 	return nil
 }
 
-// encodeObject produces the attrs column for o.
-func encodeObject(o *Object, dk *DataKey) []byte {
-	keep := o.keep
-	if !o.partial {
-		keep = nil
-	}
-	if !o.Private {
-		r := rawObject{attrs: make([]rawAttr, 0, len(o.Attrs)+len(keep))}
-		for _, t := range mergedTypes(o.Attrs, keep) {
-			v, ok := o.Attrs[t]
-			if !ok {
-				v, _ = findRaw(keep, t)
-			}
-			r.attrs = append(r.attrs, rawAttr{typ: t, val: v})
-		}
-		return encodeRaw(nil, &r)
-	}
-	r := dk.seal(o.UniqueID, uint64(o.Class), o.Attrs, o.sealed, keep)
-	return encodeRaw(nil, r)
-}
-
 // rememberSealed records o's values and sealed forms after a write or read,
 // so that a following Update can reuse unchanged sealed values.
 func rememberSealed(o *Object, r *rawObject) {
@@ -151,27 +139,13 @@ func rememberSealed(o *Object, r *rawObject) {
 	o.sealed = m
 }
 
-// decodePartial is decodeObject for Filter.Only: it authenticates the set
-// of attribute types and opens only the types in only (sorted).
-func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uint32) error {
-	// One private copy of the stored bytes (blob may alias a driver
-	// buffer), which the kept values alias, instead of one allocation
-	// per value.
-	own := bytes.Clone(blob)
-	if err := decodeRaw(own, r); err != nil {
-		return err
-	}
-	if r.sealed != o.Private {
-		return codecErr("object is private=%v but its attributes are sealed=%v", o.Private, r.sealed)
-	}
-	if r.sealed {
-		if err := dk.checkSet(o.UniqueID, uint64(o.Class), r); err != nil {
-			return err
-		}
-	}
+// decodePartial is decodeObject for Filter.Only: it opens only the types
+// in only (sorted) of r (loaded by loadRaw, whose values must not alias a
+// driver buffer: the kept ones are written back by Update).
+func decodePartial(o *Object, dk *DataKey, r *rawObject, only []uint32) error {
 	o.Attrs = make(map[uint32][]byte, len(only))
 	o.keep = make([]rawAttr, 0, len(r.attrs))
-	o.partial, o.only, o.readPrivate = true, only, o.Private
+	o.partial, o.only = true, only
 	m := map[uint32]sealedValue{}
 	var aad []byte
 	for _, a := range r.attrs {
@@ -197,25 +171,16 @@ func decodePartial(o *Object, blob []byte, dk *DataKey, r *rawObject, only []uin
 	return nil
 }
 
-// decodeObject turns a stored row into an Object. A private object needs a
-// data key; failures to authenticate return errOpen, bad encodings
-// errCodec.
-func decodeObject(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
-	if err := decodeRaw(blob, r); err != nil {
-		return err
-	}
-	if r.sealed != o.Private {
-		return codecErr("object is private=%v but its attributes are sealed=%v", o.Private, r.sealed)
-	}
+// decodeObject turns a stored row, loaded into r by loadRaw (set tags
+// checked), into an Object. A private object needs a data key; failures to
+// authenticate return errOpen.
+func decodeObject(o *Object, dk *DataKey, r *rawObject) error {
 	o.Attrs = make(map[uint32][]byte, len(r.attrs))
 	if !r.sealed {
 		for _, a := range r.attrs {
 			o.Attrs[a.typ] = append([]byte{}, a.val...)
 		}
 		return nil
-	}
-	if err := dk.checkSet(o.UniqueID, uint64(o.Class), r); err != nil {
-		return err
 	}
 	var aad []byte
 	m := make(map[uint32]sealedValue, len(r.attrs))
@@ -230,6 +195,33 @@ func decodeObject(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
 		m[a.typ] = sealedValue{plain: append([]byte{}, v...), sealed: append([]byte{}, a.val...)}
 	}
 	o.sealed = m
+	return nil
+}
+
+// loadObject decodes a stored row (attribute list and blob list, nil for
+// a legacy row) into o: in full, or only the types in only.
+func loadObject(o *Object, attrs, blobs []byte, dk *DataKey, r *rawObject, only []uint32) error {
+	if len(only) > 0 {
+		// One private copy of the stored bytes (they may alias a driver
+		// buffer), which the kept values alias.
+		attrs = bytes.Clone(attrs)
+		if blobs != nil {
+			blobs = bytes.Clone(blobs)
+		}
+	}
+	nb, err := loadRaw(attrs, blobs, o.Private, dk, o.UniqueID, uint64(o.Class), r)
+	if err != nil {
+		return err
+	}
+	if len(only) > 0 {
+		err = decodePartial(o, dk, r, only)
+	} else {
+		err = decodeObject(o, dk, r)
+	}
+	if err != nil {
+		return err
+	}
+	o.remember(blobs == nil, attrs, nb)
 	return nil
 }
 
@@ -283,7 +275,7 @@ func (s *Store) List(ctx context.Context, dk *DataKey, f Filter) ([]*Object, err
 // revalidating a cached copy (errclass.NotFound if the object is gone).
 func (s *Store) Version(ctx context.Context, handle uint64) (uint64, error) {
 	var v int64
-	if err := s.reader().QueryRowContext(ctx, `SELECT version FROM object WHERE handle = ?`, int64(handle)).Scan(&v); err != nil {
+	if err := s.reader().QueryRowContext(ctx, `SELECT version FROM blob WHERE handle = ?`, int64(handle)).Scan(&v); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, errNoObject(handle)
 		}
@@ -374,7 +366,11 @@ type Tx struct {
 // transaction and never returns; the Store's read methods work but do not
 // see fn's uncommitted changes.
 func (s *Store) Batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
-	return s.writeTx(ctx, func(stx *runner) error {
+	return s.batch(ctx, dk, fn, false)
+}
+
+func (s *Store) batch(ctx context.Context, dk *DataKey, fn func(tx *Tx) error, low bool) error {
+	return s.writeTxPrio(ctx, low, func(stx *runner) error {
 		if dk != nil {
 			if err := s.checkKey(ctx, stx, dk); err != nil {
 				return err
@@ -394,12 +390,13 @@ func (t *Tx) Create(o *Object) error {
 	}
 	uid := newUniqueID()
 	o.UniqueID = uid
-	o.sealed = nil
-	blob := encodeObject(o, t.dk)
+	o.sealed, o.partial, o.keep = nil, false, nil
+	attrs, ra := encodePart(o, t.dk, false)
+	blobs, rb := encodePart(o, t.dk, true)
 	ix := t.s.indexColumns(o, t.dk)
 	mk, _ := t.s.summary(o)
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs, label_ix, id_ix, mk) VALUES (?, ?, ?, 1, ?, ?, ?, ?)`,
-		uid, int64(o.Class), boolInt(o.Private), blob, ix[0], ix[1], mk)
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO object (unique_id, class, private, version, attrs, label_ix, id_ix) VALUES (?, ?, ?, 1, ?, ?, ?)`,
+		uid, int64(o.Class), boolInt(o.Private), attrs, ix[0], ix[1])
 	if err != nil {
 		o.UniqueID = ""
 		return classifyDB(fmt.Errorf("create object: %w", err))
@@ -409,14 +406,34 @@ func (t *Tx) Create(o *Object) error {
 		o.UniqueID = ""
 		return classifyDB(fmt.Errorf("create object: %w", err))
 	}
-	o.Handle, o.Version, o.ix = uint64(id), 1, ix
-	if o.Private {
-		var r rawObject
-		if decodeRaw(blob, &r) == nil {
-			rememberSealed(o, &r)
-		}
+	if _, err := t.tx.ExecContext(t.ctx, `INSERT INTO blob (handle, version, blobs, mk) VALUES (?, 1, ?, ?)`, id, blobs, mk); err != nil {
+		o.UniqueID = ""
+		return classifyDB(fmt.Errorf("create object: %w", err))
 	}
+	o.Handle, o.Version, o.ix = uint64(id), 1, ix
+	o.afterWrite(ra, rb, attrs, false)
 	return nil
+}
+
+// afterWrite records what an Create or Update stored for o: the sealed
+// values for re-use (a partial object is resealed in full next time), and
+// the stored attribute list for attrsUnchanged.
+func (o *Object) afterWrite(ra, rb *rawObject, attrsPart []byte, wasPartial bool) {
+	nb := make([]uint32, len(ra.attrs))
+	for i, a := range ra.attrs {
+		nb[i] = a.typ
+	}
+	switch {
+	case wasPartial:
+		// A pass writes a partial object once; a later Update reseals
+		// its few loaded values.
+		o.sealed = nil
+	case o.Private:
+		rememberSealed(o, &rawObject{sealed: true, attrs: append(slices.Clone(ra.attrs), rb.attrs...)})
+	default:
+		o.sealed = nil
+	}
+	o.remember(false, attrsPart, nb)
 }
 
 // Get is [Store.Get] inside the transaction.
@@ -437,51 +454,79 @@ func (t *Tx) Update(o *Object) error {
 		return errclass.Newh(errclass.InvalidArgument, "read the object in full (List without Only, or Get) to change its private flag",
 			"update object %d: it was read partially and its private flag changed", o.Handle)
 	}
-	blob := encodeObject(o, t.dk)
-	ix := t.s.indexColumns(o, t.dk)
-	// A private object may only be changed with a data key: the WHERE
-	// clause enforces that without a separate read. Index columns are
-	// written only when they change: a master key change rewrites the
-	// blobs of a million keys and should not rewrite two indexes too.
-	var res sql.Result
-	var err error
+	if o.fromStore && o.readPrivate && t.dk == nil {
+		return errclass.Newh(errclass.PermissionDenied, "log in as USER to change private objects", "update object %d: %w", o.Handle, ErrLoginRequired)
+	}
+	// Blob attributes go to the narrow blob row, the rest to the object
+	// row, which is rewritten only when something in it changed (see
+	// blobs.go): a master key change rewrites the blobs of a million
+	// keys and should not rewrite a million whole rows. The blob row
+	// carries the version: its update is the optimistic check, so a
+	// failed Update changes nothing.
+	blobs, rb := encodePart(o, t.dk, true)
+	wide := !o.attrsUnchanged()
+	var attrs []byte
+	var ra *rawObject
+	var ix [2][]byte
+	if wide {
+		attrs, ra = encodePart(o, t.dk, false)
+		ix = t.s.indexColumns(o, t.dk)
+		// A private object may only be changed with a data key: the
+		// WHERE clause enforces that without a separate read. Index
+		// columns are written only when they change.
+		var res sql.Result
+		var err error
+		const cond = ` WHERE handle = ? AND unique_id = ? AND (private = 0 OR ?)
+			AND coalesce((SELECT b.version FROM blob b WHERE b.handle = object.handle), version) = ?`
+		if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) {
+			res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, attrs = ?`+cond,
+				int64(o.Class), boolInt(o.Private), attrs, int64(o.Handle), o.UniqueID, boolInt(t.dk != nil), int64(o.Version))
+		} else {
+			res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, attrs = ?, label_ix = ?, id_ix = ?`+cond,
+				int64(o.Class), boolInt(o.Private), attrs, ixArg(ix[0]), ixArg(ix[1]), int64(o.Handle), o.UniqueID, boolInt(t.dk != nil), int64(o.Version))
+		}
+		if err != nil {
+			return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return t.updateFailed(o)
+		}
+	}
 	// The master key summary is rewritten with the blobs (census.go).
 	mk, setMK := t.s.summary(o)
-	if bytes.Equal(ix[0], o.ix[0]) && bytes.Equal(ix[1], o.ix[1]) {
-		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?,
-		mk = CASE WHEN ? THEN ? ELSE mk END
-		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-			int64(o.Class), boolInt(o.Private), blob, boolInt(setMK), mk, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
-	} else {
-		res, err = t.tx.ExecContext(t.ctx, `UPDATE object SET class = ?, private = ?, version = version + 1, attrs = ?, label_ix = ?, id_ix = ?,
-		mk = CASE WHEN ? THEN ? ELSE mk END
-		WHERE handle = ? AND unique_id = ? AND version = ? AND (private = 0 OR ?)`,
-			int64(o.Class), boolInt(o.Private), blob, ixArg(ix[0]), ixArg(ix[1]), boolInt(setMK), mk, int64(o.Handle), o.UniqueID, int64(o.Version), boolInt(t.dk != nil))
-	}
+	res, err := t.tx.ExecContext(t.ctx, `UPDATE blob SET version = ?, blobs = ?, mk = CASE WHEN ? THEN ? ELSE mk END WHERE handle = ? AND version = ?`,
+		int64(o.Version)+1, blobs, boolInt(setMK), mk, int64(o.Handle), int64(o.Version))
 	if err != nil {
 		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
 	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		o.Version++
+	if n, _ := res.RowsAffected(); n != 1 {
+		if wide {
+			// Cannot happen: the object row's update checked the same
+			// version in this transaction.
+			return errclass.New(errclass.Internal, "update object %d: its blob row changed under the transaction", o.Handle)
+		}
+		return t.updateFailed(o)
+	}
+	o.Version++
+	if wide {
 		o.ix = ix
+		o.afterWrite(ra, rb, attrs, o.partial)
+	} else {
+		o.remember(false, o.stored, o.nbTypes)
 		if o.partial {
-			// A pass writes a partial object once; a later Update
-			// re-seals its few loaded values.
-			o.sealed = nil
-		} else if o.Private {
-			var r rawObject
-			if decodeRaw(blob, &r) == nil {
-				rememberSealed(o, &r)
-			}
-		} else {
 			o.sealed = nil
 		}
-		return nil
 	}
+	return nil
+}
+
+// updateFailed explains an Update that matched no row: the object is
+// gone, private without a data key, or at another version.
+func (t *Tx) updateFailed(o *Object) error {
 	var ver int64
 	var priv int
 	var uid string
-	err = t.tx.QueryRowContext(t.ctx, `SELECT version, private, unique_id FROM object WHERE handle = ?`, int64(o.Handle)).Scan(&ver, &priv, &uid)
+	err := t.tx.QueryRowContext(t.ctx, `SELECT coalesce((SELECT b.version FROM blob b WHERE b.handle = object.handle), version), private, unique_id FROM object WHERE handle = ?`, int64(o.Handle)).Scan(&ver, &priv, &uid)
 	switch {
 	case errors.Is(err, sql.ErrNoRows) || (err == nil && uid != o.UniqueID):
 		return errNoObject(o.Handle)
@@ -506,7 +551,7 @@ func (t *Tx) Delete(handle uint64) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return errNoObject(handle)
 	}
-	return nil
+	return nil // the blob row goes with it (trigger object_blob_delete)
 }
 
 func boolInt(b bool) int {
@@ -545,9 +590,9 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 	o := &Object{Handle: handle}
 	var class, ver int64
 	var priv int
-	var blob []byte
-	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, version, attrs, `+ixCols+` FROM object WHERE handle = ?`, int64(handle)).
-		Scan(&o.UniqueID, &class, &priv, &ver, &blob, &o.ix[0], &o.ix[1])
+	var blob, blobs []byte
+	err := q.QueryRowContext(ctx, `SELECT unique_id, class, private, `+blobCols+`, attrs, `+ixCols+` FROM object WHERE handle = ?`, int64(handle)).
+		Scan(&o.UniqueID, &class, &priv, &ver, &blobs, &blob, &o.ix[0], &o.ix[1])
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNoObject(handle)
 	}
@@ -560,7 +605,7 @@ func (s *Store) get(ctx context.Context, q querier, dk *DataKey, handle uint64) 
 	}
 	var r rawObject
 	s.decoded.Add(1)
-	if err := decodeObject(o, blob, dk, &r); err != nil {
+	if err := loadObject(o, blob, blobs, dk, &r, nil); err != nil {
 		if errors.Is(err, errOpen) {
 			return nil, s.openFailed(ctx, q, dk, handle, err)
 		}
@@ -732,9 +777,9 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 	if err := s.usable(dk); err != nil {
 		return err
 	}
-	cols := "handle, unique_id, class, private, version, attrs, " + ixCols
+	cols := "handle, unique_id, class, private, " + blobCols + ", attrs, " + ixCols
 	if !full {
-		cols = "handle, unique_id, private, attrs"
+		cols = "handle, unique_id, class, private, " + blobCols + ", attrs"
 		if len(f.Attrs) == 0 {
 			cols = "handle"
 		}
@@ -763,6 +808,7 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		priv       int
 		ver        int64
 		blob       sql.RawBytes
+		blobs      sql.RawBytes
 		ix         [2][]byte
 		openFailed bool // a sealed value did not open: stale key or tampering
 	)
@@ -773,11 +819,11 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		var err error
 		switch {
 		case full:
-			err = rows.Scan(&handle, &uid, &class, &priv, &ver, &blob, &ix[0], &ix[1])
+			err = rows.Scan(&handle, &uid, &class, &priv, &ver, &blobs, &blob, &ix[0], &ix[1])
 		case len(f.Attrs) == 0:
 			err = rows.Scan(&handle)
 		default:
-			err = rows.Scan(&handle, &uid, &priv, &blob)
+			err = rows.Scan(&handle, &uid, &class, &priv, &ver, &blobs, &blob)
 		}
 		if err != nil {
 			return classifyDB(fmt.Errorf("list objects: %w", err))
@@ -787,7 +833,14 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 			fn(uint64(handle), nil)
 			continue
 		}
-		if err := decodeRaw(blob, &r); err != nil || r.sealed != (priv != 0) {
+		// A NULL column scans as nil: a legacy row (blobs.go).
+		var blobsOrNil []byte
+		if blobs != nil {
+			blobsOrNil = blobs
+		}
+		if full && len(filterTypes) == 0 {
+			// Nothing to match: decode once, below.
+		} else if _, err := loadRaw(blob, blobsOrNil, priv != 0, nil, uid, uint64(class), &r); err != nil {
 			bad = append(bad, uint64(handle))
 			if !full {
 				n++
@@ -837,13 +890,7 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver),
 			ix: [2][]byte{bytes.Clone(ix[0]), bytes.Clone(ix[1])}}
 		s.decoded.Add(1)
-		decode := decodeObject
-		if len(only) > 0 {
-			decode = func(o *Object, blob []byte, dk *DataKey, r *rawObject) error {
-				return decodePartial(o, blob, dk, r, only)
-			}
-		}
-		if err := decode(o, blob, dk, &r); err != nil {
+		if err := loadObject(o, blob, blobsOrNil, dk, &r, only); err != nil {
 			if errors.Is(err, errOpen) {
 				openFailed = true
 			}

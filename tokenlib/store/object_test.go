@@ -189,17 +189,22 @@ func TestUpdateReusesUnchangedSeals(t *testing.T) {
 // rawAttrs returns the stored (sealed) values of an object by type.
 func rawAttrs(t *testing.T, s *Store, h uint64) map[uint32][]byte {
 	t.Helper()
-	var blob []byte
-	if err := s.rdb.QueryRow(`SELECT attrs FROM object WHERE handle = ?`, h).Scan(&blob); err != nil {
-		t.Fatal(err)
-	}
-	var r rawObject
-	if err := decodeRaw(blob, &r); err != nil {
+	var blob, blobs []byte
+	if err := s.rdb.QueryRow(`SELECT attrs, (SELECT blobs FROM blob WHERE blob.handle = object.handle) FROM object WHERE handle = ?`, h).Scan(&blob, &blobs); err != nil {
 		t.Fatal(err)
 	}
 	m := map[uint32][]byte{}
-	for _, a := range r.attrs {
-		m[a.typ] = a.val
+	for _, b := range [][]byte{blob, blobs} {
+		if b == nil {
+			continue
+		}
+		var r rawObject
+		if err := decodeRaw(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range r.attrs {
+			m[a.typ] = a.val
+		}
 	}
 	return m
 }

@@ -64,6 +64,23 @@ CREATE TABLE journal (
 	updated INTEGER NOT NULL            -- unix seconds
 );
 `,
+	// 4 (issue 17): the narrow blob table (see blobs.go). Every object
+	// gets its row, carrying its version from now on; blobs NULL marks a
+	// row whose blob attributes are still inside object.attrs until its
+	// next update. Takes over the master key summary of migration 3, so it comes after
+	// it.
+	`
+CREATE TABLE blob (
+	handle  INTEGER PRIMARY KEY,  -- object.handle
+	version INTEGER NOT NULL,     -- the object's version (object.version is no longer written)
+	blobs   BLOB,                 -- CKA_IBM_OPAQUE, _REENC, _OLD as an attribute list (codec.go); NULL: in object.attrs
+	mk      BLOB                  -- the master key summary, written with the blobs (census.go); object.mk is no longer written
+);
+INSERT INTO blob (handle, version, mk) SELECT handle, version, mk FROM object;
+CREATE TRIGGER object_blob_delete AFTER DELETE ON object BEGIN
+	DELETE FROM blob WHERE handle = old.handle;
+END;
+`,
 }
 
 // SchemaVersion returns the schema version this package writes.

@@ -91,6 +91,11 @@ type Store struct {
 	// handler against each other.
 	rdb, wdb *sql.DB
 
+	// gate orders this store's writers against other processes' (see
+	// gate.go); wmu serialises this process's writers around it.
+	gate *os.File
+	wmu  sync.Mutex
+
 	tokenID [tokenIDLen]byte // random, fixed for the life of the database
 	pubIx   ixKey            // digest key of public objects' index columns
 
@@ -145,6 +150,9 @@ func Open(dir string, opts Options) (*Store, error) {
 	mkdsn := dsn
 	if ro {
 		mkdsn = dsnReadOnly
+	}
+	if s.gate, err = openGate(path); err != nil {
+		return nil, err
 	}
 	if s.rdb, err = sql.Open("sqlite", mkdsn(path, opts.BusyTimeout, "deferred")); err != nil {
 		return nil, errclass.New(errclass.Internal, "open token store %s: %w", path, err)
@@ -347,6 +355,9 @@ func (s *Store) Close() error {
 		if s.rdb != nil {
 			errs = append(errs, s.rdb.Close())
 		}
+		if s.gate != nil {
+			errs = append(errs, s.gate.Close())
+		}
 		if err := errors.Join(errs...); err != nil {
 			s.closeErr = errclass.New(errclass.Internal, "close token store %s: %w", s.path, err)
 		}
@@ -377,10 +388,16 @@ func (s *Store) Generation(ctx context.Context) (uint64, error) {
 // writeTx runs fn in one IMMEDIATE transaction, bumps the generation and
 // commits; fn's error rolls everything back.
 func (s *Store) writeTx(ctx context.Context, fn func(*runner) error) error {
+	return s.writeTxPrio(ctx, false, fn)
+}
+
+// writeTxPrio is writeTx behind the writers' gate: shared for ordinary
+// writers, exclusive and followed by a yield for low-priority ones.
+func (s *Store) writeTxPrio(ctx context.Context, low bool, fn func(*runner) error) error {
 	if s.damaged != nil {
 		return s.damaged
 	}
-	return s.roHint(s.writeTx1(ctx, fn))
+	return s.roHint(s.writeTx1(ctx, low, fn))
 }
 
 // roHint gives a write error on a token directory that is on a read-only
@@ -393,7 +410,18 @@ func (s *Store) roHint(err error) error {
 		"remount the file system read-write; nothing was changed")
 }
 
-func (s *Store) writeTx1(ctx context.Context, fn func(*runner) error) error {
+func (s *Store) writeTx1(ctx context.Context, low bool, fn func(*runner) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.lockGate(ctx, low); err != nil {
+		return err
+	}
+	defer func() {
+		s.unlockGate()
+		if low {
+			time.Sleep(gateYield)
+		}
+	}()
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return classifyDB(fmt.Errorf("begin write transaction: %w", err))

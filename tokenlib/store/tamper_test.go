@@ -1,7 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,6 +60,29 @@ func TestTamperedObjectsAreDataLoss(t *testing.T) {
 		{"whole attribute list copied from another object", func(t *testing.T, s *Store, p pair) {
 			execSQL(t, s, `UPDATE object SET attrs = (SELECT attrs FROM object WHERE handle = ?) WHERE handle = ?`, p.other.Handle, p.victim.Handle)
 		}},
+		{"blob list copied from another object", func(t *testing.T, s *Store, p pair) {
+			execSQL(t, s, `UPDATE blob SET blobs = (SELECT blobs FROM blob WHERE handle = ?) WHERE handle = ?`, p.other.Handle, p.victim.Handle)
+		}},
+		{"blob list dropped (row made to look legacy)", func(t *testing.T, s *Store, p pair) {
+			execSQL(t, s, `UPDATE blob SET blobs = NULL WHERE handle = ?`, p.victim.Handle)
+		}},
+		{"blob list emptied", func(t *testing.T, s *Store, p pair) {
+			execSQL(t, s, `UPDATE blob SET blobs = x'010100' WHERE handle = ?`, p.victim.Handle)
+		}},
+		{"blob moved into the attribute list", func(t *testing.T, s *Store, p pair) {
+			var blob, blobs []byte
+			if err := s.rdb.QueryRow(`SELECT attrs, (SELECT blobs FROM blob WHERE blob.handle = object.handle) FROM object WHERE handle = ?`, p.victim.Handle).Scan(&blob, &blobs); err != nil {
+				t.Fatal(err)
+			}
+			var r, rb rawObject
+			if decodeRaw(blob, &r) != nil || decodeRaw(blobs, &rb) != nil {
+				t.Fatal("undecodable rows")
+			}
+			r.attrs = append(r.attrs, rb.attrs...)
+			rb.attrs = nil
+			execSQL(t, s, `UPDATE object SET attrs = ? WHERE handle = ?`, encodeRaw(nil, &r), p.victim.Handle)
+			execSQL(t, s, `UPDATE blob SET blobs = ? WHERE handle = ?`, encodeRaw(nil, &rb), p.victim.Handle)
+		}},
 		{"class changed", func(t *testing.T, s *Store, p pair) {
 			execSQL(t, s, `UPDATE object SET class = 3 WHERE handle = ?`, p.victim.Handle)
 		}},
@@ -109,16 +134,38 @@ func execSQL(t *testing.T, s *Store, q string, args ...any) {
 	}
 }
 
+// editRaw lets edit change the stored attributes of object h as one list
+// (the attribute list and, for a split row, the blob list merged), then
+// writes each type back to the list it came from, set tags unchanged.
 func editRaw(t *testing.T, s *Store, h uint64, edit func(*rawObject)) {
 	t.Helper()
-	var blob []byte
-	if err := s.rdb.QueryRow(`SELECT attrs FROM object WHERE handle = ?`, h).Scan(&blob); err != nil {
+	var blob, blobs []byte
+	if err := s.rdb.QueryRow(`SELECT attrs, (SELECT blobs FROM blob WHERE blob.handle = object.handle) FROM object WHERE handle = ?`, h).Scan(&blob, &blobs); err != nil {
 		t.Fatal(err)
 	}
-	var r rawObject
+	var r, rb rawObject
 	if err := decodeRaw(blob, &r); err != nil {
 		t.Fatal(err)
 	}
-	edit(&r)
+	split := blobs != nil
+	if split {
+		if err := decodeRaw(blobs, &rb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := rawObject{sealed: r.sealed, attrs: append(slices.Clone(r.attrs), rb.attrs...)}
+	slices.SortFunc(all.attrs, func(a, b rawAttr) int { return cmp.Compare(a.typ, b.typ) })
+	edit(&all)
+	r.attrs, rb.attrs = nil, nil
+	for _, a := range all.attrs {
+		if split && isBlobType(a.typ) {
+			rb.attrs = append(rb.attrs, a)
+		} else {
+			r.attrs = append(r.attrs, a)
+		}
+	}
 	execSQL(t, s, `UPDATE object SET attrs = ? WHERE handle = ?`, encodeRaw(nil, &r), h)
+	if split {
+		execSQL(t, s, `UPDATE blob SET blobs = ? WHERE handle = ?`, encodeRaw(nil, &rb), h)
+	}
 }

@@ -3,6 +3,7 @@ package command
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -216,6 +217,8 @@ func TestBadInput(t *testing.T) {
 		{"fault negative", []string{"fault", "01.0033", "--fail-after", "-1"}, 2, "negative"},
 		{"fault bad latency", []string{"fault", "01.0033", "--latency", "soon"}, 2, "invalid argument"},
 		{"fault huge latency", []string{"fault", "01.0033", "--latency", "2h"}, 2, "out of range"},
+		{"fault too many engines", []string{"fault", "01.0033", "--latency", "1ms", "--engines", "65"}, 2, "out of range"},
+		{"fault negative engines", []string{"fault", "01.0033", "--engines", "-1"}, 2, "out of range"},
 		{"fault clear and set", []string{"fault", "01.0033", "--clear", "--checkstop"}, 2, "cannot be combined"},
 		{"empty dir flag", []string{"--dir", "", "show"}, 2, "--dir is empty"},
 		{"show args", []string{"show", "extra"}, 2, "takes no arguments"},
@@ -307,5 +310,36 @@ func TestKeyFromStdin(t *testing.T) {
 	mustRun(t, viaFlag, "init", "--cca", "01.0033")
 	if got := mustRun(t, viaFlag, "load-new", "--apqns", "01.0033", "--type", "AES", "--key", hexKey(0x11, 32)); got != out.String() {
 		t.Fatalf("stdin key gives %q, flag key %q", out.String(), got)
+	}
+}
+
+// TestFaultEngines: --engines sets the adapter model, show reports it,
+// --clear keeps it (it is the adapter's, not a fault) and drops the
+// latency.
+func TestFaultEngines(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, dir, "init", "--cca", "01.0033,02.0033")
+	out := mustRun(t, dir, "fault", "01.0033", "02.0033", "--latency", "1ms", "--engines", "4")
+	for _, id := range []string{"01.0033", "02.0033"} {
+		if !strings.Contains(out, id+" fail-after off, latency 1ms, engines 4, checkstop false") {
+			t.Fatalf("fault output:\n%s", out)
+		}
+	}
+	var qs []struct {
+		APQN      string  `json:"apqn"`
+		LatencyMS float64 `json:"latency_ms"`
+		Engines   int     `json:"engines"`
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, dir, "show", "--json")), &qs); err != nil {
+		t.Fatal(err)
+	}
+	if len(qs) != 2 || qs[0].Engines != 4 || qs[0].LatencyMS != 1 {
+		t.Fatalf("show --json: %+v", qs)
+	}
+	if s := mustRun(t, dir, "show"); !strings.Contains(s, "online (latency 1ms, 4 engines)") {
+		t.Fatalf("show:\n%s", s)
+	}
+	if out := mustRun(t, dir, "fault", "01.0033", "--clear"); !strings.Contains(out, "latency 0s, engines 4,") {
+		t.Fatalf("after --clear:\n%s", out)
 	}
 }

@@ -36,6 +36,7 @@ type showQueue struct {
 	Status    string                             `json:"status"`
 	FailAfter *int                               `json:"fail_after,omitempty"`
 	LatencyMS float64                            `json:"latency_ms,omitempty"`
+	Engines   int                                `json:"engines,omitempty"`
 	Registers map[string]map[string]showRegister `json:"registers"`
 	// EP11 only: the session limit and the logged-in sessions.
 	MaxSessions *int          `json:"max_sessions,omitempty"`
@@ -102,6 +103,9 @@ array.`,
 				if sq.LatencyMS > 0 {
 					faults = append(faults, fmt.Sprintf("latency %gms", sq.LatencyMS))
 				}
+				if sq.Engines > 0 {
+					faults = append(faults, fmt.Sprintf("%d engines", sq.Engines))
+				}
 				if len(faults) > 0 {
 					status += " (" + strings.Join(faults, ", ") + ")"
 				}
@@ -160,6 +164,7 @@ func describe(h *sim.HSM, q hsm.QueueInfo) (showQueue, error) {
 		sq.FailAfter = &n
 	}
 	sq.LatencyMS = float64(f.Latency.Microseconds()) / 1000
+	sq.Engines = f.Engines
 	if q.Mode == apqn.ModeEP11 {
 		list, st, err := h.SessionList(q.ID)
 		if err != nil {

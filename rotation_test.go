@@ -72,11 +72,24 @@ func TestRotationDemoUnprivileged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The binaries of this go test run, shared by every package
-	// (internal/testenv).
-	bin, err := testenv.BinDir()
+	// The binaries of this go test run (internal/testenv), copied where
+	// nobody may run them, next to the demo script.
+	built, err := testenv.BinDir()
 	if err != nil {
 		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range testenv.Commands {
+		b, err := os.ReadFile(filepath.Join(built, c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, c), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	script, err := os.ReadFile("scripts/rotation-demo.sh")
 	if err != nil {

@@ -12,7 +12,8 @@ import (
 // TestPINPromptOnTerminal (issue 19.1): on a terminal p11load asks for the
 // USER PIN and does not echo it; the run then works with that PIN.
 func TestPINPromptOnTerminal(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	r.Token(2, 0)
 	report := filepath.Join(t.TempDir(), "report.json")
 	term := r.Terminal("p11load", "-slots", "2", "-duration", "300ms", "-report", report)
@@ -36,7 +37,8 @@ func TestPINPromptOnTerminal(t *testing.T) {
 // TestPINFromPipeNoPrompt: from a pipe the PIN is the first line, without a
 // prompt on any output; a wrong PIN is an error naming the slot.
 func TestPINFromPipeNoPrompt(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	r.Token(2, 0)
 	res := r.Run("p11load", testenv.PIN(testenv.UserPIN), "-slots", "2", "-duration", "100ms")
 	if res.Code != 0 || strings.Contains(res.Out(), "Enter") {
@@ -54,7 +56,8 @@ func TestPINFromPipeNoPrompt(t *testing.T) {
 
 // TestHelpNamesThePIN: p11load -h says where the PIN comes from.
 func TestHelpNamesThePIN(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	res := r.Run("p11load", "", "-h")
 	for _, want := range []string{"USER PIN", "standard input", "terminal", "-slots", "p11load(1)"} {
 		if !strings.Contains(res.Out(), want) {

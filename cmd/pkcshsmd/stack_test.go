@@ -11,39 +11,20 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/runtime/admin"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
-// The whole stack: the simulator, the token tools, the master key change
-// tool and the load-generating application, built once on first use (not
-// race builds: they are the clients, the daemon is the race build).
-var (
-	stackOnce sync.Once
-	stackErr  error
-)
-
-func stackBin(t testing.TB, name string) string {
-	t.Helper()
-	stackOnce.Do(func() {
-		for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsm_mk_change", "p11load"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, c), "../"+c).CombinedOutput()
-			if err != nil {
-				stackErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
-				return
-			}
-		}
-	})
-	if stackErr != nil {
-		t.Fatal(stackErr)
-	}
-	return filepath.Join(binDir, name)
-}
+// stackBin is one of the whole stack's clients (the simulator, the token
+// tools, the master key change tool and the load-generating application)
+// from internal/testenv, built once per go test run. Not race builds:
+// they are the clients, the daemon is the race build.
+func stackBin(t testing.TB, name string) string { return testenv.Bin(t, name) }
 
 const (
 	soPIN   = "87654321"

@@ -101,7 +101,9 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 }
 
 func (r *Root) conf(global string) string {
-	conf := "hsm-backend = simulator\n" + global
+	// simulator-dir explicitly: the default comes from PKCSHSM_ROOT, which
+	// a parallel test does not set in its own process.
+	conf := "hsm-backend = simulator\nsimulator-dir = " + r.Layout.SimDir() + "\n" + global
 	for _, s := range r.Slots {
 		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %stok.conf\n}\n", s.ID, s.Type, s.Label, s.Type)
 	}

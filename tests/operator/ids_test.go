@@ -13,7 +13,8 @@ import (
 // not found, with a hint, and create nothing; a malformed id is
 // refused as such before anything is read.
 func TestUnknownIDOnAFreshRoot(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	r.NoEvents()
 	r.Token(2, 1)
 	for _, args := range [][]string{{"finalize", "-i", "abcdef"}, {"cancel", "-i", "abcdef"}, {"list", "-i", "abcdef"}} {

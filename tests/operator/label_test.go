@@ -11,7 +11,8 @@ import (
 // take (33 bytes, 33 bytes of UTF-8, a newline, only blanks) is refused
 // before any PIN is asked, and the token stays uninitialized.
 func TestTokenInitRefusesTheLabelFirst(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	for _, label := range []string{strings.Repeat("a", 33), strings.Repeat("é", 16) + "a", strings.Repeat("a", 31) + "\n", "   "} {
 		term := r.Terminal("pkcshsm", "token", "init", "--slot", "2", "--label", label)
 		code, shown := term.Wait()

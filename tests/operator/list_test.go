@@ -28,6 +28,7 @@ func reencipher(t *testing.T, r *testenv.Root, aes string) string {
 // master key on one APQN of a REENCIPHERED operation, list no longer
 // offers cancel (which is then refused), only finalize, and says why.
 func TestListAfterOneAPQNIsSet(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 5)
 	id := reencipher(t, r, aes)
 	if res := r.Run("pkcshsm_mk_change", "", "list"); !strings.Contains(res.Stdout, "cancel --id "+id) {

@@ -32,6 +32,7 @@ func errString(err error) string {
 // standard output that cannot be written exit non-zero with an error, and
 // reencipher creates no operation the operator never saw.
 func TestOutputErrorsAreFailures(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 5)
 	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 // cca is a root with a CCA token of n keys in slot 2, no daemon, and a new
 // AES master key loaded on both APQNs; it returns the new pattern.
 func cca(t *testing.T, n int) (*testenv.Root, string) {
-	r := testenv.NewRoot(t, testenv.CCA(2))
+	r := testenv.NewRootParallel(t, testenv.CCA(2))
 	r.NoEvents()
 	r.Token(2, n)
 	return r, r.LoadNew(mkvp.CCAAES, 7, testenv.CCAAPQNs...)
@@ -21,6 +21,7 @@ func cca(t *testing.T, n int) (*testenv.Root, string) {
 // the terminal shows the affected tokens first, then the PIN prompt, the
 // cursor right after it. A wrong PIN ends the command there.
 func TestPromptAfterTheListThroughTee(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 5)
 	for i := range 4 {
 		term := r.Shell("set -o pipefail; pkcshsm_mk_change reencipher -a 01.0033,02.0033 -A " + aes + " | tee reenc.out")

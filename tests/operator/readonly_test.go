@@ -27,6 +27,7 @@ func readOnly(t *testing.T, dir string) {
 // dry run shows its plan and names the read-only file system as what the
 // real run would hit (not the simulator, not the token group).
 func TestReadOnlyRoot(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 3)
 	// An operation directory exists, as after an earlier change.
 	id := reencipher(t, r, aes)
@@ -61,6 +62,7 @@ func TestReadOnlyRoot(t *testing.T) {
 // read-only file system names the read-only file system and says to
 // remount it, not to check the token group.
 func TestReadOnlyTokenStoreWrite(t *testing.T) {
+	t.Parallel()
 	r, _ := cca(t, 1)
 	readOnly(t, r.Layout.TokenDir("cca"))
 	res := r.Run("pkcshsm", testenv.PIN(testenv.UserPIN), "keys", "generate", "--slot", "2", "--type", "aes", "--label", "new")

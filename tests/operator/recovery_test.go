@@ -16,6 +16,7 @@ import (
 // page says so for both): the damaged file goes to .broken/ and the next
 // list -i has nothing to warn about.
 func TestListIDRepairsATruncatedFile(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 2)
 	id := reencipher(t, r, aes)
 	main := filepath.Join(r.Layout.MKChangeDir(), id)
@@ -45,6 +46,7 @@ func TestListIDRepairsATruncatedFile(t *testing.T) {
 // a token fails rolls back with its progress lines first, and says "the
 // master key change is canceled" only after them, once it is.
 func TestRollbackSaysCanceledAfterItsProgress(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 3)
 	cmd := r.Cmd("pkcshsm_mk_change", "--progress", "reencipher", "-a", "01.0033,02.0033", "-A", aes)
 	cmd.Path = testenv.Bin(t, "pkcshsm_mk_change", "failpoints")
@@ -63,7 +65,8 @@ func TestRollbackSaysCanceledAfterItsProgress(t *testing.T) {
 // TestInterruptAtAQuestionEndsTheLine (issue 19.8): ^C at "Continue
 // [y/N]?" leaves the error on a line of its own, with a hint.
 func TestInterruptAtAQuestionEndsTheLine(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2), testenv.CCA(3))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2), testenv.CCA(3))
 	r.NoEvents()
 	r.Token(2, 1) // slot 3 has no token: reencipher asks whether to go on
 	aes := r.LoadNew(mkvpAES, 7, testenv.CCAAPQNs...)

@@ -52,7 +52,8 @@ var (
 // say keys were "restored"); the general reasons for an absent token are
 // behind -v info.
 func TestOutputAsSeed002(t *testing.T) {
-	r := testenv.NewRoot(t, testenv.CCA(2), testenv.CCA(3))
+	t.Parallel()
+	r := testenv.NewRootParallel(t, testenv.CCA(2), testenv.CCA(3))
 	r.Token(2, 5) // slot 3 has no token
 	aes := r.LoadNew(mkvp.CCAAES, 7, testenv.CCAAPQNs...)
 	r.Daemon()

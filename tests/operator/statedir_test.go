@@ -17,6 +17,7 @@ import (
 // saved, once, with a hint about the directory, and is not headed "At
 // least one token failed".
 func TestStateDirErrorsSayWhere(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 3)
 	if err := os.MkdirAll(r.Layout.MKChangeDir(), 0o755); err != nil {
 		t.Fatal(err)

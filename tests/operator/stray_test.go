@@ -12,6 +12,7 @@ import (
 // symlink) get the man page's advice: remove them (then restore the
 // operation file), not only "restore from a backup".
 func TestStrayEntriesHintAsTheManPage(t *testing.T) {
+	t.Parallel()
 	r, aes := cca(t, 2)
 	id := reencipher(t, r, aes)
 	dir := r.Layout.MKChangeDir()

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +25,8 @@ import (
 	"github.com/pkcshsm/pkcshsm/runtime/admin"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 const (
@@ -48,52 +49,13 @@ var (
 
 type binaries struct{ mk, daemon, load, pkcshsm string }
 
-var (
-	buildOnce sync.Once
-	bins      binaries
-	buildErr  error
-)
-
-// TestMain removes the binaries built for the tests.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if bins.mk != "" {
-		os.RemoveAll(filepath.Dir(bins.mk))
-	}
-	os.Exit(code)
-}
-
-// build builds the binaries once per test binary: the three processes of
-// a rotation with the failpoints tag, the key lister without.
+// build returns the binaries: the three processes of a rotation built
+// with the failpoints tag, the key lister without (internal/testenv builds
+// them once per go test run, shared with the other packages).
 func build(t *testing.T) binaries {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "crashmatrix-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		bins = binaries{mk: filepath.Join(dir, "pkcshsm_mk_change"), daemon: filepath.Join(dir, "pkcshsmd"),
-			load: filepath.Join(dir, "p11load"), pkcshsm: filepath.Join(dir, "pkcshsm")}
-		for _, b := range []struct {
-			out, pkg string
-			tagged   bool
-		}{{bins.mk, "pkcshsm_mk_change", true}, {bins.daemon, "pkcshsmd", true}, {bins.load, "p11load", true}, {bins.pkcshsm, "pkcshsm", false}} {
-			args := []string{"build", "-o", b.out}
-			if b.tagged {
-				args = append(args, "-tags", "failpoints")
-			}
-			out, err := exec.Command("go", append(args, module+b.pkg)...).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return bins
+	return binaries{mk: testenv.Bin(t, "pkcshsm_mk_change", "failpoints"), daemon: testenv.Bin(t, "pkcshsmd", "failpoints"),
+		load: testenv.Bin(t, "p11load", "failpoints"), pkcshsm: testenv.Bin(t, "pkcshsm")}
 }
 
 // ---- the fixture: a root with tokens, keys and new master keys loaded ----
@@ -344,22 +306,7 @@ type proc struct {
 	err  error // valid after done
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 func start(t *testing.T, name string, env []string, stdin string, argv ...string) *proc {
 	t.Helper()

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -52,7 +53,10 @@ func adapterSize(queues int) int64 { return int64(queues) * MaxEngines * slotByt
 func openAdapter(path string, queues int) (*adapterClock, error) {
 	want := adapterSize(queues)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if os.IsPermission(err) {
+	if os.IsPermission(err) || errors.Is(err, unix.EROFS) {
+		// No write access, or a read-only file system (read-only
+		// commands on a read-only root): the model holds within this
+		// process.
 		return &adapterClock{slots: make([]uint64, queues*MaxEngines), local: true}, nil
 	}
 	if err != nil {

@@ -249,7 +249,7 @@ if [ -n "$FAIL_HOST" ]; then
 	refused "another operation" "$base/inventory.yml" "host $FAIL_HOST is already in master key change operation $other"
 	printf '%s\n' $USER | PKCSHSM_ROOT=$base/$FAIL_HOST pkcshsm_mk_change cancel -i "$other" >/dev/null
 	for h in "${hosts[@]}"; do
-		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation after the refused runs"
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation after the refused runs"
 	done
 fi
 
@@ -305,7 +305,7 @@ if [ -z "$FAIL_HOST" ]; then
 	stop_apps
 	step "every key on every host under the new master keys"
 	for h in "${hosts[@]}"; do
-		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active"
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active"
 		check_keys "$h" 2 finalize "$new_sym" "$new_aes" "$new_apka"
 		check_keys "$h" 4 finalize "$new_wk"
 		echo $USER | PKCSHSM_ROOT=$base/$h p11load -slots 2,4 -duration 1s -check "$base/$h/before.json" >"$base/$h/check.out" 2>&1 ||
@@ -331,7 +331,7 @@ else
 	grep -q "$FAIL_HOST (reencipher: failed to log in to slot 2: USER PIN: PIN incorrect" "$base/play1.out" || fail "the play did not name $FAIL_HOST and its wrong PIN"
 	[ "$(current AES)" = "$old_aes" ] && [ "$(current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
 	for h in "${hosts[@]}"; do
-		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active after the cancel"
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active after the cancel"
 		hist=$base/$h/var/lib/pkcshsm/HSM_MK_CHANGE/history.jsonl
 		if [ "$h" = "$FAIL_HOST" ]; then
 			# A reencipher refused at the login records nothing; the only
@@ -368,7 +368,7 @@ else
 		if [ "$h" = "$FAIL_HOST" ]; then
 			PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list | grep -q "Key objects have been re-enciphered" || fail "$h: its operation is not left for finalize"
 		else
-			[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: not finalized"
+			[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: not finalized"
 		fi
 	done
 	echo "the play finalized every other host, named $FAIL_HOST, canceled nothing"
@@ -381,7 +381,7 @@ else
 	for h in "${hosts[@]}"; do
 		if [ "$h" = "$FAIL_HOST" ]; then want="changed=1 "; else want="changed=0 "; fi
 		grep -Eq "^$h +: ok=[0-9]+ +$want +unreachable=0 +failed=0" "$base/rerun.out" || fail "$h: the rerun did not change exactly what was left"
-		[ -z "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list)" ] || fail "$h: an operation is still active"
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active"
 		check_keys "$h" 2 finalize "$new_sym" "$new_aes" "$new_apka"
 		check_keys "$h" 4 finalize "$new_wk"
 	done

@@ -178,7 +178,7 @@ func TestDisconnectedProcessOnlyWarns(t *testing.T) {
 	e := newEnv(t)
 	e.daemon.outcomes = map[string][]event.ProcessResult{"mkchange.reencipher": {{PID: 79, Program: "gone", Outcome: event.Disconnected}}}
 	code, _, errs := reencipherCCA(e)
-	if code != 0 || !strings.Contains(errs, "warning: process 79 (gone) disconnected") {
+	if code != 0 || !strings.Contains(errs, "warning: 1 process disconnected during the reencipher step (process 79 (gone))") {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 }

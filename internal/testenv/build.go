@@ -33,6 +33,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -154,7 +155,9 @@ func build(root, dir string, tags []string) error {
 // sources, go.mod, go.sum), by path and content, with the tags.
 func sourceHash(root, tags string) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "tags=%s\n", tags)
+	// The platform too: scripts/test-s390x.sh builds the same sources for
+	// linux/s390x (GOARCH, CC), and the two runs must not share binaries.
+	fmt.Fprintf(h, "tags=%s\nplatform=%s/%s cc=%s cgo=%s\n", tags, runtime.GOOS, runtime.GOARCH, os.Getenv("CC"), os.Getenv("CGO_ENABLED"))
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

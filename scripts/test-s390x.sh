@@ -32,7 +32,7 @@
 # rotation demo: the root package's TestRotationDemo/finalize (the README's
 # command, with the applications in Go) and the demo with our C client
 # loading the s390x module (CLIENT=go,c); it lists what it left out. The
-# default (SCOPE=all) runs everything: about an hour under qemu on 2 cores.
+# default (SCOPE=all) runs everything, far longer under emulation.
 # Exit status: 0 only when every package passed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

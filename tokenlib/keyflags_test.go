@@ -101,25 +101,31 @@ func TestKeyFlagsTellTheTruth(t *testing.T) {
 		must(t, err)
 		wantFlags(t, l, h, ecImp, name+" imported EC private", false)
 
-		// What the token cannot do is refused, and leaves no object.
-		before := len(find(t, l, h))
+		// A template asking CKA_SENSITIVE FALSE gets a sensitive key all
+		// the same (the documented override); a private key asked
+		// extractable is refused and leaves no object.
 		insensitive := Bool(ck.CKA_SENSITIVE, false)
-		_, err = l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("x", false, insensitive))
-		wantRV(t, err, ck.CKR_ATTRIBUTE_VALUE_INVALID)
-		_, _, err = l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+		kg, err := l.GenerateKey(h, Mechanism{Type: ck.CKM_AES_KEY_GEN}, aesTemplate("x", false, insensitive))
+		must(t, err)
+		wantFlags(t, l, h, kg, name+" AES asked insensitive", true)
+		_, kp, err := l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
 			[]Attribute{Bytes(ck.CKA_EC_PARAMS, oidP256)}, []Attribute{insensitive})
-		wantRV(t, err, ck.CKR_ATTRIBUTE_VALUE_INVALID)
-		_, _, err = l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
-			[]Attribute{Bytes(ck.CKA_EC_PARAMS, oidP256)}, []Attribute{Bool(ck.CKA_EXTRACTABLE, true)})
-		wantRV(t, err, ck.CKR_ATTRIBUTE_VALUE_INVALID)
-		_, err = l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
+		must(t, err)
+		wantFlags(t, l, h, kp, name+" EC private asked insensitive", false)
+		ki, err := l.CreateObject(h, []Attribute{Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)),
 			Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), Bytes(ck.CKA_VALUE, make([]byte, 16)), insensitive})
-		wantRV(t, err, ck.CKR_ATTRIBUTE_VALUE_INVALID)
+		must(t, err)
+		wantFlags(t, l, h, ki, name+" imported AES asked insensitive", true)
 		wrapped := make([]byte, n)
 		_, err = l.WrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, kek, aes, wrapped)
 		must(t, err)
-		_, err = l.UnwrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, kek, wrapped, []Attribute{
+		ku, err := l.UnwrapKey(h, Mechanism{Type: ck.CKM_AES_KEY_WRAP}, kek, wrapped, []Attribute{
 			Ulong(ck.CKA_CLASS, uint(ck.CKO_SECRET_KEY)), Ulong(ck.CKA_KEY_TYPE, uint(ck.CKK_AES)), insensitive})
+		must(t, err)
+		wantFlags(t, l, h, ku, name+" unwrapped AES asked insensitive", true)
+		before := len(find(t, l, h))
+		_, _, err = l.GenerateKeyPair(h, Mechanism{Type: ck.CKM_EC_KEY_PAIR_GEN},
+			[]Attribute{Bytes(ck.CKA_EC_PARAMS, oidP256)}, []Attribute{Bool(ck.CKA_EXTRACTABLE, true)})
 		wantRV(t, err, ck.CKR_ATTRIBUTE_VALUE_INVALID)
 		if after := len(find(t, l, h)); after != before {
 			t.Errorf("%s: refused templates left %d objects", name, after-before)

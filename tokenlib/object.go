@@ -273,20 +273,17 @@ func objectDefaults(t template, c ck.ObjectClass) error {
 //
 //   - CKA_SENSITIVE and CKA_ALWAYS_SENSITIVE are TRUE: the engine keeps only
 //     the secure key blob, so no clear value can ever be read. A template
-//     asking CKA_SENSITIVE FALSE is CKR_ATTRIBUTE_VALUE_INVALID, rather than
-//     a key that claims to be readable and then refuses every read (which
-//     makes Java's SunPKCS11 and NSS try to read it).
+//     asking CKA_SENSITIVE FALSE (pkcs11-tool does, unless --sensitive) gets
+//     a sensitive key all the same, which says so, rather than a key that
+//     claims to be readable and then refuses every read (which makes Java's
+//     SunPKCS11 and NSS try to read it). libpkcshsm(3) documents the
+//     override.
 //   - CKA_EXTRACTABLE is what C_WrapKey allows: secret keys can be wrapped
 //     (default TRUE, FALSE on request); private keys cannot (always FALSE;
 //     asking TRUE is CKR_ATTRIBUTE_VALUE_INVALID).
 //   - CKA_NEVER_EXTRACTABLE is the opposite of CKA_EXTRACTABLE at creation
 //     and never changes afterwards (CKA_EXTRACTABLE can only become FALSE).
 func keyFlags(t template, c ck.ObjectClass) error {
-	if v, ok := t[ck.CKA_SENSITIVE]; ok && string(v) != string(boolBytes(true)) {
-		return newErrh(ck.CKR_ATTRIBUTE_VALUE_INVALID, errclass.InvalidArgument,
-			"leave CKA_SENSITIVE out or set it TRUE: the token keeps only the secure key, whose clear value never leaves the HSM",
-			"CKA_SENSITIVE FALSE: every secret and private key of this token is sensitive")
-	}
 	extractable := true
 	if c == ck.CKO_PRIVATE_KEY {
 		if t.boolOr(ck.CKA_EXTRACTABLE, false) {

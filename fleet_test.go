@@ -76,6 +76,11 @@ func TestFleetDemo(t *testing.T) {
 			if !strings.Contains(out, tc.want) {
 				t.Fatalf("fleet-demo.sh did not print %q:\n%s", tc.want, out)
 			}
+			// The failure path after the pre-checks: a hung application
+			// fails its host's reencipher and the play cancels the rest.
+			if hung := "the play named host2, canceled every host that re-enciphered, set no key"; tc.failHost != "" && !strings.Contains(out, hung) {
+				t.Fatalf("fleet-demo.sh did not print %q:\n%s", hung, out)
+			}
 		})
 	}
 }

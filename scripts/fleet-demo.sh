@@ -20,9 +20,10 @@
 # pre-checks' dry run (which logs in, as pkcshsm_mk_change checks PINs,
 # databases and keys before it records anything) refuses it, so the play
 # stops before any host re-enciphers and every key stays as it was, the
-# new master keys loaded but not set. (A host that fails in reencipher
-# itself makes the play cancel every host that re-enciphered; see the
-# runbook's "many hosts" chapter.)
+# new master keys loaded but not set. Then an application of that host
+# hangs (SIGSTOP) while the fleet re-enciphers: its reencipher fails once
+# the step's timeout (pkcshsm_timeout, 15 s here) runs out, and the play
+# must cancel every host that re-enciphered and leave every key as it was.
 #
 # HOSTS=N sets the number of hosts, FORKS Ansible's forks (default HOSTS).
 # The time of the playbook is printed ("playbook: N hosts, S s"); see
@@ -351,6 +352,31 @@ else
 		check_keys "$h" 2 cancel "$old_sym" "$old_aes" "$old_apka"
 		check_keys "$h" 4 cancel "$old_wk"
 	done
+
+	step "an application of $FAIL_HOST hangs in reencipher: the play cancels every host that re-enciphered"
+	inventory "$base/hang.yml" good
+	sed -i 's/^  vars:$/  vars:\n    pkcshsm_timeout: 15s/' "$base/hang.yml"
+	i=$((${FAIL_HOST#host} - 1))
+	kill -STOP "${app_pids[$i]}"
+	set +e
+	playbook "$base/hang.yml" >"$base/play3.out" 2>&1
+	rc=$?
+	set -e
+	kill -CONT "${app_pids[$i]}"
+	[ $rc != 0 ] || { cat "$base/play3.out"; fail "the playbook succeeded although an application of $FAIL_HOST did not answer"; }
+	grep -q "$FAIL_HOST (reencipher: " "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not name $FAIL_HOST's failed reencipher"; }
+	grep -q "TASK \[Cancel the change" "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not cancel"; }
+	[ "$(current AES)" = "$old_aes" ] && [ "$(current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
+	for h in "${hosts[@]}"; do
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active after the cancel"
+		if [ "$h" != "$FAIL_HOST" ]; then
+			hist=$base/$h/var/lib/pkcshsm/HSM_MK_CHANGE/history.jsonl
+			grep -q '"outcome":"canceled"' "$hist" || fail "$h: not canceled (history: $(cat "$hist" 2>/dev/null))"
+		fi
+		check_keys "$h" 2 cancel "$old_sym" "$old_aes" "$old_apka"
+		check_keys "$h" 4 cancel "$old_wk"
+	done
+	echo "the play named $FAIL_HOST, canceled every host that re-enciphered, set no key"
 
 	step "after the activation the play never cancels: $FAIL_HOST's pkcshsmd is down at finalize"
 	inventory "$base/good.yml" good

@@ -19,7 +19,7 @@ id=$(reencipher 2 -a "$CCA_APQNS" -s "$sym" -A "$aes" -p "$apka")
 [ "$(op_state "$id")" = REENCIPHERED ] || rt_fail "operation $id is $(op_state "$id"), want REENCIPHERED"
 
 rt_step "officer: activate the new keys, one APQN at a time (applications keep running)"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" SYM AES APKA; done
+set_all "$CCA_APQNS" SYM AES APKA
 
 rt_step "administrator: finalize"
 with_pins 2 pkcshsm_mk_change finalize -i "$id" || rt_fail "finalize failed: $RT_OUT"

@@ -13,7 +13,7 @@ rt_step "administrator: reencipher"
 id=$(reencipher 2 -a "$EP11_APQNS" -e "$wk")
 
 rt_step "officer: activate the new wrapping key, one APQN at a time"
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
+set_all "$EP11_APQNS" WK
 
 rt_step "administrator: finalize"
 with_pins 2 pkcshsm_mk_change finalize -i "$id" || rt_fail "finalize failed: $RT_OUT"

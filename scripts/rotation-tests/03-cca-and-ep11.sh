@@ -17,12 +17,11 @@ ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
 [ "$(pkcshsm_mk_change list --json | jq length)" = 2 ] || rt_fail "want two operations listed"
 
 rt_step "officer: activate everything, APQN by APQN"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES APKA; done
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
+set_all "$CCA_APQNS" AES APKA
+set_all "$EP11_APQNS" WK
 
 rt_step "administrator: finalize both"
-with_pins 1 pkcshsm_mk_change finalize -i "$cca" || rt_fail "finalize $cca failed: $RT_OUT"
-with_pins 1 pkcshsm_mk_change finalize -i "$ep11" || rt_fail "finalize $ep11 failed: $RT_OUT"
+finalize "$cca" "$ep11"
 no_ops
 rt_stop_apps
 

@@ -17,7 +17,7 @@ no_ops
 no_op_files
 
 rt_step "officer: activate ASYM; the applications keep working"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" ASYM; done
+set_all "$CCA_APQNS" ASYM
 with_pins 1 p11load -slots 2 -duration 1s || rt_fail "an application fails after the ASYM change: $RT_OUT"
 rt_stop_apps
 

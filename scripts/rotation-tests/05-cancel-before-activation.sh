@@ -9,10 +9,8 @@ old_cca="$(current SYM) $(current AES) $(current APKA)"
 old_wk=$(current WK)
 
 rt_step "officer loads new keys; administrator re-enciphers"
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
-cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
-ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
+load_aes_wk
+reencipher_aes_wk
 
 rt_step "administrator: cancel"
 with_pins 1 pkcshsm_mk_change cancel -i "$cca" || rt_fail "cancel $cca failed: $RT_OUT"

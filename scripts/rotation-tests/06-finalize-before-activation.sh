@@ -5,10 +5,8 @@
 rt_setup --cca-tokens 1 --ep11-tokens 1
 rt_start_daemon
 rt_start_apps 1
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
-cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
-ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
+load_aes_wk
+reencipher_aes_wk
 
 rt_step "administrator: finalize too early is refused"
 must_fail 4 1 pkcshsm_mk_change finalize -i "$cca"
@@ -22,12 +20,6 @@ must_fail 4 1 pkcshsm_mk_change finalize -i "$cca"
 
 rt_step "officer activates everywhere; finalize succeeds"
 set_new "${CCA_APQNS##*,}" AES
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
-with_pins 1 pkcshsm_mk_change finalize -i "$cca" || rt_fail "finalize failed: $RT_OUT"
-with_pins 1 pkcshsm_mk_change finalize -i "$ep11" || rt_fail "finalize failed: $RT_OUT"
-no_ops
-rt_stop_apps
-verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
-verify_slot 4 "$wk" rotated
-verify_data
-rt_pass
+set_all "$EP11_APQNS" WK
+finalize "$cca" "$ep11"
+rt_pass_rotated

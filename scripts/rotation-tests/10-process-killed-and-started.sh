@@ -6,8 +6,7 @@
 rt_setup --cca-tokens 1 --ep11-tokens 1
 rt_start_daemon
 rt_start_apps 3
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
+load_aes_wk
 
 rt_step "reencipher starts; application 1 is killed while it runs"
 printf '%s\n' "$USER_PIN" | pkcshsm_mk_change reencipher -a "$EP11_APQNS" -e "$wk" >"$RT_ROOT/reenc.out" 2>&1 &
@@ -25,13 +24,7 @@ rt_step "a new application starts during the window"
 rt_start_apps 1
 
 rt_step "officer activates; administrator finalizes"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES; done
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
-with_pins 1 pkcshsm_mk_change finalize -i "$cca" || rt_fail "finalize failed: $RT_OUT"
-with_pins 1 pkcshsm_mk_change finalize -i "$ep11" || rt_fail "finalize failed: $RT_OUT"
-no_ops
-rt_stop_apps
-verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
-verify_slot 4 "$wk" rotated
-verify_data
-rt_pass
+set_all "$CCA_APQNS" AES
+set_all "$EP11_APQNS" WK
+finalize "$cca" "$ep11"
+rt_pass_rotated

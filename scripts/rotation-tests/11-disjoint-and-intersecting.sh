@@ -20,7 +20,7 @@ grep -q "$op1" <<<"$RT_OUT" || rt_fail "the conflict message does not name $op1:
 [ "$(pkcshsm_mk_change list --json | jq length)" = 2 ] || rt_fail "want exactly two operations: $(pkcshsm_mk_change list)"
 
 rt_step "officer activates both key types; finalize both"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES APKA; done
+set_all "$CCA_APQNS" AES APKA
 with_pins 2 pkcshsm_mk_change finalize -i "$op1" || rt_fail "finalize failed: $RT_OUT"
 with_pins 2 pkcshsm_mk_change finalize -i "$op2" || rt_fail "finalize failed: $RT_OUT"
 no_ops

@@ -11,15 +11,14 @@ printf 'EXPECTED_MKVPS {\n\tAES = "%s"\n}\n' "$(current AES)" >>"$conf/ccatok.co
 printf 'EXPECTED_WKVP "%s"\n' "$(current WK)" >>"$conf/ep11tok.conf"
 rt_start_daemon
 rt_start_apps 2
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
+load_aes_wk
 cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
 grep -q "replace the old patterns" "$RT_ROOT/reencipher.out" || rt_fail "reencipher did not say to replace the patterns: $(cat "$RT_ROOT/reencipher.out")"
 ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
 
 rt_step "officer activates"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES; done
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
+set_all "$CCA_APQNS" AES
+set_all "$EP11_APQNS" WK
 
 rt_step "finalize with the old patterns still configured is refused"
 must_fail 4 1 pkcshsm_mk_change finalize -i "$cca"
@@ -29,11 +28,5 @@ must_fail 4 1 pkcshsm_mk_change finalize -i "$ep11"
 rt_step "the administrator replaces the patterns; finalize passes"
 sed -i "s/AES = \"[0-9a-fA-F]*\"/AES = \"$aes\"/" "$conf/ccatok.conf"
 sed -i "s/^EXPECTED_WKVP .*/EXPECTED_WKVP \"$wk\"/" "$conf/ep11tok.conf"
-with_pins 1 pkcshsm_mk_change finalize -i "$cca" || rt_fail "finalize failed: $RT_OUT"
-with_pins 1 pkcshsm_mk_change finalize -i "$ep11" || rt_fail "finalize failed: $RT_OUT"
-no_ops
-rt_stop_apps
-verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
-verify_slot 4 "$wk" rotated
-verify_data
-rt_pass
+finalize "$cca" "$ep11"
+rt_pass_rotated

@@ -6,14 +6,11 @@ rt_setup --cca-tokens 1 --ep11-tokens 1
 rt_start_daemon
 rt_start_apps 2
 rotate() {
-	aes=$(load_new "$CCA_APQNS" AES)
-	wk=$(load_new "$EP11_APQNS" WK)
-	cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
-	ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
-	for q in ${CCA_APQNS//,/ }; do set_new "$q" AES; done
-	for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
-	with_pins 1 pkcshsm_mk_change finalize -i "$cca" || rt_fail "finalize failed: $RT_OUT"
-	with_pins 1 pkcshsm_mk_change finalize -i "$ep11" || rt_fail "finalize failed: $RT_OUT"
+	load_aes_wk
+	reencipher_aes_wk
+	set_all "$CCA_APQNS" AES
+	set_all "$EP11_APQNS" WK
+	finalize "$cca" "$ep11"
 	no_ops
 }
 rt_step "first rotation"

@@ -14,8 +14,8 @@ rt_step "rotation to a first key K1, then to K2"
 for k in "$k1" "$k2"; do
 	wk=$(load_new "$EP11_APQNS" WK "$k")
 	id=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
-	for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
-	with_pins 1 pkcshsm_mk_change finalize -i "$id" || rt_fail "finalize failed: $RT_OUT"
+	set_all "$EP11_APQNS" WK
+	finalize "$id"
 	[ "$k" = "$k1" ] && wk1=$wk
 done
 wk2=$wk

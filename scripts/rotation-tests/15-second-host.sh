@@ -50,8 +50,7 @@ C=$(new_host c)
 rt_start_daemon # A's daemon; B and C run no applications
 
 rt_step "officer: new CCA AES and EP11 wrapping keys on the shared domains"
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
+load_aes_wk
 
 rt_step "host A: reencipher; verify is ready on A"
 id_cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
@@ -93,8 +92,8 @@ out=$(host "$B" pkcshsm_mk_change verify -a "$CCA_APQNS,$EP11_APQNS" 2>&1) || rt
 host "$C" pkcshsm_mk_change verify -a "$EP11_APQNS" >/dev/null 2>&1 && rt_fail "verify on host C says ready"
 
 rt_step "officer sets (verify passes on A); host C's EP11 keys are lost, and C says so"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES; done
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
+set_all "$CCA_APQNS" AES
+set_all "$EP11_APQNS" WK
 out=$(host "$C" pkcshsm_mk_change list 2>&1) || rt_fail "list on host C failed: $out"
 rt_log "host C list: $out"
 n=$(printf '%s\n' "$USER_PIN" | host "$C" pkcshsm keys list --slot 4 --json 2>/dev/null | jq '[.[] | select(.blobs.current != null)] | length')

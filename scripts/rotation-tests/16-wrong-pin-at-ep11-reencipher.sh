@@ -9,8 +9,7 @@
 rt_setup --cca-tokens 1 --ep11-tokens 1
 rt_start_daemon
 rt_start_apps 2
-aes=$(load_new "$CCA_APQNS" AES)
-wk=$(load_new "$EP11_APQNS" WK)
+load_aes_wk
 
 rt_step "administrator: CCA reencipher; the EP11 one with a mistyped PIN"
 id_cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
@@ -39,16 +38,11 @@ fix=$(jq -r .fix <<<"$out")
 [ "$(current WK)" != "$wk" ] || rt_fail "the wrapping key was set"
 
 rt_step "the officer sets CCA; the administrator runs the fix; then EP11 is set"
-for q in ${CCA_APQNS//,/ }; do set_new "$q" AES; done
+set_all "$CCA_APQNS" AES
 # shellcheck disable=SC2086
 with_pins 1 $fix || rt_fail "the fix '$fix' failed: $RT_OUT"
 id_ep11=$(op_id)
 [ -n "$id_ep11" ] || rt_fail "the fix created no operation: $RT_OUT"
-for q in ${EP11_APQNS//,/ }; do set_new "$q" WK; done
-for id in $id_cca $id_ep11; do with_pins 1 pkcshsm_mk_change finalize -i "$id" || rt_fail "finalize $id: $RT_OUT"; done
-no_ops
-rt_stop_apps
-verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
-verify_slot 4 "$wk" rotated
-verify_data
-rt_pass
+set_all "$EP11_APQNS" WK
+finalize "$id_cca" "$id_ep11"
+rt_pass_rotated

@@ -368,3 +368,48 @@ no_op_files() {
 	done
 	return 0
 }
+
+# The steps most scenarios share, on the usual layout (one CCA token in
+# slot 2, one EP11 token in slot 4):
+
+# load_aes_wk: the officer loads a new CCA AES master key and a new EP11
+# wrapping key; sets $aes and $wk to their patterns.
+load_aes_wk() {
+	aes=$(load_new "$CCA_APQNS" AES)
+	wk=$(load_new "$EP11_APQNS" WK)
+}
+
+# reencipher_aes_wk: the administrator re-enciphers both (one USER PIN
+# each); sets $cca and $ep11 to the operation ids.
+reencipher_aes_wk() {
+	cca=$(reencipher 1 -a "$CCA_APQNS" -A "$aes")
+	ep11=$(reencipher 1 -a "$EP11_APQNS" -e "$wk")
+}
+
+# set_all APQNS TYPE: the officer activates the new register of TYPE on
+# every APQN of the comma-separated list (verify is run before each set).
+set_all() { # APQNS TYPE...
+	local q apqns=$1
+	shift
+	for q in ${apqns//,/ }; do set_new "$q" "$@"; done
+}
+
+# finalize ID...: the administrator finalizes each operation (one USER PIN).
+finalize() {
+	local id
+	for id; do with_pins 1 pkcshsm_mk_change finalize -i "$id" || rt_fail "finalize $id failed: $RT_OUT"; done
+}
+
+# rt_pass_rotated: the end of a scenario that rotated AES and WK: no
+# operation left, the applications stop cleanly, every key of slot 2 is
+# under the current SYM, the new AES or the current APKA pattern and every
+# key of slot 4 under the new wrapping key (each with its pre-change blob
+# as backup), and the data encrypted before decrypts.
+rt_pass_rotated() {
+	no_ops
+	rt_stop_apps
+	verify_slot 2 "$(current SYM) $aes $(current APKA)" rotated
+	verify_slot 4 "$wk" rotated
+	verify_data
+	rt_pass
+}

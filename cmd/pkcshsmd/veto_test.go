@@ -202,6 +202,12 @@ func TestStoppedApplicationExcludedCatchesUp(t *testing.T) {
 		!strings.Contains(out, "--exclude-pid "+spid) || strings.Contains(out, "did not answer the cancel step") {
 		t.Fatalf("EP11 reencipher with a stopped application: exit %d\n%s", code, out)
 	}
+	// The running application shares the APQNs with the stopped one; it
+	// must not be reported (issue 19.11: a stopped process made a healthy
+	// one look stuck).
+	if rpid := strconv.Itoa(int(running.pid())); strings.Contains(out, "process "+rpid+" ") {
+		t.Fatalf("the running application %s is reported too:\n%s", rpid, out)
+	}
 	if ops := s.listOps(); len(ops) != 0 {
 		t.Fatalf("operations left by the automatic cancel: %v", ops)
 	}

@@ -99,7 +99,7 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 		return 0, err
 	}
 	pages := make(chan page, 1)
-	go t.prepare(ctx, st, dk, be, qs, op, a, per, pages)
+	go t.prepare(ctx, st, dk, be, qs, op, a, NewLimiter(per), pages)
 	changed, done := 0, 0
 	var failed error
 	for p := range pages {
@@ -233,8 +233,10 @@ type page struct {
 
 // prepare reads the key objects page by page, transforms them and sends
 // the pages that are to be written, then closes pages. It stops at the
-// first error (sent as the last page) or when ctx ends.
-func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, per int, pages chan<- page) {
+// first error (sent as the last page) or when ctx ends. The next page is
+// read while the HSM works on the current one, so the adapters do not
+// wait for the store between pages.
+func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, lim *Limiter, pages chan<- page) {
 	defer close(pages)
 	pageSize := failpoint.Int("mkchange.page-size", pageSize)
 	send := func(p page) bool {
@@ -245,20 +247,47 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 			return false
 		}
 	}
-	var after uint64
-	for {
-		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
-		err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
-		if err != nil {
-			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", after, err)})
+	type listed struct {
+		objs  []*store.Object
+		after uint64
+		err   error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lists := make(chan listed, 1)
+	go func() {
+		defer close(lists)
+		var after uint64
+		for {
+			objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
+			err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
+			l := listed{objs: objs, after: after, err: err}
+			if len(objs) > 0 {
+				// Before the page is handed over: its transform sets
+				// the entries it did not change to nil.
+				after = objs[len(objs)-1].Handle
+			}
+			select {
+			case lists <- l:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(objs) < pageSize {
+				return
+			}
+		}
+	}()
+	for l := range lists {
+		if l.err != nil {
+			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", l.after, l.err)})
 			return
 		}
+		objs := l.objs
 		if len(objs) == 0 {
 			return
 		}
 		p := page{listed: len(objs)}
-		last := objs[len(objs)-1].Handle
-		if err := transformPage(ctx, be, qs, objs, op, a, per); err != nil {
+		if err := transformPage(ctx, be, qs, objs, op, a, lim); err != nil {
 			send(page{err: err})
 			return
 		}
@@ -267,19 +296,18 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 				p.changed = append(p.changed, o)
 			}
 		}
-		if !send(p) || len(objs) < pageSize {
+		if !send(p) {
 			return
 		}
-		after = last
 	}
 }
 
 // transformPage applies action a to every object of a page and sets the
-// entries of objs it did not change to nil. Re-enciphering keeps up to per
-// requests outstanding on each APQN (see Each); the other actions make no
-// HSM call and run in order. The first object that fails stops the page
+// entries of objs it did not change to nil. Re-enciphering keeps as many
+// requests outstanding on each APQN as lim's windows allow (see Each); the
+// other actions make no HSM call and run in order. The first object that fails stops the page
 // with an error naming it.
-func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, per int) error {
+func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, lim *Limiter) error {
 	one := func(ctx context.Context, i int) error {
 		o := objs[i]
 		failpoint.Hit("cli.pass." + a.String() + ".in-flight")
@@ -300,7 +328,9 @@ func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*st
 		}
 		return nil
 	}
-	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, per, one)
+	// Requests share a floor by the length of the blob: key type and size.
+	kind := func(i int) int { return len(objs[i].Attrs[attrOpaque]) }
+	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, kind, lim, one)
 }
 
 // apqnFor spreads re-enciphering over the APQNs by handle, so that both

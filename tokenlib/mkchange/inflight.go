@@ -121,7 +121,7 @@ const (
 // called with the Limiter's lock held.
 type window struct {
 	limit, least, max, inside int
-	floors             map[int]*floorTime
+	floors                    map[int]*floorTime
 	// the current round: each request's time above its floor
 	overs    []time.Duration
 	floorSum time.Duration

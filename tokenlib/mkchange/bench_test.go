@@ -317,7 +317,8 @@ func reportLatencies(b *testing.B, name string, ds []time.Duration) time.Duratio
 // writes: a writer on a store handle of its own creates a private object
 // every 2 ms, first alone, then while a reencipher pass over the token's
 // keys runs, then during the finalize pass, with the pass writing
-// commitChunk objects per transaction (the default) or fewer. Reported
+// commitChunk objects per transaction (as before) or as many as fit in
+// txHold (the default). Reported
 // per variant: the writer's p50/p99/max latency in µs alone and during
 // each pass and how many of its writes took more than 5 ms.
 // PKCSHSM_BENCH_KEYS sets the key count (default 20,000):
@@ -325,11 +326,15 @@ func reportLatencies(b *testing.B, name string, ds []time.Duration) time.Duratio
 //	go test -run '^$' -bench 'BenchmarkPassWriteStall' -benchtime=1x ./tokenlib/mkchange/
 func BenchmarkPassWriteStall(b *testing.B) {
 	n := benchKeys(20000)
-	for _, chunk := range []int{commitChunk, 64} {
-		b.Run(fmt.Sprintf("chunk=%d", chunk), func(b *testing.B) {
-			old := commitChunk
-			commitChunk = chunk
-			defer func() { commitChunk = old }()
+	for _, hold := range []time.Duration{0, txHold} {
+		name := "chunk=250"
+		if hold > 0 {
+			name = "hold=" + hold.String()
+		}
+		b.Run(name, func(b *testing.B) {
+			old := txHold
+			txHold = hold
+			defer func() { txHold = old }()
 			var base, reenc, final []time.Duration
 			for b.Loop() {
 				b.StopTimer()

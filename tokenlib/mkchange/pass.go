@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -23,6 +24,36 @@ const BatchSize = 2000
 // for some milliseconds at a time, so applications' writes interleave.
 // Benchmarked by BenchmarkPassWriteStall (docs/bench.md).
 var commitChunk = 250
+
+// txHold is how long one write transaction of a pass should hold the
+// token's write lock (and the writers' gate), its commit included: an
+// application's write that arrives meanwhile waits that long at most.
+// Benchmarks set it to 0 (transactions of commitChunk, whatever they
+// take) to compare.
+var txHold = 2 * time.Millisecond
+
+// minChunk is the fewest objects a pass writes per transaction, however
+// slow the store: below it the commits' own cost dominates.
+const minChunk = 16
+
+// txChunk sizes the pass's write transactions: from the objects per
+// second the last transactions wrote (lock held, commit included), as many
+// as fit in txHold, between minChunk and commitChunk; smoothed over the
+// last transactions, so one slow commit does not halve the next.
+type txChunk struct {
+	n int
+}
+
+func newTxChunk() *txChunk { return &txChunk{n: commitChunk} }
+
+// took records a transaction of objs objects that held the lock for d.
+func (c *txChunk) took(objs int, d time.Duration) {
+	if objs <= 0 || d <= 0 || txHold <= 0 {
+		return
+	}
+	fit := int(float64(objs) * float64(txHold) / float64(d))
+	c.n = max(minChunk, min(commitChunk, (c.n+fit)/2))
+}
 
 // pageSize is BatchSize; tests lower it to cross page boundaries with few
 // objects.
@@ -102,6 +133,7 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 	go t.prepare(ctx, st, dk, be, qs, op, a, NewLimiter(per), pages)
 	changed, done := 0, 0
 	var failed error
+	chunk := newTxChunk()
 	for p := range pages {
 		if failed != nil {
 			continue // drain: the producer stops at its next send
@@ -111,16 +143,20 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 			cancel()
 			continue
 		}
-		// The page is written in transactions of commitChunk objects:
-		// each holds the token's write lock only briefly, and an
-		// application's write or key creation waits for one of them, not
-		// for a whole page. Crash safety is unchanged: every object is
+		// The page is written in transactions of at most commitChunk
+		// objects, fewer when that would hold the token's write lock for
+		// longer than txHold (txChunk): an application's write or key
+		// creation waits for one of them, not for a whole page. Crash safety is unchanged: every object is
 		// written whole by one transaction, and the pass is idempotent.
 		var err error
-		for start := 0; start < len(p.changed) && err == nil; start += commitChunk {
+		for start := 0; start < len(p.changed) && err == nil; {
+			end := min(start+chunk.n, len(p.changed))
 			var n int
-			n, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:min(start+commitChunk, len(p.changed)):min(start+commitChunk, len(p.changed))])
+			var held time.Duration
+			n, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
+			chunk.took(end-start, held)
 			changed += n
+			start = end
 		}
 		if err != nil {
 			failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
@@ -156,12 +192,16 @@ const conflictRetries = 5
 // for the page, then, outside any transaction, the objects another writer
 // changed meanwhile are read and transformed again and written in a
 // transaction of their own, until none is left.
-func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (int, error) {
-	changed := 0
+//
+// held is how long the first transaction held the token's write lock
+// (from its start to its commit, the writers' gate's yield included).
+func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, held time.Duration, err error) {
 	for attempt := 0; len(objs) > 0; attempt++ {
 		var conflicts []uint64
 		n := 0
+		var began time.Time
 		err := st.BatchLow(ctx, dk, func(tx *store.Tx) error {
+			began = time.Now()
 			conflicts, n = conflicts[:0], 0
 			// The keys remember which operation and action touched them
 			// last, with the page (store/journal.go).
@@ -183,22 +223,25 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			}
 			return nil
 		})
+		if attempt == 0 && !began.IsZero() {
+			held = time.Since(began)
+		}
 		if err != nil {
-			return changed, err
+			return changed, held, err
 		}
 		changed += n
 		if len(conflicts) == 0 {
-			return changed, nil
+			return changed, held, nil
 		}
 		if attempt == conflictRetries {
-			return changed, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
+			return changed, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
 				"objects %v kept changing during the pass (%d attempts)", conflicts, attempt+1)
 		}
 		objs = objs[:0]
 		for _, h := range conflicts {
 			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
 			if err != nil {
-				return changed, fmt.Errorf("object %d: failed to read it again: %w", h, err)
+				return changed, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
 			}
 			if len(fresh) == 0 || fresh[0].Handle != h {
 				continue // destroyed meanwhile
@@ -206,14 +249,14 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			o := fresh[0]
 			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
 			if err != nil {
-				return changed, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+				return changed, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
 			}
 			if ok {
 				objs = append(objs, o) // else the other writer did our work
 			}
 		}
 	}
-	return changed, nil
+	return changed, held, nil
 }
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}

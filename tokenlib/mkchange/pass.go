@@ -36,20 +36,50 @@ var txHold = 2 * time.Millisecond
 // slow the store: below it the commits' own cost dominates.
 const minChunk = 16
 
-// txChunk sizes the pass's write transactions: from the objects per
-// second the last transactions wrote (lock held, commit included), as many
-// as fit in txHold, between minChunk and commitChunk; smoothed over the
-// last transactions, so one slow commit does not halve the next.
+// txChunk sizes the pass's write transactions. While no other writer
+// shows up, a transaction is commitChunk objects (fewest commits). Once
+// the pass had to wait for the writers' gate (another process wrote), and
+// for contendedFor after the last time, a transaction holds as many
+// objects as fit in txHold at the objects per second the last
+// transactions wrote (lock held, commit included), between minChunk and
+// commitChunk, smoothed over the last transactions so one slow commit
+// does not halve the next.
 type txChunk struct {
-	n int
+	n     int       // the size while writers are about
+	until time.Time // writers were seen; bound the transactions until then
+	now   func() time.Time
 }
 
-func newTxChunk() *txChunk { return &txChunk{n: commitChunk} }
+// contendedFor is how long the pass keeps its transactions short after it
+// last waited for another writer, and after it starts (applications are
+// likely about; it takes a pass some transactions to see them).
+var contendedFor = time.Second
 
-// took records a transaction of objs objects that held the lock for d.
-func (c *txChunk) took(objs int, d time.Duration) {
+// gateWaited is the wait for the writers' gate above which the pass takes
+// it that another writer was inside (a writer holds it for a durable
+// commit, the gate is polled every 200 µs).
+const gateWaited = 250 * time.Microsecond
+
+func newTxChunk() *txChunk {
+	return &txChunk{n: commitChunk, now: time.Now, until: time.Now().Add(contendedFor)}
+}
+
+// size is the next transaction's object count.
+func (c *txChunk) size() int {
+	if txHold <= 0 || c.now().After(c.until) {
+		return commitChunk
+	}
+	return c.n
+}
+
+// took records a transaction of objs objects that waited wait for the
+// writers' gate and then held the lock for d.
+func (c *txChunk) took(objs int, wait, d time.Duration) {
 	if objs <= 0 || d <= 0 || txHold <= 0 {
 		return
+	}
+	if wait > gateWaited {
+		c.until = c.now().Add(contendedFor)
 	}
 	fit := int(float64(objs) * float64(txHold) / float64(d))
 	c.n = max(minChunk, min(commitChunk, (c.n+fit)/2))
@@ -144,17 +174,18 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 			continue
 		}
 		// The page is written in transactions of at most commitChunk
-		// objects, fewer when that would hold the token's write lock for
-		// longer than txHold (txChunk): an application's write or key
-		// creation waits for one of them, not for a whole page. Crash safety is unchanged: every object is
+		// objects, and while other processes write, of as many as hold
+		// the token's write lock for about txHold (txChunk): an
+		// application's write or key creation waits for one of them, not
+		// for a whole page. Crash safety is unchanged: every object is
 		// written whole by one transaction, and the pass is idempotent.
 		var err error
 		for start := 0; start < len(p.changed) && err == nil; {
-			end := min(start+chunk.n, len(p.changed))
+			end := min(start+chunk.size(), len(p.changed))
 			var n int
-			var held time.Duration
-			n, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
-			chunk.took(end-start, held)
+			var wait, held time.Duration
+			n, wait, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
+			chunk.took(end-start, wait, held)
 			changed += n
 			start = end
 		}
@@ -193,13 +224,15 @@ const conflictRetries = 5
 // changed meanwhile are read and transformed again and written in a
 // transaction of their own, until none is left.
 //
-// held is how long the first transaction held the token's write lock
-// (from its start to its commit, the writers' gate's yield included).
-func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, held time.Duration, err error) {
+// wait is how long the first transaction waited for the writers' gate,
+// held how long it then held the token's write lock (to its commit, the
+// gate's yield included).
+func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, wait, held time.Duration, err error) {
 	for attempt := 0; len(objs) > 0; attempt++ {
 		var conflicts []uint64
 		n := 0
 		var began time.Time
+		called := time.Now()
 		err := st.BatchLow(ctx, dk, func(tx *store.Tx) error {
 			began = time.Now()
 			conflicts, n = conflicts[:0], 0
@@ -224,24 +257,24 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			return nil
 		})
 		if attempt == 0 && !began.IsZero() {
-			held = time.Since(began)
+			wait, held = began.Sub(called), time.Since(began)
 		}
 		if err != nil {
-			return changed, held, err
+			return changed, wait, held, err
 		}
 		changed += n
 		if len(conflicts) == 0 {
-			return changed, held, nil
+			return changed, wait, held, nil
 		}
 		if attempt == conflictRetries {
-			return changed, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
+			return changed, wait, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
 				"objects %v kept changing during the pass (%d attempts)", conflicts, attempt+1)
 		}
 		objs = objs[:0]
 		for _, h := range conflicts {
 			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
 			if err != nil {
-				return changed, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
+				return changed, wait, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
 			}
 			if len(fresh) == 0 || fresh[0].Handle != h {
 				continue // destroyed meanwhile
@@ -249,14 +282,14 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			o := fresh[0]
 			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
 			if err != nil {
-				return changed, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+				return changed, wait, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
 			}
 			if ok {
 				objs = append(objs, o) // else the other writer did our work
 			}
 		}
 	}
-	return changed, held, nil
+	return changed, wait, held, nil
 }
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}

@@ -361,34 +361,53 @@ func TestPassStopsAtDamagedObject(t *testing.T) {
 	}
 }
 
-// TestTxChunkFollowsCommitTime: the pass's write transactions shrink when
-// they hold the write lock longer than txHold, never below minChunk, and
-// grow back to commitChunk when the store is fast again.
+// TestTxChunkFollowsCommitTime: while other writers are about, the pass's
+// write transactions shrink when they hold the write lock longer than
+// txHold, never below minChunk, and grow back to commitChunk when the
+// store is fast again; once no writer was seen for contendedFor they are
+// commitChunk whatever they take.
 func TestTxChunkFollowsCommitTime(t *testing.T) {
+	now := time.Unix(1000, 0)
 	c := newTxChunk()
-	if c.n != commitChunk {
-		t.Fatalf("first chunk %d, want %d", c.n, commitChunk)
+	c.now = func() time.Time { return now }
+	c.until = now.Add(contendedFor) // as at the pass's start
+	if c.size() != commitChunk {
+		t.Fatalf("first chunk %d, want %d", c.size(), commitChunk)
 	}
-	// 250 objects in 10 ms: 50 fit in 2 ms; smoothed, the chunk comes down.
+	writer := 2 * gateWaited // each transaction waited for another writer
+	// 40 µs per object: 50 fit in 2 ms; smoothed, the chunk comes down.
 	for range 10 {
-		c.took(c.n, time.Duration(c.n)*40*time.Microsecond)
+		c.took(c.size(), writer, time.Duration(c.size())*40*time.Microsecond)
 	}
-	if want := int(txHold / (40 * time.Microsecond)); c.n < want-2 || c.n > want+2 {
-		t.Fatalf("chunk %d at 40 µs per object, want about %d", c.n, want)
+	if want := int(txHold / (40 * time.Microsecond)); c.size() < want-2 || c.size() > want+2 {
+		t.Fatalf("chunk %d at 40 µs per object, want about %d", c.size(), want)
 	}
 	// A store so slow that even minChunk objects take longer.
 	for range 10 {
-		c.took(c.n, 100*time.Millisecond)
+		c.took(c.size(), writer, 100*time.Millisecond)
 	}
-	if c.n != minChunk {
-		t.Fatalf("chunk %d with 100 ms commits, want the floor %d", c.n, minChunk)
+	if c.size() != minChunk {
+		t.Fatalf("chunk %d with 100 ms commits, want the floor %d", c.size(), minChunk)
+	}
+	// No writer for contendedFor: whole chunks again, however slow.
+	for range 3 {
+		now = now.Add(contendedFor / 2)
+		c.took(c.size(), 0, 100*time.Millisecond)
+	}
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d with no writer about, want %d", c.size(), commitChunk)
+	}
+	// A writer again: short transactions at once.
+	c.took(c.size(), writer, 100*time.Millisecond)
+	if c.size() != minChunk {
+		t.Fatalf("chunk %d after waiting for a writer, want %d", c.size(), minChunk)
 	}
 	// Fast again: back to commitChunk, not beyond.
 	for range 20 {
-		c.took(c.n, time.Duration(c.n)*time.Microsecond)
+		c.took(c.size(), writer, time.Duration(c.size())*time.Microsecond)
 	}
-	if c.n != commitChunk {
-		t.Fatalf("chunk %d at 1 µs per object, want %d", c.n, commitChunk)
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d at 1 µs per object, want %d", c.size(), commitChunk)
 	}
 }
 
@@ -398,9 +417,10 @@ func TestTxChunkFollowsCommitTime(t *testing.T) {
 // counted by the store's generation, which every write transaction bumps
 // once — and both change every key.
 func TestPassTransactionsFollowHoldTime(t *testing.T) {
-	oldHold, oldChunk := txHold, commitChunk
-	t.Cleanup(func() { txHold, commitChunk = oldHold, oldChunk })
+	oldHold, oldChunk, oldFor := txHold, commitChunk, contendedFor
+	t.Cleanup(func() { txHold, commitChunk, contendedFor = oldHold, oldChunk, oldFor })
 	commitChunk = 2 * minChunk
+	contendedFor = time.Hour // as if writers were about all the time
 	txs := map[time.Duration]int{}
 	for _, hold := range []time.Duration{0, time.Nanosecond} {
 		txHold = hold

@@ -160,21 +160,6 @@ func BenchmarkPassAdapterModel(b *testing.B) {
 	}
 }
 
-// BenchmarkPassApp is BenchmarkPassAdapterModel without the adapter time
-// model (the simulator answers at once): what a pass does to an
-// application's 1 KiB encryptions when the host, not the adapter, is the
-// shared resource (issue 17's third goal: p99 during either pass within
-// 1.2× the baseline, no call above 5 ms that the pass causes). The
-// application runs in the pass's process here, so it also shares the Go
-// runtime (scheduler, garbage collection) with the pass, which a real
-// application in its own process does not. PKCSHSM_BENCH_KEYS as above
-// (default 100,000):
-//
-//	go test -run '^$' -bench 'BenchmarkPassApp$' -benchtime=1x ./tokenlib/mkchange/
-func BenchmarkPassApp(b *testing.B) {
-	benchPassWithApp(b, benchKeys(100000), 0, 0)
-}
-
 // benchPassWithApp runs the application alone for 2 s, then during a
 // reencipher and a finalize pass over n keys, each APQN modelled with
 // service time lat on engines engines (0: no model), and reports the

@@ -180,6 +180,11 @@ func TestWindowLeavesRoomForApplication(t *testing.T) {
 	if r.passRate < 0.75*r.bound {
 		t.Errorf("pass %.0f requests/s with the application, want at least 75 %% of %.0f", r.passRate, r.bound)
 	}
+	for _, fixed := range []int{3, 4} {
+		m.fixed = fixed
+		f := m.run(10 * time.Second)
+		t.Logf("fixed %d: pass %.0f req/s (%.0f %%), app p50 %v p99 %v", fixed, f.passRate, 100*f.passRate/f.bound, f.app[len(f.app)/2], p99(f.app))
+	}
 	m.fixed = 8
 	f := m.run(10 * time.Second)
 	if p99(f.app) <= base*3/2 {

@@ -70,6 +70,15 @@ func newPassFixtureAttrs(tb testing.TB, n, extra int) *passFixture {
 	}
 }
 
+// pass runs the pass of action a over the fixture's token, which must
+// change all n keys.
+func (f *passFixture) pass(b testing.TB, a state.Action, n int) {
+	b.Helper()
+	if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, a, nil); err != nil || c != n {
+		b.Fatalf("%s: %d changed, %v", a, c, err)
+	}
+}
+
 // BenchmarkPass measures the token-object pass over 10,000 and 100,000
 // private AES keys of one token (durable, batched transactions):
 // reencipher, the officer's Set (not timed), then finalize. Each phase is
@@ -98,17 +107,13 @@ func benchPass(b *testing.B, extra int) {
 				f := newPassFixtureAttrs(b, n, extra)
 				b.StartTimer()
 				start, cpu := time.Now(), cpuTime()
-				if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActReencipher, nil); err != nil || c != n {
-					b.Fatalf("reencipher: %d changed, %v", c, err)
-				}
+				f.pass(b, state.ActReencipher, n)
 				reenc, reencCPU = reenc+time.Since(start), reencCPU+cpuTime()-cpu
 				b.StopTimer()
 				f.set(mkvp.CCAAES, cca1, cca2)
 				b.StartTimer()
 				start, cpu = time.Now(), cpuTime()
-				if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActFinalize, nil); err != nil || c != n {
-					b.Fatalf("finalize: %d changed, %v", c, err)
-				}
+				f.pass(b, state.ActFinalize, n)
 				final, finalCPU = final+time.Since(start), finalCPU+cpuTime()-cpu
 			}
 			b.ReportMetric(float64(n*b.N)/reenc.Seconds(), "reencipher-objects/s")
@@ -185,9 +190,7 @@ func benchPassWithApp(b *testing.B, n int, lat time.Duration, engines int) {
 		b.StartTimer()
 		start, c0 := time.Now(), cpuTime()
 		during = append(during, app.run(func() {
-			if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActReencipher, nil); err != nil || c != n {
-				b.Fatalf("reencipher: %d changed, %v", c, err)
-			}
+			f.pass(b, state.ActReencipher, n)
 		})...)
 		reenc, cpu = reenc+time.Since(start), cpu+cpuTime()-c0
 		b.StopTimer()
@@ -195,9 +198,7 @@ func benchPassWithApp(b *testing.B, n int, lat time.Duration, engines int) {
 		b.StartTimer()
 		start = time.Now()
 		duringFinal = append(duringFinal, app.run(func() {
-			if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActFinalize, nil); err != nil || c != n {
-				b.Fatalf("finalize: %d changed, %v", c, err)
-			}
+			f.pass(b, state.ActFinalize, n)
 		})...)
 		final += time.Since(start)
 	}
@@ -362,17 +363,13 @@ func BenchmarkPassWriteStall(b *testing.B) {
 				during(&base, func() { time.Sleep(2 * time.Second) })
 				b.StartTimer()
 				during(&reenc, func() {
-					if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActReencipher, nil); err != nil || c != n {
-						b.Fatalf("reencipher: %d changed, %v", c, err)
-					}
+					f.pass(b, state.ActReencipher, n)
 				})
 				b.StopTimer()
 				f.set(mkvp.CCAAES, cca1, cca2)
 				b.StartTimer()
 				during(&final, func() {
-					if c, err := f.tok.Pass(f.ctx, f.st, f.dk, f.hsm, f.op, state.ActFinalize, nil); err != nil || c != n {
-						b.Fatalf("finalize: %d changed, %v", c, err)
-					}
+					f.pass(b, state.ActFinalize, n)
 				})
 				other.Close()
 			}

@@ -38,8 +38,8 @@ const minChunk = 16
 
 // txChunk sizes the pass's write transactions. While no other writer
 // shows up, a transaction is commitChunk objects (fewest commits). Once
-// the pass had to wait for the writers' gate (another process wrote), and
-// for contendedFor after the last time, a transaction holds as many
+// the pass found the writers' gate taken (another process wrote, or
+// waited to), and for contendedFor after the last time, a transaction holds as many
 // objects as fit in txHold at the objects per second the last
 // transactions wrote (lock held, commit included), between minChunk and
 // commitChunk, smoothed over the last transactions so one slow commit
@@ -51,17 +51,19 @@ type txChunk struct {
 }
 
 // contendedFor is how long the pass keeps its transactions short after it
-// last waited for another writer, and after it starts (applications are
-// likely about; it takes a pass some transactions to see them).
+// last waited for another writer.
 var contendedFor = time.Second
 
-// gateWaited is the wait for the writers' gate above which the pass takes
-// it that another writer was inside (a writer holds it for a durable
-// commit, the gate is polled every 200 µs).
-const gateWaited = 250 * time.Microsecond
+// writersAbout makes every pass start as if another writer had just been
+// seen (tests).
+var writersAbout = false
 
 func newTxChunk() *txChunk {
-	return &txChunk{n: commitChunk, now: time.Now, until: time.Now().Add(contendedFor)}
+	c := &txChunk{n: commitChunk, now: time.Now}
+	if writersAbout {
+		c.until = c.now().Add(contendedFor)
+	}
+	return c
 }
 
 // size is the next transaction's object count.
@@ -72,14 +74,15 @@ func (c *txChunk) size() int {
 	return c.n
 }
 
-// took records a transaction of objs objects that waited wait for the
-// writers' gate and then held the lock for d.
-func (c *txChunk) took(objs int, wait, d time.Duration) {
+// took records a transaction of objs objects that held the lock for d;
+// busy says another writer held or waited for the writers' gate when it
+// began.
+func (c *txChunk) took(objs int, busy bool, d time.Duration) {
+	if busy {
+		c.until = c.now().Add(contendedFor)
+	}
 	if objs <= 0 || d <= 0 || txHold <= 0 {
 		return
-	}
-	if wait > gateWaited {
-		c.until = c.now().Add(contendedFor)
 	}
 	fit := int(float64(objs) * float64(txHold) / float64(d))
 	c.n = max(minChunk, min(commitChunk, (c.n+fit)/2))
@@ -183,9 +186,10 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 		for start := 0; start < len(p.changed) && err == nil; {
 			end := min(start+chunk.size(), len(p.changed))
 			var n int
-			var wait, held time.Duration
-			n, wait, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
-			chunk.took(end-start, wait, held)
+			var busy bool
+			var held time.Duration
+			n, busy, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
+			chunk.took(end-start, busy, held)
 			changed += n
 			start = end
 		}
@@ -224,16 +228,15 @@ const conflictRetries = 5
 // changed meanwhile are read and transformed again and written in a
 // transaction of their own, until none is left.
 //
-// wait is how long the first transaction waited for the writers' gate,
-// held how long it then held the token's write lock (to its commit, the
-// gate's yield included).
-func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, wait, held time.Duration, err error) {
+// busy says whether another writer held or waited for the writers' gate
+// when the first transaction began, held how long that transaction held
+// the token's write lock (to its commit, the gate's yield included).
+func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, busy bool, held time.Duration, err error) {
 	for attempt := 0; len(objs) > 0; attempt++ {
 		var conflicts []uint64
 		n := 0
 		var began time.Time
-		called := time.Now()
-		err := st.BatchLow(ctx, dk, func(tx *store.Tx) error {
+		was, err := st.BatchLowBusy(ctx, dk, func(tx *store.Tx) error {
 			began = time.Now()
 			conflicts, n = conflicts[:0], 0
 			// The keys remember which operation and action touched them
@@ -256,25 +259,28 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			}
 			return nil
 		})
-		if attempt == 0 && !began.IsZero() {
-			wait, held = began.Sub(called), time.Since(began)
+		if attempt == 0 {
+			busy = was
+			if !began.IsZero() {
+				held = time.Since(began)
+			}
 		}
 		if err != nil {
-			return changed, wait, held, err
+			return changed, busy, held, err
 		}
 		changed += n
 		if len(conflicts) == 0 {
-			return changed, wait, held, nil
+			return changed, busy, held, nil
 		}
 		if attempt == conflictRetries {
-			return changed, wait, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
+			return changed, busy, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
 				"objects %v kept changing during the pass (%d attempts)", conflicts, attempt+1)
 		}
 		objs = objs[:0]
 		for _, h := range conflicts {
 			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
 			if err != nil {
-				return changed, wait, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
+				return changed, busy, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
 			}
 			if len(fresh) == 0 || fresh[0].Handle != h {
 				continue // destroyed meanwhile
@@ -282,14 +288,14 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			o := fresh[0]
 			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
 			if err != nil {
-				return changed, wait, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+				return changed, busy, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
 			}
 			if ok {
 				objs = append(objs, o) // else the other writer did our work
 			}
 		}
 	}
-	return changed, wait, held, nil
+	return changed, busy, held, nil
 }
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}

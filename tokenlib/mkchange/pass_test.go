@@ -370,11 +370,15 @@ func TestTxChunkFollowsCommitTime(t *testing.T) {
 	now := time.Unix(1000, 0)
 	c := newTxChunk()
 	c.now = func() time.Time { return now }
-	c.until = now.Add(contendedFor) // as at the pass's start
 	if c.size() != commitChunk {
 		t.Fatalf("first chunk %d, want %d", c.size(), commitChunk)
 	}
-	writer := 2 * gateWaited // each transaction waited for another writer
+	// Slow transactions alone change nothing while no writer is about.
+	c.took(c.size(), false, 100*time.Millisecond)
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d with no writer about, want %d", c.size(), commitChunk)
+	}
+	const writer = true // each transaction found another writer about
 	// 40 µs per object: 50 fit in 2 ms; smoothed, the chunk comes down.
 	for range 10 {
 		c.took(c.size(), writer, time.Duration(c.size())*40*time.Microsecond)
@@ -392,7 +396,7 @@ func TestTxChunkFollowsCommitTime(t *testing.T) {
 	// No writer for contendedFor: whole chunks again, however slow.
 	for range 3 {
 		now = now.Add(contendedFor / 2)
-		c.took(c.size(), 0, 100*time.Millisecond)
+		c.took(c.size(), false, 100*time.Millisecond)
 	}
 	if c.size() != commitChunk {
 		t.Fatalf("chunk %d with no writer about, want %d", c.size(), commitChunk)
@@ -418,9 +422,9 @@ func TestTxChunkFollowsCommitTime(t *testing.T) {
 // once — and both change every key.
 func TestPassTransactionsFollowHoldTime(t *testing.T) {
 	oldHold, oldChunk, oldFor := txHold, commitChunk, contendedFor
-	t.Cleanup(func() { txHold, commitChunk, contendedFor = oldHold, oldChunk, oldFor })
+	t.Cleanup(func() { txHold, commitChunk, contendedFor, writersAbout = oldHold, oldChunk, oldFor, false })
 	commitChunk = 2 * minChunk
-	contendedFor = time.Hour // as if writers were about all the time
+	contendedFor, writersAbout = time.Hour, true // as if writers were about all the time
 	txs := map[time.Duration]int{}
 	for _, hold := range []time.Duration{0, time.Nanosecond} {
 		txHold = hold

@@ -174,17 +174,17 @@ func (w *window) observe(kind int, d time.Duration) {
 		return
 	}
 	// End of a round: how many of the pass's requests waited, on average
-	// (Little's law over the round's median request, so that one request
-	// slowed by the machine's scheduling does not count as a queue).
+	// (Little's law over the fastest three quarters of the round, so that
+	// a few replies the host collected late do not count as a queue).
 	slices.Sort(w.overs)
 	var sum time.Duration
 	kept := w.overs[:len(w.overs)-len(w.overs)/4]
 	for _, o := range kept {
 		sum += o
 	}
-	med := sum / time.Duration(len(kept))
+	mean := sum / time.Duration(len(kept))
 	fl := w.floorSum / time.Duration(len(w.overs))
-	queued := float64(w.limit) * float64(med) / float64(fl+med)
+	queued := float64(w.limit) * float64(mean) / float64(fl+mean)
 	n := len(w.overs)
 	w.overs, w.floorSum = w.overs[:0], 0
 	w.rounds++

@@ -342,6 +342,7 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 			return 0, err
 		}
 	}
+	lim := mkchange.NewLimiter(per)
 	var (
 		mu              sync.Mutex
 		changed, failed int
@@ -354,9 +355,11 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 		if len(page) == 0 {
 			break
 		}
-		// Up to per requests in flight on every APQN (see
-		// mkchange.Each); an object that fails is reported and the pass
-		// goes on with the others, as the next run retries it.
+		// Up to per requests in flight on every APQN, as many as the
+		// APQN's window allows (see mkchange.Each): the window adapts to
+		// the adapter's free engines and lasts for the whole pass. An
+		// object that fails is reported and the pass goes on with the
+		// others, as the next run retries it.
 		base := i
 		i += len(page)
 		apqnOf := func(j int) apqn.ID {
@@ -365,7 +368,8 @@ func (t *token) sessionPass(ctx context.Context, view mkchange.Token, op *state.
 			}
 			return qs[(base+j)%len(qs)]
 		}
-		err := mkchange.Each(ctx, len(page), apqnOf, per, func(ctx context.Context, j int) error {
+		kindOf := func(j int) int { return len(page[j].attrs[ck.CKA_IBM_OPAQUE]) }
+		err := mkchange.Each(ctx, len(page), apqnOf, kindOf, lim, func(ctx context.Context, j int) error {
 			o := page[j]
 			ok, err := t.sessionTransform(ctx, apqnOf(j), o, op, a)
 			mu.Lock()

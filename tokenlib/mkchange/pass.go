@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -23,6 +24,69 @@ const BatchSize = 2000
 // for some milliseconds at a time, so applications' writes interleave.
 // Benchmarked by BenchmarkPassWriteStall (docs/bench.md).
 var commitChunk = 250
+
+// txHold is how long one write transaction of a pass should hold the
+// token's write lock (and the writers' gate), its commit included: an
+// application's write that arrives meanwhile waits that long at most.
+// Benchmarks set it to 0 (transactions of commitChunk, whatever they
+// take) to compare.
+var txHold = 2 * time.Millisecond
+
+// minChunk is the fewest objects a pass writes per transaction, however
+// slow the store: below it the commits' own cost dominates.
+const minChunk = 16
+
+// txChunk sizes the pass's write transactions. While no other writer
+// shows up, a transaction is commitChunk objects (fewest commits). Once
+// the pass found the writers' gate taken (another process wrote, or
+// waited to), and for contendedFor after the last time, a transaction holds as many
+// objects as fit in txHold at the objects per second the last
+// transactions wrote (lock held, commit included), between minChunk and
+// commitChunk, smoothed over the last transactions so one slow commit
+// does not halve the next.
+type txChunk struct {
+	n     int       // the size while writers are about
+	until time.Time // writers were seen; bound the transactions until then
+	now   func() time.Time
+}
+
+// contendedFor is how long the pass keeps its transactions short after it
+// last waited for another writer.
+var contendedFor = time.Second
+
+// writersAbout makes every pass start as if another writer had just been
+// seen (tests).
+var writersAbout = false
+
+func newTxChunk() *txChunk {
+	c := &txChunk{n: commitChunk, now: time.Now}
+	if writersAbout {
+		c.until = c.now().Add(contendedFor)
+	}
+	return c
+}
+
+// size is the next transaction's object count.
+func (c *txChunk) size() int {
+	if txHold <= 0 || c.now().After(c.until) {
+		return commitChunk
+	}
+	return c.n
+}
+
+// took records a transaction of objs objects that held the lock for d;
+// busy says another writer held or waited for the writers' gate when it
+// began.
+func (c *txChunk) took(objs int, busy bool, d time.Duration) {
+	if busy {
+		c.until = c.now().Add(contendedFor)
+	}
+	if objs <= 0 || d <= 0 || txHold <= 0 {
+		return
+	}
+	fit := int(float64(objs) * float64(txHold) / float64(d))
+	c.n = max(minChunk, min(commitChunk, (c.n+fit)/2))
+}
 
 // pageSize is BatchSize; tests lower it to cross page boundaries with few
 // objects.
@@ -99,9 +163,10 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 		return 0, err
 	}
 	pages := make(chan page, 1)
-	go t.prepare(ctx, st, dk, be, qs, op, a, per, pages)
+	go t.prepare(ctx, st, dk, be, qs, op, a, NewLimiter(per), pages)
 	changed, done := 0, 0
 	var failed error
+	chunk := newTxChunk()
 	for p := range pages {
 		if failed != nil {
 			continue // drain: the producer stops at its next send
@@ -111,16 +176,22 @@ func (t Token) Pass(ctx context.Context, st *store.Store, dk *store.DataKey, be 
 			cancel()
 			continue
 		}
-		// The page is written in transactions of commitChunk objects:
-		// each holds the token's write lock only briefly, and an
+		// The page is written in transactions of at most commitChunk
+		// objects, and while other processes write, of as many as hold
+		// the token's write lock for about txHold (txChunk): an
 		// application's write or key creation waits for one of them, not
 		// for a whole page. Crash safety is unchanged: every object is
 		// written whole by one transaction, and the pass is idempotent.
 		var err error
-		for start := 0; start < len(p.changed) && err == nil; start += commitChunk {
+		for start := 0; start < len(p.changed) && err == nil; {
+			end := min(start+chunk.size(), len(p.changed))
 			var n int
-			n, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:min(start+commitChunk, len(p.changed)):min(start+commitChunk, len(p.changed))])
+			var busy bool
+			var held time.Duration
+			n, busy, held, err = t.commit(ctx, st, dk, be, qs, op, a, p.changed[start:end:end])
+			chunk.took(end-start, busy, held)
 			changed += n
+			start = end
 		}
 		if err != nil {
 			failed = fmt.Errorf("slot %d: %s pass: %w", t.Slot, a, err)
@@ -156,12 +227,17 @@ const conflictRetries = 5
 // for the page, then, outside any transaction, the objects another writer
 // changed meanwhile are read and transformed again and written in a
 // transaction of their own, until none is left.
-func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (int, error) {
-	changed := 0
+//
+// busy says whether another writer held or waited for the writers' gate
+// when the first transaction began, held how long that transaction held
+// the token's write lock (to its commit, the gate's yield included).
+func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, objs []*store.Object) (changed int, busy bool, held time.Duration, err error) {
 	for attempt := 0; len(objs) > 0; attempt++ {
 		var conflicts []uint64
 		n := 0
-		err := st.BatchLow(ctx, dk, func(tx *store.Tx) error {
+		var began time.Time
+		was, err := st.BatchLowBusy(ctx, dk, func(tx *store.Tx) error {
+			began = time.Now()
 			conflicts, n = conflicts[:0], 0
 			// The keys remember which operation and action touched them
 			// last, with the page (store/journal.go).
@@ -183,22 +259,28 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			}
 			return nil
 		})
+		if attempt == 0 {
+			busy = was
+			if !began.IsZero() {
+				held = time.Since(began)
+			}
+		}
 		if err != nil {
-			return changed, err
+			return changed, busy, held, err
 		}
 		changed += n
 		if len(conflicts) == 0 {
-			return changed, nil
+			return changed, busy, held, nil
 		}
 		if attempt == conflictRetries {
-			return changed, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
+			return changed, busy, held, errclass.Newh(errclass.Aborted, "run the command again; another process keeps rewriting these keys",
 				"objects %v kept changing during the pass (%d attempts)", conflicts, attempt+1)
 		}
 		objs = objs[:0]
 		for _, h := range conflicts {
 			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
 			if err != nil {
-				return changed, fmt.Errorf("object %d: failed to read it again: %w", h, err)
+				return changed, busy, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
 			}
 			if len(fresh) == 0 || fresh[0].Handle != h {
 				continue // destroyed meanwhile
@@ -206,14 +288,14 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 			o := fresh[0]
 			ok, err := Transform(ctx, be, apqnFor(qs, o.Handle), o.Attrs, op, a)
 			if err != nil {
-				return changed, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
+				return changed, busy, held, fmt.Errorf("object %d (%s): %w", o.Handle, label(o), err)
 			}
 			if ok {
 				objs = append(objs, o) // else the other writer did our work
 			}
 		}
 	}
-	return changed, nil
+	return changed, busy, held, nil
 }
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
@@ -233,8 +315,10 @@ type page struct {
 
 // prepare reads the key objects page by page, transforms them and sends
 // the pages that are to be written, then closes pages. It stops at the
-// first error (sent as the last page) or when ctx ends.
-func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, per int, pages chan<- page) {
+// first error (sent as the last page) or when ctx ends. The next page is
+// read while the HSM works on the current one, so the adapters do not
+// wait for the store between pages.
+func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, be hsm.Backend, qs []apqn.ID, op *state.Op, a state.Action, lim *Limiter, pages chan<- page) {
 	defer close(pages)
 	pageSize := failpoint.Int("mkchange.page-size", pageSize)
 	send := func(p page) bool {
@@ -245,20 +329,47 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 			return false
 		}
 	}
-	var after uint64
-	for {
-		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
-		err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
-		if err != nil {
-			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", after, err)})
+	type listed struct {
+		objs  []*store.Object
+		after uint64
+		err   error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lists := make(chan listed, 1)
+	go func() {
+		defer close(lists)
+		var after uint64
+		for {
+			objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
+			err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
+			l := listed{objs: objs, after: after, err: err}
+			if len(objs) > 0 {
+				// Before the page is handed over: its transform sets
+				// the entries it did not change to nil.
+				after = objs[len(objs)-1].Handle
+			}
+			select {
+			case lists <- l:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(objs) < pageSize {
+				return
+			}
+		}
+	}()
+	for l := range lists {
+		if l.err != nil {
+			send(page{err: fmt.Errorf("failed to read key objects after handle %d: %w", l.after, l.err)})
 			return
 		}
+		objs := l.objs
 		if len(objs) == 0 {
 			return
 		}
 		p := page{listed: len(objs)}
-		last := objs[len(objs)-1].Handle
-		if err := transformPage(ctx, be, qs, objs, op, a, per); err != nil {
+		if err := transformPage(ctx, be, qs, objs, op, a, lim); err != nil {
 			send(page{err: err})
 			return
 		}
@@ -267,19 +378,18 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 				p.changed = append(p.changed, o)
 			}
 		}
-		if !send(p) || len(objs) < pageSize {
+		if !send(p) {
 			return
 		}
-		after = last
 	}
 }
 
 // transformPage applies action a to every object of a page and sets the
-// entries of objs it did not change to nil. Re-enciphering keeps up to per
-// requests outstanding on each APQN (see Each); the other actions make no
-// HSM call and run in order. The first object that fails stops the page
+// entries of objs it did not change to nil. Re-enciphering keeps as many
+// requests outstanding on each APQN as lim's windows allow (see Each); the
+// other actions make no HSM call and run in order. The first object that fails stops the page
 // with an error naming it.
-func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, per int) error {
+func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*store.Object, op *state.Op, a state.Action, lim *Limiter) error {
 	one := func(ctx context.Context, i int) error {
 		o := objs[i]
 		failpoint.Hit("cli.pass." + a.String() + ".in-flight")
@@ -300,7 +410,9 @@ func transformPage(ctx context.Context, be hsm.Backend, qs []apqn.ID, objs []*st
 		}
 		return nil
 	}
-	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, per, one)
+	// Requests share a floor by the length of the blob: key type and size.
+	kind := func(i int) int { return len(objs[i].Attrs[attrOpaque]) }
+	return Each(ctx, len(objs), func(i int) apqn.ID { return apqnFor(qs, objs[i].Handle) }, kind, lim, one)
 }
 
 // apqnFor spreads re-enciphering over the APQNs by handle, so that both

@@ -360,3 +360,98 @@ func TestPassStopsAtDamagedObject(t *testing.T) {
 		})
 	}
 }
+
+// TestTxChunkFollowsCommitTime: while other writers are about, the pass's
+// write transactions shrink when they hold the write lock longer than
+// txHold, never below minChunk, and grow back to commitChunk when the
+// store is fast again; once no writer was seen for contendedFor they are
+// commitChunk whatever they take.
+func TestTxChunkFollowsCommitTime(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newTxChunk()
+	c.now = func() time.Time { return now }
+	if c.size() != commitChunk {
+		t.Fatalf("first chunk %d, want %d", c.size(), commitChunk)
+	}
+	// Slow transactions alone change nothing while no writer is about.
+	c.took(c.size(), false, 100*time.Millisecond)
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d with no writer about, want %d", c.size(), commitChunk)
+	}
+	const writer = true // each transaction found another writer about
+	// 40 µs per object: 50 fit in 2 ms; smoothed, the chunk comes down.
+	for range 10 {
+		c.took(c.size(), writer, time.Duration(c.size())*40*time.Microsecond)
+	}
+	if want := int(txHold / (40 * time.Microsecond)); c.size() < want-2 || c.size() > want+2 {
+		t.Fatalf("chunk %d at 40 µs per object, want about %d", c.size(), want)
+	}
+	// A store so slow that even minChunk objects take longer.
+	for range 10 {
+		c.took(c.size(), writer, 100*time.Millisecond)
+	}
+	if c.size() != minChunk {
+		t.Fatalf("chunk %d with 100 ms commits, want the floor %d", c.size(), minChunk)
+	}
+	// No writer for contendedFor: whole chunks again, however slow.
+	for range 3 {
+		now = now.Add(contendedFor / 2)
+		c.took(c.size(), false, 100*time.Millisecond)
+	}
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d with no writer about, want %d", c.size(), commitChunk)
+	}
+	// A writer again: short transactions at once.
+	c.took(c.size(), writer, 100*time.Millisecond)
+	if c.size() != minChunk {
+		t.Fatalf("chunk %d after waiting for a writer, want %d", c.size(), minChunk)
+	}
+	// Fast again: back to commitChunk, not beyond.
+	for range 20 {
+		c.took(c.size(), writer, time.Duration(c.size())*time.Microsecond)
+	}
+	if c.size() != commitChunk {
+		t.Fatalf("chunk %d at 1 µs per object, want %d", c.size(), commitChunk)
+	}
+}
+
+// TestPassTransactionsFollowHoldTime: a pass over a store whose
+// transactions take longer than txHold writes minChunk objects per
+// transaction after the first, a pass without the bound commitChunk —
+// counted by the store's generation, which every write transaction bumps
+// once — and both change every key.
+func TestPassTransactionsFollowHoldTime(t *testing.T) {
+	oldHold, oldChunk, oldFor := txHold, commitChunk, contendedFor
+	t.Cleanup(func() { txHold, commitChunk, contendedFor, writersAbout = oldHold, oldChunk, oldFor, false })
+	commitChunk = 2 * minChunk
+	contendedFor, writersAbout = time.Hour, true // as if writers were about all the time
+	txs := map[time.Duration]int{}
+	for _, hold := range []time.Duration{0, time.Nanosecond} {
+		txHold = hold
+		f := newFixture(t)
+		keys, op, tok := passToken(t, f, 6*minChunk)
+		g0, err := f.st.Generation(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil)
+		if err != nil || n != len(keys) {
+			t.Fatalf("pass: %d changed, %v", n, err)
+		}
+		g1, err := f.st.Generation(f.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txs[hold] = int(g1 - g0)
+		for _, k := range keys {
+			if _, ok := f.get(k)[attrReenc]; !ok {
+				t.Fatalf("key %d has no REENC blob", k.Handle)
+			}
+		}
+	}
+	// 96 keys: 3 transactions of 32 without the bound; 32 then 4 of 16
+	// with it. The pass's other writes are the same in both.
+	if d := txs[time.Nanosecond] - txs[0]; d != 2 {
+		t.Fatalf("transactions with the bound %d, without %d: want 2 more with it", txs[time.Nanosecond], txs[0])
+	}
+}

@@ -104,3 +104,26 @@ func (s *Store) unlockGate() {
 func (s *Store) BatchLow(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) error {
 	return s.batch(ctx, dk, fn, true)
 }
+
+// BatchLowBusy is [Store.BatchLow] that also reports whether another
+// writer of any process held or waited for the writers' gate when it
+// began: a bulk writer sizes its transactions by it.
+func (s *Store) BatchLowBusy(ctx context.Context, dk *DataKey, fn func(tx *Tx) error) (bool, error) {
+	busy := s.gateBusy()
+	return busy, s.batch(ctx, dk, fn, true)
+}
+
+// gateBusy reports whether the gate is locked by another open file (a
+// writer inside or waiting), with one non-blocking try that is undone at
+// once.
+func (s *Store) gateBusy() bool {
+	if s.gate == nil {
+		return false
+	}
+	err := unix.Flock(int(s.gate.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	if err == nil {
+		_ = unix.Flock(int(s.gate.Fd()), unix.LOCK_UN)
+		return false
+	}
+	return errors.Is(err, unix.EWOULDBLOCK)
+}

@@ -79,3 +79,38 @@ func TestGateHeldTooLong(t *testing.T) {
 		t.Fatalf("%d objects after the refused create, %v", n, err)
 	}
 }
+
+// TestBatchLowBusy: a low-priority batch reports another writer that
+// holds the gate (inside or waiting) when it begins, and none when the
+// gate is free; the probe leaves the gate as it found it.
+func TestBatchLowBusy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	app, dk := newTokenIn(t, dir, testOptions(t))
+	pass := openTest(t, dir)
+	busy, err := pass.BatchLowBusy(ctx, dk, func(tx *Tx) error { return tx.Create(keyObject("alone", true)) })
+	if err != nil || busy {
+		t.Fatalf("alone: busy %v, %v; want not busy", busy, err)
+	}
+	if err := app.lockGate(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if !pass.gateBusy() {
+		t.Fatal("the gate held shared by another writer is not busy")
+	}
+	// The probe took nothing: another writer still gets the gate shared.
+	other := openTest(t, dir)
+	if err := other.lockGate(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	other.unlockGate()
+	// A batch that begins now reports the writer (and, the gate staying
+	// taken, gives up at its deadline without writing).
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	busy, err = pass.BatchLowBusy(short, dk, func(tx *Tx) error { return tx.Create(keyObject("pass", true)) })
+	if !busy || err == nil {
+		t.Fatalf("batch while another writer holds the gate: busy %v, %v; want busy and the deadline", busy, err)
+	}
+	app.unlockGate()
+}

@@ -43,6 +43,26 @@ func bytesIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
 	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
 }
 
+// dataIn views a caller's input buffer in place, without copying it: the
+// data of the crypto calls (C_Encrypt, C_EncryptUpdate, C_Sign, C_Verify,
+// ...), which the engine only reads during the call and never keeps (see
+// tokenlib.Library.Encrypt). A 64 KiB C_Encrypt no longer copies its input
+// into Go memory first. NULL is allowed only with length 0. The view may
+// alias the output buffer (in-place encryption): the engine computes the
+// whole output before it writes any of it.
+func dataIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
+	if p == nil {
+		if n != 0 {
+			return nil, argsBad("%s is NULL with length %d", what, uint64(n))
+		}
+		return nil, nil
+	}
+	if n > maxData {
+		return nil, argsBad("%s length %d is too large", what, uint64(n))
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n), nil
+}
+
 // pinIn copies a PIN; the caller clears it after use.
 func pinIn(p C.CK_UTF8CHAR_PTR, n C.CK_ULONG) ([]byte, error) {
 	if n > 4096 {

@@ -6,6 +6,7 @@ package cabi
 import "C"
 
 import (
+	"bytes"
 	"unsafe"
 
 	"github.com/pkcshsm/pkcshsm/tokenlib"
@@ -31,16 +32,11 @@ const (
 // keep what it is given, the caller may free its buffer). NULL is allowed
 // only with length 0.
 func bytesIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
-	if p == nil {
-		if n != 0 {
-			return nil, argsBad("%s is NULL with length %d", what, uint64(n))
-		}
-		return nil, nil
+	b, err := dataIn(p, n, what)
+	if err != nil {
+		return nil, err
 	}
-	if n > maxData {
-		return nil, argsBad("%s length %d is too large", what, uint64(n))
-	}
-	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
+	return bytes.Clone(b), nil
 }
 
 // dataIn views a caller's input buffer in place, without copying it: the

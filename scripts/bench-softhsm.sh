@@ -111,7 +111,9 @@ median() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && a + 0 > 0) printf "%.2f", b / a; else print "-" }'; }
 {
-	echo "Command: \`RUNS=$RUNS SECONDS_PER_TEST=$SECS OBJECTS=$OBJECTS${OCK_TOKEN:+ OCK_TOKEN=$OCK_TOKEN} bash scripts/bench-softhsm.sh\`"
+	tests_env=""
+	[ "$TESTS" = "$ALL_TESTS" ] || tests_env=" TESTS=\"$TESTS\""
+	echo "Command: \`${GOEXPERIMENT:+GOEXPERIMENT=$GOEXPERIMENT }RUNS=$RUNS SECONDS_PER_TEST=$SECS OBJECTS=$OBJECTS${OCK_TOKEN:+ OCK_TOKEN=$OCK_TOKEN}$tests_env bash scripts/bench-softhsm.sh\`"
 	echo "(started $started, ended $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, load average $load_start at the start and $(cut -d" " -f1-3 /proc/loadavg) at the end; medians of $RUNS runs; µs per operation; ratio = theirs / ours in CPU time, >= 1.0: we use no more CPU)"
 	echo
 	if [ -n "${OCK_TOKEN:-}" ]; then

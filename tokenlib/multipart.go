@@ -8,6 +8,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/opbuf"
 	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
@@ -112,7 +113,7 @@ func (l *Library) withUpdate(h SessionHandle, kind opKind, data, out []byte) (in
 	op.total += len(data)
 	k := copy(out, res)
 	if op.pooled {
-		putOpBuf(res)
+		opbuf.Put(res)
 		op.pooled = false
 	}
 	return k, nil

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"hash"
 	"math/big"
-	"math/bits"
 
 	_ "crypto/sha1" // registers SHA-1 for crypto.Hash.New
 	_ "crypto/sha256"
@@ -19,6 +18,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/opbuf"
 	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
@@ -54,7 +54,7 @@ type opState struct {
 	total  int    // block modes: bytes given to the Update calls
 	h      hash.Hash
 	result []byte        // output computed for a length query, returned next time
-	pooled bool          // the last crypt's output is a buffer of opBufs (see crypt)
+	pooled bool          // the last crypt's output is a buffer of package opbuf (see crypt)
 	phase  oprules.Phase // how far the operation got (oprules.Rule.Allowed)
 }
 
@@ -202,9 +202,9 @@ func (l *Library) withOp(h SessionHandle, kind opKind, k oprules.Kind, out []byt
 	delete(s.ops, kind)
 	// The operation is over: its buffered input and a pooled result go
 	// back, cleared.
-	putOpBuf(op.buf)
+	opbuf.Put(op.buf)
 	if op.pooled {
-		putOpBuf(op.result)
+		opbuf.Put(op.result)
 	}
 	op.buf, op.result, op.pooled = nil, nil, false
 	return n, nil
@@ -274,7 +274,7 @@ func (op *opState) update(data []byte) {
 		op.h.Write(data)
 		return
 	}
-	op.buf = appendOpBuf(op.buf, data)
+	op.buf = opbuf.Append(op.buf, data)
 }
 
 // input returns what the operation works on: the digest for
@@ -503,17 +503,17 @@ func (op *opState) encrypt(data []byte) ([]byte, error) {
 
 // crypt is one backend encryption or decryption of data with the
 // operation's key. Inputs of at least a pooled buffer's size go to an
-// hsm.Appender backend with a buffer from opBufs for the output, which
+// hsm.Appender backend with a buffer from package opbuf for the output, which
 // op.pooled records: the Final or single-part call that hands the result
 // over gives it back (withOp), and so does withUpdate after copying. On
 // an error the buffer, which may hold part of a result, is dropped.
 func (op *opState) crypt(ctx context.Context, m hsm.Mechanism, p hsm.Params, data []byte, decrypt bool) ([]byte, error) {
 	var out []byte
 	ap, pool := op.tok.lib.backend.(hsm.Appender)
-	pool = pool && len(data) >= 1<<minOpBufShift && len(data)+hsm.MaxAppendGrowth <= 1<<maxOpBufShift
+	pool = pool && len(data) >= opbuf.Min && len(data)+hsm.MaxAppendGrowth <= opbuf.Max
 	var dst []byte
 	if pool {
-		dst = getOpBuf(1 << bits.Len(uint(len(data)+hsm.MaxAppendGrowth-1)))
+		dst = opbuf.Get(len(data) + hsm.MaxAppendGrowth)
 	}
 	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
 		var err error

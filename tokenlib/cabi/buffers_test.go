@@ -13,7 +13,7 @@ import (
 
 // The large crypto calls read the application's input in place (no copy
 // into Go memory), buffer multi-part input in reused buffers and let the
-// simulator write its output into reused buffers (tokenlib/opbuf.go).
+// simulator write its output into reused buffers (package tokenlib/opbuf).
 // These tests hold those paths to the output of Go's own ciphers with the
 // same clear key: in-place calls (input and output one buffer), the
 // length conventions of PKCS#11 v2.40 §5.2 (NULL output: the length; a

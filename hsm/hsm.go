@@ -249,6 +249,21 @@ type Backend interface {
 	Reencipher(ctx context.Context, q apqn.ID, blob []byte, d Direction) ([]byte, error)
 }
 
+// Appender is implemented by a Backend that can append the output of an
+// encryption or decryption to a buffer the caller gives instead of
+// allocating it, so that a large operation of the token library costs no
+// allocation per call (the simulator does; the host libraries write into
+// their own C buffers first). The output is that of Encrypt or Decrypt;
+// dst's bytes are kept, and its spare capacity must not overlap data.
+type Appender interface {
+	EncryptAppend(ctx context.Context, q apqn.ID, key []byte, m Mechanism, p Params, dst, data []byte) ([]byte, error)
+	DecryptAppend(ctx context.Context, q apqn.ID, key []byte, m Mechanism, p Params, dst, data []byte) ([]byte, error)
+}
+
+// MaxAppendGrowth is the most an encryption's output exceeds its input by
+// (a GCM tag, a CBC padding block), for sizing an Appender's dst.
+const MaxAppendGrowth = 16
+
 // Part says which part of a multi-part master key load this is (1-based).
 // The zero Part is a single complete load.
 type Part struct {

@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 
-	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/opbuf"
 	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
@@ -111,7 +111,12 @@ func (l *Library) withUpdate(h SessionHandle, kind opKind, data, out []byte) (in
 	// data may be the caller's (C) memory: keep a copy of the rest only.
 	op.buf = bytes.Clone(all[n:])
 	op.total += len(data)
-	return copy(out, res), nil
+	k := copy(out, res)
+	if op.pooled {
+		opbuf.Put(res)
+		op.pooled = false
+	}
+	return k, nil
 }
 
 // blockFinal is the Final of a streaming operation: the padded last block
@@ -145,16 +150,7 @@ func (op *opState) cryptBlocks(m hsm.Mechanism, bm blockMode, decrypt bool, in [
 	if bm.chain && op.iv != nil {
 		p.IV = op.iv
 	}
-	var out []byte
-	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
-		var err error
-		if decrypt {
-			out, err = op.tok.lib.backend.Decrypt(ctx, q, blob, m, p, in)
-		} else {
-			out, err = op.tok.lib.backend.Encrypt(ctx, q, blob, m, p, in)
-		}
-		return err
-	})
+	out, err := op.crypt(ctx, m, p, in, decrypt)
 	what := op.mech.Type.String() + " encrypt"
 	if decrypt {
 		what = op.mech.Type.String() + " decrypt"

@@ -18,6 +18,7 @@ import (
 	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/hsm"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/opbuf"
 	"github.com/pkcshsm/pkcshsm/tokenlib/oprules"
 )
 
@@ -53,6 +54,7 @@ type opState struct {
 	total  int    // block modes: bytes given to the Update calls
 	h      hash.Hash
 	result []byte        // output computed for a length query, returned next time
+	pooled bool          // the last crypt's output is a buffer of package opbuf (see crypt)
 	phase  oprules.Phase // how far the operation got (oprules.Rule.Allowed)
 }
 
@@ -174,6 +176,7 @@ func (l *Library) withOp(h SessionHandle, kind opKind, k oprules.Kind, out []byt
 	}
 	pending := (k == oprules.Single && op.phase == oprules.SinglePending) || (k == oprules.Final && op.phase == oprules.FinalPending)
 	if !pending {
+		op.pooled = false
 		res, err := fn(op)
 		if err != nil {
 			if r.Ends(RV(err), out == nil) {
@@ -197,6 +200,13 @@ func (l *Library) withOp(h SessionHandle, kind opKind, k oprules.Kind, out []byt
 	}
 	copy(out, op.result)
 	delete(s.ops, kind)
+	// The operation is over: its buffered input and a pooled result go
+	// back, cleared.
+	opbuf.Put(op.buf)
+	if op.pooled {
+		opbuf.Put(op.result)
+	}
+	op.buf, op.result, op.pooled = nil, nil, false
 	return n, nil
 }
 
@@ -264,7 +274,7 @@ func (op *opState) update(data []byte) {
 		op.h.Write(data)
 		return
 	}
-	op.buf = append(op.buf, data...)
+	op.buf = opbuf.Append(op.buf, data)
 }
 
 // input returns what the operation works on: the digest for
@@ -283,10 +293,15 @@ func (l *Library) EncryptInit(h SessionHandle, m Mechanism, key ObjectHandle) er
 
 // Encrypt encrypts data in one part (C_Encrypt). out nil returns the
 // output length; see withOp for the buffer convention.
+//
+// Encrypt, like every call that takes data (Decrypt, the Update calls,
+// Sign, Verify, Digest), only reads data during the call and keeps no
+// reference to it, and writes out only after the whole output is
+// computed: the C layer passes the application's buffers in place, and
+// they may be one and the same (in-place encryption).
 func (l *Library) Encrypt(h SessionHandle, data, out []byte) (int, error) {
 	return l.withOp(h, opEncrypt, oprules.Single, out, func(op *opState) ([]byte, error) {
-		op.buf = append(op.buf, data...)
-		return op.encrypt()
+		return op.encrypt(data)
 	})
 }
 
@@ -307,7 +322,7 @@ func (l *Library) EncryptFinal(h SessionHandle, out []byte) (int, error) {
 		if bm, ok := op.streams(opEncrypt); ok {
 			return op.blockFinal(bm, false)
 		}
-		return op.encrypt()
+		return op.encrypt(op.buf)
 	})
 }
 
@@ -319,8 +334,7 @@ func (l *Library) DecryptInit(h SessionHandle, m Mechanism, key ObjectHandle) er
 // Decrypt decrypts data in one part (C_Decrypt).
 func (l *Library) Decrypt(h SessionHandle, data, out []byte) (int, error) {
 	return l.withOp(h, opDecrypt, oprules.Single, out, func(op *opState) ([]byte, error) {
-		op.buf = append(op.buf, data...)
-		return op.decrypt()
+		return op.decrypt(data)
 	})
 }
 
@@ -338,7 +352,7 @@ func (l *Library) DecryptFinal(h SessionHandle, out []byte) (int, error) {
 		if bm, ok := op.streams(opDecrypt); ok {
 			return op.blockFinal(bm, true)
 		}
-		return op.decrypt()
+		return op.decrypt(op.buf)
 	})
 }
 
@@ -460,9 +474,11 @@ func blockCheck(m ck.Mechanism, n int, decrypt bool) error {
 	return nil
 }
 
-func (op *opState) encrypt() ([]byte, error) {
+// encrypt encrypts data in one backend call: a single-part call's input
+// as the caller gave it (not copied: a single-part call cannot follow an
+// Update, so nothing is buffered), or Final's buffered parts.
+func (op *opState) encrypt(data []byte) ([]byte, error) {
 	ctx := context.Background()
-	data := op.buf
 	if op.mech.Type == ck.CKM_RSA_PKCS_OAEP {
 		pk, err := publicKeyOf(op.key)
 		if err != nil {
@@ -481,27 +497,51 @@ func (op *opState) encrypt() ([]byte, error) {
 	if err := blockCheck(op.mech.Type, len(data), false); err != nil {
 		return nil, err
 	}
-	var out []byte
-	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
-		var err error
-		out, err = op.tok.lib.backend.Encrypt(ctx, q, blob, op.spec.hsmMech, op.params, data)
-		return err
-	})
+	out, err := op.crypt(ctx, op.spec.hsmMech, op.params, data, false)
 	return out, hsmErr(err, op.mech.Type.String()+" encrypt")
 }
 
-func (op *opState) decrypt() ([]byte, error) {
+// crypt is one backend encryption or decryption of data with the
+// operation's key. Inputs of at least a pooled buffer's size go to an
+// hsm.Appender backend with a buffer from package opbuf for the output, which
+// op.pooled records: the Final or single-part call that hands the result
+// over gives it back (withOp), and so does withUpdate after copying. On
+// an error the buffer, which may hold part of a result, is dropped.
+func (op *opState) crypt(ctx context.Context, m hsm.Mechanism, p hsm.Params, data []byte, decrypt bool) ([]byte, error) {
+	var out []byte
+	ap, pool := op.tok.lib.backend.(hsm.Appender)
+	pool = pool && len(data) >= opbuf.Min && len(data)+hsm.MaxAppendGrowth <= opbuf.Max
+	var dst []byte
+	if pool {
+		dst = opbuf.Get(len(data) + hsm.MaxAppendGrowth)
+	}
+	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
+		var err error
+		switch {
+		case pool && decrypt:
+			out, err = ap.DecryptAppend(ctx, q, blob, m, p, dst, data)
+		case pool:
+			out, err = ap.EncryptAppend(ctx, q, blob, m, p, dst, data)
+		case decrypt:
+			out, err = op.tok.lib.backend.Decrypt(ctx, q, blob, m, p, data)
+		default:
+			out, err = op.tok.lib.backend.Encrypt(ctx, q, blob, m, p, data)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	op.pooled = pool && cap(out) == cap(dst) && len(out) > 0 && &out[:1][0] == &dst[:1][0]
+	return out, nil
+}
+
+func (op *opState) decrypt(data []byte) ([]byte, error) {
 	ctx := context.Background()
-	data := op.buf
 	if err := blockCheck(op.mech.Type, len(data), true); err != nil {
 		return nil, err
 	}
-	var out []byte
-	err := op.tok.useKey(ctx, op.key, func(q apqn.ID, blob []byte) error {
-		var err error
-		out, err = op.tok.lib.backend.Decrypt(ctx, q, blob, op.spec.hsmMech, op.params, data)
-		return err
-	})
+	out, err := op.crypt(ctx, op.spec.hsmMech, op.params, data, true)
 	if errors.Is(err, hsm.ErrBadData) {
 		return nil, wrapRV(ck.CKR_ENCRYPTED_DATA_INVALID, err, "%v decrypt", op.mech.Type)
 	}

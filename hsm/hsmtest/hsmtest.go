@@ -559,6 +559,20 @@ func mechanismsOn(t *testing.T, e Env, q apqn.ID) {
 			if !bytes.Equal(pt, c.data) {
 				t.Fatalf("round trip: %x, want %x", pt, c.data)
 			}
+			// A backend that appends (hsm.Appender) keeps dst's bytes and
+			// appends what Encrypt and Decrypt return (GCM and CBC are
+			// deterministic for a given IV).
+			if ap, ok := e.Backend.(hsm.Appender); ok {
+				prefix := []byte("kept")
+				got := must[[]byte](t, "EncryptAppend")(ap.EncryptAppend(ctx, q, c.key, c.m, c.p, bytes.Clone(prefix), c.data))
+				if !bytes.Equal(got, append(bytes.Clone(prefix), ct...)) {
+					t.Fatalf("EncryptAppend: %x, want %q + %x", got, prefix, ct)
+				}
+				got = must[[]byte](t, "DecryptAppend")(ap.DecryptAppend(ctx, q, c.key, c.m, c.p, bytes.Clone(prefix), ct))
+				if !bytes.Equal(got, append(bytes.Clone(prefix), c.data...)) {
+					t.Fatalf("DecryptAppend: %x, want %q + %x", got, prefix, c.data)
+				}
+			}
 		})
 	}
 	t.Run("AES-KW/KWP", func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"math/big"
+	"slices"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/errclass"
@@ -98,25 +99,46 @@ func paramErr(format string, args ...any) error {
 	return errclass.New(errclass.InvalidArgument, "%w: "+format, append([]any{hsm.ErrMechanism}, args...)...)
 }
 
+var _ hsm.Appender = (*HSM)(nil)
+
 // Encrypt implements [hsm.Backend].
 func (h *HSM) Encrypt(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byte) ([]byte, error) {
-	u, err := h.useKey(ctx, q, key)
-	if err != nil {
-		return nil, err
-	}
-	return u.crypt(m, p, data, true)
+	return h.EncryptAppend(ctx, q, key, m, p, nil, data)
 }
 
 // Decrypt implements [hsm.Backend].
 func (h *HSM) Decrypt(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, data []byte) ([]byte, error) {
+	return h.DecryptAppend(ctx, q, key, m, p, nil, data)
+}
+
+// EncryptAppend implements [hsm.Appender]: Encrypt, with the output
+// appended to dst.
+func (h *HSM) EncryptAppend(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, dst, data []byte) ([]byte, error) {
 	u, err := h.useKey(ctx, q, key)
 	if err != nil {
 		return nil, err
 	}
-	return u.crypt(m, p, data, false)
+	return u.crypt(m, p, dst, data, true)
 }
 
-func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]byte, error) {
+// DecryptAppend implements [hsm.Appender]: Decrypt, with the output
+// appended to dst.
+func (h *HSM) DecryptAppend(ctx context.Context, q apqn.ID, key []byte, m hsm.Mechanism, p hsm.Params, dst, data []byte) ([]byte, error) {
+	u, err := h.useKey(ctx, q, key)
+	if err != nil {
+		return nil, err
+	}
+	return u.crypt(m, p, dst, data, false)
+}
+
+// grow returns dst extended by n bytes (reallocated only when it lacks the
+// room) and the n new bytes.
+func grow(dst []byte, n int) (all, tail []byte) {
+	all = slices.Grow(dst, n)[:len(dst)+n]
+	return all, all[len(dst):]
+}
+
+func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, dst, data []byte, enc bool) ([]byte, error) {
 	what := "decrypt"
 	if enc {
 		what = "encrypt"
@@ -132,11 +154,11 @@ func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]
 		}
 		switch m {
 		case hsm.MechAESECB:
-			return ecb(blk, data, enc)
+			return ecb(blk, dst, data, enc)
 		case hsm.MechAESGCM:
-			return gcm(blk, p, data, enc)
+			return gcm(blk, p, dst, data, enc)
 		default:
-			return cbc(blk, p.IV, data, enc, m == hsm.MechAESCBCPad)
+			return cbc(blk, p.IV, dst, data, enc, m == hsm.MechAESCBCPad)
 		}
 	case hsm.MechDES3CBC, hsm.MechDES3ECB:
 		if u.blob.KeyType != hsm.KeyDES3 || u.secret == nil {
@@ -147,9 +169,9 @@ func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]
 			return nil, errclass.New(errclass.Internal, "DES3 key: %w", err)
 		}
 		if m == hsm.MechDES3ECB {
-			return ecb(blk, data, enc)
+			return ecb(blk, dst, data, enc)
 		}
-		return cbc(blk, p.IV, data, enc, false)
+		return cbc(blk, p.IV, dst, data, enc, false)
 	case hsm.MechRSAOAEP:
 		pub, ok := u.pub.(*rsa.PublicKey)
 		if !ok {
@@ -164,7 +186,7 @@ func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]
 			if err != nil {
 				return nil, badData("RSA-OAEP: %v", err)
 			}
-			return out, nil
+			return append(dst, out...), nil
 		}
 		priv, ok := u.priv.(*rsa.PrivateKey)
 		if !ok {
@@ -174,7 +196,7 @@ func (u *usable) crypt(m hsm.Mechanism, p hsm.Params, data []byte, enc bool) ([]
 		if err != nil {
 			return nil, badData("RSA-OAEP decryption failed")
 		}
-		return out, nil
+		return append(dst, out...), nil
 	}
 	return nil, mechErr(m, u, what)
 }
@@ -189,12 +211,12 @@ func hashOf(h, def crypto.Hash) (crypto.Hash, error) {
 	return h, nil
 }
 
-func ecb(blk cipher.Block, data []byte, enc bool) ([]byte, error) {
+func ecb(blk cipher.Block, dst, data []byte, enc bool) ([]byte, error) {
 	bs := blk.BlockSize()
 	if len(data)%bs != 0 {
 		return nil, badData("ECB data of %d bytes is not a multiple of %d", len(data), bs)
 	}
-	out := make([]byte, len(data))
+	all, out := grow(dst, len(data))
 	for i := 0; i < len(data); i += bs {
 		if enc {
 			blk.Encrypt(out[i:], data[i:i+bs])
@@ -202,34 +224,45 @@ func ecb(blk cipher.Block, data []byte, enc bool) ([]byte, error) {
 			blk.Decrypt(out[i:], data[i:i+bs])
 		}
 	}
-	return out, nil
+	return all, nil
 }
 
-func cbc(blk cipher.Block, iv, data []byte, enc, pad bool) ([]byte, error) {
+func cbc(blk cipher.Block, iv, dst, data []byte, enc, pad bool) ([]byte, error) {
 	bs := blk.BlockSize()
 	if len(iv) != bs {
 		return nil, paramErr("CBC IV has %d bytes, want %d", len(iv), bs)
 	}
 	if enc {
-		in := data
+		if !pad && len(data)%bs != 0 {
+			return nil, badData("CBC data of %d bytes is not a multiple of %d", len(data), bs)
+		}
+		// The whole blocks straight from data, then the padded last
+		// block: data is not copied first.
+		whole := len(data) - len(data)%bs
+		n := whole
 		if pad {
-			n := bs - len(data)%bs
-			in = append(bytes.Clone(data), bytes.Repeat([]byte{byte(n)}, n)...)
+			n += bs
 		}
-		if len(in)%bs != 0 {
-			return nil, badData("CBC data of %d bytes is not a multiple of %d", len(in), bs)
+		all, out := grow(dst, n)
+		c := cipher.NewCBCEncrypter(blk, iv)
+		c.CryptBlocks(out[:whole], data[:whole])
+		if pad {
+			last := out[whole:]
+			k := copy(last, data[whole:])
+			for i := k; i < bs; i++ {
+				last[i] = byte(bs - k)
+			}
+			c.CryptBlocks(last, last)
 		}
-		out := make([]byte, len(in))
-		cipher.NewCBCEncrypter(blk, iv).CryptBlocks(out, in)
-		return out, nil
+		return all, nil
 	}
 	if len(data)%bs != 0 || (pad && len(data) == 0) {
 		return nil, badData("CBC ciphertext of %d bytes is not a (non-empty) multiple of %d", len(data), bs)
 	}
-	out := make([]byte, len(data))
+	all, out := grow(dst, len(data))
 	cipher.NewCBCDecrypter(blk, iv).CryptBlocks(out, data)
 	if !pad {
-		return out, nil
+		return all, nil
 	}
 	n := int(out[len(out)-1])
 	if n == 0 || n > bs || n > len(out) {
@@ -240,10 +273,10 @@ func cbc(blk cipher.Block, iv, data []byte, enc, pad bool) ([]byte, error) {
 			return nil, badData("bad CBC padding")
 		}
 	}
-	return out[:len(out)-n], nil
+	return all[:len(all)-n], nil
 }
 
-func gcm(blk cipher.Block, p hsm.Params, data []byte, enc bool) ([]byte, error) {
+func gcm(blk cipher.Block, p hsm.Params, dst, data []byte, enc bool) ([]byte, error) {
 	tag := p.TagBits
 	if tag == 0 {
 		tag = 128
@@ -265,9 +298,9 @@ func gcm(blk cipher.Block, p hsm.Params, data []byte, enc bool) ([]byte, error) 
 		return nil, paramErr("GCM: %v", err)
 	}
 	if enc {
-		return g.Seal(nil, p.IV, data, p.AAD), nil
+		return g.Seal(dst, p.IV, data, p.AAD), nil
 	}
-	out, err := g.Open(nil, p.IV, data, p.AAD)
+	out, err := g.Open(dst, p.IV, data, p.AAD)
 	if err != nil {
 		return nil, badData("GCM authentication failed")
 	}

@@ -200,5 +200,23 @@ func go_C_Finalize(pReserved C.CK_VOID_PTR) (rv C.CK_RV) {
 		module.logFile.Close()
 	}
 	module.lib, module.log, module.logFile = nil, zerolog.Nop(), nil
+	finalizeHooks.Do(func() {
+		for _, f := range finalizeHooks.fns {
+			f()
+		}
+	})
 	return C.CKR_OK
+}
+
+// finalizeHooks run once, at the first successful C_Finalize.
+var finalizeHooks struct {
+	sync.Once
+	fns []func()
+}
+
+// OnFinalize registers f to run at the first successful C_Finalize (the
+// module's main package stops its CPU profile there). Call it from an
+// init function, before the module's first C_Initialize.
+func OnFinalize(f func()) {
+	finalizeHooks.fns = append(finalizeHooks.fns, f)
 }

@@ -6,6 +6,7 @@ package cabi
 import "C"
 
 import (
+	"bytes"
 	"unsafe"
 
 	"github.com/pkcshsm/pkcshsm/tokenlib"
@@ -31,6 +32,21 @@ const (
 // keep what it is given, the caller may free its buffer). NULL is allowed
 // only with length 0.
 func bytesIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
+	b, err := dataIn(p, n, what)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(b), nil
+}
+
+// dataIn views a caller's input buffer in place, without copying it: the
+// data of the crypto calls (C_Encrypt, C_EncryptUpdate, C_Sign, C_Verify,
+// ...), which the engine only reads during the call and never keeps (see
+// tokenlib.Library.Encrypt). A 64 KiB C_Encrypt no longer copies its input
+// into Go memory first. NULL is allowed only with length 0. The view may
+// alias the output buffer (in-place encryption): the engine computes the
+// whole output before it writes any of it.
+func dataIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
 	if p == nil {
 		if n != 0 {
 			return nil, argsBad("%s is NULL with length %d", what, uint64(n))
@@ -40,7 +56,7 @@ func bytesIn(p C.CK_BYTE_PTR, n C.CK_ULONG, what string) ([]byte, error) {
 	if n > maxData {
 		return nil, argsBad("%s length %d is too large", what, uint64(n))
 	}
-	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n), nil
 }
 
 // pinIn copies a PIN; the caller clears it after use.

@@ -38,7 +38,7 @@ func opInit(name string, fn initFn, hSession C.CK_SESSION_HANDLE, pMechanism C.C
 // input.
 func opOne(name string, fn oneFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PTR, ulInLen C.CK_ULONG, pOut C.CK_BYTE_PTR, pulOutLen C.CK_ULONG_PTR) C.CK_RV {
 	return entry(name, func(l *tokenlib.Library) error {
-		in, err := bytesIn(pIn, ulInLen, "the input")
+		in, err := dataIn(pIn, ulInLen, "the input")
 		if err != nil {
 			return argsEnd(l, name, hSession, err)
 		}
@@ -54,7 +54,7 @@ func opOne(name string, fn oneFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PT
 // opUpdate is C_DigestUpdate, C_SignUpdate and C_VerifyUpdate.
 func opUpdate(name string, fn updateFn, hSession C.CK_SESSION_HANDLE, pIn C.CK_BYTE_PTR, ulInLen C.CK_ULONG) C.CK_RV {
 	return entry(name, func(l *tokenlib.Library) error {
-		in, err := bytesIn(pIn, ulInLen, "the input")
+		in, err := dataIn(pIn, ulInLen, "the input")
 		if err != nil {
 			return argsEnd(l, name, hSession, err)
 		}
@@ -174,11 +174,11 @@ func go_C_VerifyInit(hSession C.CK_SESSION_HANDLE, pMechanism C.CK_MECHANISM_PTR
 //export go_C_Verify
 func go_C_Verify(hSession C.CK_SESSION_HANDLE, pData C.CK_BYTE_PTR, ulDataLen C.CK_ULONG, pSignature C.CK_BYTE_PTR, ulSignatureLen C.CK_ULONG) C.CK_RV {
 	return entry("C_Verify", func(l *tokenlib.Library) error {
-		data, err := bytesIn(pData, ulDataLen, "pData")
+		data, err := dataIn(pData, ulDataLen, "pData")
 		if err != nil {
 			return argsEnd(l, "C_Verify", hSession, err)
 		}
-		sig, err := bytesIn(pSignature, ulSignatureLen, "pSignature")
+		sig, err := dataIn(pSignature, ulSignatureLen, "pSignature")
 		if err != nil {
 			return argsEnd(l, "C_Verify", hSession, err)
 		}
@@ -194,7 +194,7 @@ func go_C_VerifyUpdate(hSession C.CK_SESSION_HANDLE, pPart C.CK_BYTE_PTR, ulPart
 //export go_C_VerifyFinal
 func go_C_VerifyFinal(hSession C.CK_SESSION_HANDLE, pSignature C.CK_BYTE_PTR, ulSignatureLen C.CK_ULONG) C.CK_RV {
 	return entry("C_VerifyFinal", func(l *tokenlib.Library) error {
-		sig, err := bytesIn(pSignature, ulSignatureLen, "pSignature")
+		sig, err := dataIn(pSignature, ulSignatureLen, "pSignature")
 		if err != nil {
 			return argsEnd(l, "C_VerifyFinal", hSession, err)
 		}

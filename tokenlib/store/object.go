@@ -54,6 +54,7 @@ type Object struct {
 	// attributes rewrites the narrow blob row alone.
 	fromStore bool
 	legacy    bool // blob attributes still inside the attribute list
+	blobsOnly bool // read by ListBlobs: only the blob row is known
 	readClass uint
 	stored    []byte   // public: the attribute list as stored
 	nbTypes   []uint32 // private: the types of the attribute list as stored
@@ -463,8 +464,13 @@ func (t *Tx) Update(o *Object) error {
 	// keys and should not rewrite a million whole rows. The blob row
 	// carries the version: its update is the optimistic check, so a
 	// failed Update changes nothing.
+	if o.blobsOnly {
+		if err := o.checkBlobsOnly(); err != nil {
+			return err
+		}
+	}
 	blobs, rb := encodePart(o, t.dk, true)
-	wide := !o.attrsUnchanged()
+	wide := !o.blobsOnly && !o.attrsUnchanged()
 	var attrs []byte
 	var ra *rawObject
 	var ix [2][]byte

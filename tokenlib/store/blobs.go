@@ -224,9 +224,18 @@ func (s *Store) ListBlobs(ctx context.Context, dk *DataKey, f Filter) ([]*Object
 	if err := s.usable(dk); err != nil {
 		return nil, err
 	}
-	qr, err := s.buildQuery(dk, f, "handle, unique_id, class, private, "+blobCols)
+	qr, err := s.buildQuery(dk, f, "handle, unique_id, class, private, version")
 	if err != nil || qr.none {
 		return nil, err
+	}
+	// The object rows the filter selects, in handle order, each joined
+	// with its blob row by handle (one lookup; the object's attribute
+	// list is not read). A missing blob row, which the store never leaves
+	// behind, reads as a legacy row.
+	qr.text = `SELECT o.handle, o.unique_id, o.class, o.private, coalesce(b.version, o.version), b.blobs FROM (` +
+		qr.text + `) o LEFT JOIN blob b ON b.handle = o.handle ORDER BY o.handle`
+	if f.Limit > 0 {
+		qr.text += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
 	q := s.reader()
 	rows, err := q.QueryContext(ctx, qr.text, qr.args...)

@@ -331,11 +331,19 @@ func (o *Object) loadBlobs(b []byte, dk *DataKey, r *rawObject, aad []byte) ([]b
 		return aad, codecErr("object is private=%v but its blobs are sealed=%v", o.Private, r.sealed)
 	}
 	o.Attrs = make(map[uint32][]byte, len(r.attrs))
+	var plain []byte
 	if r.sealed {
 		if err := dk.checkSet(blobSetPrefix, o.UniqueID, uint64(o.Class), r); err != nil {
 			return aad, err
 		}
 		o.sealed = make(map[uint32]sealedValue, len(r.attrs))
+		// One buffer for every opened value and its private copy (which
+		// Update compares against to reuse the sealed form).
+		size := 0
+		for _, a := range r.attrs {
+			size += 2 * (len(a.val) - sealOverhead)
+		}
+		plain = make([]byte, 0, size)
 	}
 	for _, a := range r.attrs {
 		if !isBlobType(a.typ) {
@@ -345,13 +353,17 @@ func (o *Object) loadBlobs(b []byte, dk *DataKey, r *rawObject, aad []byte) ([]b
 			o.Attrs[a.typ] = a.val
 			continue
 		}
-		v, buf, err := dk.openAttr(aad, o.UniqueID, a.typ, a.val)
-		aad = buf
+		aad = attrAAD(aad[:0], dk.tokenID[:], o.UniqueID, a.typ)
+		start := len(plain)
+		var err error
+		plain, err = dk.aead.Open(plain, a.val[:gcmNonceLen], a.val[gcmNonceLen:], aad)
 		if err != nil {
-			return aad, err
+			return aad, fmt.Errorf("%w (attribute %#x)", errOpen, a.typ)
 		}
+		v := plain[start:len(plain):len(plain)]
+		plain = append(plain, v...)
 		o.Attrs[a.typ] = v
-		o.sealed[a.typ] = sealedValue{plain: bytes.Clone(v), sealed: a.val}
+		o.sealed[a.typ] = sealedValue{plain: plain[start+len(v) : len(plain) : len(plain)], sealed: a.val}
 	}
 	o.blobsOnly, o.partial, o.only = true, true, BlobTypes
 	o.fromStore, o.readClass, o.readPrivate = true, o.Class, o.Private

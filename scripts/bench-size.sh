@@ -12,7 +12,8 @@
 # them (new labels and unique ids, the same blobs) for the rest, which
 # makes a 1M-key token in minutes (a pass's cost per key does not depend
 # on whether two keys share a blob). KEYS_LIST=0 skips the slowest step,
-# `pkcshsm keys list` over the whole token.
+# `pkcshsm keys list` over the whole token. PROFILE=DIR writes a CPU
+# profile of each pass to DIR/NAME.pprof (PKCSHSM_CPUPROFILE).
 #
 # For reencipher and finalize the sweep prints a "rate" line: keys/s wall
 # clock, keys per CPU-second, the tool's peak RSS, and the ratio of the
@@ -119,7 +120,12 @@ pass_with_app() {
 	local app=$!
 	for _ in $(seq 600); do [ -e "$root/ready" ] && break; sleep 0.1; done
 	sleep 1 # the agent connects and the app warms up before the pass
-	measure "$name" "$@"
+	if [ -n "${PROFILE:-}" ]; then
+		mkdir -p "$PROFILE"
+		PKCSHSM_CPUPROFILE=$PROFILE/$name.pprof measure "$name" "$@"
+	else
+		measure "$name" "$@"
+	fi
 	touch "$root/stop"
 	wait $app
 	echo "app during $name: $(cat "$root/app.$name")"

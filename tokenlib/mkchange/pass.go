@@ -218,10 +218,6 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
 
-// passAttrs are the attributes the lost-key report reads of each key: its
-// blobs, and the label for messages. A pass reads the blob rows alone
-// (store.ListBlobs); its messages name a key by handle and unique id.
-var passAttrs = []uint32{attrOpaque, attrReenc, attrOld, uint32(ck.CKA_LABEL)}
 
 // page is one page of key objects, read and transformed: changed holds
 // the objects the transform changed (their Attrs already transformed),

@@ -218,7 +218,6 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
 
-
 // page is one page of key objects, read and transformed: changed holds
 // the objects the transform changed (their Attrs already transformed),
 // listed how many objects the page had.

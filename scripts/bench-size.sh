@@ -6,8 +6,9 @@
 #   SIZES="10000 100000 1000000" bash scripts/bench-size.sh sweep
 #   FILLED=DIR DISTINCT=10000 SIZES=1000000 bash scripts/bench-size.sh sweep
 #
-# FILLED=DIR keeps each size's filled token in DIR (DIR/tok-N.tar) and
-# starts from it on the next run instead of creating the keys again;
+# FILLED=DIR keeps each size's filled token, with the simulator and the
+# configuration it was made with, in DIR (DIR/root-N.tar) and starts from
+# it on the next run instead of creating the keys again;
 # DISTINCT=D generates at most D keys of each kind and stores copies of
 # them (new labels and unique ids, the same blobs) for the rest, which
 # makes a 1M-key token in minutes (a pass's cost per key does not depend
@@ -156,16 +157,18 @@ table)
 sweep)
 	for n in ${SIZES:-10000 100000}; do
 		rm -rf "$root/var" "$root/etc" "$root/run"
-		setup 2
 		echo "== $n keys ($((n / 2)) AES, $((n / 2)) EC P-256 pairs), $(date -u +%FT%TZ)"
 		IN=$USER
 		tokdir=$root/var/lib/pkcshsm/tokens/tok2
-		if [ -n "${FILLED:-}" ] && [ -e "$FILLED/tok-$n.tar" ]; then
-			rm -rf "$tokdir" && mkdir -p "$tokdir" && tar -C "$tokdir" -xf "$FILLED/tok-$n.tar"
-			echo "create-$n: taken from $FILLED/tok-$n.tar"
+		if [ -n "${FILLED:-}" ] && [ -e "$FILLED/root-$n.tar" ]; then
+			# The token with the simulator and the configuration it was
+			# made with (its keys are under that simulator's master keys).
+			tar -C "$root" -xf "$FILLED/root-$n.tar"
+			echo "create-$n: taken from $FILLED/root-$n.tar"
 		else
+			setup 2
 			measure "create-$n" sizebench create -slot 2 -tokdir "$tokdir" -aes $((n / 2)) -ec $((n / 2)) -batch 5000 -distinct "${DISTINCT:-0}"
-			if [ -n "${FILLED:-}" ]; then mkdir -p "$FILLED" && tar -C "$tokdir" -cf "$FILLED/tok-$n.tar" .; fi
+			if [ -n "${FILLED:-}" ]; then mkdir -p "$FILLED" && tar -C "$root" -cf "$FILLED/root-$n.tar" var etc; fi
 		fi
 		du -sh "$tokdir"
 		objects=$(sqlite3 "$tokdir/token.db" 'SELECT count(*) FROM object WHERE class IN (2, 3, 4)' 2>/dev/null || echo $((n * 3 / 2)))

@@ -309,13 +309,7 @@ func (s *Store) ListBlobs(ctx context.Context, dk *DataKey, f Filter) ([]*Object
 		}
 	}
 	if len(bad) > 0 {
-		shown, more := bad, ""
-		if len(shown) > 20 {
-			shown, more = shown[:20], " ..."
-		}
-		s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
-		return out, errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
-			"list blobs: %d unreadable objects, handles %v%s", len(bad), shown, more)
+		return out, s.unreadable("list blobs", bad)
 	}
 	return out, nil
 }

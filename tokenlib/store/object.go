@@ -940,18 +940,25 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		}
 	}
 	if len(bad) > 0 {
-		shown, more := bad, ""
-		if len(shown) > 20 {
-			shown, more = shown[:20], " ..."
-		}
-		s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
+		err := s.unreadable("list objects", bad)
 		if !full {
 			return nil // returned as matches; their use reports them
 		}
-		return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
-			"list objects: %d unreadable objects, handles %v%s", len(bad), shown, more)
+		return err
 	}
 	return nil
+}
+
+// unreadable logs the handles of objects a read could not decode or
+// authenticate and returns the DataLoss error naming them (the first 20).
+func (s *Store) unreadable(what string, bad []uint64) error {
+	shown, more := bad, ""
+	if len(shown) > 20 {
+		shown, more = shown[:20], " ..."
+	}
+	s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
+	return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
+		"%s: %d unreadable objects, handles %v%s", what, len(bad), shown, more)
 }
 
 // ixCols reads the index columns for Object.ix. A column not indexed yet

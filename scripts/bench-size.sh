@@ -4,6 +4,23 @@
 #
 #   bash scripts/bench-size.sh table            # the issue-11 table: 2 tokens x 50k AES keys
 #   SIZES="10000 100000 1000000" bash scripts/bench-size.sh sweep
+#   FILLED=DIR DISTINCT=10000 SIZES=1000000 bash scripts/bench-size.sh sweep
+#
+# FILLED=DIR keeps each size's filled token, with the simulator and the
+# configuration it was made with, in DIR (DIR/root-N.tar) and starts from
+# it on the next run instead of creating the keys again;
+# DISTINCT=D generates at most D keys of each kind and stores copies of
+# them (new labels and unique ids, the same blobs) for the rest, which
+# makes a 1M-key token in minutes (a pass's cost per key does not depend
+# on whether two keys share a blob). KEYS_LIST=0 skips the slowest step,
+# `pkcshsm keys list` over the whole token. PROFILE=DIR writes a CPU
+# profile of each pass to DIR/NAME.pprof (PKCSHSM_CPUPROFILE).
+#
+# For reencipher and finalize the sweep prints a "rate" line: keys/s wall
+# clock, keys per CPU-second, the tool's peak RSS, and the ratio of the
+# pass's objects per CPU-second to the plain-SQLite limit of the same rows
+# (sizebench sqlref: the token's blob table shape, same driver and
+# pragmas, the pass's page and transaction sizes) measured in the same run.
 #
 # Each run builds the binaries (or uses PKCSHSM_BIN=DIR), makes a fresh
 # root under $TMPDIR with 2 simulated CCA APQNs, fills the tokens with
@@ -54,6 +71,17 @@ measure() {
 	cpu=$(awk -F': ' '/User time|System time/ { s += $2 } END { print s }' "$root/time.$name")
 	rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$root/time.$name")
 	printf '%-28s %8.2f s wall %8.2f s cpu %8.1f MB\n' "$name" "$wall" "$cpu" "$(echo "$rss/1024" | bc -l)"
+	m_wall=$wall m_cpu=$cpu m_rss=$rss
+}
+
+# rate NAME KEYS OBJECTS: the last measured step's rates and its ratio to
+# the plain-SQLite limit ($sql_cpu_rate rows per CPU-second).
+rate() {
+	awk -v n="$1" -v k="$2" -v o="$3" -v w="$m_wall" -v c="$m_cpu" -v r="$m_rss" -v l="${sql_cpu_rate:-0}" 'BEGIN {
+		printf "rate %s: %d keys (%d objects): %.0f keys/s wall, %.0f keys/CPU-s, %.0f objects/CPU-s, tool peak RSS %.1f MB", n, k, o, k / w, k / c, o / c, r / 1024
+		if (l > 0) printf ", plain-SQLite limit %.0f rows/CPU-s, ratio %.2f", l, (o / c) / l
+		printf "\n"
+	}'
 }
 
 setup() { # slots...
@@ -93,7 +121,12 @@ pass_with_app() {
 	local app=$!
 	for _ in $(seq 600); do [ -e "$root/ready" ] && break; sleep 0.1; done
 	sleep 1 # the agent connects and the app warms up before the pass
-	measure "$name" "$@"
+	if [ -n "${PROFILE:-}" ]; then
+		mkdir -p "$PROFILE"
+		PKCSHSM_CPUPROFILE=$PROFILE/$name.pprof measure "$name" "$@"
+	else
+		measure "$name" "$@"
+	fi
 	touch "$root/stop"
 	wait $app
 	echo "app during $name: $(cat "$root/app.$name")"
@@ -124,11 +157,22 @@ table)
 sweep)
 	for n in ${SIZES:-10000 100000}; do
 		rm -rf "$root/var" "$root/etc" "$root/run"
-		setup 2
 		echo "== $n keys ($((n / 2)) AES, $((n / 2)) EC P-256 pairs), $(date -u +%FT%TZ)"
 		IN=$USER
-		measure "create-$n" sizebench create -slot 2 -tokdir "$root/var/lib/pkcshsm/tokens/tok2" -aes $((n / 2)) -ec $((n / 2)) -batch 5000
-		du -sh "$root/var/lib/pkcshsm/tokens/tok2"
+		tokdir=$root/var/lib/pkcshsm/tokens/tok2
+		if [ -n "${FILLED:-}" ] && [ -e "$FILLED/root-$n.tar" ]; then
+			# The token with the simulator and the configuration it was
+			# made with (its keys are under that simulator's master keys).
+			tar -C "$root" -xf "$FILLED/root-$n.tar"
+			echo "create-$n: taken from $FILLED/root-$n.tar"
+		else
+			setup 2
+			measure "create-$n" sizebench create -slot 2 -tokdir "$tokdir" -aes $((n / 2)) -ec $((n / 2)) -batch 5000 -distinct "${DISTINCT:-0}"
+			if [ -n "${FILLED:-}" ]; then mkdir -p "$FILLED" && tar -C "$root" -cf "$FILLED/root-$n.tar" var etc; fi
+		fi
+		du -sh "$tokdir"
+		objects=$(sqlite3 "$tokdir/token.db" 'SELECT count(*) FROM object WHERE class IN (2, 3, 4)' 2>/dev/null || echo $((n * 3 / 2)))
+		echo "load before the passes: $(uptime)"
 		measure "open-find-encrypt-$n" sizebench app -slot 2 -label aes-0000001 -no-agent
 		measure "open-find-ec-$n" sizebench app -slot 2 -label "ec-$(printf %07d $((n / 2 - 1)))" -no-agent -find-only
 		echo "app (EC key, find only): $(cat "$root/out.open-find-ec-$n")"
@@ -137,13 +181,20 @@ sweep)
 		echo "baseline app: $(baseline_app 2)"
 		new_keys
 		IN=$USER
+		# The plain-SQLite limit of the token's rows, in the same run.
+		sizebench sqlref -tokdir "$tokdir" -dir "$root/sqlref" >"$root/sqlref.$n"
+		echo "plain SQLite ($n): $(cat "$root/sqlref.$n")"
+		sql_cpu_rate=$(sed -n 's/.*"rows_per_cpu_s":\([0-9.e+]*\).*/\1/p' "$root/sqlref.$n")
 		pass_with_app "reencipher-$n" 2 pkcshsm_mk_change reencipher -a "$APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"
+		rate "reencipher-$n" "$n" "$objects"
 		op=$(sed -n "s/^Master key change operation '\(.*\)' created.$/\1/p" "$root/out.reencipher-$n")
 		set_keys
 		pass_with_app "finalize-$n" 2 pkcshsm_mk_change finalize -i "$op"
+		rate "finalize-$n" "$n" "$objects"
+		echo "load after the passes: $(uptime)"
 		# Last: the slowest step and the one the other figures do not need.
 		IN=$USER
-		measure "keys-list-$n" pkcshsm keys list --slot 2 --json
+		[ "${KEYS_LIST:-1}" = 0 ] || measure "keys-list-$n" pkcshsm keys list --slot 2 --json
 		kill "$daemon_pid"
 		wait "$daemon_pid" 2>/dev/null || true
 		daemon_pid=

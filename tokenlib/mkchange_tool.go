@@ -280,8 +280,8 @@ func (l *Library) MKChangeLastPass(ctx context.Context, id SlotID) (store.Journa
 
 // MKChangeCheck checks slot id before a master key change records
 // anything: its store (integrity, schema version, and the data key of the
-// USER logged in on it) and its key objects, all of which are read and
-// unsealed; it returns the first max keys op cannot re-encipher
+// USER logged in on it) and the blobs of its key objects, all of which
+// are read and unsealed (store.ListBlobs); it returns the first max keys op cannot re-encipher
 // ([mkchange.LostKey]) and how many there are. current holds the token's
 // current patterns (from the query). A damaged store is an error of class
 // DataLoss that names the way out.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"os"
 	"os/user"
+	"runtime/debug"
 
 	"github.com/rs/zerolog"
 
@@ -25,6 +26,7 @@ func main() {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(2)
 	}
+	tuneGC()
 	layout := paths.FromEnv()
 	name := "?"
 	if u, err := user.Current(); err == nil {
@@ -58,4 +60,19 @@ func main() {
 	stop()
 	stopProfile()
 	os.Exit(code)
+}
+
+// tuneGC lets the heap grow to five times what is live before a
+// collection (GOGC=400) instead of twice, capped at 96 MiB by a soft
+// memory limit: a pass over a token allocates small objects at a high
+// rate but keeps only two pages of keys alive (a few MB), and with the
+// default the collector cost a fifth of a pass's CPU (docs/bench.md,
+// "Narrow blob table"). GOGC or GOMEMLIMIT in the environment win.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(96 << 20)
+	}
 }

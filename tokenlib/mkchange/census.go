@@ -19,8 +19,10 @@ import (
 // keeps each object's master key summary ([Summarize]) next to it, written
 // in the same statement as the blobs, so the census needs no PIN.
 
-// summaryVersion is the first byte of a summary.
-const summaryVersion = 1
+// summaryVersion is the first byte of a summary: 2 records the
+// CKA_IBM_OPAQUE, _REENC and _OLD blobs; 1 (older releases) the first
+// two.
+const summaryVersion = 2
 
 // Blob states in a summary.
 const (
@@ -30,7 +32,7 @@ const (
 )
 
 // SummaryAttrs are the attributes [Summarize] reads (store.Options.SummaryAttrs).
-var SummaryAttrs = []uint32{attrOpaque, attrReenc}
+var SummaryAttrs = []uint32{attrOpaque, attrReenc, attrOld}
 
 // BlobMK is what a summary says of one blob attribute.
 type BlobMK struct {
@@ -41,15 +43,19 @@ type BlobMK struct {
 }
 
 // KeySummary is the master key summary of a key object: its current blob
-// (CKA_IBM_OPAQUE) and its blob under a new master key
-// (CKA_IBM_OPAQUE_REENC).
+// (CKA_IBM_OPAQUE), its blob under a new master key
+// (CKA_IBM_OPAQUE_REENC) and the backup of its blob under the previous
+// master key (CKA_IBM_OPAQUE_OLD, left by finalize). OldRecorded is false
+// for a summary written by an older release, which did not record Old.
 type KeySummary struct {
-	Cur, Reenc BlobMK
+	Cur, Reenc, Old BlobMK
+	OldRecorded     bool
 }
 
 // Summarize computes the master key summary of an object's attributes:
-// for CKA_IBM_OPAQUE and CKA_IBM_OPAQUE_REENC, absent, unreadable, or the
-// master key type and pattern the blob carries. It is the store's
+// for CKA_IBM_OPAQUE, CKA_IBM_OPAQUE_REENC and CKA_IBM_OPAQUE_OLD,
+// absent, unreadable, or the master key type and pattern the blob
+// carries. It is the store's
 // Options.Summary.
 func Summarize(attrs map[uint32][]byte) []byte {
 	out := []byte{summaryVersion}
@@ -77,12 +83,16 @@ func ParseSummary(b []byte) (KeySummary, error) {
 	bad := func(format string, args ...any) (KeySummary, error) {
 		return KeySummary{}, errclass.New(errclass.DataLoss, "master key summary: "+format, args...)
 	}
-	if len(b) < 1 || b[0] != summaryVersion {
+	if len(b) < 1 || (b[0] != 1 && b[0] != summaryVersion) {
 		return bad("unknown version")
 	}
+	n := 2
+	if b[0] == 2 {
+		n = 3
+	}
 	b = b[1:]
-	var out [2]BlobMK
-	for i := range out {
+	var out [3]BlobMK
+	for i := range n {
 		if len(b) < 1 {
 			return bad("cut short")
 		}
@@ -113,7 +123,7 @@ func ParseSummary(b []byte) (KeySummary, error) {
 	if len(b) != 0 {
 		return bad("%d trailing bytes", len(b))
 	}
-	return KeySummary{Cur: out[0], Reenc: out[1]}, nil
+	return KeySummary{Cur: out[0], Reenc: out[1], Old: out[2], OldRecorded: n == 3}, nil
 }
 
 // CensusResult is what activating new patterns would do to a token's keys.

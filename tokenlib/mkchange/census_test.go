@@ -101,7 +101,7 @@ func TestSummaryRoundTrip(t *testing.T) {
 	if !ks.Cur.Readable || ks.Cur.Type != info.MKType || ks.Cur.Pattern != info.Pattern || !ks.Reenc.Present || ks.Reenc.Readable {
 		t.Fatalf("summary %+v of a key under %s %s with an unreadable REENC", ks, info.MKType, info.Pattern)
 	}
-	if ks, err := ParseSummary(Summarize(nil)); err != nil || ks.Cur.Present || ks.Reenc.Present {
+	if ks, err := ParseSummary(Summarize(nil)); err != nil || ks.Cur.Present || ks.Reenc.Present || ks.Old.Present || !ks.OldRecorded {
 		t.Fatalf("summary of no blobs: %+v, %v", ks, err)
 	}
 }
@@ -112,15 +112,22 @@ func FuzzParseSummary(f *testing.F) {
 	f.Add([]byte{1, 2, 1, 4, 8, 1, 2, 3, 4, 5, 6, 7, 8})
 	f.Add([]byte{1, 1, 1, 16, 1, 2, 3})
 	f.Add([]byte{2})
+	f.Add([]byte{2, 0, 0, 0})
+	f.Add([]byte{2, 1, 1, 16, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0, 2})
+	f.Add([]byte{3, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ks, err := ParseSummary(b)
 		if err != nil {
 			return
 		}
 		// What parses re-encodes to itself (for readable blobs).
-		var out []byte
-		out = append(out, summaryVersion)
-		for _, m := range []BlobMK{ks.Cur, ks.Reenc} {
+		out := []byte{1}
+		blobs := []BlobMK{ks.Cur, ks.Reenc}
+		if ks.OldRecorded {
+			out[0] = summaryVersion
+			blobs = append(blobs, ks.Old)
+		}
+		for _, m := range blobs {
 			switch {
 			case !m.Present:
 				out = append(out, blobAbsent)
@@ -135,4 +142,55 @@ func FuzzParseSummary(f *testing.F) {
 			t.Fatalf("ParseSummary(%x) = %+v, re-encodes to %x", b, ks, out)
 		}
 	})
+}
+
+// TestSummaryRecordsOld: the blob table's master key summary, read
+// without the PIN, carries the pattern of each of the three blobs as the
+// passes leave them: after reencipher CKA_IBM_OPAQUE under the current
+// key and _REENC under the new one; after finalize CKA_IBM_OPAQUE under
+// the new key and _OLD, the backup, under the previous one. A summary of
+// an older release (version 1, no OLD) still parses, Old not recorded.
+func TestSummaryRecordsOld(t *testing.T) {
+	f := newFixture(t)
+	summarized(t, f)
+	k := f.key(cca1, hsm.KeySpec{Type: hsm.KeyAES, Bits: 256}, "aes", true)
+	info, err := hsm.Inspect(k.Attrs[attrOpaque])
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldAES := info.Pattern
+	newAES := f.loadNew(mkvp.CCAAES, cca1, cca2)
+	op := &state.Op{ID: "Summ01", APQNs: apqn.List{cca1, cca2}, New: map[mkvp.Type]mkvp.Pattern{mkvp.CCAAES: newAES}}
+	tok := Token{Slot: 2, Type: config.TypeCCA, APQNs: []apqn.ID{cca1, cca2}}
+	summary := func() KeySummary {
+		t.Helper()
+		var got []KeySummary
+		err := f.st.Census(f.ctx, keyClasses, func(row store.CensusRow) error {
+			ks, err := ParseSummary(row.Summary)
+			got = append(got, ks)
+			return err
+		})
+		if err != nil || len(got) != 1 || !got[0].OldRecorded {
+			t.Fatalf("census: %+v, %v", got, err)
+		}
+		return got[0]
+	}
+	is := func(m BlobMK, p mkvp.Pattern) bool { return m.Readable && m.Type == mkvp.CCAAES && m.Pattern == p }
+	if _, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActReencipher, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ks := summary(); !is(ks.Cur, oldAES) || !is(ks.Reenc, newAES) || ks.Old.Present {
+		t.Fatalf("after reencipher: %+v; want CUR %s, REENC %s, no OLD", ks, oldAES, newAES)
+	}
+	f.set(mkvp.CCAAES, cca1, cca2)
+	if _, err := tok.Pass(f.ctx, f.st, f.dk, f.hsm, op, state.ActFinalize, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ks := summary(); !is(ks.Cur, newAES) || ks.Reenc.Present || !is(ks.Old, oldAES) {
+		t.Fatalf("after finalize: %+v; want CUR %s, no REENC, OLD %s", ks, newAES, oldAES)
+	}
+	v1 := append([]byte{1, blobReadable, byte(mkvp.CCAAES), byte(len(oldAES.Bytes()))}, oldAES.Bytes()...)
+	if ks, err := ParseSummary(append(v1, blobAbsent)); err != nil || ks.OldRecorded || !is(ks.Cur, oldAES) {
+		t.Fatalf("version 1 summary: %+v, %v", ks, err)
+	}
 }

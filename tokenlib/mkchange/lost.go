@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/pkcshsm/pkcshsm/errclass"
 	"github.com/pkcshsm/pkcshsm/mkvp"
 	"github.com/pkcshsm/pkcshsm/state"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
@@ -34,12 +35,13 @@ func (k LostKey) String() string {
 	return s
 }
 
-// FindLost reads every key object of the token (page by page, only its
-// blobs and label) and returns the first max LostKeys for op and the
-// number of them; current holds the token's current patterns of op's
-// types (a type missing from it is not judged). Reading every object also
-// unseals every private one, so a value damaged or moved in the database
-// fails here, before anything is recorded.
+// FindLost reads the blobs of every key object of the token (page by
+// page, the narrow blob rows alone: store.ListBlobs) and returns the first
+// max LostKeys for op and the number of them; current holds the token's
+// current patterns of op's types (a type missing from it is not judged).
+// Reading every blob list also unseals it and checks its set tag, so a
+// blob damaged or moved in the database fails here, before anything is
+// recorded. The label of a lost key is read with the key in full.
 func (t Token) FindLost(ctx context.Context, st *store.Store, dk *store.DataKey, op *state.Op, current map[mkvp.Type]mkvp.Pattern, max int) ([]LostKey, int, error) {
 	var (
 		lost  []LostKey
@@ -47,7 +49,7 @@ func (t Token) FindLost(ctx context.Context, st *store.Store, dk *store.DataKey,
 		after uint64
 	)
 	for {
-		objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
+		objs, err := st.ListBlobs(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize})
 		if err != nil {
 			return nil, 0, fmt.Errorf("slot %d: failed to read key objects after handle %d: %w", t.Slot, after, err)
 		}
@@ -65,7 +67,15 @@ func (t Token) FindLost(ctx context.Context, st *store.Store, dk *store.DataKey,
 			}
 			n++
 			if len(lost) < max {
-				lost = append(lost, LostKey{Handle: o.Handle, Label: label(o), MKType: info.MKType, Pattern: info.Pattern})
+				full, err := st.Get(ctx, dk, o.Handle)
+				switch {
+				case errclass.Of(err) == errclass.NotFound:
+					n-- // deleted meanwhile
+					continue
+				case err != nil:
+					return nil, 0, fmt.Errorf("slot %d: object %d: %w", t.Slot, o.Handle, err)
+				}
+				lost = append(lost, LostKey{Handle: o.Handle, Label: label(full), MKType: info.MKType, Pattern: info.Pattern})
 			}
 		}
 		if len(objs) < pageSize {

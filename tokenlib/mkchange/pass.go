@@ -118,8 +118,8 @@ func Transform(ctx context.Context, be hsm.Backend, q apqn.ID, attrs map[uint32]
 // The pass pages through the key objects by handle, BatchSize at a time,
 // and commits each page in one durable transaction. While one page is
 // being written (the store's single write connection, mostly SQLite work),
-// a second goroutine already reads the next page, decoding only the blob
-// attributes and the label (Filter.Only), and applies the transform to it
+// a second goroutine already reads the next page, only the narrow blob
+// rows (store.ListBlobs), and applies the transform to it
 // (HSM work): the two overlap on two cores, and memory holds two pages,
 // whatever the size of the token. Pages are disjoint, so a page prepared
 // early cannot conflict with the commit of the previous one; only another
@@ -278,7 +278,7 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 		}
 		objs = objs[:0]
 		for _, h := range conflicts {
-			fresh, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1, Only: passAttrs})
+			fresh, err := st.ListBlobs(ctx, dk, store.Filter{Classes: keyClasses, After: h - 1, Limit: 1})
 			if err != nil {
 				return changed, busy, held, fmt.Errorf("object %d: failed to read it again: %w", h, err)
 			}
@@ -299,10 +299,6 @@ func (t Token) commit(ctx context.Context, st *store.Store, dk *store.DataKey, b
 }
 
 var keyClasses = []uint{uint(ck.CKO_SECRET_KEY), uint(ck.CKO_PRIVATE_KEY), uint(ck.CKO_PUBLIC_KEY)}
-
-// passAttrs are the attributes a pass reads of each key: its blobs, and
-// the label for messages.
-var passAttrs = []uint32{attrOpaque, attrReenc, attrOld, uint32(ck.CKA_LABEL)}
 
 // page is one page of key objects, read and transformed: changed holds
 // the objects the transform changed (their Attrs already transformed),
@@ -341,7 +337,7 @@ func (t Token) prepare(ctx context.Context, st *store.Store, dk *store.DataKey, 
 		defer close(lists)
 		var after uint64
 		for {
-			objs, err := st.List(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize, Only: passAttrs})
+			objs, err := st.ListBlobs(ctx, dk, store.Filter{Classes: keyClasses, After: after, Limit: pageSize})
 			err = errors.Join(err, failpoint.Err("cli.pass."+a.String()+".list"))
 			l := listed{objs: objs, after: after, err: err}
 			if len(objs) > 0 {

@@ -300,10 +300,13 @@ func TestPassNoHSMCallInWriteTransaction(t *testing.T) {
 	}
 }
 
-// TestPassStopsAtDamagedObject: a key whose stored attributes are damaged
-// (cut short, or a blob that no longer unseals) stops the pass with an
-// error naming its handle; keys after it are not touched, none is skipped
-// silently, and once the object is removed the pass completes.
+// TestPassStopsAtDamagedObject: a key whose stored blobs are damaged
+// (the blob list cut short, or a blob that no longer unseals) stops the
+// pass with an error naming its handle; keys after it are not touched,
+// none is skipped silently, and once the object is removed the pass
+// completes. (The pass reads the narrow blob rows only; damage to a key's
+// other attributes is found by every other read of the key, and the
+// pass's blob update never rewrites them: store.TestListBlobsAuthenticates.)
 func TestPassStopsAtDamagedObject(t *testing.T) {
 	for _, damage := range []struct {
 		name   string
@@ -322,10 +325,10 @@ func TestPassStopsAtDamagedObject(t *testing.T) {
 				t.Fatal(err)
 			}
 			var blob []byte
-			if err := db.QueryRow(`SELECT attrs FROM object WHERE handle = ?`, victim.Handle).Scan(&blob); err != nil {
+			if err := db.QueryRow(`SELECT blobs FROM blob WHERE handle = ?`, victim.Handle).Scan(&blob); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := db.Exec(`UPDATE object SET attrs = ? WHERE handle = ?`, damage.change(blob), victim.Handle); err != nil {
+			if _, err := db.Exec(`UPDATE blob SET blobs = ? WHERE handle = ?`, damage.change(blob), victim.Handle); err != nil {
 				t.Fatal(err)
 			}
 			db.Close()

@@ -2,7 +2,13 @@ package store
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
 	"slices"
+
+	"github.com/pkcshsm/pkcshsm/errclass"
 )
 
 // The blob table (schema 4).
@@ -188,4 +194,189 @@ func (o *Object) remember(legacy bool, attrsPart []byte, nbTypes []uint32) {
 	} else {
 		o.stored = bytes.Clone(attrsPart)
 	}
+}
+
+// ListBlobs is [Store.List] for a master key change pass: of each match it
+// reads the narrow blob row alone (with the object's handle, unique id,
+// class and private flag), never the wide attribute list. The returned
+// objects hold just their blob attributes (CKA_IBM_OPAQUE, _REENC, _OLD);
+// an [Tx.Update] of one writes the blob row alone and refuses any change
+// to another attribute, the class or the private flag.
+//
+// Authentication stays whole for what the pass uses: the blob list of a
+// private object is sealed value by value (each bound to the token, the
+// object's unique id and the attribute type) and as a set (bound to the
+// unique id, the class and the types), so a blob list moved to another
+// object, a changed class or a dropped blob fails here exactly as in
+// List. The attribute list, which the pass neither reads nor writes, is
+// authenticated on its next read as before: an Update through ListBlobs
+// never rewrites it, so it cannot launder a damaged one. The version is
+// the blob row's, so the optimistic check is the same as for any Update.
+//
+// A legacy row (its blob attributes still inside the attribute list,
+// blobs.go) is read in full instead, after the page: its Update moves the
+// blobs out, once. f must not filter on attributes (f.Attrs) nor set
+// f.Only.
+func (s *Store) ListBlobs(ctx context.Context, dk *DataKey, f Filter) ([]*Object, error) {
+	if len(f.Attrs) > 0 || len(f.Only) > 0 {
+		return nil, errclass.New(errclass.InvalidArgument, "list blobs: the filter may not name attributes (Attrs, Only)")
+	}
+	if err := s.usable(dk); err != nil {
+		return nil, err
+	}
+	qr, err := s.buildQuery(dk, f, "handle, unique_id, class, private, version")
+	if err != nil || qr.none {
+		return nil, err
+	}
+	// The object rows the filter selects, in handle order, each joined
+	// with its blob row by handle (one lookup; the object's attribute
+	// list is not read). A missing blob row, which the store never leaves
+	// behind, reads as a legacy row.
+	qr.text = `SELECT o.handle, o.unique_id, o.class, o.private, coalesce(b.version, o.version), b.blobs FROM (` +
+		qr.text + `) o LEFT JOIN blob b ON b.handle = o.handle ORDER BY o.handle`
+	if f.Limit > 0 {
+		qr.text += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	q := s.reader()
+	rows, err := q.QueryContext(ctx, qr.text, qr.args...)
+	if err != nil {
+		return nil, classifyDB(fmt.Errorf("list blobs: %w", err))
+	}
+	defer rows.Close()
+	var (
+		out    []*Object
+		legacy []int // indexes into out of rows read in full below
+		bad    []uint64
+		opened bool // a sealed value did not open: stale key or tampering
+		r      rawObject
+		aad    []byte
+		handle int64
+		uid    string
+		class  int64
+		priv   int
+		ver    int64
+		blobs  sql.RawBytes
+	)
+	for rows.Next() {
+		if f.Limit > 0 && len(out) == f.Limit {
+			break
+		}
+		if err := rows.Scan(&handle, &uid, &class, &priv, &ver, &blobs); err != nil {
+			return nil, classifyDB(fmt.Errorf("list blobs: %w", err))
+		}
+		o := &Object{Handle: uint64(handle), UniqueID: uid, Class: uint(class), Private: priv != 0, Version: uint64(ver)}
+		if blobs == nil {
+			legacy = append(legacy, len(out))
+			out = append(out, o)
+			continue
+		}
+		var err error
+		aad, err = o.loadBlobs(bytes.Clone(blobs), dk, &r, aad)
+		if err != nil {
+			opened = opened || errors.Is(err, errOpen)
+			bad = append(bad, o.Handle)
+			continue
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classifyDB(fmt.Errorf("list blobs: %w", err))
+	}
+	rows.Close()
+	// The rows are closed: another query may run now (see scan).
+	if len(legacy) > 0 {
+		kept := out[:0]
+		at := 0
+		for i, o := range out {
+			if at < len(legacy) && legacy[at] == i {
+				at++
+				full, err := s.get(ctx, q, dk, o.Handle)
+				switch {
+				case errclass.Of(err) == errclass.NotFound:
+					continue // deleted meanwhile
+				case err != nil:
+					return nil, fmt.Errorf("list blobs: %w", err)
+				}
+				o = full
+			}
+			kept = append(kept, o)
+		}
+		out = kept
+	}
+	if opened {
+		if err := s.checkKey(ctx, q, dk); err != nil {
+			return nil, fmt.Errorf("list blobs: %w", err)
+		}
+	}
+	if len(bad) > 0 {
+		return out, s.unreadable("list blobs", bad)
+	}
+	return out, nil
+}
+
+// loadBlobs decodes a split row's blob list b (a private copy: the sealed
+// values alias it) into o, which becomes a blobs-only object (see
+// ListBlobs). aad is a scratch buffer, returned for reuse.
+func (o *Object) loadBlobs(b []byte, dk *DataKey, r *rawObject, aad []byte) ([]byte, error) {
+	if err := decodeRaw(b, r); err != nil {
+		return aad, err
+	}
+	if r.sealed != o.Private {
+		return aad, codecErr("object is private=%v but its blobs are sealed=%v", o.Private, r.sealed)
+	}
+	o.Attrs = make(map[uint32][]byte, len(r.attrs))
+	var plain []byte
+	if r.sealed {
+		if err := dk.checkSet(blobSetPrefix, o.UniqueID, uint64(o.Class), r); err != nil {
+			return aad, err
+		}
+		o.sealed = make(map[uint32]sealedValue, len(r.attrs))
+		// One buffer for every opened value and its private copy (which
+		// Update compares against to reuse the sealed form).
+		size := 0
+		for _, a := range r.attrs {
+			size += 2 * (len(a.val) - sealOverhead)
+		}
+		plain = make([]byte, 0, size)
+	}
+	for _, a := range r.attrs {
+		if !isBlobType(a.typ) {
+			return aad, codecErr("attribute %#x in the blob list", a.typ)
+		}
+		if !r.sealed {
+			o.Attrs[a.typ] = a.val
+			continue
+		}
+		aad = attrAAD(aad[:0], dk.tokenID[:], o.UniqueID, a.typ)
+		start := len(plain)
+		var err error
+		plain, err = dk.aead.Open(plain, a.val[:gcmNonceLen], a.val[gcmNonceLen:], aad)
+		if err != nil {
+			return aad, fmt.Errorf("%w (attribute %#x)", errOpen, a.typ)
+		}
+		v := plain[start:len(plain):len(plain)]
+		plain = append(plain, v...)
+		o.Attrs[a.typ] = v
+		o.sealed[a.typ] = sealedValue{plain: plain[start+len(v) : len(plain) : len(plain)], sealed: a.val}
+	}
+	o.blobsOnly, o.partial, o.only = true, true, BlobTypes
+	o.fromStore, o.readClass, o.readPrivate = true, o.Class, o.Private
+	return aad, nil
+}
+
+// checkBlobsOnly refuses an Update of a blobs-only object (ListBlobs)
+// that changed more than its blob attributes: its attribute list was
+// never read, so it cannot be written.
+func (o *Object) checkBlobsOnly() error {
+	if o.Class != o.readClass || o.Private != o.readPrivate {
+		return errclass.Newh(errclass.InvalidArgument, "read the object with List or Get to change its class or private flag",
+			"update object %d: it was read with ListBlobs (blob attributes only)", o.Handle)
+	}
+	for t := range o.Attrs {
+		if !isBlobType(t) {
+			return errclass.Newh(errclass.InvalidArgument, "read the object with List or Get to change other attributes",
+				"update object %d: attribute %#x set on an object read with ListBlobs (blob attributes only)", o.Handle, t)
+		}
+	}
+	return nil
 }

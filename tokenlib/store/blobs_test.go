@@ -177,7 +177,8 @@ func legacyToken(t testing.TB, n int) (*Store, *DataKey, []*Object) {
 }
 
 // migrateAndPass checks a legacy token after the migration and runs a
-// pass over it the way a master key change does (pages read with Only,
+// pass over it the way a master key change does (pages read with
+// ListBlobs, which reads a legacy row in full,
 // the blobs changed, Update): every object is readable before, moves to
 // the split layout at its first update, keeps every other attribute, and
 // is rewritten narrowly at the second.
@@ -187,11 +188,10 @@ func migrateAndPass(t testing.TB, s *Store, dk *DataKey, objs []*Object) {
 	if err := s.rdb.QueryRow(`SELECT count(*) FROM blob WHERE blobs IS NULL AND version = 7`).Scan(&legacy); err != nil || legacy != len(objs) {
 		t.Fatalf("%d legacy blob rows with their versions after the migration, want %d (%v)", legacy, len(objs), err)
 	}
-	only := append([]uint32{ckaLabel}, BlobTypes...)
 	pass := func(round int) {
 		var after uint64
 		for {
-			page, err := s.List(ctx, dk, Filter{After: after, Limit: 2000, Only: only})
+			page, err := s.ListBlobs(ctx, dk, Filter{After: after, Limit: 2000})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -54,6 +54,7 @@ type Object struct {
 	// attributes rewrites the narrow blob row alone.
 	fromStore bool
 	legacy    bool // blob attributes still inside the attribute list
+	blobsOnly bool // read by ListBlobs: only the blob row is known
 	readClass uint
 	stored    []byte   // public: the attribute list as stored
 	nbTypes   []uint32 // private: the types of the attribute list as stored
@@ -351,6 +352,23 @@ type Tx struct {
 	tx  *runner
 	dk  *DataKey
 	raw rawObject // decode scratch space
+	// short is ctx without its cancellation, for statements that take
+	// microseconds (an Update's blob row by handle): with a cancellable
+	// context the driver starts a watcher goroutine per statement, which
+	// cost a pass more CPU than the UPDATE itself. ctx is checked before
+	// each such statement instead.
+	short context.Context
+}
+
+// shortCtx returns t.short, or ctx's error if it has ended.
+func (t *Tx) shortCtx() (context.Context, error) {
+	if err := t.ctx.Err(); err != nil {
+		return nil, err
+	}
+	if t.short == nil {
+		t.short = context.WithoutCancel(t.ctx)
+	}
+	return t.short, nil
 }
 
 // Batch runs fn in one write transaction: everything fn did is committed
@@ -463,8 +481,13 @@ func (t *Tx) Update(o *Object) error {
 	// keys and should not rewrite a million whole rows. The blob row
 	// carries the version: its update is the optimistic check, so a
 	// failed Update changes nothing.
+	if o.blobsOnly {
+		if err := o.checkBlobsOnly(); err != nil {
+			return err
+		}
+	}
 	blobs, rb := encodePart(o, t.dk, true)
-	wide := !o.attrsUnchanged()
+	wide := !o.blobsOnly && !o.attrsUnchanged()
 	var attrs []byte
 	var ra *rawObject
 	var ix [2][]byte
@@ -494,7 +517,11 @@ func (t *Tx) Update(o *Object) error {
 	}
 	// The master key summary is rewritten with the blobs (census.go).
 	mk, setMK := t.s.summary(o)
-	res, err := t.tx.ExecContext(t.ctx, `UPDATE blob SET version = ?, blobs = ?, mk = CASE WHEN ? THEN ? ELSE mk END WHERE handle = ? AND version = ?`,
+	ctx, err := t.shortCtx()
+	if err != nil {
+		return fmt.Errorf("update object %d: %w", o.Handle, err)
+	}
+	res, err := t.tx.ExecContext(ctx, `UPDATE blob SET version = ?, blobs = ?, mk = CASE WHEN ? THEN ? ELSE mk END WHERE handle = ? AND version = ?`,
 		int64(o.Version)+1, blobs, boolInt(setMK), mk, int64(o.Handle), int64(o.Version))
 	if err != nil {
 		return classifyDB(fmt.Errorf("update object %d: %w", o.Handle, err))
@@ -913,18 +940,25 @@ func (s *Store) scan(ctx context.Context, q querier, dk *DataKey, f Filter, full
 		}
 	}
 	if len(bad) > 0 {
-		shown, more := bad, ""
-		if len(shown) > 20 {
-			shown, more = shown[:20], " ..."
-		}
-		s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
+		err := s.unreadable("list objects", bad)
 		if !full {
 			return nil // returned as matches; their use reports them
 		}
-		return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
-			"list objects: %d unreadable objects, handles %v%s", len(bad), shown, more)
+		return err
 	}
 	return nil
+}
+
+// unreadable logs the handles of objects a read could not decode or
+// authenticate and returns the DataLoss error naming them (the first 20).
+func (s *Store) unreadable(what string, bad []uint64) error {
+	shown, more := bad, ""
+	if len(shown) > 20 {
+		shown, more = shown[:20], " ..."
+	}
+	s.log.Error().Int("count", len(bad)).Interface("handles", shown).Msg("token objects are unreadable (corrupt or tampered)")
+	return errclass.Newh(errclass.DataLoss, "the token database was modified outside pkcshsm or is damaged; restore it from a backup",
+		"%s: %d unreadable objects, handles %v%s", what, len(bad), shown, more)
 }
 
 // ixCols reads the index columns for Object.ix. A column not indexed yet

@@ -4,6 +4,7 @@
 //
 //	sizebench create -slot N -tokdir DIR -aes A -ec E [-batch B] < pin
 //	sizebench app -slot N -label L [-duration D] [-ready FILE] [-stop FILE] [-no-agent] [-find-only] < pin
+//	sizebench sqlref -tokdir DIR -dir NEWDIR [-page P] [-chunk C]
 //
 // create generates every key with the simulator through the token library
 // (as session objects, so each key is a real secure key with the engine's
@@ -16,6 +17,14 @@
 // one JSON line with the times and the peak RSS. With -duration it keeps
 // encrypting 1 KiB for that long (or until -stop exists) and reports the
 // latency percentiles and the longest call.
+//
+// sqlref is the plain-SQLite limit of a master key change pass over the
+// token in -tokdir (store.PlainRewrite): a database in -dir (made, then
+// removed) with as many rows as the token's blob table, of its mean row
+// shape, read in pages of -page and rewritten in transactions of -chunk
+// (the pass's page and commit sizes), with the store's driver and
+// pragmas. It prints one JSON line with the rows, the shape and the
+// rewrite's wall and CPU time.
 package main
 
 import (
@@ -24,6 +33,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -33,12 +43,13 @@ import (
 	"github.com/pkcshsm/pkcshsm/paths"
 	"github.com/pkcshsm/pkcshsm/tokenlib"
 	"github.com/pkcshsm/pkcshsm/tokenlib/ck"
+	"github.com/pkcshsm/pkcshsm/tokenlib/mkchange"
 	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "sizebench: error: usage: sizebench create|app [flags] < pin")
+		fmt.Fprintln(os.Stderr, "sizebench: error: usage: sizebench create|app|sqlref [flags] < pin")
 		os.Exit(2)
 	}
 	var err error
@@ -47,6 +58,8 @@ func main() {
 		err = create(os.Args[2:])
 	case "app":
 		err = app(os.Args[2:])
+	case "sqlref":
+		err = sqlref(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -140,6 +153,7 @@ func create(args []string) error {
 	nEC := fs.Int("ec", 0, "EC P-256 key pairs to make")
 	batch := fs.Int("batch", 5000, "keys per store transaction")
 	start := fs.Int("start", 0, "first key number (to add to a token)")
+	distinct := fs.Int("distinct", 0, "generate at most this many keys of each kind and store copies of them (new labels and unique ids, the same blobs) for the rest; 0: every key generated")
 	fs.Parse(args)
 	pin, err := readPIN()
 	if err != nil {
@@ -155,7 +169,9 @@ func create(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(*dir, store.Options{})
+	// The master key summaries are recorded as the library records them,
+	// so the token is the one an application would have written.
+	st, err := store.Open(*dir, store.Options{Summary: mkchange.Summarize, SummaryAttrs: mkchange.SummaryAttrs})
 	if err != nil {
 		return err
 	}
@@ -207,16 +223,42 @@ func create(args []string) error {
 		}
 		return out, nil
 	}
+	// copyOf makes key i from generated key t (-distinct): the same
+	// attributes but the label.
+	copyOf := func(t []*store.Object, i int, ec bool) []*store.Object {
+		var out []*store.Object
+		for _, o := range t {
+			attrs := maps.Clone(o.Attrs)
+			label := fmt.Sprintf("aes-%07d", i)
+			if ec {
+				label = fmt.Sprintf("ec-%07d", i)
+				if o.Class == uint(ck.CKO_PUBLIC_KEY) {
+					label += ".pub"
+				}
+			}
+			attrs[uint32(ck.CKA_LABEL)] = []byte(label)
+			out = append(out, &store.Object{Class: o.Class, Private: o.Private, Attrs: attrs})
+		}
+		return out
+	}
 	for _, kind := range []struct {
 		n  int
 		ec bool
 	}{{*nAES, false}, {*nEC, true}} {
+		var templates [][]*store.Object
 		for i := 0; i < kind.n; i += *batch {
 			var objs []*store.Object
 			for j := i; j < min(i+*batch, kind.n); j++ {
+				if *distinct > 0 && j >= *distinct {
+					objs = append(objs, copyOf(templates[j%*distinct], *start+j, kind.ec)...)
+					continue
+				}
 				o, err := gen(*start+j, kind.ec)
 				if err != nil {
 					return err
+				}
+				if *distinct > 0 {
+					templates = append(templates, copyOf(o, 0, kind.ec))
 				}
 				objs = append(objs, o...)
 			}
@@ -350,3 +392,36 @@ func app(args []string) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func sqlref(args []string) error {
+	fs := flag.NewFlagSet("sqlref", flag.ExitOnError)
+	tokdir := fs.String("tokdir", "", "the token's directory: its blob table gives the row count and shape")
+	dir := fs.String("dir", "", "a new directory for the reference database (removed afterwards)")
+	page := fs.Int("page", 2000, "rows read per page (mkchange.BatchSize)")
+	chunk := fs.Int("chunk", 250, "rows per write transaction (the pass's commit chunk)")
+	fs.Parse(args)
+	if *tokdir == "" || *dir == "" {
+		return fmt.Errorf("sqlref needs -tokdir and -dir")
+	}
+	ctx := context.Background()
+	st, err := store.Open(*tokdir, store.Options{})
+	if err != nil {
+		return err
+	}
+	shape, err := st.BlobRowShape(ctx)
+	st.Close()
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(*dir)
+	res, err := store.PlainRewrite(ctx, *dir, shape, *page, *chunk)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"rows": res.Rows, "blob_bytes": shape.Blobs, "mk_bytes": shape.Summ, "page": *page, "chunk": *chunk,
+		"wall_s": res.Wall.Seconds(), "cpu_s": res.CPU.Seconds(),
+		"rows_per_s": float64(res.Rows) / res.Wall.Seconds(), "rows_per_cpu_s": float64(res.Rows) / res.CPU.Seconds(),
+		"peak_rss_mb": float64(peakRSS()) / (1 << 20),
+	})
+}

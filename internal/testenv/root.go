@@ -39,6 +39,17 @@ type Slot struct {
 	ID    uint
 	Type  string // "cca" or "ep11"
 	Label string // tokname and token label
+	// Options are lines of the token's own configuration file after its
+	// APQN allow-list (STRICT_MODE, VHSM_MODE); a slot with options gets
+	// <Label>.conf, the others share <Type>tok.conf.
+	Options string
+}
+
+func (s Slot) confName() string {
+	if s.Options != "" {
+		return s.Label + ".conf"
+	}
+	return s.Type + "tok.conf"
 }
 
 // CCA is a CCA slot whose token is named "cca", "cca<id>" for a second one.
@@ -79,15 +90,26 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 	if len(slots) == 0 {
 		slots = []Slot{CCA(2)}
 	}
-	r := &Root{T: t, Layout: paths.Layout{Root: t.TempDir()}, Slots: slots}
+	// A short path under the system temporary directory, not t.TempDir():
+	// the daemon's sockets hang off the root, and a Unix socket path has
+	// at most 107 bytes. World-readable, for processes of another uid.
+	dir, err := os.MkdirTemp("", "pkr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &Root{T: t, Layout: paths.Layout{Root: dir}, Slots: slots}
 	topo := sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: CCAAPQNs}, {Mode: apqn.ModeEP11, APQNs: EP11APQNs}}}
 	if err := sim.Init(r.Layout.SimDir(), topo); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{
-		"pkcshsm.conf": r.conf(""),
-		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
-		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n",
+	allow := map[string]string{"cca": "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n", "ep11": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n"}
+	files := map[string]string{"pkcshsm.conf": r.conf(""), "ccatok.conf": allow["cca"], "ep11tok.conf": allow["ep11"]}
+	for _, s := range slots {
+		files[s.confName()] = allow[s.Type] + s.Options
 	}
 	if err := os.MkdirAll(r.Layout.ConfDir(), 0o755); err != nil {
 		t.Fatal(err)
@@ -105,7 +127,7 @@ func (r *Root) conf(global string) string {
 	// a parallel test does not set in its own process.
 	conf := "hsm-backend = simulator\nsimulator-dir = " + r.Layout.SimDir() + "\n" + global
 	for _, s := range r.Slots {
-		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %stok.conf\n}\n", s.ID, s.Type, s.Label, s.Type)
+		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %s\n}\n", s.ID, s.Type, s.Label, s.confName())
 	}
 	return conf
 }

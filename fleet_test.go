@@ -3,10 +3,11 @@ package pkcshsm
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // runScript runs a bash script of scripts/ in its own process group
@@ -42,6 +43,7 @@ func requireTools(t *testing.T, tools ...string) {
 // TestAnsibleCollection runs scripts/ansible-check.sh: the unit tests of
 // the modules of ansible/ (fake tools), validate-modules and ansible-lint.
 func TestAnsibleCollection(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "ansible-playbook", "ansible-lint")
 	out := runScript(t, nil, "scripts/ansible-check.sh")
 	for _, want := range []string{"OK", "validate-modules: 3 modules, no problem", "ansible checks passed"} {
@@ -57,12 +59,12 @@ func TestAnsibleCollection(t *testing.T) {
 // host, a rerun changes nothing), and with FAIL_HOST=host2 (a wrong PIN)
 // every host is canceled and no key changes.
 func TestFleetDemo(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "ansible-playbook", "ansible-vault", "jq")
-	bin := t.TempDir()
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name, failHost, want string

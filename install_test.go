@@ -16,6 +16,7 @@ import (
 // installed daemon, and systemd-analyze verify passing on the installed
 // unit (with the staged tree as root, so it checks the staged binary).
 func TestInstall(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"make", "systemd-analyze"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is required (apt-get install make systemd): %v", tool, err)

@@ -25,6 +25,7 @@ import (
 // key ends under the new wrapping key with its previous blob kept, and that
 // no EP11 session is left once the applications ended.
 func TestRotationEP11SessionModes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	// The binaries of this go test run, shared by every package
 	// (internal/testenv).

@@ -126,6 +126,7 @@ func TestRunbookMatcher(t *testing.T) {
 // the PIN of each affected slot), so a block holds at most one command that
 // reads a PIN.
 func TestRunbook(t *testing.T) {
+	t.Parallel()
 	// ansible-playbook, ansible-galaxy, ansible-vault: chapter 10 (many
 	// hosts) rotates a practice fleet with the collection in ansible/.
 	for _, tool := range []string{"bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault"} {
@@ -204,6 +205,7 @@ func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
 // STOP, §3's verify of every operation fails, §4 sets nothing on the EP11
 // APQNs, and the EP11 keys still decrypt the data of before.
 func TestRunbookSlip(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"bash", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is required: %v", tool, err)

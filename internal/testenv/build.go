@@ -7,12 +7,20 @@
 // The API, in the order a test uses it:
 //
 //	bin := testenv.Bin(t, "pkcshsm_mk_change")     // a built binary
+//	prog := testenv.Program(t, "runtime/internal/fakeapp") // any other program
 //	r := testenv.NewRoot(t, testenv.CCA(2))        // a root: adapters, pkcshsm.conf
 //	r.Token(2, 100)                                // init slot 2's token, 100 AES keys
 //	d := r.Daemon()                                // pkcshsmd, its sockets ready
-//	a := r.App(2)                                  // p11load on slot 2, its keys ready
+//	a := r.App([]uint{2})                          // p11load on slot 2, its keys ready
 //	res := r.Run("pkcshsm_mk_change", testenv.PIN(testenv.UserPIN), "list")
 //	term := r.Terminal("pkcshsm_mk_change", "reencipher", ...) // on a pty
+//	c := r.Copy(t)                                 // a copy of a prepared root
+//	dl := testenv.StartDialog(t, cmd)              // a line-answering process
+//
+// TestMain functions use BinDir and ProgramPath. Roots live under a short
+// path of the system temporary directory (socket paths are limited to 107
+// bytes), world-readable for processes of another uid. Only test files
+// import this package (importrules_test.go).
 //
 // # Binaries
 //
@@ -23,6 +31,9 @@
 // sees the same sources, so the first package to need them builds them
 // (under a file lock) and the others reuse them; a change to any source file
 // makes a new directory. Directories not used for a day are removed.
+// Program does the same for one package with go build flags (-race,
+// -buildmode=c-shared), hashing the package's own directory too (test
+// programs live under testdata, which the binaries' hash leaves out).
 package testenv
 
 import (

@@ -122,6 +122,33 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 	return r
 }
 
+// Copy copies the whole root (adapters, tokens, configuration, state) to a
+// new temporary root for the test t, its configuration naming the copy's
+// adapters: a template made once, copied for each of many runs. A failed
+// test keeps the copy for inspection (its path is logged).
+func (r *Root) Copy(t testing.TB) *Root {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pkr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("root kept for inspection: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	if err := os.CopyFS(dir, os.DirFS(r.Layout.Root)); err != nil {
+		t.Fatal(err)
+	}
+	c := &Root{T: t, Layout: paths.Layout{Root: dir}, Slots: r.Slots}
+	if err := os.WriteFile(c.Layout.GlobalConf(), []byte(c.conf("")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (r *Root) conf(global string) string {
 	// simulator-dir explicitly: the default comes from PKCSHSM_ROOT, which
 	// a parallel test does not set in its own process.

@@ -31,11 +31,13 @@ func runScript(t *testing.T, env []string, script string) string {
 	return string(out)
 }
 
+// requireTools fails the test unless every tool is on PATH (CI installs
+// them in .ci/run).
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install ansible-core ansible-lint python3-voluptuous jq): %v", tool, err)
+			t.Fatalf("%s is required (.ci/run installs it; ansible-*: apt-get install ansible-core ansible-lint python3-voluptuous): %v", tool, err)
 		}
 	}
 }

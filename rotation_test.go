@@ -26,9 +26,7 @@ import (
 // (internal/testenv) and run in parallel.
 func TestRotationDemo(t *testing.T) {
 	t.Parallel()
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Fatalf("bash is required: %v", err)
-	}
+	requireTools(t, "bash")
 	bin, err := testenv.BinDir()
 	if err != nil {
 		t.Fatal(err)

@@ -23,11 +23,7 @@ import (
 // and run in parallel, as far as go test's -parallel allows.
 func TestRotationScenarios(t *testing.T) {
 	t.Parallel()
-	for _, tool := range []string{"bash", "jq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install %s): %v", tool, tool, err)
-		}
-	}
+	requireTools(t, "bash", "jq")
 	scripts, err := filepath.Glob("scripts/rotation-tests/[0-9][0-9]-*.sh")
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenarios found: %v", err)

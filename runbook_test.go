@@ -129,11 +129,7 @@ func TestRunbook(t *testing.T) {
 	t.Parallel()
 	// ansible-playbook, ansible-galaxy, ansible-vault: chapter 10 (many
 	// hosts) rotates a practice fleet with the collection in ansible/.
-	for _, tool := range []string{"bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required: %v", tool, err)
-		}
-	}
+	requireTools(t, "bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault")
 	blocks := runbookBlocks(t)
 	if len(blocks) < 10 {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
@@ -206,11 +202,7 @@ func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
 // APQNs, and the EP11 keys still decrypt the data of before.
 func TestRunbookSlip(t *testing.T) {
 	t.Parallel()
-	for _, tool := range []string{"bash", "jq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required: %v", tool, err)
-		}
-	}
+	requireTools(t, "bash", "jq")
 	doc, err := os.ReadFile("docs/runbook.md")
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -226,35 +227,19 @@ func sourceHash(root, tags string) (string, error) {
 	// The platform too: scripts/test-s390x.sh builds the same sources for
 	// linux/s390x (GOARCH, CC), and the two runs must not share binaries.
 	fmt.Fprintf(h, "tags=%s\nplatform=%s/%s cc=%s cgo=%s\n", tags, runtime.GOOS, runtime.GOARCH, os.Getenv("CC"), os.Getenv("CGO_ENABLED"))
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	err := hashFiles(h, root, root, func(p string, d fs.DirEntry) bool {
 		name := d.Name()
 		if d.IsDir() {
-			if p != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "build") {
-				return filepath.SkipDir
-			}
-			return nil
+			return p == root || !(strings.HasPrefix(name, ".") || name == "testdata" || name == "build")
 		}
-		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
-			return nil
+		if strings.HasSuffix(name, "_test.go") {
+			return false
 		}
 		switch filepath.Ext(name) {
 		case ".go", ".c", ".h", ".s":
-		default:
-			if name != "go.mod" && name != "go.sum" {
-				return nil
-			}
+			return true
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(h, "%s %d\n", rel, len(b))
-		h.Write(b)
-		return nil
+		return name == "go.mod" || name == "go.sum"
 	})
 	if err != nil {
 		return "", err
@@ -267,22 +252,38 @@ func sourceHash(root, tags string) (string, error) {
 func dirHash(dir, sum string) (string, error) {
 	h := sha256.New()
 	h.Write([]byte(sum))
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
+	if err := hashFiles(h, dir, dir, func(string, fs.DirEntry) bool { return true }); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20], nil
+}
+
+// hashFiles writes every regular file below dir that keep selects (a
+// directory keep refuses is skipped whole) to h: its path relative to base,
+// its size and its content.
+func hashFiles(h io.Writer, base, dir string, keep func(p string, d fs.DirEntry) bool) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
 			return err
+		}
+		if !keep(p, d) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s %d\n", p, len(b))
+		rel, _ := filepath.Rel(base, p)
+		fmt.Fprintf(h, "%s %d\n", rel, len(b))
 		h.Write(b)
 		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil))[:20], nil
 }
 
 // removeStale removes build directories of other source trees unused for

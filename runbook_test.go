@@ -203,11 +203,8 @@ func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
 func TestRunbookSlip(t *testing.T) {
 	t.Parallel()
 	requireTools(t, "bash", "jq")
+	blocks := runbookBlocks(t)
 	doc, err := os.ReadFile("docs/runbook.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := parseRunbook(doc)
 	if err != nil {
 		t.Fatal(err)
 	}

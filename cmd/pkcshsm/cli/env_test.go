@@ -2,11 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
 const (
@@ -55,4 +57,21 @@ func setupTokens(t *testing.T) {
 		ok(t, lines(soPIN, soPIN), "token", "init", "--slot", slot, "--label", "tok"+slot)
 		ok(t, lines(soPIN, userPIN, userPIN), "pin", "set", "--slot", slot)
 	}
+}
+
+// userStore opens the object store of the CCA token of slot 0 (closed at
+// cleanup) and logs in as the user: the test reads what the commands
+// stored.
+func userStore(t *testing.T, layout paths.Layout) (*store.Store, *store.DataKey) {
+	t.Helper()
+	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	dk, err := st.Login(context.Background(), store.User, []byte(userPIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, dk
 }

@@ -301,8 +301,13 @@ type Process struct {
 	done chan struct{}
 }
 
-func (r *Root) start(cmd *exec.Cmd) *Process {
-	p := &Process{Cmd: cmd, Log: &SyncBuffer{}, t: r.T, done: make(chan struct{})}
+func (r *Root) start(cmd *exec.Cmd) *Process { return Start(r.T, cmd) }
+
+// Start starts cmd in the background, its standard output and error (where
+// not set) collected in Log; it is killed at cleanup.
+func Start(t testing.TB, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, Log: &SyncBuffer{}, t: t, done: make(chan struct{})}
 	if cmd.Stdout == nil {
 		cmd.Stdout = p.Log
 	}
@@ -310,14 +315,23 @@ func (r *Root) start(cmd *exec.Cmd) *Process {
 		cmd.Stderr = p.Log
 	}
 	if err := cmd.Start(); err != nil {
-		r.T.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	r.T.Cleanup(func() {
+	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 	})
 	return p
+}
+
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the error of exec.Cmd.Wait once the process has ended (Done).
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
 }
 
 // Stop sends SIGTERM and waits for the exit code.

@@ -3,10 +3,11 @@ package pkcshsm
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 // runScript runs a bash script of scripts/ in its own process group
@@ -30,11 +31,13 @@ func runScript(t *testing.T, env []string, script string) string {
 	return string(out)
 }
 
+// requireTools fails the test unless every tool is on PATH (CI installs
+// them in .ci/run).
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install ansible-core ansible-lint python3-voluptuous jq): %v", tool, err)
+			t.Fatalf("%s is required (.ci/run installs it; ansible-*: apt-get install ansible-core ansible-lint python3-voluptuous): %v", tool, err)
 		}
 	}
 }
@@ -42,6 +45,7 @@ func requireTools(t *testing.T, tools ...string) {
 // TestAnsibleCollection runs scripts/ansible-check.sh: the unit tests of
 // the modules of ansible/ (fake tools), validate-modules and ansible-lint.
 func TestAnsibleCollection(t *testing.T) {
+	t.Parallel()
 	requireTools(t, "ansible-playbook", "ansible-lint")
 	out := runScript(t, nil, "scripts/ansible-check.sh")
 	for _, want := range []string{"OK", "validate-modules: 3 modules, no problem", "ansible checks passed"} {
@@ -56,13 +60,16 @@ func TestAnsibleCollection(t *testing.T) {
 // rotate with ansible/playbooks/rotate.yml (every key checked on every
 // host, a rerun changes nothing), and with FAIL_HOST=host2 (a wrong PIN)
 // every host is canceled and no key changes.
+//
+// Not parallel with the other tests: its failure path holds a stopped
+// application against reencipher's 15 s timeout, and it runs its two
+// demos in parallel with each other only, as on a quiet machine.
 func TestFleetDemo(t *testing.T) {
 	requireTools(t, "ansible-playbook", "ansible-vault", "jq")
-	bin := t.TempDir()
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, c), "./cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", c, err, out)
-		}
+	// The binaries of this go test run (internal/testenv).
+	bin, err := testenv.BinDir()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, tc := range []struct {
 		name, failHost, want string

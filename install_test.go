@@ -16,11 +16,8 @@ import (
 // installed daemon, and systemd-analyze verify passing on the installed
 // unit (with the staged tree as root, so it checks the staged binary).
 func TestInstall(t *testing.T) {
-	for _, tool := range []string{"make", "systemd-analyze"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install make systemd): %v", tool, err)
-		}
-	}
+	t.Parallel()
+	requireTools(t, "make", "systemd-analyze")
 	dest := t.TempDir()
 	build := t.TempDir()
 	cmd := exec.Command("make", "-s", "install", "DESTDIR="+dest, "PREFIX=/usr", "BUILD="+build)

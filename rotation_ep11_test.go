@@ -2,15 +2,12 @@ package pkcshsm
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,48 +22,28 @@ import (
 // key ends under the new wrapping key with its previous blob kept, and that
 // no EP11 session is left once the applications ended.
 func TestRotationEP11SessionModes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	// The binaries of this go test run, shared by every package
-	// (internal/testenv).
-	bin, err := testenv.BinDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join(dir, "root")
-	env := append(os.Environ(), "PKCSHSM_ROOT="+root)
-	const user, so, apqns = "12345678", "87654321", "06.0033,0e.0033"
+	// A root of internal/testenv (the simulated EP11 APQNs 06.0033 and
+	// 0e.0033; its CCA APQNs hold no EP11 session) with an EP11 token per
+	// session mode.
+	r := testenv.NewRootParallel(t,
+		testenv.Slot{ID: 5, Type: "ep11", Label: "ep11-5", Options: "STRICT_MODE\n"},
+		testenv.Slot{ID: 6, Type: "ep11", Label: "ep11-6", Options: "VHSM_MODE\n"},
+		testenv.Slot{ID: 7, Type: "ep11", Label: "ep11-7", Options: "STRICT_MODE\nVHSM_MODE\n"})
+	const user, so, apqns = testenv.UserPIN, testenv.SOPIN, "06.0033,0e.0033"
 	run := func(stdin string, name string, args ...string) string {
 		t.Helper()
-		cmd := exec.Command(filepath.Join(bin, name), args...)
-		cmd.Env, cmd.Stdin = env, strings.NewReader(stdin)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("%s %v: %v\n%s%s", name, args, err, out, stderr.String())
+		res := r.Run(name, stdin, args...)
+		if res.Code != 0 {
+			t.Fatalf("%s %v: exit %d\n%s%s", name, args, res.Code, res.Stdout, res.Stderr)
 		}
-		return string(out)
+		return res.Stdout
 	}
 	lines := func(s ...string) string { return strings.Join(s, "\n") + "\n" }
 
-	run("", "hsmsim", "init", "--ep11", apqns)
-	conf := filepath.Join(root, "etc", "pkcshsm")
-	if err := os.MkdirAll(conf, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{"pkcshsm.conf": "hsm-backend = simulator\n"}
-	slots := map[string]string{"5": "STRICT_MODE\n", "6": "VHSM_MODE\n", "7": "STRICT_MODE\nVHSM_MODE\n"}
-	for s, modes := range slots {
-		files["pkcshsm.conf"] += fmt.Sprintf("slot %s {\n\ttoken-type = ep11\n\ttokname = ep11-%s\n\tconfname = ep11-%s.conf\n}\n", s, s, s)
-		files["ep11-"+s+".conf"] = "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n" + modes
-	}
 	start := time.Now()
 	defer func() { t.Logf("rotation took %s", time.Since(start).Round(time.Second)) }()
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(conf, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	for _, s := range []string{"5", "6", "7"} {
 		run(lines(so, so), "pkcshsm", "token", "init", "--slot", s, "--label", "ep11-"+s)
 		run(lines(so, user, user), "pkcshsm", "pin", "set", "--slot", s)
@@ -78,52 +55,17 @@ func TestRotationEP11SessionModes(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	daemon := exec.CommandContext(ctx, filepath.Join(bin, "pkcshsmd"), "--log-format", "text", "--log-level", "warn")
-	daemon.Env = env
-	dlog, err := os.Create(filepath.Join(dir, "pkcshsmd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	daemon.Stdout, daemon.Stderr = dlog, dlog
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cancel()
-		daemon.Wait()
-	}()
-	waitFor(t, "pkcshsmd's admin socket", func() bool {
-		_, err := os.Stat(filepath.Join(root, "run", "pkcshsm", "admin.sock"))
-		return err == nil
-	})
-
-	var apps []*exec.Cmd
+	r.Daemon("--log-format", "text")
+	var apps []*testenv.Process
 	for i := range 2 {
-		app := exec.Command(filepath.Join(bin, "p11load"), "-slots", "5,6,7",
-			"-ready", filepath.Join(dir, fmt.Sprintf("app%d.ready", i)),
+		apps = append(apps, r.App([]uint{5, 6, 7},
 			"-report", filepath.Join(dir, fmt.Sprintf("app%d.json", i)),
-			"-log", filepath.Join(dir, fmt.Sprintf("app%d.log", i)))
-		app.Env, app.Stdin = env, strings.NewReader(lines(user))
-		var out bytes.Buffer
-		app.Stdout, app.Stderr = &out, &out
-		if err := app.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if app.ProcessState == nil {
-				app.Process.Kill()
-				app.Wait()
-			}
-		}()
-		apps = append(apps, app)
+			"-log", filepath.Join(dir, fmt.Sprintf("app%d.log", i))))
 	}
 	for i := range apps {
 		waitFor(t, fmt.Sprintf("application %d connected to pkcshsmd", i), func() bool {
 			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("app%d.log", i)))
-			_, err := os.Stat(filepath.Join(dir, fmt.Sprintf("app%d.ready", i)))
-			return err == nil && bytes.Contains(b, []byte("connected to pkcshsmd"))
+			return bytes.Contains(b, []byte("connected to pkcshsmd"))
 		})
 	}
 	// Each application has a strict session on slots 5 and 7 and uses the
@@ -153,11 +95,10 @@ func TestRotationEP11SessionModes(t *testing.T) {
 	newWK := rotate()
 
 	for i, app := range apps {
-		app.Process.Signal(syscall.SIGTERM)
-		err := app.Wait()
+		code := app.Stop()
 		rep, rerr := os.ReadFile(filepath.Join(dir, fmt.Sprintf("app%d.json", i)))
-		if err != nil || rerr != nil {
-			t.Fatalf("application %d: %v %v\n%s", i, err, rerr, app.Stdout)
+		if code != 0 || rerr != nil {
+			t.Fatalf("application %d: exit %d, %v\n%s", i, code, rerr, app.Log)
 		}
 		var r struct{ Ops, Failed int }
 		if err := json.Unmarshal(rep, &r); err != nil || r.Failed != 0 || r.Ops == 0 {
@@ -205,10 +146,8 @@ func TestRotationEP11SessionModes(t *testing.T) {
 	// bound to the card PIN's session), and everything still works after.
 	wk2 := rotate()
 	checkKeys(wk2)
-	app := exec.Command(filepath.Join(bin, "p11load"), "-slots", "5,6,7", "-duration", "1s")
-	app.Env, app.Stdin = env, strings.NewReader(lines(user))
-	if out, err := app.CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 failed") {
-		t.Fatalf("application after the second rotation: %v\n%s", err, out)
+	if res := r.Run("p11load", lines(user), "-slots", "5,6,7", "-duration", "1s"); res.Code != 0 || !strings.Contains(res.Out(), " 0 failed") {
+		t.Fatalf("application after the second rotation: exit %d\n%s", res.Code, res.Out())
 	}
 }
 

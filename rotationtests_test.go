@@ -18,12 +18,12 @@ import (
 // CKA_IBM_OPAQUE_OLD against the master keys before and after, no REENC
 // blob left, data encrypted before decrypting after) and every
 // application's failure count, and prints exactly one PASS or FAIL line.
+//
+// The scenarios are independent (each its own root under its own TMPDIR)
+// and run in parallel, as far as go test's -parallel allows.
 func TestRotationScenarios(t *testing.T) {
-	for _, tool := range []string{"bash", "jq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (apt-get install %s): %v", tool, tool, err)
-		}
-	}
+	t.Parallel()
+	requireTools(t, "bash", "jq")
 	scripts, err := filepath.Glob("scripts/rotation-tests/[0-9][0-9]-*.sh")
 	if err != nil || len(scripts) == 0 {
 		t.Fatalf("no scenarios found: %v", err)
@@ -37,6 +37,7 @@ func TestRotationScenarios(t *testing.T) {
 	for _, s := range scripts {
 		name := strings.TrimSuffix(filepath.Base(s), ".sh")
 		t.Run(name, func(t *testing.T) {
+			t.Parallel()
 			// A short TMPDIR: the daemon's socket paths hang off it, and a
 			// Unix socket path has at most 107 bytes.
 			tmp, err := os.MkdirTemp("", "rt")

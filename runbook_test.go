@@ -126,13 +126,10 @@ func TestRunbookMatcher(t *testing.T) {
 // the PIN of each affected slot), so a block holds at most one command that
 // reads a PIN.
 func TestRunbook(t *testing.T) {
+	t.Parallel()
 	// ansible-playbook, ansible-galaxy, ansible-vault: chapter 10 (many
 	// hosts) rotates a practice fleet with the collection in ansible/.
-	for _, tool := range []string{"bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required: %v", tool, err)
-		}
-	}
+	requireTools(t, "bash", "jq", "ansible-playbook", "ansible-galaxy", "ansible-vault")
 	blocks := runbookBlocks(t)
 	if len(blocks) < 10 {
 		t.Fatalf("docs/runbook.md has %d command blocks: the parser found almost nothing", len(blocks))
@@ -204,16 +201,10 @@ func runbookShell(t *testing.T, dir, script string) ([]byte, error) {
 // STOP, §3's verify of every operation fails, §4 sets nothing on the EP11
 // APQNs, and the EP11 keys still decrypt the data of before.
 func TestRunbookSlip(t *testing.T) {
-	for _, tool := range []string{"bash", "jq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required: %v", tool, err)
-		}
-	}
+	t.Parallel()
+	requireTools(t, "bash", "jq")
+	blocks := runbookBlocks(t)
 	doc, err := os.ReadFile("docs/runbook.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks, err := parseRunbook(doc)
 	if err != nil {
 		t.Fatal(err)
 	}

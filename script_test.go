@@ -42,6 +42,7 @@ func buildTools(t *testing.T) string {
 //	exits CODE PROG ARGS...   run PROG and require exit status CODE
 //	grab VAR FILE REGEXP      set $VAR to REGEXP's first group in FILE
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	bin := buildTools(t)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",

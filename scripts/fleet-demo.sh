@@ -49,8 +49,11 @@ done
 base=$(mktemp -d "${TMPDIR:-/tmp}/pkcshsm-fleet.XXXXXX")
 bin=$base/bin
 sim=$base/sim
+DEMO_SIM_DIR=$sim
 daemon_pids=() app_pids=()
 
+# shellcheck source=scripts/lib/demo.sh
+. "$(dirname "$0")/lib/demo.sh"
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nFLEET DEMO FAILED: %s\n(directory kept at %s)\n' "$*" "$base" >&2; exit 1; }
 cleanup() {
@@ -78,48 +81,18 @@ for i in $(seq "$HOSTS"); do hosts+=("host$i"); done
 step "one simulated adapter domain for all $HOSTS hosts: CCA $CCA_APQNS, EP11 $EP11_APQNS"
 hsmsim --dir "$sim" init --cca "$CCA_APQNS" --ep11 "$EP11_APQNS"
 
-# keyrows HOST SLOT: one line per secure key, "handle current old reenc",
-# the master key patterns of its blobs as keys list --json reads them.
-keyrows() {
-	printf '%s\n' $USER | PKCSHSM_ROOT=$base/$1 pkcshsm keys list --slot "$2" --json 2>/dev/null | awk '
-		function flush() { if (h != "" && cur != "-") print h, cur, old, reenc; h = ""; cur = old = reenc = "-" }
-		BEGIN { h = ""; cur = old = reenc = "-" }
-		/^  \{/ { flush() }
-		/^    "handle":/ { h = $2; sub(/,$/, "", h) }
-		/^      "(current|old|reenc)": \{/ { blob = $1; gsub(/[":]/, "", blob) }
-		/^        "mkvp":/ { p = toupper($2); gsub(/[",]/, "", p); if (blob == "current") cur = p; else if (blob == "old") old = p; else if (blob == "reenc") reenc = p }
-		/^        "error":/ { print "unreadable blob in key " h ": " $0 > "/dev/stderr"; exit 1 }
-		END { flush() }'
-}
+# keyrows HOST SLOT: one line per secure key, "handle current old reenc"
+# (scripts/lib/demo.sh).
+keyrows() { PKCSHSM_ROOT=$base/$1 demo_keyrows "$2" quiet; }
 
 # mkhost NAME: its root, configuration, a CCA token (slot 2) and an EP11
 # token (slot 4) with keys, data encrypted before the change.
 mkhost() {
-	local h=$1 root=$base/$1 slot label t
+	local h=$1 root=$base/$1 slot t
 	export PKCSHSM_ROOT=$root
-	mkdir -p "$root/etc/pkcshsm"
-	cat >"$root/etc/pkcshsm/pkcshsm.conf" <<CONF
-hsm-backend = simulator
-simulator-dir = "$sim"
-slot 2 {
-	token-type = cca
-	tokname = cca
-	confname = ccatok.conf
-}
-slot 4 {
-	token-type = ep11
-	tokname = ep11
-	confname = ep11tok.conf
-}
-CONF
-	printf 'version cca-0\nAPQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n' >"$root/etc/pkcshsm/ccatok.conf"
-	printf 'APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n' >"$root/etc/pkcshsm/ep11tok.conf"
-	chmod 644 "$root"/etc/pkcshsm/*
-	for slot in 2 4; do
-		label=$([ $slot = 2 ] && echo cca || echo ep11)
-		printf '%s\n%s\n' $SO $SO | pkcshsm token init --slot $slot --label $label
-		printf '%s\n%s\n%s\n' $SO $USER $USER | pkcshsm pin set --slot $slot
-	done
+	demo_conf simulator 2:cca:cca 4:ep11:ep11
+	demo_token 2 cca
+	demo_token 4 ep11
 	for t in aes des3 ec; do printf '%s\n' $USER | pkcshsm keys generate --slot 2 --type $t --label "$h-cca-$t"; done
 	for t in aes ec; do printf '%s\n' $USER | pkcshsm keys generate --slot 4 --type $t --label "$h-ep11-$t"; done
 	echo $USER | p11load -slots 2,4 -duration 1s -save "$root/before.json"
@@ -155,17 +128,8 @@ for h in "${hosts[@]}"; do
 done
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
-current() { hsmsim --dir "$sim" show --json | tr -d ' \n' | grep -o "\"$1\":{\"current\":{\"state\":\"valid\",\"pattern\":\"[0-9a-f]*\"" | sed -n 1p | sed 's/.*"pattern":"//; s/"$//'; }
-old_sym=$(current SYM) old_aes=$(current AES) old_apka=$(current APKA) old_wk=$(current WK)
-old_wk=${old_wk:0:32}
-loadnew() { hsmsim --dir "$sim" load-new --apqns "$1" --type "$2" | awk 'NR==1 {print substr($5, 3)}'; }
-new_sym=$(loadnew "$CCA_APQNS" SYM)
-new_aes=$(loadnew "$CCA_APQNS" AES)
-new_apka=$(loadnew "$CCA_APQNS" APKA)
-new_wk=$(loadnew "$EP11_APQNS" WK)
-hsmsim --dir "$sim" commit --apqns "$EP11_APQNS" >/dev/null
-[ -n "$new_sym" ] && [ -n "$new_aes" ] && [ -n "$new_apka" ] && [ -n "$new_wk" ] || fail "could not read the new patterns"
-echo "new SYM $new_sym AES $new_aes APKA $new_apka WK $new_wk"
+demo_old_keys || fail "could not read the current patterns"
+demo_new_keys "$CCA_APQNS" "$EP11_APQNS" || fail "could not read the new patterns"
 
 step "inventory: $HOSTS local hosts, the USER PIN in Ansible Vault${FAIL_HOST:+ ($FAIL_HOST gets a wrong one)}"
 mkdir -p "$base/collections/ansible_collections/pkcshsm"
@@ -315,7 +279,7 @@ if [ -z "$FAIL_HOST" ]; then
 		echo $USER | PKCSHSM_ROOT=$base/$h p11load -slots 2,4 -duration 1s -check "$base/$h/before.json" >"$base/$h/check.out" 2>&1 ||
 			fail "$h: data encrypted before the change does not decrypt: $(cat "$base/$h/check.out")"
 	done
-	[ "$(current AES)" = "$new_aes" ] || fail "the adapters' CURRENT AES master key is $(current AES), want $new_aes"
+	[ "$(demo_current AES)" = "$new_aes" ] || fail "the adapters' CURRENT AES master key is $(demo_current AES), want $new_aes"
 
 	step "a second run on the finished fleet changes nothing"
 	set +e
@@ -339,7 +303,7 @@ else
 	grep -q "failed to log in to slot 2: USER PIN: PIN incorrect" "$base/play1.out" &&
 		grep -Eq "^$FAIL_HOST +: .*failed=[1-9]" "$base/play1.out" || fail "the play did not name $FAIL_HOST and its wrong PIN"
 	if grep -q "TASK \[Re-encipher" "$base/play1.out"; then fail "the play re-enciphered although a pre-check failed"; fi
-	[ "$(current AES)" = "$old_aes" ] && [ "$(current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
+	[ "$(demo_current AES)" = "$old_aes" ] && [ "$(demo_current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
 	for h in "${hosts[@]}"; do
 		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is active after the failed pre-check"
 		hist=$base/$h/var/lib/pkcshsm/HSM_MK_CHANGE/history.jsonl
@@ -366,7 +330,7 @@ else
 	[ $rc != 0 ] || { cat "$base/play3.out"; fail "the playbook succeeded although an application of $FAIL_HOST did not answer"; }
 	grep -q "$FAIL_HOST (reencipher: " "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not name $FAIL_HOST's failed reencipher"; }
 	grep -q "TASK \[Cancel the change" "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not cancel"; }
-	[ "$(current AES)" = "$old_aes" ] && [ "$(current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
+	[ "$(demo_current AES)" = "$old_aes" ] && [ "$(demo_current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
 	for h in "${hosts[@]}"; do
 		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active after the cancel"
 		if [ "$h" != "$FAIL_HOST" ]; then

@@ -58,6 +58,8 @@ uses() { case ",$CLIENT," in *",$1,"*) return 0 ;; esac; return 1; }
 outside() { [ "$CLIENT" != go ]; } # applications that load libpkcshsm.so
 outside_pids= c_pid= python_pid= tools_pid=
 
+# shellcheck source=scripts/lib/demo.sh
+. "$(dirname "$0")/lib/demo.sh"
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n(root kept at %s)\n' "$*" "$root" >&2; exit 1; }
 cleanup() {
@@ -146,56 +148,21 @@ hsmsim init --cca "$CCA_APQNS" --ep11 "$EP11_APQNS"
 hsmsim show
 
 step "token configuration: slots 2 and 3 CCA, slot 4 EP11"
-mkdir -p "$root/etc/pkcshsm"
-cat >"$root/etc/pkcshsm/pkcshsm.conf" <<CONF
-hsm-backend = $BACKEND
-slot 2 {
-	token-type = cca
-	tokname = cca
-	confname = ccatok.conf
-}
-slot 3 {
-	token-type = cca
-	tokname = cca2
-	confname = ccatok.conf
-}
-slot 4 {
-	token-type = ep11
-	tokname = ep11
-	confname = ep11tok.conf
-}
-CONF
-printf 'version cca-0\nAPQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n' >"$root/etc/pkcshsm/ccatok.conf"
-printf 'APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n' >"$root/etc/pkcshsm/ep11tok.conf"
-chmod 644 "$root"/etc/pkcshsm/*
+demo_conf "$BACKEND" 2:cca:cca 3:cca:cca2 4:ep11:ep11
 
 step "tokens: init, USER PIN, keys"
-for slot in 2 3 4; do
-	label=$(case $slot in 2) echo cca ;; 3) echo cca2 ;; 4) echo ep11 ;; esac)
-	printf '%s\n%s\n' $SO $SO | pkcshsm token init --slot $slot --label $label
-	printf '%s\n%s\n%s\n' $SO $USER $USER | pkcshsm pin set --slot $slot
-done
+demo_token 2 cca
+demo_token 3 cca2
+demo_token 4 ep11
 for t in aes des3 hmac ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 2 --type $t --label "cca-$t"; done
 for t in aes ec; do printf '%s\n' $USER | pkcshsm keys generate --slot 3 --type $t --label "cca2-$t"; done
 for t in aes ec rsa; do printf '%s\n' $USER | pkcshsm keys generate --slot 4 --type $t --label "ep11-$t"; done
 printf '%s\n' $USER | pkcshsm keys list --slot 2 --hsm-mkvp
 printf '%s\n' $USER | pkcshsm keys list --slot 4 --hsm-mkvp
 
-# One line per secure key: "handle current old reenc", the master key
-# patterns (upper case) of its CKA_IBM_OPAQUE, CKA_IBM_OPAQUE_OLD and
-# CKA_IBM_OPAQUE_REENC blobs as "keys list --json" reads them from each blob,
-# "-" for an absent blob. keys list indents its JSON one field per line.
-keyrows() {
-	printf '%s\n' $USER | pkcshsm keys list --slot "$1" --json | awk '
-		function flush() { if (h != "" && cur != "-") print h, cur, old, reenc; h = ""; cur = old = reenc = "-" }
-		BEGIN { h = ""; cur = old = reenc = "-" }
-		/^  \{/ { flush() }
-		/^    "handle":/ { h = $2; sub(/,$/, "", h) }
-		/^      "(current|old|reenc)": \{/ { blob = $1; gsub(/[":]/, "", blob) }
-		/^        "mkvp":/ { p = toupper($2); gsub(/[",]/, "", p); if (blob == "current") cur = p; else if (blob == "old") old = p; else if (blob == "reenc") reenc = p }
-		/^        "error":/ { print "unreadable blob in key " h ": " $0 > "/dev/stderr"; exit 1 }
-		END { flush() }'
-}
+# keyrows SLOT: one line per secure key, "handle current old reenc"
+# (scripts/lib/demo.sh).
+keyrows() { demo_keyrows "$1"; }
 
 step "an application encrypts data with its keys before the rotation"
 echo $USER | p11load -slots 2,3,4 -duration 2s -save "$root/before.json"
@@ -261,19 +228,9 @@ hold
 
 step "officer: load new master keys (CCA SYM, AES, APKA; EP11 WK, committed)"
 # The CURRENT patterns before the change (what a cancel must leave).
-current() { hsmsim show --json | tr -d ' \n' | grep -o "\"$1\":{\"current\":{\"state\":\"valid\",\"pattern\":\"[0-9a-f]*\"" | sed -n 1p | sed 's/.*"pattern":"//; s/"$//'; }
-old_sym=$(current SYM) old_aes=$(current AES) old_apka=$(current APKA) old_wk=$(current WK)
-old_wk=${old_wk:0:32}
-[ -n "$old_sym" ] && [ -n "$old_aes" ] && [ -n "$old_apka" ] && [ -n "$old_wk" ] || fail "could not read the current patterns"
+demo_old_keys || fail "could not read the current patterns"
 # hsmsim prints the pattern of each loaded key, as the officer's TKE shows it.
-loadnew() { hsmsim load-new --apqns "$1" --type "$2" | awk 'NR==1 {print substr($5, 3)}'; }
-new_sym=$(loadnew "$CCA_APQNS" SYM)
-new_aes=$(loadnew "$CCA_APQNS" AES)
-new_apka=$(loadnew "$CCA_APQNS" APKA)
-new_wk=$(loadnew "$EP11_APQNS" WK)
-hsmsim commit --apqns "$EP11_APQNS" >/dev/null
-[ -n "$new_aes" ] && [ -n "$new_apka" ] && [ -n "$new_wk" ] && [ -n "$new_sym" ] || fail "could not read the new patterns"
-echo "new SYM $new_sym AES $new_aes APKA $new_apka WK $new_wk"
+demo_new_keys "$CCA_APQNS" "$EP11_APQNS" || fail "could not read the new patterns"
 
 step "reencipher (a dry run first)"
 printf '%s\n%s\n' $USER $USER | pkcshsm_mk_change reencipher --dry-run -a "$CCA_APQNS" -s "$new_sym" -A "$new_aes" -p "$new_apka"

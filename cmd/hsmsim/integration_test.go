@@ -135,34 +135,17 @@ func pat(p mkvp.Pattern) string {
 
 // appProc is a running application process.
 type appProc struct {
-	t   *testing.T
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Scanner
+	t *testing.T
+	d *testenv.Dialog
 }
 
 func startApp(t *testing.T, root string) *appProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), appEnv+"=1", paths.EnvRoot+"="+root)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	a := &appProc{t: t, cmd: cmd, in: in, out: sc}
+	a := &appProc{t: t, d: testenv.StartDialog(t, cmd)}
 	t.Cleanup(func() {
-		in.Close()
-		if err := cmd.Wait(); err != nil {
+		if err := a.d.Close(); err != nil {
 			t.Errorf("application process: %v", err)
 		}
 	})
@@ -172,13 +155,7 @@ func startApp(t *testing.T, root string) *appProc {
 // ask sends one command and waits for its answer.
 func (a *appProc) ask(format string, args ...any) (ok bool, fields []string) {
 	a.t.Helper()
-	if _, err := fmt.Fprintf(a.in, format+"\n", args...); err != nil {
-		a.t.Fatal(err)
-	}
-	if !a.out.Scan() {
-		a.t.Fatalf("application process gave no answer: %v", a.out.Err())
-	}
-	f := strings.Fields(a.out.Text())
+	f := strings.Fields(a.d.Ask(fmt.Sprintf(format, args...)))
 	return f[0] == "ok", f[1:]
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,73 +8,38 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/runtime/admin"
 	"github.com/pkcshsm/pkcshsm/runtime/event"
 )
 
-// The binaries under test, built once in TestMain into a world-readable
-// directory (the uid-switching test runs them as another user).
+// The binaries under test (internal/testenv: built once per go test run,
+// in a world-readable directory, for the uid-switching test): the daemon a
+// race build when the tests are, the client processes never (they stay
+// small).
 var (
-	binDir    string
 	daemonBin string
 	appBin    string
 )
 
 func TestMain(m *testing.M) {
-	code := func() int {
-		var err error
-		binDir, err = os.MkdirTemp("", "pkcshsmd-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(binDir)
-		os.Chmod(binDir, 0o755)
-		daemonBin = filepath.Join(binDir, "pkcshsmd")
-		appBin = filepath.Join(binDir, "fakeapp")
-		daemonArgs := []string{"build", "-o", daemonBin}
-		if raceEnabled {
-			daemonArgs = append(daemonArgs, "-race")
-		}
-		// The client processes stay small: never a race build.
-		for _, args := range [][]string{
-			append(daemonArgs, "."),
-			{"build", "-o", appBin, "../../runtime/internal/fakeapp"},
-		} {
-			cmd := exec.Command("go", args...)
-			cmd.Stderr = os.Stderr
-			if err := cmd.Run(); err != nil {
-				fmt.Fprintf(os.Stderr, "go %s: %v\n", strings.Join(args, " "), err)
-				return 1
-			}
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+	var err error
+	if daemonBin, err = testenv.ProgramPath("cmd/pkcshsmd", testenv.RaceFlags...); err == nil {
+		appBin, err = testenv.ProgramPath("runtime/internal/fakeapp")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
 }
 
 // syncBuffer collects a daemon's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 // sandbox is a temporary PKCSHSM_ROOT with a short path (socket paths are
 // limited to 107 bytes), readable by everyone so other uids can reach it.

@@ -7,12 +7,20 @@
 // The API, in the order a test uses it:
 //
 //	bin := testenv.Bin(t, "pkcshsm_mk_change")     // a built binary
+//	prog := testenv.Program(t, "runtime/internal/fakeapp") // any other program
 //	r := testenv.NewRoot(t, testenv.CCA(2))        // a root: adapters, pkcshsm.conf
 //	r.Token(2, 100)                                // init slot 2's token, 100 AES keys
 //	d := r.Daemon()                                // pkcshsmd, its sockets ready
-//	a := r.App(2)                                  // p11load on slot 2, its keys ready
+//	a := r.App([]uint{2})                          // p11load on slot 2, its keys ready
 //	res := r.Run("pkcshsm_mk_change", testenv.PIN(testenv.UserPIN), "list")
 //	term := r.Terminal("pkcshsm_mk_change", "reencipher", ...) // on a pty
+//	c := r.Copy(t)                                 // a copy of a prepared root
+//	dl := testenv.StartDialog(t, cmd)              // a line-answering process
+//
+// TestMain functions use BinDir and ProgramPath. Roots live under a short
+// path of the system temporary directory (socket paths are limited to 107
+// bytes), world-readable for processes of another uid. Only test files
+// import this package (importrules_test.go).
 //
 // # Binaries
 //
@@ -23,17 +31,22 @@
 // sees the same sources, so the first package to need them builds them
 // (under a file lock) and the others reuse them; a change to any source file
 // makes a new directory. Directories not used for a day are removed.
+// Program does the same for one package with go build flags (-race,
+// -buildmode=c-shared), hashing the package's own directory too (test
+// programs live under testdata, which the binaries' hash leaves out).
 package testenv
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -95,9 +108,60 @@ func Bin(t testing.TB, name string, tags ...string) string {
 func BinDir(tags ...string) (string, error) {
 	sort.Strings(tags)
 	key := strings.Join(tags, ",")
+	return cached("pkcshsm-testbin-", key, "", func(root, tmp string) error {
+		args := []string{"build", "-o", tmp + string(os.PathSeparator)}
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
+		}
+		for _, c := range Commands {
+			args = append(args, "./cmd/"+c)
+		}
+		return goBuild(root, args)
+	})
+}
+
+// Program returns the path of one more program the tests run, built from
+// the module's package pkg (a directory relative to the module root, such
+// as "runtime/internal/fakeapp" or a test program under a testdata
+// directory) with the go build flags (such as "-race" or
+// "-buildmode=c-shared"), once per source tree like Bin. The file is
+// named after the package's directory, with ".so" for a c-shared module.
+func Program(t testing.TB, pkg string, flags ...string) string {
+	t.Helper()
+	p, err := ProgramPath(pkg, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ProgramPath is Program for TestMain functions.
+func ProgramPath(pkg string, flags ...string) (string, error) {
+	pkg = filepath.Clean(pkg)
+	name := filepath.Base(pkg)
+	if slices.Contains(flags, "-buildmode=c-shared") {
+		name += ".so"
+	}
+	key := "program " + pkg + " " + strings.Join(flags, " ")
+	dir, err := cached("pkcshsm-testprog-", key, pkg, func(root, tmp string) error {
+		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(tmp, name), "./"+pkg)
+		return goBuild(root, args)
+	})
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// cached returns the directory prefix+hash, where hash covers the module's
+// sources, key, and every file below the module's directory extra (a
+// program's own directory, which may be testdata). The first caller of a
+// go test run builds it with build (into a temporary directory renamed into
+// place), under a file lock; the others reuse it.
+func cached(prefix, key, extra string, build func(root, tmp string) error) (string, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if d, ok := buildDirs[key]; ok {
+	if d, ok := buildDirs[prefix+key]; ok {
 		return d, nil
 	}
 	root, err := moduleRoot()
@@ -108,47 +172,52 @@ func BinDir(tags ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(os.TempDir(), "pkcshsm-testbin-"+sum)
+	if extra != "" {
+		if sum, err = dirHash(filepath.Join(root, extra), sum); err != nil {
+			return "", err
+		}
+	}
+	dir := filepath.Join(os.TempDir(), prefix+sum)
 	lock := flock.New(dir + ".lock")
 	if err := lock.Lock(); err != nil {
 		return "", fmt.Errorf("testenv: lock %s: %w", lock.Path(), err)
 	}
 	defer lock.Unlock()
 	if _, err := os.Stat(filepath.Join(dir, "ok")); err != nil {
-		if err := build(root, dir, tags); err != nil {
+		tmp, err := os.MkdirTemp(os.TempDir(), "pkcshsm-testbuild-tmp")
+		if err != nil {
 			return "", err
 		}
-		removeStale(dir)
+		defer os.RemoveAll(tmp)
+		if err := build(root, tmp); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "ok"), nil, 0o644); err != nil {
+			return "", err
+		}
+		// World-readable: tests run the binaries as another user too.
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			return "", err
+		}
+		os.RemoveAll(dir)
+		if err := os.Rename(tmp, dir); err != nil {
+			return "", err
+		}
+		removeStale(prefix, dir)
 	}
 	now := time.Now()
 	os.Chtimes(dir, now, now) // in use: keep it
-	buildDirs[key] = dir
+	buildDirs[prefix+key] = dir
 	return dir, nil
 }
 
-func build(root, dir string, tags []string) error {
-	tmp, err := os.MkdirTemp(os.TempDir(), "pkcshsm-testbin-tmp")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	args := []string{"build", "-o", tmp + string(os.PathSeparator)}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
-	for _, c := range Commands {
-		args = append(args, "./cmd/"+c)
-	}
+func goBuild(root string, args []string) error {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("testenv: go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	if err := os.WriteFile(filepath.Join(tmp, "ok"), nil, 0o644); err != nil {
-		return err
-	}
-	os.RemoveAll(dir)
-	return os.Rename(tmp, dir)
+	return nil
 }
 
 // sourceHash hashes every file the binaries could be built from (Go and C
@@ -158,35 +227,19 @@ func sourceHash(root, tags string) (string, error) {
 	// The platform too: scripts/test-s390x.sh builds the same sources for
 	// linux/s390x (GOARCH, CC), and the two runs must not share binaries.
 	fmt.Fprintf(h, "tags=%s\nplatform=%s/%s cc=%s cgo=%s\n", tags, runtime.GOOS, runtime.GOARCH, os.Getenv("CC"), os.Getenv("CGO_ENABLED"))
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	err := hashFiles(h, root, root, func(p string, d fs.DirEntry) bool {
 		name := d.Name()
 		if d.IsDir() {
-			if p != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "build") {
-				return filepath.SkipDir
-			}
-			return nil
+			return p == root || !(strings.HasPrefix(name, ".") || name == "testdata" || name == "build")
 		}
-		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
-			return nil
+		if strings.HasSuffix(name, "_test.go") {
+			return false
 		}
 		switch filepath.Ext(name) {
 		case ".go", ".c", ".h", ".s":
-		default:
-			if name != "go.mod" && name != "go.sum" {
-				return nil
-			}
+			return true
 		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		fmt.Fprintf(h, "%s %d\n", rel, len(b))
-		h.Write(b)
-		return nil
+		return name == "go.mod" || name == "go.sum"
 	})
 	if err != nil {
 		return "", err
@@ -194,10 +247,49 @@ func sourceHash(root, tags string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:20], nil
 }
 
-// removeStale removes binary directories of other source trees unused for
+// dirHash adds every regular file below dir, by path and content, to the
+// hash sum.
+func dirHash(dir, sum string) (string, error) {
+	h := sha256.New()
+	h.Write([]byte(sum))
+	if err := hashFiles(h, dir, dir, func(string, fs.DirEntry) bool { return true }); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20], nil
+}
+
+// hashFiles writes every regular file below dir that keep selects (a
+// directory keep refuses is skipped whole) to h: its path relative to base,
+// its size and its content.
+func hashFiles(h io.Writer, base, dir string, keep func(p string, d fs.DirEntry) bool) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !keep(p, d) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(base, p)
+		fmt.Fprintf(h, "%s %d\n", rel, len(b))
+		h.Write(b)
+		return nil
+	})
+}
+
+// removeStale removes build directories of other source trees unused for
 // a day.
-func removeStale(keep string) {
-	old, _ := filepath.Glob(filepath.Join(os.TempDir(), "pkcshsm-testbin-*"))
+func removeStale(prefix, keep string) {
+	old, _ := filepath.Glob(filepath.Join(os.TempDir(), prefix+"*"))
 	for _, d := range old {
 		if d == keep || strings.HasSuffix(d, ".lock") {
 			continue

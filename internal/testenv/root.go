@@ -39,6 +39,17 @@ type Slot struct {
 	ID    uint
 	Type  string // "cca" or "ep11"
 	Label string // tokname and token label
+	// Options are lines of the token's own configuration file after its
+	// APQN allow-list (STRICT_MODE, VHSM_MODE); a slot with options gets
+	// <Label>.conf, the others share <Type>tok.conf.
+	Options string
+}
+
+func (s Slot) confName() string {
+	if s.Options != "" {
+		return s.Label + ".conf"
+	}
+	return s.Type + "tok.conf"
 }
 
 // CCA is a CCA slot whose token is named "cca", "cca<id>" for a second one.
@@ -79,15 +90,26 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 	if len(slots) == 0 {
 		slots = []Slot{CCA(2)}
 	}
-	r := &Root{T: t, Layout: paths.Layout{Root: t.TempDir()}, Slots: slots}
+	// A short path under the system temporary directory, not t.TempDir():
+	// the daemon's sockets hang off the root, and a Unix socket path has
+	// at most 107 bytes. World-readable, for processes of another uid.
+	dir, err := os.MkdirTemp("", "pkr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := &Root{T: t, Layout: paths.Layout{Root: dir}, Slots: slots}
 	topo := sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: CCAAPQNs}, {Mode: apqn.ModeEP11, APQNs: EP11APQNs}}}
 	if err := sim.Init(r.Layout.SimDir(), topo); err != nil {
 		t.Fatal(err)
 	}
-	files := map[string]string{
-		"pkcshsm.conf": r.conf(""),
-		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
-		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n",
+	allow := map[string]string{"cca": "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n", "ep11": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n"}
+	files := map[string]string{"pkcshsm.conf": r.conf(""), "ccatok.conf": allow["cca"], "ep11tok.conf": allow["ep11"]}
+	for _, s := range slots {
+		files[s.confName()] = allow[s.Type] + s.Options
 	}
 	if err := os.MkdirAll(r.Layout.ConfDir(), 0o755); err != nil {
 		t.Fatal(err)
@@ -100,12 +122,39 @@ func NewRootParallel(t testing.TB, slots ...Slot) *Root {
 	return r
 }
 
+// Copy copies the whole root (adapters, tokens, configuration, state) to a
+// new temporary root for the test t, its configuration naming the copy's
+// adapters: a template made once, copied for each of many runs. A failed
+// test keeps the copy for inspection (its path is logged).
+func (r *Root) Copy(t testing.TB) *Root {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "pkr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("root kept for inspection: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	if err := os.CopyFS(dir, os.DirFS(r.Layout.Root)); err != nil {
+		t.Fatal(err)
+	}
+	c := &Root{T: t, Layout: paths.Layout{Root: dir}, Slots: r.Slots}
+	if err := os.WriteFile(c.Layout.GlobalConf(), []byte(c.conf("")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func (r *Root) conf(global string) string {
 	// simulator-dir explicitly: the default comes from PKCSHSM_ROOT, which
 	// a parallel test does not set in its own process.
 	conf := "hsm-backend = simulator\nsimulator-dir = " + r.Layout.SimDir() + "\n" + global
 	for _, s := range r.Slots {
-		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %stok.conf\n}\n", s.ID, s.Type, s.Label, s.Type)
+		conf += fmt.Sprintf("slot %d {\n\ttoken-type = %s\n\ttokname = %s\n\tconfname = %s\n}\n", s.ID, s.Type, s.Label, s.confName())
 	}
 	return conf
 }
@@ -252,8 +301,13 @@ type Process struct {
 	done chan struct{}
 }
 
-func (r *Root) start(cmd *exec.Cmd) *Process {
-	p := &Process{Cmd: cmd, Log: &SyncBuffer{}, t: r.T, done: make(chan struct{})}
+func (r *Root) start(cmd *exec.Cmd) *Process { return Start(r.T, cmd) }
+
+// Start starts cmd in the background, its standard output and error (where
+// not set) collected in Log; it is killed at cleanup.
+func Start(t testing.TB, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{Cmd: cmd, Log: &SyncBuffer{}, t: t, done: make(chan struct{})}
 	if cmd.Stdout == nil {
 		cmd.Stdout = p.Log
 	}
@@ -261,14 +315,23 @@ func (r *Root) start(cmd *exec.Cmd) *Process {
 		cmd.Stderr = p.Log
 	}
 	if err := cmd.Start(); err != nil {
-		r.T.Fatal(err)
+		t.Fatal(err)
 	}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	r.T.Cleanup(func() {
+	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 	})
 	return p
+}
+
+// Done is closed when the process has ended.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the error of exec.Cmd.Wait once the process has ended (Done).
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
 }
 
 // Stop sends SIGTERM and waits for the exit code.

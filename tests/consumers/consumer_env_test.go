@@ -5,9 +5,10 @@
 // input, listed tokens and objects are the ones created), not only their
 // exit status. The Go test process never loads the module itself.
 //
-// TestMain builds the binaries, the module (go build -buildmode=c-shared)
-// and the C client (gcc) once, and sets up a temporary root with a
-// simulated CCA adapter and one initialised token. A tool that is not
+// TestMain takes the binaries and the module (go build
+// -buildmode=c-shared) from internal/testenv, builds the C client (gcc),
+// and sets up a temporary root with a simulated CCA adapter and one
+// initialised token. A tool that is not
 // installed skips its test, except under CI=true, where it fails: CI
 // installs them (.ci/run).
 package consumers_test
@@ -22,6 +23,7 @@ import (
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/internal/hostarch"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
 const (
@@ -61,13 +63,33 @@ func setup(dir string) error {
 		return err
 	}
 	env.repo, env.bin, env.root = repo, filepath.Join(dir, "bin"), filepath.Join(dir, "root")
-	env.module = filepath.Join(env.bin, "libpkcshsm.so")
-	builds := [][]string{{"go", "build", "-buildmode=c-shared", "-o", env.module, "./cmd/libpkcshsm"}}
-	for _, c := range []string{"hsmsim", "pkcshsm", "pkcshsmd", "pkcshsm_mk_change", "p11load"} {
-		builds = append(builds, []string{"go", "build", "-o", filepath.Join(env.bin, c), "./cmd/" + c})
+	// The binaries and the module of this go test run (internal/testenv:
+	// built once, shared with the other packages), linked into one
+	// directory with the C client: rotation-demo.sh takes them all from
+	// PKCSHSM_BIN.
+	built, err := testenv.BinDir()
+	if err != nil {
+		return err
 	}
-	builds = append(builds, []string{cc(), "-O2", "-Wall", "-Werror", "-pthread", "-I/usr/include/p11-kit-1", "-o",
-		filepath.Join(env.bin, "p11stress"), "testdata/clients/p11stress.c", "-ldl"})
+	module, err := testenv.ProgramPath("cmd/libpkcshsm", "-buildmode=c-shared")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(env.bin, 0o755); err != nil {
+		return err
+	}
+	env.module = filepath.Join(env.bin, "libpkcshsm.so")
+	links := map[string]string{env.module: module}
+	for _, c := range testenv.Commands {
+		links[filepath.Join(env.bin, c)] = filepath.Join(built, c)
+	}
+	for link, target := range links {
+		if err := os.Symlink(target, link); err != nil {
+			return err
+		}
+	}
+	builds := [][]string{{cc(), "-O2", "-Wall", "-Werror", "-pthread", "-I/usr/include/p11-kit-1", "-o",
+		filepath.Join(env.bin, "p11stress"), "testdata/clients/p11stress.c", "-ldl"}}
 	for _, b := range builds {
 		cmd := exec.Command(b[0], b[1:]...)
 		cmd.Dir = repo

@@ -218,15 +218,7 @@ func TestRestoreOld(t *testing.T) {
 	gen("fine") // under K2
 	setAES(3)   // CURRENT K3, OLD K2: "fine" still works, "lost" and "stale" do not
 
-	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	dk, err := st.Login(ctx, store.User, []byte(userPIN))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, dk := userStore(t, layout)
 	find := func(label string) *store.Object {
 		objs, err := st.List(ctx, dk, store.Filter{Attrs: map[uint32][]byte{uint32(ck.CKA_LABEL): []byte(label)}})
 		if err != nil || len(objs) > 1 {

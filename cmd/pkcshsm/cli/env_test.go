@@ -2,51 +2,26 @@ package cli
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
+	"context"
 	"strings"
 	"testing"
 
-	"github.com/pkcshsm/pkcshsm/apqn"
-	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/paths"
+	"github.com/pkcshsm/pkcshsm/tokenlib/store"
 )
 
 const (
-	soPIN   = "87654321"
-	userPIN = "12345678"
+	soPIN   = testenv.SOPIN
+	userPIN = testenv.UserPIN
 )
 
-// newRoot makes a temporary PKCSHSM_ROOT with a simulator (two CCA APQNs,
-// one EP11 APQN) and a configuration with a CCA token in slot 0 and an
-// EP11 token in slot 1, and points PKCSHSM_ROOT at it.
+// newRoot makes a temporary PKCSHSM_ROOT (internal/testenv: the simulated
+// CCA and EP11 APQNs) with a CCA token in slot 0 and an EP11 token in slot
+// 1, and points PKCSHSM_ROOT at it.
 func newRoot(t *testing.T) paths.Layout {
 	t.Helper()
-	layout := paths.Layout{Root: t.TempDir()}
-	topo := sim.Topology{Groups: []sim.Group{
-		{Mode: apqn.ModeCCA, APQNs: []apqn.ID{apqn.MustParse("01.0033"), apqn.MustParse("02.0033")}},
-		{Mode: apqn.ModeEP11, APQNs: []apqn.ID{apqn.MustParse("06.0033")}},
-	}}
-	if err := sim.Init(layout.SimDir(), topo); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(layout.ConfDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		"pkcshsm.conf": "hsm-backend = simulator\nsimulator-dir = \"" + layout.SimDir() + "\"\n" +
-			"slot 0 {\n\ttoken-type = cca\n\ttokname = ccatok\n\tconfname = ccatok.conf\n}\n" +
-			"slot 1 {\n\ttoken-type = ep11\n\ttokname = ep11tok\n\tconfname = ep11tok.conf\n}\n",
-		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
-		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\nEND\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv(paths.EnvRoot, layout.Root)
-	return layout
+	return testenv.NewRoot(t, testenv.Slot{ID: 0, Type: "cca", Label: "ccatok"}, testenv.Slot{ID: 1, Type: "ep11", Label: "ep11tok"}).Layout
 }
 
 // result is one in-process run of the command.
@@ -82,4 +57,21 @@ func setupTokens(t *testing.T) {
 		ok(t, lines(soPIN, soPIN), "token", "init", "--slot", slot, "--label", "tok"+slot)
 		ok(t, lines(soPIN, userPIN, userPIN), "pin", "set", "--slot", slot)
 	}
+}
+
+// userStore opens the object store of the CCA token of slot 0 (closed at
+// cleanup) and logs in as the user: the test reads what the commands
+// stored.
+func userStore(t *testing.T, layout paths.Layout) (*store.Store, *store.DataKey) {
+	t.Helper()
+	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	dk, err := st.Login(context.Background(), store.User, []byte(userPIN))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, dk
 }

@@ -1,46 +1,27 @@
 package cli
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/apqn"
 	"github.com/pkcshsm/pkcshsm/hsm/sim"
+	"github.com/pkcshsm/pkcshsm/internal/testenv"
 	"github.com/pkcshsm/pkcshsm/paths"
 )
 
-var ep11Q = []apqn.ID{apqn.MustParse("06.0033"), apqn.MustParse("0e.0033")}
+var ep11Q = testenv.EP11APQNs
 
-// newEP11Root makes a root with two EP11 APQNs and tokens in slot 2
+// newEP11Root makes a root (internal/testenv) with EP11 tokens in slot 2
 // (STRICT_MODE and VHSM_MODE) and slot 3 (STRICT_MODE only).
 func newEP11Root(t *testing.T) paths.Layout {
 	t.Helper()
-	layout := paths.Layout{Root: t.TempDir()}
-	if err := sim.Init(layout.SimDir(), sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeEP11, APQNs: ep11Q}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(layout.ConfDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		"pkcshsm.conf": "hsm-backend = simulator\nsimulator-dir = \"" + layout.SimDir() + "\"\n" +
-			"slot 2 {\n\ttoken-type = ep11\n\ttokname = both\n\tconfname = both.conf\n}\n" +
-			"slot 3 {\n\ttoken-type = ep11\n\ttokname = strict\n\tconfname = strict.conf\n}\n",
-		"both.conf":   "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\nSTRICT_MODE\nVHSM_MODE\n",
-		"strict.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\nSTRICT_MODE\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv(paths.EnvRoot, layout.Root)
+	layout := testenv.NewRoot(t,
+		testenv.Slot{ID: 2, Type: "ep11", Label: "both", Options: "STRICT_MODE\nVHSM_MODE\n"},
+		testenv.Slot{ID: 3, Type: "ep11", Label: "strict", Options: "STRICT_MODE\n"}).Layout
 	for _, slot := range []string{"2", "3"} {
 		ok(t, lines(soPIN, soPIN), "token", "init", "--slot", slot, "--label", "t"+slot)
 		ok(t, lines(soPIN, userPIN, userPIN), "pin", "set", "--slot", slot)
@@ -69,27 +50,7 @@ func simSessionCount(t *testing.T, layout paths.Layout) int {
 // startClient starts a tokenclient on slot and waits for its login.
 func startClient(t *testing.T, bin, slot string) (*client, string) {
 	t.Helper()
-	cmd := exec.Command(bin, slot)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &client{in: in, out: bufio.NewReader(stdout), cmd: cmd}
-	t.Cleanup(func() {
-		in.Close()
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	c := &client{Dialog: testenv.StartDialog(t, exec.Command(bin, slot))}
 	return c, c.ask(t, userPIN)
 }
 
@@ -114,7 +75,7 @@ func TestEP11SessionTool(t *testing.T) {
 	if !strings.Contains(got, "no card PIN") || !strings.Contains(got, "slot 2") {
 		t.Fatalf("login without a card PIN: %q", got)
 	}
-	c0.cmd.Wait()
+	c0.Close()
 	for _, bad := range []struct{ pin, msg string }{
 		{"short", "at least 8"}, {"seventeen-chars!!", "at most 16"}, {"tab\there-pin", "refuses"},
 	} {
@@ -141,7 +102,7 @@ func TestEP11SessionTool(t *testing.T) {
 	if got != "ready" {
 		t.Fatalf("tokenclient on slot 3: %q", got)
 	}
-	pid := c1.cmd.Process.Pid
+	pid := c1.Cmd.Process.Pid
 	sess := showJSON(t, "2")
 	if len(sess) != 1 || sess[0].PID != pid || !sess[0].Running || !sess[0].Strict || !sess[0].VHSM ||
 		strings.Join(sess[0].APQNs, ",") != "06.0033,0E.0033" {
@@ -179,10 +140,10 @@ func TestEP11SessionTool(t *testing.T) {
 	}
 
 	// kill -9: the session stays behind until the tool cleans it up.
-	if err := c1.cmd.Process.Kill(); err != nil {
+	if err := c1.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	c1.cmd.Wait()
+	c1.Close()
 	sess = showJSON(t, "2")
 	if len(sess) != 1 || sess[0].Running {
 		t.Fatalf("after kill -9: %+v, want the session, not running", sess)
@@ -242,11 +203,11 @@ func TestEP11DeadSessionsLoggedOutAutomatically(t *testing.T) {
 	if got != "ready" {
 		t.Fatalf("first program: %q", got)
 	}
-	dead := c1.cmd.Process.Pid
-	if err := c1.cmd.Process.Kill(); err != nil {
+	dead := c1.Cmd.Process.Pid
+	if err := c1.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	c1.cmd.Wait()
+	c1.Close()
 	if sess := showJSON(t, "3"); len(sess) != 1 || sess[0].PID != dead || sess[0].Running {
 		t.Fatalf("after kill -9: %+v, want the dead program's session", sess)
 	}
@@ -258,7 +219,7 @@ func TestEP11DeadSessionsLoggedOutAutomatically(t *testing.T) {
 		t.Fatalf("second program, with the dead one's session filling the adapter: %q", got)
 	}
 	sess := showJSON(t, "3")
-	if len(sess) != 1 || sess[0].PID != c2.cmd.Process.Pid || !sess[0].Running {
+	if len(sess) != 1 || sess[0].PID != c2.Cmd.Process.Pid || !sess[0].Running {
 		t.Fatalf("sessions: %+v, want only the second program's", sess)
 	}
 	if n := simSessionCount(t, layout); n != 2 {

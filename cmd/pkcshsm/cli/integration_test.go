@@ -1,64 +1,18 @@
 package cli
 
 import (
-	"bufio"
-	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pkcshsm/pkcshsm/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds pkcshsm and the tokenclient test program once per test
-// binary.
+// binaries returns the built pkcshsm and the tokenclient test program
+// (internal/testenv: built once per go test run).
 func binaries(t *testing.T) (pkcshsmBin, clientBin string) {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "pkcshsm-cli-test")
-		if buildErr != nil {
-			return
-		}
-		// pkcshsm comes from internal/testenv (built once per go test
-		// run); the test program of this package is built here.
-		for name, pkg := range map[string]string{
-			"tokenclient": "github.com/pkcshsm/pkcshsm/cmd/pkcshsm/cli/testdata/tokenclient",
-		} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
-			if err != nil {
-				buildErr = &buildError{pkg, string(out), err}
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return testenv.Bin(t, "pkcshsm"), filepath.Join(binDir, "tokenclient")
-}
-
-type buildError struct {
-	pkg, out string
-	err      error
-}
-
-func (e *buildError) Error() string { return "go build " + e.pkg + ": " + e.err.Error() + "\n" + e.out }
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	return testenv.Bin(t, "pkcshsm"), testenv.Program(t, "cmd/pkcshsm/cli/testdata/tokenclient")
 }
 
 // runBin runs the built pkcshsm as a separate process.
@@ -76,23 +30,9 @@ func runBin(t *testing.T, bin, stdin string, args ...string) (string, int) {
 }
 
 // client is a running tokenclient process.
-type client struct {
-	in  io.WriteCloser
-	out *bufio.Reader
-	cmd *exec.Cmd
-}
+type client struct{ *testenv.Dialog }
 
-func (c *client) ask(t *testing.T, line string) string {
-	t.Helper()
-	if _, err := io.WriteString(c.in, line+"\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := c.out.ReadString('\n')
-	if err != nil {
-		t.Fatalf("tokenclient: %v (%q)", err, resp)
-	}
-	return strings.TrimSpace(resp)
-}
+func (c *client) ask(t *testing.T, line string) string { return c.Ask(line) }
 
 // TestTwoProcesses runs a long-lived process holding the token library
 // (tokenclient, with its object cache) next to separate pkcshsm processes:
@@ -113,27 +53,7 @@ func TestTwoProcesses(t *testing.T) {
 			t.Fatalf("%v: exit %d\n%s", args, code, out)
 		}
 	}
-	cmd := exec.Command(cl, "0")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &client{in: in, out: bufio.NewReader(stdout), cmd: cmd}
-	t.Cleanup(func() {
-		in.Close()
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	c := &client{Dialog: testenv.StartDialog(t, exec.Command(cl, "0"))}
 	if got := c.ask(t, userPIN); got != "ready" {
 		t.Fatalf("tokenclient: %q", got)
 	}
@@ -173,10 +93,8 @@ func TestTwoProcesses(t *testing.T) {
 	if out, _ := runBin(t, pk, "", "slots"); !strings.Contains(out, "set (1 wrong)") {
 		t.Fatalf("wrong PIN not counted:\n%s", out)
 	}
-	if _, err := io.WriteString(in, "quit\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	c.Send("quit")
+	if err := c.Close(); err != nil {
 		t.Fatalf("tokenclient exit: %v", err)
 	}
 }

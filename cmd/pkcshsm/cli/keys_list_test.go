@@ -38,15 +38,7 @@ func TestKeysListBlobPatterns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	dk, err := st.Login(ctx, store.User, []byte(userPIN))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, dk := userStore(t, layout)
 	find := func(label string, class ck.ObjectClass) *store.Object {
 		objs, err := st.List(ctx, dk, store.Filter{Classes: []uint{uint(class)}, Attrs: map[uint32][]byte{uint32(ck.CKA_LABEL): []byte(label)}})
 		if err != nil || len(objs) != 1 {
@@ -101,15 +93,7 @@ func TestKeysListBlobPatterns(t *testing.T) {
 	}
 
 	// A damaged blob is reported as such, not as a pattern.
-	st2, err := store.Open(layout.TokenDir("ccatok"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	dk2, err := st2.Login(ctx, store.User, []byte(userPIN))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st2, dk2 := userStore(t, layout)
 	objs, err := st2.List(ctx, dk2, store.Filter{Attrs: map[uint32][]byte{uint32(ck.CKA_LABEL): []byte("plain")}})
 	if err != nil || len(objs) != 1 {
 		t.Fatal(err, len(objs))

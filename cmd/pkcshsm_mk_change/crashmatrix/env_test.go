@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,14 +29,14 @@ import (
 )
 
 const (
-	soPIN   = "87654321"
-	userPIN = "12345678"
+	soPIN   = testenv.SOPIN
+	userPIN = testenv.UserPIN
 	module  = "github.com/pkcshsm/pkcshsm/cmd/"
 )
 
 var (
-	ccaQ  = []apqn.ID{apqn.MustParse("01.0033"), apqn.MustParse("02.0033")}
-	ep11Q = []apqn.ID{apqn.MustParse("06.0033"), apqn.MustParse("0e.0033")}
+	ccaQ  = testenv.CCAAPQNs
+	ep11Q = testenv.EP11APQNs
 	// The slots: 2 is a CCA token, 4 an EP11 token.
 	slots = []uint{2, 4}
 	// The master key types the change replaces, per slot.
@@ -69,7 +68,7 @@ type sample struct {
 }
 
 type fixture struct {
-	dir      string // the template root, copied for every run
+	root     *testenv.Root // the template root, copied for every run
 	oldP     map[mkvp.Type]mkvp.Pattern
 	newP     map[mkvp.Type]mkvp.Pattern
 	before   map[uint][]keyRow // per slot, from pkcshsm keys list --json
@@ -84,30 +83,9 @@ type fixture struct {
 // sensitive private key, and extra AES keys; data encrypted with every AES
 // key; and the officer's new master keys loaded (EP11 committed).
 func newFixture(t *testing.T, b binaries, extra int) *fixture {
-	dir, err := os.MkdirTemp("", "cmt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	layout := paths.Layout{Root: dir}
-	topo := sim.Topology{Groups: []sim.Group{{Mode: apqn.ModeCCA, APQNs: ccaQ}, {Mode: apqn.ModeEP11, APQNs: ep11Q}}}
-	if err := sim.Init(layout.SimDir(), topo); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(layout.ConfDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
-		"ccatok.conf":  "APQN_ALLOWLIST\n1 0x33\n2 0x33\nEND\n",
-		"ep11tok.conf": "APQN_ALLOWLIST\n6 0x33\n14 0x33\nEND\n",
-	}
-	for name, body := range files {
-		if err := os.WriteFile(filepath.Join(layout.ConfDir(), name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeConf(t, layout)
-	f := &fixture{dir: dir, before: map[uint][]keyRow{}}
+	root := testenv.NewRootParallel(t, testenv.CCA(2), testenv.EP11(4))
+	layout, dir := root.Layout, root.Layout.Root
+	f := &fixture{root: root, before: map[uint][]keyRow{}}
 	lib, err := tokenlib.Open(tokenlib.Options{Layout: layout, NoAgent: true})
 	if err != nil {
 		t.Fatal(err)
@@ -199,17 +177,6 @@ func newFixture(t *testing.T, b binaries, extra int) *fixture {
 	return f
 }
 
-// writeConf writes pkcshsm.conf for the root: the simulator directory is
-// named, so that this test process, whose environment names no root, can
-// open the tokens too.
-func writeConf(t *testing.T, layout paths.Layout) {
-	t.Helper()
-	conf := "hsm-backend = simulator\nsimulator-dir = \"" + layout.SimDir() + "\"\n" +
-		"slot 2 {\n\ttoken-type = cca\n\ttokname = cca\n\tconfname = ccatok.conf\n}\n" +
-		"slot 4 {\n\ttoken-type = ep11\n\ttokname = ep11\n\tconfname = ep11tok.conf\n}\n"
-	must(t, os.WriteFile(layout.GlobalConf(), []byte(conf), 0o644))
-}
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -297,44 +264,19 @@ func listKeys(t *testing.T, b binaries, root string, slot uint) []keyRow {
 
 // ---- processes ----
 
-// proc is a background process of a run: the daemon or an application.
+// proc is a background process of a run: the daemon or an application
+// (a testenv.Process: killed at cleanup).
 type proc struct {
 	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-	err  error // valid after done
+	*testenv.Process
 }
-
-type syncBuffer = testenv.SyncBuffer
 
 func start(t *testing.T, name string, env []string, stdin string, argv ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = env
-	p.cmd.Stdin = strings.NewReader(stdin)
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		if !p.exited() {
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(stdin)
+	return &proc{name: name, Process: testenv.Start(t, cmd)}
 }
 
 // killedBySIGKILL reports whether the process ended by SIGKILL.
@@ -387,24 +329,18 @@ func connected(layout paths.Layout) (int, error) {
 // the number of the hit ("name" and its count so far).
 func traceNames(t *testing.T, path string) []string {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if f := strings.Fields(line); len(f) == 2 {
-			names = append(names, f[0])
-		}
-	}
-	return names
+	return lineFields(t, path, 2, func(f []string) string { return f[0] })
 }
 
 // firedAt reads the failpoint log: the points at which a rule fired.
 func firedAt(t *testing.T, path string) []string {
+	t.Helper()
+	return lineFields(t, path, 3, func(f []string) string { return f[0] + " " + f[1] })
+}
+
+// lineFields reads the file's lines of n fields, each as pick makes it;
+// a file that does not exist has none.
+func lineFields(t *testing.T, path string, n int, pick func([]string) string) []string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -415,8 +351,8 @@ func firedAt(t *testing.T, path string) []string {
 	}
 	var out []string
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		if f := strings.Fields(line); len(f) == 3 {
-			out = append(out, f[0]+" "+f[1])
+		if f := strings.Fields(line); len(f) == n {
+			out = append(out, pick(f))
 		}
 	}
 	return out

@@ -96,23 +96,9 @@ type run struct {
 }
 
 func newRun(t *testing.T, b binaries, f *fixture, scenario string, kill *point, trace bool) *run {
-	root, err := os.MkdirTemp("", "cmr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("root kept for inspection: %s", root)
-			return
-		}
-		os.RemoveAll(root)
-	})
-	if err := os.CopyFS(root, os.DirFS(f.dir)); err != nil {
-		t.Fatal(err)
-	}
+	root := f.root.Copy(t).Layout.Root
 	r := &run{t: t, b: b, f: f, scenario: scenario, layout: paths.Layout{Root: root}, kill: kill,
 		fpLog: filepath.Join(root, "failpoints.log")}
-	writeConf(t, r.layout)
 	r.base = append(os.Environ(), paths.EnvRoot+"="+root, failpoint.EnvLog+"="+r.fpLog, "GOMAXPROCS=1")
 	if trace {
 		r.traceDir = filepath.Join(root, "trace")
@@ -147,8 +133,8 @@ func (r *run) startDaemon() {
 	}
 	r.daemon = start(r.t, "pkcshsmd", env, "", r.b.daemon, "--log-format", "text", "--log-level", "warn")
 	waitFor(r.t, "pkcshsmd to answer", func() (bool, error) {
-		if r.daemon.exited() {
-			return false, fmt.Errorf("pkcshsmd exited: %v\n%s", r.daemon.err, r.daemon.out.String())
+		if r.daemon.Exited() {
+			return false, fmt.Errorf("pkcshsmd exited: %v\n%s", r.daemon.Err(), r.daemon.Log.String())
 		}
 		n, err := connected(r.layout)
 		return n >= 0, err
@@ -168,8 +154,8 @@ func (r *run) startApps(n int) {
 			"-ready", ready, "-report", filepath.Join(r.layout.Root, fmt.Sprintf("app%d.json", i)))
 		r.apps = append(r.apps, app)
 		waitFor(r.t, "p11load to set up its keys", func() (bool, error) {
-			if app.exited() {
-				return false, fmt.Errorf("p11load exited: %v\n%s", app.err, app.out.String())
+			if app.Exited() {
+				return false, fmt.Errorf("p11load exited: %v\n%s", app.Err(), app.Log.String())
 			}
 			_, err := os.Stat(ready)
 			return err == nil, nil
@@ -183,7 +169,7 @@ func (r *run) waitApps() {
 	r.t.Helper()
 	alive := 0
 	for _, a := range r.apps {
-		if !a.exited() {
+		if !a.Exited() {
 			alive++
 		}
 	}
@@ -210,15 +196,15 @@ func (r *run) mk(step int, args ...string) (code int, out string, killed bool) {
 	}
 	r.cmds = append(r.cmds, strings.Join(args, " "))
 	p := start(r.t, "pkcshsm_mk_change", env, strings.Repeat(userPIN+"\n", len(slots)), append([]string{r.b.mk}, args...)...)
-	<-p.done
+	<-p.Done()
 	code = 0
-	if p.err != nil {
+	if p.Err() != nil {
 		code = -1
-		if ee, ok := p.err.(interface{ ExitCode() int }); ok {
+		if ee, ok := p.Err().(interface{ ExitCode() int }); ok {
 			code = ee.ExitCode()
 		}
 	}
-	return code, p.out.String(), killedBySIGKILL(p.err)
+	return code, p.Log.String(), killedBySIGKILL(p.Err())
 }
 
 // officerSet activates the new master keys on every APQN.
@@ -323,7 +309,7 @@ func (r *run) recover() {
 		if iter == 8 {
 			r.t.Fatalf("the operation is not complete after %d commands: %v", iter, r.cmds)
 		}
-		if r.daemon.exited() {
+		if r.daemon.Exited() {
 			// systemd restarts the daemon (Restart=on-failure).
 			r.restarts++
 			r.startDaemon()
@@ -464,16 +450,16 @@ func (r *run) verify(id string) {
 	// operation, and decrypt what they encrypted at start with their
 	// session and token keys.
 	for i, a := range r.apps {
-		if a.exited() {
-			if r.kill != nil && r.kill.proc == "agent" && i == 0 && killedBySIGKILL(a.err) {
+		if a.Exited() {
+			if r.kill != nil && r.kill.proc == "agent" && i == 0 && killedBySIGKILL(a.Err()) {
 				continue
 			}
-			t.Fatalf("%s ended early: %v\n%s", a.name, a.err, a.out.String())
+			t.Fatalf("%s ended early: %v\n%s", a.name, a.Err(), a.Log.String())
 		}
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		<-a.done
-		if a.err != nil {
-			t.Fatalf("%s: %v\n%s", a.name, a.err, a.out.String())
+		a.Cmd.Process.Signal(syscall.SIGTERM)
+		<-a.Done()
+		if a.Err() != nil {
+			t.Fatalf("%s: %v\n%s", a.name, a.Err(), a.Log.String())
 		}
 		var rep struct {
 			Ops, Failed int
@@ -493,7 +479,7 @@ func (r *run) verify(id string) {
 			v += s.Verified
 		}
 		if rep.Failed != 0 || rep.Ops == 0 || v != 2*len(slots) {
-			t.Fatalf("%s: %d operations, %d failed, %d of %d start samples verified\n%s", a.name, rep.Ops, rep.Failed, v, 2*len(slots), a.out.String())
+			t.Fatalf("%s: %d operations, %d failed, %d of %d start samples verified\n%s", a.name, rep.Ops, rep.Failed, v, 2*len(slots), a.Log.String())
 		}
 	}
 
@@ -604,14 +590,14 @@ func (r *run) do() {
 		}
 		switch k.proc {
 		case "daemon":
-			<-r.daemon.done
-			if !killedBySIGKILL(r.daemon.err) {
-				t.Fatalf("pkcshsmd ended with %v, not by its kill", r.daemon.err)
+			<-r.daemon.Done()
+			if !killedBySIGKILL(r.daemon.Err()) {
+				t.Fatalf("pkcshsmd ended with %v, not by its kill", r.daemon.Err())
 			}
 		case "agent":
-			<-r.apps[0].done
-			if !killedBySIGKILL(r.apps[0].err) {
-				t.Fatalf("p11load ended with %v, not by its kill", r.apps[0].err)
+			<-r.apps[0].Done()
+			if !killedBySIGKILL(r.apps[0].Err()) {
+				t.Fatalf("p11load ended with %v, not by its kill", r.apps[0].Err())
 			}
 		}
 		kills.Add(1)

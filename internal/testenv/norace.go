@@ -1,0 +1,6 @@
+//go:build !race
+
+package testenv
+
+// RaceFlags: see race.go.
+var RaceFlags []string

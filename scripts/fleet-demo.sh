@@ -50,7 +50,7 @@ base=$(mktemp -d "${TMPDIR:-/tmp}/pkcshsm-fleet.XXXXXX")
 bin=$base/bin
 sim=$base/sim
 DEMO_SIM_DIR=$sim
-daemon_pids=() app_pids=()
+daemon_pids=() app_pids=() extra_pids=()
 
 # shellcheck source=scripts/lib/demo.sh
 . "$(dirname "$0")/lib/demo.sh"
@@ -58,8 +58,8 @@ step() { printf '\n==> %s\n' "$*"; }
 fail() { printf '\nFLEET DEMO FAILED: %s\n(directory kept at %s)\n' "$*" "$base" >&2; exit 1; }
 cleanup() {
 	rc=$?
-	for p in "${app_pids[@]}" "${daemon_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${app_pids[@]}" "${daemon_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	for p in "${extra_pids[@]}" "${app_pids[@]}" "${daemon_pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
+	for p in "${extra_pids[@]}" "${app_pids[@]}" "${daemon_pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	if [ $rc -eq 0 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$base"; else echo "directory: $base"; fi
 }
 trap cleanup EXIT
@@ -320,19 +320,33 @@ else
 	step "an application of $FAIL_HOST hangs in reencipher: the play cancels every host that re-enciphered"
 	inventory "$base/hang.yml" good
 	sed -i 's/^  vars:$/  vars:\n    pkcshsm_timeout: 15s/' "$base/hang.yml"
-	i=$((${FAIL_HOST#host} - 1))
-	kill -STOP "${app_pids[$i]}"
+	# The hung application only uses its keys (-new-keys=false): one
+	# stopped inside its own write transaction would hold the token's
+	# write lock, and no pass on that token (the cancel's included) could
+	# complete before it resumed (docs/runbook.md, "Many hosts").
+	hd=$base/$FAIL_HOST
+	echo $USER | PKCSHSM_ROOT=$hd p11load -slots 2,4 -new-keys=false -ready "$hd/hung.ready" -report "$hd/hung.json" \
+		-log "$hd/hung.log" >"$hd/hung.out" 2>&1 &
+	hung=$!
+	extra_pids+=($hung)
+	for _ in $(seq 600); do grep -q "connected to pkcshsmd" "$hd/hung.log" 2>/dev/null && break; sleep 0.1; done
+	grep -q "connected to pkcshsmd" "$hd/hung.log" || fail "$FAIL_HOST: the second application did not connect: $(cat "$hd/hung.out")"
+	kill -STOP "$hung"
 	set +e
 	playbook "$base/hang.yml" >"$base/play3.out" 2>&1
 	rc=$?
 	set -e
-	kill -CONT "${app_pids[$i]}"
+	kill -CONT "$hung"
 	[ $rc != 0 ] || { cat "$base/play3.out"; fail "the playbook succeeded although an application of $FAIL_HOST did not answer"; }
 	grep -q "$FAIL_HOST (reencipher: " "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not name $FAIL_HOST's failed reencipher"; }
 	grep -q "TASK \[Cancel the change" "$base/play3.out" || { cat "$base/play3.out"; fail "the play did not cancel"; }
 	[ "$(demo_current AES)" = "$old_aes" ] && [ "$(demo_current WK | cut -c1-32)" = "$old_wk" ] || fail "the new master keys were set although a host failed"
 	for h in "${hosts[@]}"; do
-		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || fail "$h: an operation is still active after the cancel"
+		[ "$(PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list --json | jq length)" = 0 ] || {
+			cat "$base/play3.out"
+			PKCSHSM_ROOT=$base/$h pkcshsm_mk_change list
+			fail "$h: an operation is still active after the cancel"
+		}
 		if [ "$h" != "$FAIL_HOST" ]; then
 			hist=$base/$h/var/lib/pkcshsm/HSM_MK_CHANGE/history.jsonl
 			grep -q '"outcome":"canceled"' "$hist" || fail "$h: not canceled (history: $(cat "$hist" 2>/dev/null))"
@@ -340,7 +354,11 @@ else
 		check_keys "$h" 2 cancel "$old_sym" "$old_aes" "$old_apka"
 		check_keys "$h" 4 cancel "$old_wk"
 	done
-	echo "the play named $FAIL_HOST, canceled every host that re-enciphered, set no key"
+	kill -TERM "$hung"
+	wait "$hung" || fail "$FAIL_HOST: the application that hung failed after it resumed: $(cat "$hd/hung.out")"
+	grep -Eq ', 0 failed$' "$hd/hung.out" || fail "$FAIL_HOST: the application that hung reports failed operations: $(cat "$hd/hung.out")"
+	extra_pids=()
+	echo "the play named $FAIL_HOST, canceled every host that re-enciphered, set no key; the hung application resumed with 0 failed operations"
 
 	step "after the activation the play never cancels: $FAIL_HOST's pkcshsmd is down at finalize"
 	inventory "$base/good.yml" good

@@ -838,6 +838,18 @@ func parseMACedSPKI(b []byte) (spki []byte, wk mkvp.Pattern, session []byte, ok 
 
 // ---- using keys --------------------------------------------------------
 
+// targetKey resolves the call's single target (argument ti), then the key
+// blob of argument ki on it: the target is checked first, as the library
+// does.
+func (s *Server) targetKey(c *call, ti, ki int, publicOK bool) (hsm.QueueInfo, []byte, error) {
+	q, err := s.target(c, ti, false)
+	if err != nil {
+		return hsm.QueueInfo{}, nil, err
+	}
+	key, err := s.keyFor(c, ki, q, publicOK)
+	return q, key, err
+}
+
 // keyFor checks the key blob argument: a key blob (the simulator checks
 // its wrapping key: CKR_IBM_WKID_MISMATCH) or a MACed SPKI whose WKVP must
 // be the CURRENT one of q.
@@ -930,11 +942,7 @@ func (s *Server) mCrypt(c *call, enc bool) error {
 	if err != nil {
 		return err
 	}
-	q, err := s.target(c, 7, false)
-	if err != nil {
-		return err
-	}
-	key, err := s.keyFor(c, 0, q, enc && hm == hsm.MechRSAOAEP)
+	q, key, err := s.targetKey(c, 7, 0, enc && hm == hsm.MechRSAOAEP)
 	if err != nil {
 		return err
 	}
@@ -990,11 +998,7 @@ func (s *Server) mSignSingle(c *call) error {
 	if err != nil {
 		return err
 	}
-	q, err := s.target(c, 7, false)
-	if err != nil {
-		return err
-	}
-	key, err := s.keyFor(c, 0, q, false)
+	q, key, err := s.targetKey(c, 7, 0, false)
 	if err != nil {
 		return err
 	}
@@ -1016,11 +1020,7 @@ func (s *Server) mVerifySingle(c *call) error {
 	if err != nil {
 		return err
 	}
-	q, err := s.target(c, 7, false)
-	if err != nil {
-		return err
-	}
-	key, err := s.keyFor(c, 0, q, hm != hsm.MechHMACSHA256)
+	q, key, err := s.targetKey(c, 7, 0, hm != hsm.MechHMACSHA256)
 	if err != nil {
 		return err
 	}
@@ -1059,11 +1059,7 @@ func (s *Server) mWrapKey(c *call) error {
 	if mk, _ := c.buf(4); len(mk) != 0 {
 		return ckr(ckrArgumentsBad, "a MAC key is for attribute-bound wrapping, which the double does not do")
 	}
-	q, err := s.target(c, 9, false)
-	if err != nil {
-		return err
-	}
-	key, err := s.keyFor(c, 0, q, false)
+	q, key, err := s.targetKey(c, 9, 0, false)
 	if err != nil {
 		return err
 	}
@@ -1137,11 +1133,7 @@ func (s *Server) mUnwrapKey(c *call) error {
 	if err != nil {
 		return err
 	}
-	q, err := s.target(c, 15, false)
-	if err != nil {
-		return err
-	}
-	kek, err := s.keyFor(c, 2, q, false)
+	q, kek, err := s.targetKey(c, 15, 2, false)
 	if err != nil {
 		return err
 	}
@@ -1303,11 +1295,7 @@ func (s *Server) importKey(c *call, m *mechanism) error {
 	if err != nil {
 		return err
 	}
-	q, err := s.target(c, 15, false)
-	if err != nil {
-		return err
-	}
-	kek, err := s.keyFor(c, 2, q, false)
+	q, kek, err := s.targetKey(c, 15, 2, false)
 	if err != nil {
 		return err
 	}
